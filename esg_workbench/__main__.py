@@ -1,0 +1,3 @@
+from esg_workbench.cli import main
+
+raise SystemExit(main())

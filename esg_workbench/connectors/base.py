@@ -1,0 +1,60 @@
+"""The protocol every connector implements."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from esg_workbench.core.specs import (
+    CancelToken,
+    ChunkRange,
+    ConnectorSpec,
+    ReadScope,
+    StreamRef,
+    TableInfo,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class Connector(Protocol):
+    spec: ConnectorSpec
+
+    def validate(self) -> str:
+        """Connect and check the schema is readable. Returns a short success message;
+        raises a SourceError subclass that says exactly what is wrong."""
+
+    def list_streams(self) -> list[StreamRef]:
+        """Tables of the configured schema, cheaply (thousands are fine)."""
+
+    def describe(self, streams: list[StreamRef] | None = None) -> list[TableInfo]:
+        """Columns, types, keys and row estimates; no sample rows (those are lazy)."""
+
+    def sample(self, stream: StreamRef, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` rows as JSON-safe dicts."""
+
+    # --- planning: cheap aggregate queries over a ReadScope --------------------------
+
+    def cursor_max(self, stream: StreamRef, cursor_field: str) -> Any: ...
+
+    def count(self, stream: StreamRef, scope: ReadScope) -> int: ...
+
+    def key_range(self, stream: StreamRef, scope: ReadScope) -> tuple[Any, Any]:
+        """min and max of the (single) key column within the scope."""
+
+    def boundaries(self, stream: StreamRef, scope: ReadScope, every: int,
+                   within: ChunkRange | None = None) -> list[tuple]:
+        """Every `every`-th key in key order (excluding the first): chunk boundaries."""
+
+    def window_counts(self, stream: StreamRef, scope: ReadScope, window: str) -> list[tuple[Any, int]]:
+        """(window start, rows) for each non-empty window of the cursor, in order."""
+
+    def null_cursor_count(self, stream: StreamRef, cursor_field: str) -> int: ...
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
+             cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
+        """The chunk's rows, ordered by the scope key, as Arrow record batches."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,169 @@
+"""PostgreSQL: discovery and planning through SQLAlchemy (psycopg), reads through ADBC.
+
+ADBC's PostgreSQL driver reads with `COPY ... TO STDOUT (FORMAT binary)` and builds Arrow
+batches in C, so no row becomes a Python object. It returns `numeric` as text (an
+opaque extension type); `_fix_types` casts it to the declared decimal(p, s).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from esg_workbench.core.errors import (
+    AuthenticationFailed,
+    DatabaseMissing,
+    EsgError,
+    PermissionDenied,
+    SchemaDrift,
+    SourceError,
+    SourceUnreachable,
+    TableMissing,
+    TransientSourceError,
+)
+from esg_workbench.core.specs import CancelToken
+from esg_workbench.connectors.sql import SqlConnector
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+_AUTH = {"28P01", "28000"}
+_TRANSIENT_PREFIXES = ("08", "53", "57P", "40")  # connection, resources, shutdown, rollback
+_TRANSIENT_WORDS = ("connection refused", "could not connect", "server closed the connection",
+                    "connection reset", "terminating connection", "timeout expired",
+                    "timed out", "broken pipe", "no connection to the server",
+                    "connection to server", "the database system is")
+
+
+class PostgresConnector(SqlConnector):
+    default_schema = "public"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._adbc = None
+
+    @property
+    def _where(self) -> str:
+        return f"{self.spec.option('host', 'localhost')}:{self.spec.option('port', 5432)}"
+
+    def sqlalchemy_url(self) -> sa.URL:
+        return sa.URL.create(
+            "postgresql+psycopg",
+            username=self.spec.option("username"),
+            password=self.spec.password,
+            host=self.spec.option("host", "localhost"),
+            port=int(self.spec.option("port", 5432)),
+            database=self.spec.option("database"),
+        )
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"connect_args": {"connect_timeout": 10, "options": "-c TimeZone=UTC"}}
+
+    def _adbc_uri(self) -> str:
+        user = quote(self.spec.option("username") or "", safe="")
+        password = quote(self.spec.password or "", safe="")
+        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = self.spec.option("host", "localhost")
+        database = quote(self.spec.option("database") or "", safe="")
+        return (f"postgresql://{auth}{host}:{int(self.spec.option('port', 5432))}/{database}"
+                "?connect_timeout=10&options=-c%20TimeZone%3DUTC")
+
+    def translate_error(self, exc: BaseException, what: str) -> EsgError:
+        state = getattr(exc, "sqlstate", None) or ""
+        text = str(exc).lower()
+        database = self.spec.option("database")
+        user = self.spec.option("username")
+        if state in _AUTH or "password authentication failed" in text or "no password supplied" in text:
+            return AuthenticationFailed(f"{what}: PostgreSQL at {self._where} refused the user '{user}' (authentication failed).", code=state or None)
+        if state == "3D000" or ("database" in text and "does not exist" in text):
+            return DatabaseMissing(f"{what}: the database '{database}' does not exist on {self._where}.", code=state or None)
+        if state == "42501" or "permission denied" in text:
+            return PermissionDenied(f"{what}: the user '{user}' lacks permission ({_first_line(exc)}).", code=state or None)
+        if state == "42P01" or ("relation" in text and "does not exist" in text):
+            return TableMissing(f"{what}: the table no longer exists in the source.", code=state or None)
+        if state in ("42703", "42804", "22P02") or ("column" in text and "does not exist" in text):
+            return SchemaDrift(f"{what}: the table's columns changed in the source ({_first_line(exc)}).", code=state or None)
+        if state.startswith(_TRANSIENT_PREFIXES) or any(w in text for w in _TRANSIENT_WORDS):
+            if "connection refused" in text or "could not translate host name" in text or "could not connect" in text:
+                return SourceUnreachable(f"{what}: PostgreSQL at {self._where} cannot be reached.", code=state or None)
+            return TransientSourceError(f"{what}: the connection to PostgreSQL at {self._where} was lost ({_first_line(exc)}).", code=state or None)
+        if "could not translate host name" in text or "name or service not known" in text:
+            return SourceUnreachable(f"{what}: the host of {self._where} is unknown.", code=state or None)
+        return SourceError(f"{what} failed: {_first_line(exc)}", code=state or None)
+
+    def row_estimates(self, conn: sa.Connection, schema: str | None) -> dict[str, int]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, c.reltuples::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
+            ),
+            {"schema": schema},
+        )
+        return {name: int(n) for name, n in rows if n is not None and n >= 0}
+
+    def _connection(self):
+        if self._adbc is None:
+            import adbc_driver_postgresql.dbapi as adbc
+
+            self._adbc = adbc.connect(self._adbc_uri())
+        return self._adbc
+
+    def _read_arrow(self, sql: str, cancel: CancelToken | None) -> "Iterator[pa.RecordBatch]":
+        try:
+            cursor = self._connection().cursor()
+            try:
+                cursor.execute(sql)
+                reader = cursor.fetch_record_batch()
+                for batch in reader:
+                    if cancel is not None:
+                        cancel.raise_if_cancelled()
+                    yield _fix_types(batch)
+            finally:
+                cursor.close()
+        except BaseException:
+            self._drop_connection()  # a failed connection is not reused by the next chunk
+            raise
+
+    def _drop_connection(self) -> None:
+        if self._adbc is not None:
+            try:
+                self._adbc.close()
+            except Exception:
+                pass
+            self._adbc = None
+
+    def close(self) -> None:
+        self._drop_connection()
+        super().close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _fix_types(batch: "pa.RecordBatch") -> "pa.RecordBatch":
+    """numeric(p, s) arrives as text in an opaque extension type: cast it to decimal;
+    other extension types (json, uuid, ...) become their plain storage."""
+    import pyarrow as pa
+
+    if not any(isinstance(f.type, pa.ExtensionType) for f in batch.schema):
+        return batch
+    arrays, fields = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        if isinstance(field.type, pa.ExtensionType):
+            column = column.storage
+            meta = field.metadata or {}
+            typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
+            if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4:
+                precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+                target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+                column = column.cast(target)
+            field = pa.field(field.name, column.type, field.nullable, field.metadata)
+        arrays.append(column)
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

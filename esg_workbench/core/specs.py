@@ -1,0 +1,299 @@
+"""Plain descriptions of connectors, tables, load settings, chunks and progress."""
+
+from __future__ import annotations
+
+import enum
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from esg_workbench.core.errors import Cancelled, ConfigError
+
+#: options that describe where a source is (stored in connectors.config, never secrets)
+LOCATION_OPTIONS = ("host", "port", "database", "schema", "username", "path")
+#: options that describe how it is loaded
+LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_size", "lookback")
+SECRET_OPTIONS = ("password",)
+
+
+class LoadType(str, enum.Enum):
+    FULL = "full"
+    DELTA = "delta"
+
+
+class ChunkStrategy(str, enum.Enum):
+    TIME = "time"
+    ID = "id"
+    AUTO = "auto"
+
+
+WINDOWS = ("day", "week", "month")
+
+
+class SyncStatus(str, enum.Enum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    PARTIAL_SUCCESS = "partial_success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ChunkStatus(str, enum.Enum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | float | int | None) -> float:
+    """'90' -> 90 s, '15m' -> 900 s, '2h', '1d', '1w'."""
+    if text in (None, ""):
+        return 0.0
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ConfigError(f"'{text}' is not a duration; write e.g. 30m, 2h or 1d.")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    load_type: LoadType = LoadType.FULL
+    cursor_field: str | None = None
+    chunk_strategy: ChunkStrategy = ChunkStrategy.AUTO
+    window: str | None = None  # day | week | month; None lets `auto` choose
+    chunk_size: int | None = None  # None lets `auto` choose
+    lookback_seconds: float = 0.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "LoadSettings":
+        try:
+            load_type = LoadType(options.get("load_type") or "full")
+        except ValueError:
+            raise ConfigError(f"load_type must be full or delta, not '{options.get('load_type')}'.")
+        try:
+            strategy = ChunkStrategy(options.get("chunk_strategy") or "auto")
+        except ValueError:
+            raise ConfigError(
+                f"chunk_strategy must be time, id or auto, not '{options.get('chunk_strategy')}'."
+            )
+        window = options.get("window") or None
+        if window is not None and window not in WINDOWS:
+            raise ConfigError(f"window must be day, week or month, not '{window}'.")
+        chunk_size = options.get("chunk_size")
+        if chunk_size not in (None, ""):
+            try:
+                chunk_size = int(chunk_size)
+            except (TypeError, ValueError):
+                chunk_size = 0
+            if chunk_size < 1:
+                raise ConfigError(f"chunk_size must be a positive whole number, not '{options.get('chunk_size')}'.")
+        else:
+            chunk_size = None
+        cursor_field = options.get("cursor_field") or None
+        if load_type is LoadType.DELTA and not cursor_field:
+            raise ConfigError("A delta load needs a cursor_field (for example updated_at).")
+        if strategy is ChunkStrategy.TIME and not cursor_field:
+            raise ConfigError("Time-window chunks need a cursor_field (a timestamp column).")
+        return cls(
+            load_type=load_type,
+            cursor_field=cursor_field,
+            chunk_strategy=strategy,
+            window=window,
+            chunk_size=chunk_size,
+            lookback_seconds=parse_duration(options.get("lookback")),
+        )
+
+    def with_overrides(self, **changes: Any) -> "LoadSettings":
+        values = {k: v for k, v in self.__dict__.items()}
+        values.update({k: v for k, v in changes.items() if v is not None})
+        return LoadSettings(**values)
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """What a connector needs to reach a source: type, location options, secret."""
+
+    type: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    password: str | None = field(default=None, repr=False)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        value = self.options.get(key)
+        return default if value in (None, "") else value
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # the source's own type name, e.g. "numeric(12,3)"
+    nullable: bool = True
+    primary_key: bool = False
+    #: a coarse family used for planning and mapping: integer, decimal, float, text,
+    #: boolean, date, timestamp, timestamptz, time, binary, json, other
+    family: str = "other"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ColumnInfo":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]
+    referred_schema: str | None
+    referred_table: str
+    referred_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """A table (or file set) of a source; `schema` may be None where there are none."""
+
+    schema: str | None
+    table: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
+    @classmethod
+    def parse(cls, text: str, default_schema: str | None = None) -> "StreamRef":
+        schema, dot, table = text.partition(".")
+        if not dot:
+            return cls(default_schema, text)
+        return cls(schema, table)
+
+
+@dataclass
+class TableInfo:
+    stream: StreamRef
+    columns: list[ColumnInfo]
+    primary_key: list[str] = field(default_factory=list)
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    row_estimate: int | None = None
+    sample_rows: list[dict[str, Any]] | None = None  # None: not loaded yet (lazy)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Drift:
+    added: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.dropped or self.retyped)
+
+    def describe(self) -> str:
+        parts = []
+        if self.added:
+            parts.append("added " + ", ".join(self.added))
+        if self.dropped:
+            parts.append("dropped " + ", ".join(self.dropped))
+        if self.retyped:
+            parts.append("retyped " + ", ".join(f"{c} ({a} -> {b})" for c, a, b in self.retyped))
+        return "; ".join(parts) or "no change"
+
+    @staticmethod
+    def between(old: list[ColumnInfo], new: list[ColumnInfo]) -> "Drift":
+        before = {c.name: c for c in old}
+        after = {c.name: c for c in new}
+        return Drift(
+            added=tuple(n for n in after if n not in before),
+            dropped=tuple(n for n in before if n not in after),
+            retyped=tuple(
+                (n, before[n].type, after[n].type)
+                for n in after
+                if n in before and before[n].type != after[n].type
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ChunkRange:
+    """A half-open range [lower, upper) over the ordering key of a stream.
+
+    Bounds are key prefixes: a bound shorter than the key compares on its own length,
+    which is how a time window [2024-03-01, 2024-04-01) over (updated_at, id) is written.
+    `None` is open. `null_cursor` selects the rows whose cursor is NULL instead.
+    """
+
+    lower: tuple | None = None
+    upper: tuple | None = None
+    null_cursor: bool = False
+
+    def describe(self) -> str:
+        if self.null_cursor:
+            return "rows without a cursor value"
+        lo = "start" if self.lower is None else ", ".join(map(str, self.lower))
+        hi = "end" if self.upper is None else ", ".join(map(str, self.upper))
+        return f"[{lo} .. {hi})"
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What a whole sync reads of a stream: the columns, the ordering key and bounds
+    fixed when the sync started (rows after `after`, cursor at most `cursor_max`)."""
+
+    columns: tuple[str, ...]
+    key: tuple[str, ...]  # ordering key: (cursor, *primary key) for delta, primary key for full
+    after: tuple | None = None  # exclusive lower bound over the key (the checkpoint)
+    cursor_field: str | None = None
+    cursor_max: Any = None  # inclusive upper bound on the cursor, fixed at sync start
+    include_null_cursor: bool = False
+
+
+@dataclass
+class ProgressEvent:
+    connector: str
+    stream: str
+    chunks_done: int
+    chunks_planned: int
+    chunks_failed: int
+    rows_read: int
+    rows_written: int
+    elapsed_seconds: float
+    current_chunk: str = ""
+    message: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_written / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        finished = self.chunks_done + self.chunks_failed
+        if finished == 0 or self.chunks_planned <= finished:
+            return None if finished == 0 else 0.0
+        return self.elapsed_seconds / finished * (self.chunks_planned - finished)
+
+
+class CancelToken:
+    """Set by the user (GUI button, Ctrl+C); checked by the engine between chunks and
+    by connectors between the batches of a long read."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("The sync was cancelled.")
