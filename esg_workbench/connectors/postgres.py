@@ -151,11 +151,11 @@ def _fix_types(batch: "pa.RecordBatch") -> "pa.RecordBatch":
     other extension types (json, uuid, ...) become their plain storage."""
     import pyarrow as pa
 
-    if not any(isinstance(f.type, pa.ExtensionType) for f in batch.schema):
+    if not any(isinstance(f.type, pa.BaseExtensionType) for f in batch.schema):
         return batch
     arrays, fields = [], []
     for field, column in zip(batch.schema, batch.columns):
-        if isinstance(field.type, pa.ExtensionType):
+        if isinstance(field.type, pa.BaseExtensionType):
             column = column.storage
             meta = field.metadata or {}
             typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))

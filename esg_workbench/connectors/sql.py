@@ -45,7 +45,7 @@ def type_family(sa_type: sa.types.TypeEngine) -> str:
         (sa.Interval, "other"),
         (sa.JSON, "json"),
         (sa.LargeBinary, "binary"),
-        (sa._Binary, "binary"),
+        (sa.types._Binary, "binary"),
         (sa.String, "text"),
     )
     for cls, family in checks:
@@ -254,7 +254,8 @@ class SqlConnector:
             if scope.cursor_field and scope.cursor_field in key:
                 conds.append(t.c[scope.cursor_field].is_not(None))
             if scope.after is not None:
-                conds.append(prefix_compare([t.c[k] for k in key], scope.after, ">"))
+                op = ">=" if scope.after_inclusive else ">"
+                conds.append(prefix_compare([t.c[k] for k in key], scope.after, op))
             if scope.cursor_max is not None:
                 conds.append(t.c[scope.cursor_field] <= sa.literal(scope.cursor_max))
         key_cols = [t.c[k] for k in key]

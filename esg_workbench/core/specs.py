@@ -43,6 +43,7 @@ class ChunkStatus(str, enum.Enum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer sync replanned the stream before this chunk ran
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -249,7 +250,8 @@ class ReadScope:
 
     columns: tuple[str, ...]
     key: tuple[str, ...]  # ordering key: (cursor, *primary key) for delta, primary key for full
-    after: tuple | None = None  # exclusive lower bound over the key (the checkpoint)
+    after: tuple | None = None  # lower bound over the key (the checkpoint), exclusive
+    after_inclusive: bool = False  # inclusive: re-read a look-back window or a tie group
     cursor_field: str | None = None
     cursor_max: Any = None  # inclusive upper bound on the cursor, fixed at sync start
     include_null_cursor: bool = False

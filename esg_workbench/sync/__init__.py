@@ -1,0 +1,1 @@
+"""Chunk planning and the sync engine: the only place connectors and the workspace meet."""

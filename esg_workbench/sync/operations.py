@@ -1,0 +1,182 @@
+"""Connector operations shared by the CLI and the desktop app: add, validate, discover,
+samples, remove, status. Each records what it did in the audit chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from esg_workbench.audit import chain
+from esg_workbench.core.errors import ConfigError, EsgError
+from esg_workbench.core.specs import Drift, LoadSettings, StreamRef, TableInfo
+from esg_workbench.connectors.registry import TYPE_OPTIONS, connector_types
+from esg_workbench.sync.engine import PASSWORD_MARKER, SyncEngine
+from esg_workbench.workspace import connectors_store, schema_cache, sync_records
+from esg_workbench.workspace.connectors_store import ConnectorRecord
+from esg_workbench.workspace.database import Workspace
+
+DEFAULT_SAMPLE_ROWS = 100
+
+
+def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str, Any],
+                  password: str | None = None) -> ConnectorRecord:
+    if type_ not in connector_types():
+        raise ConfigError(f"Unknown connector type '{type_}'. Known types: {', '.join(connector_types())}.")
+    LoadSettings.from_options(options)  # refuse bad load settings before storing anything
+    options = {**options, PASSWORD_MARKER: True} if password else dict(options)
+    with workspace.transaction() as conn:
+        record = connectors_store.add(workspace, conn, name, type_, options)
+        if password:
+            from esg_workbench import credentials
+
+            credentials.store_secret(record.id, password)  # before commit: no record without its secret
+        chain.append(workspace, conn, "connector.add", metadata={
+            "connector_id": record.id, "name": record.name, "type": type_, "config": record.config})
+    return record
+
+
+def update_connector(workspace: Workspace, name: str, options: dict[str, Any],
+                     password: str | None = None, new_name: str | None = None) -> ConnectorRecord:
+    LoadSettings.from_options(options)
+    with workspace.transaction() as conn:
+        record = connectors_store.get(workspace, conn, name)
+        if password or record.config.get(PASSWORD_MARKER):
+            options = {**options, PASSWORD_MARKER: True}
+        connectors_store.update(workspace, conn, record.id, name=new_name, config=options)
+        if password:
+            from esg_workbench import credentials
+
+            credentials.store_secret(record.id, password)
+        chain.append(workspace, conn, "connector.update", metadata={
+            "connector_id": record.id, "name": new_name or record.name, "config": options})
+        return connectors_store.get(workspace, conn, record.id)
+
+
+def remove_connector(workspace: Workspace, name: str) -> None:
+    with workspace.transaction() as conn:
+        record = connectors_store.get(workspace, conn, name)
+        connectors_store.delete(workspace, conn, record.id)
+        chain.append(workspace, conn, "connector.remove", metadata={"connector_id": record.id, "name": record.name})
+    if record.config.get(PASSWORD_MARKER):
+        from esg_workbench import credentials
+
+        credentials.delete_secret(record.id)
+
+
+def get_connector(workspace: Workspace, name: str) -> ConnectorRecord:
+    with workspace.read() as conn:
+        return connectors_store.get(workspace, conn, name)
+
+
+def list_connectors(workspace: Workspace) -> list[ConnectorRecord]:
+    with workspace.read() as conn:
+        return connectors_store.list_all(workspace, conn)
+
+
+def validate_connector(workspace: Workspace, name: str, engine: SyncEngine | None = None) -> str:
+    engine = engine or SyncEngine(workspace)
+    record = get_connector(workspace, name)
+    connector = None
+    try:
+        connector = engine.open_connector(record)
+        message = connector.validate()
+    except EsgError as exc:
+        with workspace.transaction() as conn:
+            connectors_store.update(workspace, conn, record.id, status="failing", status_message=exc.describe())
+        raise
+    finally:
+        if connector is not None:
+            connector.close()
+    with workspace.transaction() as conn:
+        connectors_store.update(workspace, conn, record.id, status="validated", status_message=message)
+    return message
+
+
+@dataclass
+class DiscoverResult:
+    tables: list[TableInfo]
+    drift: dict[str, Drift] = field(default_factory=dict)
+
+
+def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | None = None,
+                       sample_rows: int = 0, engine: SyncEngine | None = None,
+                       progress: Callable[[str], None] | None = None) -> DiscoverResult:
+    """Discover tables into the schema cache. Samples are loaded only for the named
+    tables (or for all when `sample_rows` is given with no table list and the source is
+    small): a database with thousands of tables is described without reading each."""
+    engine = engine or SyncEngine(workspace)
+    record = get_connector(workspace, name)
+    connector = engine.open_connector(record)
+    try:
+        default_schema = getattr(connector, "schema", None)
+        streams = [StreamRef.parse(t, default_schema) for t in tables] if tables else None
+        infos = connector.describe(streams)
+        if streams:
+            missing = {s.table for s in streams} - {i.stream.table for i in infos}
+            if missing:
+                from esg_workbench.core.errors import TableMissing
+
+                raise TableMissing(f"No table named {', '.join(sorted(missing))} in the source.")
+        with workspace.transaction() as conn:
+            drift = schema_cache.save(workspace, conn, record.id, infos, complete=streams is None)
+            chain.append(workspace, conn, "connector.discover", metadata={
+                "connector_id": record.id, "tables": len(infos),
+                "drift": {k: v.describe() for k, v in drift.items()}})
+        if sample_rows and (streams or len(infos) <= 50):
+            for info in infos:
+                if progress:
+                    progress(f"sampling {info.stream.qualified}")
+                info.sample_rows = connector.sample(info.stream, sample_rows)
+                with workspace.transaction() as conn:
+                    schema_cache.save_samples(workspace, conn, record.id, info.stream, info.sample_rows)
+    finally:
+        connector.close()
+    return DiscoverResult(infos, drift)
+
+
+def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAULT_SAMPLE_ROWS,
+                 engine: SyncEngine | None = None) -> list[dict[str, Any]]:
+    """Sample rows of one table, from the cache or fetched (and cached) on demand."""
+    engine = engine or SyncEngine(workspace)
+    record = get_connector(workspace, name)
+    connector = engine.open_connector(record)
+    try:
+        stream = StreamRef.parse(table, getattr(connector, "schema", None))
+        with workspace.read() as conn:
+            cached = schema_cache.load(workspace, conn, record.id, stream)
+        if cached and cached[0].sample_rows is not None and len(cached[0].sample_rows) >= min(limit, cached[0].row_estimate or limit):
+            return cached[0].sample_rows[:limit]
+        rows = connector.sample(stream, limit)
+        with workspace.transaction() as conn:
+            schema_cache.save_samples(workspace, conn, record.id, stream, rows)
+        return rows
+    finally:
+        connector.close()
+
+
+def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str, Any]:
+    record = get_connector(workspace, name)
+    with workspace.read() as conn:
+        states = sync_records.states(workspace, conn, record.id)
+        summary = sync_records.ledger_summary(workspace, conn, record.id)
+        last_runs = sync_records.runs(workspace, conn, record.id, runs)
+        failed = []
+        for s in states:
+            if s.active_sync_id:
+                failed += [c for c in sync_records.ledger(conn, s.active_sync_id, s.stream) if c.status == "failed"]
+    return {
+        "connector": record.name, "type": record.type, "status": record.status,
+        "status_message": record.status_message,
+        "streams": [{
+            "stream": s.stream, "raw_table": s.raw_table, "last_cursor": s.last_cursor,
+            "last_row_id": s.last_row_id, "planned_upper": s.planned_upper,
+            "sync_under_way": s.active_sync_id,
+        } for s in states],
+        "chunks": summary,
+        "failed_chunks": [{"stream": c.stream, "seq": c.seq, "range": c.range.describe(), "error": c.error} for c in failed],
+        "runs": last_runs,
+    }
+
+
+def options_for(type_: str) -> tuple[str, ...]:
+    return TYPE_OPTIONS.get(type_, ())

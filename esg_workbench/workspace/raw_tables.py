@@ -1,0 +1,179 @@
+"""Raw landed tables: one per source stream, typed from the source's Arrow schema.
+
+Bulk paths stay columnar: Arrow batches go into DuckDB by scanning the Arrow data
+in place (`INSERT ... BY NAME SELECT ... FROM batch`), and into PostgreSQL by COPY.
+Every raw row carries lineage: the sync run and the ledger chunk that landed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from esg_workbench.workspace.database import Workspace, utcnow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+LINEAGE_COLUMNS = ("_esg_sync_id", "_esg_chunk_id", "_esg_landed_at")
+
+
+def raw_table_name(connector_id: str, stream: str) -> str:
+    """A plain ASCII name, stable per connector and stream, whatever the source calls it."""
+    slug = re.sub(r"[^a-z0-9]+", "_", stream.lower()).strip("_")[:40] or "table"
+    digest = hashlib.sha1(f"{connector_id}\0{stream}".encode()).hexdigest()[:8]
+    return f"raw_{slug}_{digest}"
+
+
+def shadow_table_name(raw_table: str, sync_id: int) -> str:
+    return f"{raw_table}__shadow_{sync_id}"
+
+
+def _q(workspace: Workspace, name: str) -> str:
+    return workspace.engine.dialect.identifier_preparer.quote(name)
+
+
+def _pg_type(arrow_type: "pa.DataType") -> str:
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if t.is_boolean(arrow_type):
+        return "boolean"
+    if t.is_int8(arrow_type) or t.is_int16(arrow_type) or t.is_uint8(arrow_type):
+        return "smallint"
+    if t.is_int32(arrow_type) or t.is_uint16(arrow_type):
+        return "integer"
+    if t.is_integer(arrow_type):
+        return "bigint" if not t.is_uint64(arrow_type) else "numeric(20,0)"
+    if t.is_floating(arrow_type):
+        return "real" if t.is_float32(arrow_type) else "double precision"
+    if t.is_decimal(arrow_type):
+        return f"numeric({arrow_type.precision},{arrow_type.scale})"
+    if t.is_timestamp(arrow_type):
+        return "timestamptz" if arrow_type.tz else "timestamp"
+    if t.is_date(arrow_type):
+        return "date"
+    if t.is_time(arrow_type):
+        return "time"
+    if t.is_binary(arrow_type) or t.is_large_binary(arrow_type) or t.is_fixed_size_binary(arrow_type):
+        return "bytea"
+    if t.is_duration(arrow_type):
+        return "interval"
+    if isinstance(arrow_type, pa.DictionaryType):
+        return _pg_type(arrow_type.value_type)
+    return "text"
+
+
+def _duckdb_type(arrow_type: "pa.DataType") -> str:
+    import duckdb
+    import pyarrow as pa
+
+    # Let DuckDB itself say how it reads this Arrow type.
+    empty = pa.table({"c": pa.array([], type=arrow_type)})
+    return str(duckdb.sql("SELECT * FROM empty").types[0])
+
+
+def existing_columns(workspace: Workspace, conn: sa.Connection, table: str) -> dict[str, str] | None:
+    """Column name -> type of a raw table, or None when it does not exist."""
+    # information_schema works on both DuckDB and PostgreSQL (duckdb-engine's inspector
+    # queries pg_catalog tables DuckDB lacks)
+    rows = conn.execute(sa.text(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = :t AND table_schema = current_schema() ORDER BY ordinal_position"
+    ), {"t": table}).all()
+    return {name: type_ for name, type_ in rows} or None
+
+
+def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: "pa.Schema") -> None:
+    typer = _duckdb_type if workspace.is_duckdb else _pg_type
+    columns = [f"{_q(workspace, f.name)} {typer(f.type)}" for f in schema]
+    landed_default = "" if workspace.is_duckdb else " DEFAULT (now() AT TIME ZONE 'UTC')"
+    columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
+                f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
+    conn.exec_driver_sql(f"CREATE TABLE {_q(workspace, table)} ({', '.join(columns)})")
+
+
+def add_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
+    typer = _duckdb_type if workspace.is_duckdb else _pg_type
+    for field in fields:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {typer(field.type)}"
+        )
+
+
+def drop_table(workspace: Workspace, conn: sa.Connection, table: str) -> None:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_q(workspace, table)}")
+
+
+def swap_in(workspace: Workspace, conn: sa.Connection, shadow: str, target: str) -> None:
+    """Replace `target` by `shadow` inside the caller's transaction."""
+    drop_table(workspace, conn, target)
+    conn.exec_driver_sql(f"ALTER TABLE {_q(workspace, shadow)} RENAME TO {_q(workspace, target)}")
+
+
+def delete_keys(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Table",
+                key: list[str]) -> int:
+    """Delete the rows of `table` whose key occurs in `batch` (upsert's first half)."""
+    if batch.num_rows == 0:
+        return 0
+    keys = batch.select(key)
+    if workspace.is_duckdb:
+        raw = conn.connection.driver_connection
+        raw.register("_esg_keys", keys)
+        try:
+            cond = " AND ".join(f"t.{_q(workspace, k)} = k.{_q(workspace, k)}" for k in key)
+            result = raw.execute(f"DELETE FROM {_q(workspace, table)} t USING _esg_keys k WHERE {cond}")
+            return result.fetchone()[0]
+        finally:
+            raw.unregister("_esg_keys")
+    temp = "_esg_keys"
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {_q(workspace, table)}) ON COMMIT DROP")
+    conn.exec_driver_sql(f"TRUNCATE {temp}")
+    _copy_into(workspace, conn, temp, keys, None)
+    cond = " AND ".join(f"t.{_q(workspace, k)} = k.{_q(workspace, k)}" for k in key)
+    return conn.exec_driver_sql(f"DELETE FROM {_q(workspace, table)} t USING {temp} k WHERE {cond}").rowcount
+
+
+def append(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Table",
+           sync_id: int, chunk_id: int) -> int:
+    """Insert `batch` with its lineage into `table`, matching columns by name."""
+    if batch.num_rows == 0:
+        return 0
+    if workspace.is_duckdb:
+        raw = conn.connection.driver_connection
+        raw.register("_esg_batch", batch)
+        try:
+            names = ", ".join(_q(workspace, n) for n in batch.column_names)
+            raw.execute(
+                f"INSERT INTO {_q(workspace, table)} ({names}, _esg_sync_id, _esg_chunk_id, _esg_landed_at) "
+                f"SELECT {names}, {int(sync_id)}, {int(chunk_id)}, TIMESTAMP '{utcnow().isoformat()}' FROM _esg_batch"
+            )
+        finally:
+            raw.unregister("_esg_batch")
+        return batch.num_rows
+    return _copy_into(workspace, conn, table, batch, (sync_id, chunk_id))
+
+
+def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Table",
+               lineage: tuple[int, int] | None) -> int:
+    """COPY an Arrow table into PostgreSQL as CSV (NULL is an unquoted empty field)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = list(batch.column_names)
+    if lineage is not None:
+        n = batch.num_rows
+        batch = batch.append_column("_esg_sync_id", pa.array([lineage[0]] * n, pa.int64()))
+        batch = batch.append_column("_esg_chunk_id", pa.array([lineage[1]] * n, pa.int64()))
+        names += ["_esg_sync_id", "_esg_chunk_id"]
+    buffer = io.BytesIO()
+    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    cursor = conn.connection.driver_connection.cursor()
+    cols = ", ".join(_q(workspace, c) for c in names)
+    with cursor.copy(f"COPY {_q(workspace, table)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buffer.getvalue())
+    return batch.num_rows

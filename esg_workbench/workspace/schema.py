@@ -1,0 +1,210 @@
+"""The workspace tables (DESIGN.md section 3), as SQLAlchemy Core.
+
+Every table carries organization_id. Timestamps are naive UTC. JSON is stored as text
+(DuckDB's JSON type is an extension, and extensions cannot be relied on).
+Raw landed tables are not here: they are made per stream from the source's Arrow
+schema (see raw_tables.py).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: bump with a migration in migrations.py whenever the tables below change
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+
+def _id(table: str) -> sa.Column:
+    return sa.Column("id", sa.BigInteger, sa.Sequence(f"{table}_id_seq"), primary_key=True)
+
+
+def _org() -> sa.Column:
+    return sa.Column("organization_id", sa.String(64), nullable=False, default="default")
+
+
+workspace_meta = sa.Table(
+    "workspace_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+connectors = sa.Table(
+    "connectors",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    _org(),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # JSON, never a secret
+    sa.Column("load_type", sa.String(16), nullable=False, default="full"),
+    sa.Column("status", sa.String(32), nullable=False, default="new"),
+    sa.Column("status_message", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "name", name="uq_connectors_org_name"),
+)
+
+source_schema_cache = sa.Table(
+    "source_schema_cache",
+    metadata,
+    _id("source_schema_cache"),
+    _org(),
+    sa.Column("connector_id", sa.String(32), nullable=False),
+    sa.Column("schema_name", sa.String(255)),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),  # JSON list of ColumnInfo
+    sa.Column("primary_key", sa.Text, nullable=False),  # JSON list
+    sa.Column("foreign_keys", sa.Text, nullable=False),  # JSON list
+    sa.Column("row_estimate", sa.BigInteger),
+    sa.Column("sample_rows", sa.Text),  # JSON list of rows; NULL until asked for
+    sa.Column("drift", sa.Text),  # JSON: what changed at the last discovery
+    sa.Column("discovered_at", sa.DateTime, nullable=False),
+    sa.Column("sampled_at", sa.DateTime),
+)
+sa.Index("ix_source_schema_cache_connector_table", source_schema_cache.c.connector_id, source_schema_cache.c.table_name)
+
+connector_sync_state = sa.Table(
+    "connector_sync_state",
+    metadata,
+    _org(),
+    sa.Column("connector_id", sa.String(32), primary_key=True),
+    sa.Column("stream", sa.String(512), primary_key=True),
+    sa.Column("raw_table", sa.String(128), nullable=False),
+    sa.Column("last_cursor", sa.Text),  # JSON-encoded value (core/keys.py)
+    sa.Column("last_row_id", sa.Text),  # JSON-encoded primary key tuple
+    sa.Column("last_window_start", sa.Text),
+    sa.Column("last_window_end", sa.Text),
+    sa.Column("planned_upper", sa.Text),  # the cursor bound fixed by the sync under way
+    sa.Column("active_sync_id", sa.BigInteger),  # the run whose chunks are still open
+    sa.Column("plan", sa.Text),  # JSON: the read scope that run fixed (columns, key, bounds)
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+connector_sync_logs = sa.Table(
+    "connector_sync_logs",
+    metadata,
+    _id("connector_sync_logs"),
+    _org(),
+    sa.Column("connector_id", sa.String(32), nullable=False),
+    sa.Column("load_type", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False, default="sync"),  # sync | resume | retry_failed
+    sa.Column("plan_sync_id", sa.BigInteger),  # the run whose chunk plan this run continues
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("items_read", sa.BigInteger, nullable=False, default=0),
+    sa.Column("items_written", sa.BigInteger, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("details", sa.Text),  # JSON: streams, drift, warnings
+)
+sa.Index("ix_connector_sync_logs_connector", connector_sync_logs.c.connector_id, connector_sync_logs.c.started_at)
+
+connector_sync_chunks = sa.Table(
+    "connector_sync_chunks",
+    metadata,
+    _id("connector_sync_chunks"),
+    _org(),
+    sa.Column("sync_id", sa.BigInteger, nullable=False),  # the run that planned it
+    sa.Column("last_run_id", sa.BigInteger),  # the run that last worked on it
+    sa.Column("connector_id", sa.String(32), nullable=False),
+    sa.Column("stream", sa.String(512), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("lower_bound", sa.Text),  # JSON key prefix, inclusive
+    sa.Column("upper_bound", sa.Text),  # JSON key prefix, exclusive
+    sa.Column("null_cursor", sa.Boolean, nullable=False, default=False),
+    sa.Column("target_table", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_read", sa.BigInteger, nullable=False, default=0),
+    sa.Column("rows_written", sa.BigInteger, nullable=False, default=0),
+    sa.Column("max_key", sa.Text),  # JSON: the last key landed by this chunk
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+sa.Index("ix_connector_sync_chunks_sync", connector_sync_chunks.c.sync_id, connector_sync_chunks.c.stream, connector_sync_chunks.c.seq)
+
+mappings = sa.Table(
+    "mappings",
+    metadata,
+    _id("mappings"),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("connector_id", sa.String(32)),
+    sa.Column("source_stream", sa.String(512)),
+    sa.Column("entity", sa.String(100)),
+    sa.Column("definition", sa.Text, nullable=False),  # JSON: column -> field with transform
+    sa.Column("author", sa.String(200)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "name", "version", name="uq_mappings_version"),
+)
+
+staging_rows = sa.Table(
+    "staging_rows",
+    metadata,
+    _id("staging_rows"),
+    _org(),
+    sa.Column("connector_id", sa.String(32), nullable=False),
+    sa.Column("source_table", sa.String(512), nullable=False),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("sync_id", sa.BigInteger),
+    sa.Column("mapping_id", sa.BigInteger),
+    sa.Column("mapping_version", sa.Integer),
+    sa.Column("entity", sa.String(100)),
+    sa.Column("period", sa.String(16)),
+    sa.Column("site", sa.String(200)),
+    sa.Column("field", sa.String(100), nullable=False),
+    sa.Column("value", sa.Text),
+    sa.Column("unit", sa.String(50)),
+    sa.Column("normalized_value", sa.Float),
+    sa.Column("normalized_unit", sa.String(50)),
+    sa.Column("arrived_at", sa.DateTime, nullable=False),
+)
+sa.Index("ix_staging_rows_connector_arrived", staging_rows.c.connector_id, staging_rows.c.arrived_at)
+sa.Index("ix_staging_rows_period", staging_rows.c.period)
+
+kpi_values = sa.Table(
+    "kpi_values",
+    metadata,
+    _id("kpi_values"),
+    _org(),
+    sa.Column("site", sa.String(200)),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("kpi", sa.String(100), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("unit", sa.String(50)),
+    sa.Column("staging_row_ids", sa.Text),  # JSON list: the lineage
+    sa.Column("result_hash", sa.String(64)),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
+scheduled_jobs = sa.Table(
+    "scheduled_jobs",
+    metadata,
+    _id("scheduled_jobs"),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("cron", sa.String(100), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("config", sa.Text, nullable=False),  # JSON: connector, action
+    sa.Column("last_run_at", sa.DateTime),
+    sa.Column("next_run_at", sa.DateTime),
+)
+
+esg_ingestion_audit = sa.Table(
+    "esg_ingestion_audit",
+    metadata,
+    _id("esg_ingestion_audit"),
+    _org(),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("input_hash", sa.String(64)),
+    sa.Column("output_hash", sa.String(64)),
+    sa.Column("previous_hash", sa.String(64), nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False),  # JSON, never a secret
+    sa.Column("at", sa.DateTime, nullable=False, quote=True),  # a keyword in DuckDB
+)

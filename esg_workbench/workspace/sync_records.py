@@ -1,0 +1,198 @@
+"""Sync runs, the chunk ledger and checkpoints (connector_sync_logs, _chunks, _state)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from esg_workbench.core.keys import decode_key, encode_key
+from esg_workbench.core.specs import ChunkRange, ChunkStatus, SyncStatus
+from esg_workbench.workspace.database import Workspace, utcnow
+from esg_workbench.workspace.schema import connector_sync_chunks as chunks
+from esg_workbench.workspace.schema import connector_sync_logs as logs
+from esg_workbench.workspace.schema import connector_sync_state as state
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+def start_run(workspace: Workspace, conn: sa.Connection, connector_id: str, load_type: str, mode: str,
+              plan_sync_id: int | None = None) -> int:
+    return conn.execute(sa.insert(logs).values(
+        organization_id=workspace.organization_id, connector_id=connector_id, load_type=load_type, mode=mode,
+        plan_sync_id=plan_sync_id, status=SyncStatus.RUNNING.value, started_at=utcnow(),
+        items_read=0, items_written=0,
+    ).returning(logs.c.id)).scalar_one()
+
+
+def add_counts(conn: sa.Connection, run_id: int, read: int, written: int) -> None:
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(
+        items_read=logs.c.items_read + read, items_written=logs.c.items_written + written))
+
+
+def finish_run(conn: sa.Connection, run_id: int, status: SyncStatus, error: str | None,
+               details: dict[str, Any]) -> None:
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(
+        status=status.value, finished_at=utcnow(), error=error, details=json.dumps(details, default=str)))
+
+
+def mark_interrupted(workspace: Workspace, conn: sa.Connection, connector_id: str) -> None:
+    """Runs still 'running' when we hold the connector's lock died with their process."""
+    conn.execute(sa.update(logs).where(
+        logs.c.organization_id == workspace.organization_id, logs.c.connector_id == connector_id,
+        logs.c.status == SyncStatus.RUNNING.value,
+    ).values(status=SyncStatus.FAILED.value, finished_at=utcnow(),
+             error="Interrupted: the app or the machine stopped during this sync. Resume continues from the last landed chunk."))
+
+
+def runs(workspace: Workspace, conn: sa.Connection, connector_id: str | None = None, limit: int = 20) -> list[dict]:
+    query = sa.select(logs).where(logs.c.organization_id == workspace.organization_id)
+    if connector_id:
+        query = query.where(logs.c.connector_id == connector_id)
+    return [dict(r._mapping) for r in conn.execute(query.order_by(logs.c.id.desc()).limit(limit))]
+
+
+# --- the chunk ledger ---------------------------------------------------------------------
+
+@dataclass
+class LedgerChunk:
+    id: int
+    sync_id: int
+    stream: str
+    seq: int
+    range: ChunkRange
+    target_table: str
+    status: str
+    attempts: int
+    rows_written: int
+    max_key: tuple | None
+    error: str | None
+
+
+def _chunk(row) -> LedgerChunk:
+    return LedgerChunk(
+        id=row.id, sync_id=row.sync_id, stream=row.stream, seq=row.seq,
+        range=ChunkRange(decode_key(json.loads(row.lower_bound)), decode_key(json.loads(row.upper_bound)), row.null_cursor),
+        target_table=row.target_table, status=row.status, attempts=row.attempts, rows_written=row.rows_written,
+        max_key=decode_key(json.loads(row.max_key)) if row.max_key else None, error=row.error,
+    )
+
+
+def plan_chunks(workspace: Workspace, conn: sa.Connection, sync_id: int, connector_id: str, stream: str,
+                ranges: list[ChunkRange], target_table: str) -> list[LedgerChunk]:
+    now = utcnow()
+    for seq, r in enumerate(ranges):
+        conn.execute(sa.insert(chunks).values(
+            organization_id=workspace.organization_id, sync_id=sync_id, connector_id=connector_id, stream=stream,
+            seq=seq, lower_bound=json.dumps(encode_key(r.lower)), upper_bound=json.dumps(encode_key(r.upper)),
+            null_cursor=r.null_cursor, target_table=target_table, status=ChunkStatus.PENDING.value, attempts=0,
+            rows_read=0, rows_written=0, updated_at=now,
+        ))
+    return ledger(conn, sync_id, stream)
+
+
+def ledger(conn: sa.Connection, sync_id: int, stream: str | None = None) -> list[LedgerChunk]:
+    query = sa.select(chunks).where(chunks.c.sync_id == sync_id)
+    if stream is not None:
+        query = query.where(chunks.c.stream == stream)
+    return [_chunk(r) for r in conn.execute(query.order_by(chunks.c.stream, chunks.c.seq))]
+
+
+def chunk_done(conn: sa.Connection, chunk_id: int, run_id: int, rows_read: int, rows_written: int,
+               max_key: tuple | None, attempts: int) -> None:
+    conn.execute(sa.update(chunks).where(chunks.c.id == chunk_id).values(
+        status=ChunkStatus.DONE.value, last_run_id=run_id, rows_read=rows_read, rows_written=rows_written,
+        max_key=json.dumps(encode_key(max_key)) if max_key is not None else None, error=None,
+        attempts=chunks.c.attempts + attempts, updated_at=utcnow()))
+
+
+def chunk_failed(conn: sa.Connection, chunk_id: int, run_id: int, error: str, attempts: int) -> None:
+    conn.execute(sa.update(chunks).where(chunks.c.id == chunk_id).values(
+        status=ChunkStatus.FAILED.value, last_run_id=run_id, error=error,
+        attempts=chunks.c.attempts + attempts, updated_at=utcnow()))
+
+
+def supersede(conn: sa.Connection, sync_id: int, stream: str) -> None:
+    conn.execute(sa.update(chunks).where(
+        chunks.c.sync_id == sync_id, chunks.c.stream == stream,
+        chunks.c.status.in_([ChunkStatus.PENDING.value, ChunkStatus.FAILED.value]),
+    ).values(status=ChunkStatus.SUPERSEDED.value, updated_at=utcnow()))
+
+
+def ledger_summary(workspace: Workspace, conn: sa.Connection, connector_id: str) -> dict[str, int]:
+    rows = conn.execute(sa.select(chunks.c.status, sa.func.count()).where(
+        chunks.c.organization_id == workspace.organization_id, chunks.c.connector_id == connector_id,
+    ).group_by(chunks.c.status))
+    return {status: int(n) for status, n in rows}
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+@dataclass
+class StreamState:
+    connector_id: str
+    stream: str
+    raw_table: str
+    last_cursor: Any = None
+    last_row_id: tuple | None = None
+    last_window_start: Any = None
+    last_window_end: Any = None
+    planned_upper: Any = None
+    active_sync_id: int | None = None
+    plan: dict[str, Any] | None = None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return self.last_cursor is not None
+
+
+def _dec(text: str | None) -> Any:
+    if text is None:
+        return None
+    value = decode_key(json.loads(text))
+    return value[0] if value is not None else None
+
+
+def _enc(value: Any) -> str | None:
+    return None if value is None else json.dumps(encode_key((value,)))
+
+
+def get_state(workspace: Workspace, conn: sa.Connection, connector_id: str, stream: str) -> StreamState | None:
+    row = conn.execute(sa.select(state).where(
+        state.c.organization_id == workspace.organization_id, state.c.connector_id == connector_id,
+        state.c.stream == stream)).first()
+    if row is None:
+        return None
+    return StreamState(
+        connector_id=connector_id, stream=stream, raw_table=row.raw_table, last_cursor=_dec(row.last_cursor),
+        last_row_id=decode_key(json.loads(row.last_row_id)) if row.last_row_id else None,
+        last_window_start=_dec(row.last_window_start), last_window_end=_dec(row.last_window_end),
+        planned_upper=_dec(row.planned_upper), active_sync_id=row.active_sync_id,
+        plan=json.loads(row.plan) if row.plan else None,
+    )
+
+
+def states(workspace: Workspace, conn: sa.Connection, connector_id: str) -> list[StreamState]:
+    names = conn.execute(sa.select(state.c.stream).where(
+        state.c.organization_id == workspace.organization_id, state.c.connector_id == connector_id)).scalars().all()
+    return [get_state(workspace, conn, connector_id, n) for n in sorted(names)]
+
+
+def put_state(workspace: Workspace, conn: sa.Connection, s: StreamState) -> None:
+    values = dict(
+        raw_table=s.raw_table, last_cursor=_enc(s.last_cursor),
+        last_row_id=json.dumps(encode_key(s.last_row_id)) if s.last_row_id is not None else None,
+        last_window_start=_enc(s.last_window_start), last_window_end=_enc(s.last_window_end),
+        planned_upper=_enc(s.planned_upper), active_sync_id=s.active_sync_id,
+        plan=json.dumps(s.plan) if s.plan is not None else None, updated_at=utcnow(),
+    )
+    where = (state.c.organization_id == workspace.organization_id, state.c.connector_id == s.connector_id,
+             state.c.stream == s.stream)
+    # select first: DuckDB's driver does not report an UPDATE's row count reliably
+    if conn.execute(sa.select(state.c.stream).where(*where)).first() is not None:
+        conn.execute(sa.update(state).where(*where).values(**values))
+    else:
+        conn.execute(sa.insert(state).values(organization_id=workspace.organization_id,
+                                             connector_id=s.connector_id, stream=s.stream, **values))
