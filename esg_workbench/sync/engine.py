@@ -427,10 +427,14 @@ class SyncEngine:
                 columns = raw_tables.existing_columns(ws, conn, target)
                 if columns is None:
                     raw_tables.create_table(ws, conn, target, table.schema)
-                else:
+                else:  # schema drift since the table was made: follow the source
                     new = [f for f in table.schema if f.name not in columns]
                     if new:
                         raw_tables.add_columns(ws, conn, target, new)
+                    retyped = [f for f in table.schema if f.name in columns
+                               and raw_tables.column_type(ws, f.type) != columns[f.name]]
+                    if retyped:
+                        raw_tables.retype_columns(ws, conn, target, retyped)
                 if load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
                     raw_tables.delete_keys(ws, conn, target, table, st.plan["primary_key"])
                 raw_tables.append(ws, conn, target, table, run_id, chunk.id)

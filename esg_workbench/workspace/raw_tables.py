@@ -7,6 +7,7 @@ Every raw row carries lineage: the sync run and the ledger chunk that landed it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -38,6 +39,7 @@ def _q(workspace: Workspace, name: str) -> str:
 
 
 def _pg_type(arrow_type: "pa.DataType") -> str:
+    """The PostgreSQL type for an Arrow type, spelled as format_type() spells it."""
     import pyarrow as pa
     import pyarrow.types as t
 
@@ -54,11 +56,11 @@ def _pg_type(arrow_type: "pa.DataType") -> str:
     if t.is_decimal(arrow_type):
         return f"numeric({arrow_type.precision},{arrow_type.scale})"
     if t.is_timestamp(arrow_type):
-        return "timestamptz" if arrow_type.tz else "timestamp"
+        return "timestamp with time zone" if arrow_type.tz else "timestamp without time zone"
     if t.is_date(arrow_type):
         return "date"
     if t.is_time(arrow_type):
-        return "time"
+        return "time without time zone"
     if t.is_binary(arrow_type) or t.is_large_binary(arrow_type) or t.is_fixed_size_binary(arrow_type):
         return "bytea"
     if t.is_duration(arrow_type):
@@ -68,6 +70,7 @@ def _pg_type(arrow_type: "pa.DataType") -> str:
     return "text"
 
 
+@functools.lru_cache(maxsize=256)
 def _duckdb_type(arrow_type: "pa.DataType") -> str:
     import duckdb
     import pyarrow as pa
@@ -79,18 +82,35 @@ def _duckdb_type(arrow_type: "pa.DataType") -> str:
 
 def existing_columns(workspace: Workspace, conn: sa.Connection, table: str) -> dict[str, str] | None:
     """Column name -> type of a raw table, or None when it does not exist."""
-    # information_schema works on both DuckDB and PostgreSQL (duckdb-engine's inspector
-    # queries pg_catalog tables DuckDB lacks)
-    rows = conn.execute(sa.text(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = :t AND table_schema = current_schema() ORDER BY ordinal_position"
-    ), {"t": table}).all()
+    if workspace.is_duckdb:  # duckdb-engine's inspector queries pg_catalog tables DuckDB lacks
+        query = ("SELECT column_name, data_type FROM information_schema.columns "
+                 "WHERE table_name = :t AND table_schema = current_schema() ORDER BY ordinal_position")
+    else:
+        query = ("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                 "WHERE a.attrelid = to_regclass(quote_ident(:t)) AND a.attnum > 0 AND NOT a.attisdropped "
+                 "ORDER BY a.attnum")
+    rows = conn.execute(sa.text(query), {"t": table}).all()
     return {name: type_ for name, type_ in rows} or None
 
 
+def column_type(workspace: Workspace, arrow_type: "pa.DataType") -> str:
+    """The workspace type a column of `arrow_type` gets, spelled as existing_columns() spells it."""
+    return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow_type)
+
+
+def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
+    """Give columns the type the source now has (a retyped source column); existing
+    values are cast, and a cast that cannot work fails the chunk with the database's reason."""
+    for field in fields:
+        new_type = column_type(workspace, field.type)
+        using = f" USING {_q(workspace, field.name)}::{new_type}" if not workspace.is_duckdb else ""
+        conn.exec_driver_sql(
+            f"ALTER TABLE {_q(workspace, table)} ALTER COLUMN {_q(workspace, field.name)} TYPE {new_type}{using}"
+        )
+
+
 def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: "pa.Schema") -> None:
-    typer = _duckdb_type if workspace.is_duckdb else _pg_type
-    columns = [f"{_q(workspace, f.name)} {typer(f.type)}" for f in schema]
+    columns = [f"{_q(workspace, f.name)} {column_type(workspace, f.type)}" for f in schema]
     landed_default = "" if workspace.is_duckdb else " DEFAULT (now() AT TIME ZONE 'UTC')"
     columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
                 f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
@@ -98,10 +118,9 @@ def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: 
 
 
 def add_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
-    typer = _duckdb_type if workspace.is_duckdb else _pg_type
     for field in fields:
         conn.exec_driver_sql(
-            f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {typer(field.type)}"
+            f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {column_type(workspace, field.type)}"
         )
 
 
