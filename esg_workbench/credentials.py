@@ -110,7 +110,7 @@ def _secure_backend() -> KeyringBackend:
     reason = _insecure_reason(backend)
     if reason is not None:
         raise KeyringUnavailable(
-            f"Secrets cannot be stored safely: the keyring in use is {_qualname(backend)}, "
+            f"Secrets cannot be kept safely: the keyring in use is {_qualname(backend)}, "
             f"and {reason}. {_how_to_fix(backend)}",
             hint=_RESTART_HINT,
         )
@@ -215,10 +215,10 @@ def _call(backend: KeyringBackend, action: str, operation: Callable[[], T], *,
 
 
 def _message(backend: KeyringBackend, action: str, exc: Exception, detail: str) -> str:
-    from keyring.errors import InitError, KeyringLocked, NoKeyringError, PasswordSetError
+    from keyring.errors import InitError, NoKeyringError, PasswordSetError
 
     where = f"the system keyring ({_display_name(backend)})"
-    if isinstance(exc, KeyringLocked):
+    if _is_locked(exc):
         return f"Could not {action}: {where} is locked and was not unlocked."
     if isinstance(exc, (NoKeyringError, InitError)):
         return f"Could not {action}: {where} is not available ({detail})."
@@ -234,10 +234,18 @@ def _message(backend: KeyringBackend, action: str, exc: Exception, detail: str) 
     return text
 
 
-def _hint(exc: Exception) -> str | None:
+def _is_locked(exc: Exception) -> bool:
     from keyring.errors import KeyringLocked
 
-    if isinstance(exc, KeyringLocked):
+    # secretstorage's own types, for when they get past keyring unwrapped
+    return isinstance(exc, KeyringLocked) or (
+        (type(exc).__module__ or "").startswith("secretstorage")
+        and type(exc).__name__ in {"LockedException", "PromptDismissedException"}
+    )
+
+
+def _hint(exc: Exception) -> str | None:
+    if _is_locked(exc):
         return (
             "Unlock the keyring (on Linux the 'Login' keyring in Passwords and Keys or "
             "KWallet; on macOS Keychain Access) and try again."

@@ -154,7 +154,7 @@ def test_check_backend_names_the_secret_service(secret_service):
     assert "keyring.backends.SecretService.Keyring" in description
 
 
-def test_locked_keyring_is_reported(secret_service, monkeypatch):
+def test_locked_keyring_is_reported(secret_service):
     """A locked collection whose unlock prompt cannot be shown becomes KeyringUnavailable.
 
     Uses a collection of its own (made through gnome-keyring's internal interface with a
