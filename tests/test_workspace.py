@@ -1,0 +1,100 @@
+"""Opening, creating, upgrading and refusing workspaces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from esg_workbench.core.errors import WorkspaceError, WorkspaceTooNew
+from esg_workbench.workspace import database, open_workspace, schema
+
+EXPECTED_TABLES = {
+    "connectors", "source_schema_cache", "connector_sync_state", "connector_sync_logs", "connector_sync_chunks",
+    "staging_rows", "mappings", "kpi_values", "scheduled_jobs", "esg_ingestion_audit", "workspace_meta",
+}
+
+
+def table_names(ws) -> set[str]:
+    with ws.read() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")).scalars())
+
+
+def test_new_duckdb_workspace_has_every_table_and_index(tmp_path):
+    ws = open_workspace(str(tmp_path / "w.duckdb"))
+    assert EXPECTED_TABLES <= table_names(ws)
+    with ws.read() as conn:
+        indexes = set(conn.execute(sa.text("SELECT index_name FROM duckdb_indexes()")).scalars())
+        assert ws.schema_version(conn) == schema.SCHEMA_VERSION
+    assert {"ix_staging_rows_connector_arrived", "ix_staging_rows_period",
+            "ix_source_schema_cache_connector_table"} <= indexes
+    for table in schema.metadata.sorted_tables:
+        assert "organization_id" in table.c or table.name == "workspace_meta"
+
+
+def test_postgres_workspace(pg_database):
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    ws = open_workspace(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}")
+    try:
+        assert ws.kind == "postgresql"
+        assert EXPECTED_TABLES <= table_names(ws)
+        assert open_workspace(ws.url.replace("postgresql+psycopg", "postgresql")).kind == "postgresql"  # twice is fine
+    finally:
+        ws.close()
+
+
+def test_older_workspace_is_upgraded_in_order(tmp_path, monkeypatch):
+    path = str(tmp_path / "w.duckdb")
+    open_workspace(path).close()
+    steps = []
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 2)
+    monkeypatch.setitem(database.MIGRATIONS, schema.SCHEMA_VERSION - 2,
+                        lambda conn: (steps.append("a"), conn.exec_driver_sql("CREATE TABLE added_a (x int)")))
+    monkeypatch.setitem(database.MIGRATIONS, schema.SCHEMA_VERSION - 1, lambda conn: steps.append("b"))
+    ws = open_workspace(path)
+    assert steps == ["a", "b"]
+    assert "added_a" in table_names(ws)
+    with ws.read() as conn:
+        assert ws.schema_version(conn) == schema.SCHEMA_VERSION
+
+
+def test_newer_workspace_is_refused_plainly(tmp_path):
+    path = str(tmp_path / "w.duckdb")
+    ws = open_workspace(path)
+    with ws.transaction() as conn:
+        conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
+                     .values(value="999"))
+    ws.close()
+    with pytest.raises(WorkspaceTooNew) as err:
+        open_workspace(path)
+    assert "newer ESG Workbench" in err.value.message and "Update" in err.value.hint
+
+
+def test_workspace_locked_by_another_process_says_so(tmp_path):
+    path = tmp_path / "w.duckdb"
+    open_workspace(str(path)).close()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(WorkspaceError) as err:
+            open_workspace(str(path))
+        assert "open in another ESG Workbench process" in err.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_broken_file_and_bad_url_are_explained(tmp_path):
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(WorkspaceError) as err:
+        open_workspace(str(broken))
+    assert err.value.message.startswith("Cannot open the workspace")
+    with pytest.raises(WorkspaceError):
+        open_workspace("mysql://somewhere/db")
