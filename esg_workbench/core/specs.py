@@ -183,6 +183,9 @@ class TableInfo:
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     row_estimate: int | None = None
     sample_rows: list[dict[str, Any]] | None = None  # None: not loaded yet (lazy)
+    #: a cursor the source itself provides (e.g. a file's modification time); used when
+    #: the connector's settings name none
+    cursor_field: str | None = None
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)

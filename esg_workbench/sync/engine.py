@@ -314,6 +314,8 @@ class SyncEngine:
                   run_id: int, st: StreamState | None, result: StreamResult):
         ws = self.workspace
         name = stream.qualified
+        if info.cursor_field and not settings.cursor_field:  # the source knows its own cursor (files)
+            settings = settings.with_overrides(cursor_field=info.cursor_field)
         if settings.cursor_field and info.column(settings.cursor_field) is None:
             raise ConfigError(f"The cursor field '{settings.cursor_field}' is not a column of {name}.",
                               hint="Pick an existing timestamp column as cursor_field, or use a full load.")
@@ -342,7 +344,10 @@ class SyncEngine:
             cursor_field=settings.cursor_field, cursor_max=cursor_max,
             include_null_cursor=include_nulls and settings.cursor_field in key,
         )
-        ranges, sizing = planner.plan(connector, stream, scope, settings)
+        # a source with its own notion of chunks (a file each, say) plans them itself
+        plan_chunks = getattr(connector, "plan_chunks", None) or planner.plan
+        ranges, sizing = plan_chunks(connector, stream, scope, settings) if plan_chunks is planner.plan \
+            else plan_chunks(stream, scope, settings)
         target = raw_tables.shadow_table_name(raw_table, run_id) if settings.load_type is LoadType.FULL else raw_table
         with ws.transaction() as conn:
             if st.active_sync_id:  # an unfinished earlier plan is replaced by this one
