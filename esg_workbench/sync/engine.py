@@ -345,9 +345,10 @@ class SyncEngine:
             include_null_cursor=include_nulls and settings.cursor_field in key,
         )
         # a source with its own notion of chunks (a file each, say) plans them itself
-        plan_chunks = getattr(connector, "plan_chunks", None) or planner.plan
-        ranges, sizing = plan_chunks(connector, stream, scope, settings) if plan_chunks is planner.plan \
-            else plan_chunks(stream, scope, settings)
+        if hasattr(connector, "plan_chunks"):
+            ranges, sizing = connector.plan_chunks(stream, scope, settings)
+        else:
+            ranges, sizing = planner.plan(connector, stream, scope, settings)
         target = raw_tables.shadow_table_name(raw_table, run_id) if settings.load_type is LoadType.FULL else raw_table
         with ws.transaction() as conn:
             if st.active_sync_id:  # an unfinished earlier plan is replaced by this one
