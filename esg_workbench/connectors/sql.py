@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlalchemy as sa
 
-from esg_workbench.core.errors import EsgError, SourceError, TableMissing
+from esg_workbench.core.errors import DatabaseMissing, EsgError, SourceError, TableMissing
 from esg_workbench.core.specs import (
     CancelToken,
     ChunkRange,
@@ -165,11 +165,19 @@ class SqlConnector:
     # --- validate and discover ----------------------------------------------------------
 
     def validate(self) -> str:
+        """Connect, check the schema exists and that a table of it can be read."""
+        where = f"schema {self.schema}" if self.schema else "the database"
         with self.errors("Connecting"), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
             inspector = sa.inspect(conn)
+            if self.schema is not None and self.schema not in inspector.get_schema_names():
+                raise DatabaseMissing(f"The schema '{self.schema}' does not exist in the database.",
+                                      hint="Check the schema name in the connector settings.")
             tables = inspector.get_table_names(schema=self.schema)
-        where = f"schema {self.schema}" if self.schema else "the database"
+        if tables:
+            first = self.table_clause(StreamRef(self.schema, tables[0]), [])
+            with self.errors(f"Reading {where}"), self.engine.connect() as conn:
+                conn.execute(sa.select(sa.literal(1)).select_from(first).limit(1)).all()
         return f"Connected. {len(tables)} tables readable in {where}."
 
     def list_streams(self) -> list[StreamRef]:
