@@ -296,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("discover", parents=[common], help="discover tables, columns, keys and samples")
     p.add_argument("name")
     p.add_argument("--table", action="append", help="only this table (repeatable); samples load for these")
-    p.add_argument("--sample-rows", type=int, default=0, metavar="N", help="load up to N sample rows per table (max 100 by default policy)")
+    p.add_argument("--sample-rows", type=int, default=100, metavar="N",
+                   help="sample rows per table (default 100; 0 for none). For more than 50 tables, samples "
+                        "load only for the tables named with --table, or later on demand")
     p.set_defaults(func=cmd_connector_discover)
     p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")
     p.add_argument("name")
@@ -355,6 +357,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        log = _write_crash_log()
+        message = f"Unexpected error ({type(exc).__name__}). Details were written to {log}; please report them."
+        if args.json:
+            print(json.dumps({"error": message, "kind": "InternalError"}))
+        else:
+            print(f"Error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _write_crash_log() -> str:
+    import traceback
+
+    import platformdirs
+
+    directory = platformdirs.user_log_path("esg-workbench", appauthor=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "crash.log"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- {dt.datetime.now().isoformat()} esg-workbench {' '.join(sys.argv[1:])}\n")
+        f.write(traceback.format_exc())
+    return str(path)
 
 
 if __name__ == "__main__":
