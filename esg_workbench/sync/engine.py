@@ -341,7 +341,7 @@ class SyncEngine:
                     result.warnings.append(f"{nulls} rows have no {settings.cursor_field}; only a full load reads them again")
         scope = ReadScope(
             columns=tuple(c.name for c in info.columns), key=key, after=after, after_inclusive=inclusive,
-            cursor_field=settings.cursor_field, cursor_max=cursor_max,
+            cursor_field=settings.cursor_field, cursor_max=_read_bound(settings.cursor_field, key, cursor_max),
             include_null_cursor=include_nulls and settings.cursor_field in key,
         )
         # a source with its own notion of chunks (a file each, say) plans them itself
@@ -532,10 +532,20 @@ class SyncEngine:
         ))
 
 
+def _read_bound(cursor_field: str | None, key: tuple[str, ...], cursor_max: Any) -> Any:
+    """The cursor's upper bound applies to reads only when rows are paged by the cursor
+    (delta loads, time-window full loads): there it keeps a row that moves during the sync
+    from being read twice. A full load paged by primary key reads every row, so bounding it
+    would drop rows whose cursor is NULL (`cursor <= max` is never true for them) and rows
+    updated while the load runs. The plan still keeps `cursor_max` for the checkpoint."""
+    return cursor_max if cursor_field and cursor_field in key else None
+
+
 def _scope_from_plan(plan: dict[str, Any]) -> ReadScope:
     cursor_max = decode_key(plan.get("cursor_max"))
     return ReadScope(
         columns=tuple(plan["columns"]), key=tuple(plan["key"]), after=decode_key(plan.get("after")),
         after_inclusive=plan.get("after_inclusive", False), cursor_field=plan.get("cursor_field"),
-        cursor_max=cursor_max[0] if cursor_max else None, include_null_cursor=plan.get("include_null_cursor", False),
+        cursor_max=_read_bound(plan.get("cursor_field"), tuple(plan["key"]), cursor_max[0] if cursor_max else None),
+        include_null_cursor=plan.get("include_null_cursor", False),
     )
