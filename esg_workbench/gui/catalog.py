@@ -1,0 +1,180 @@
+"""Small, targeted workspace reads for the panels (no Qt here: they run in workers).
+
+The schema browser loads one level at a time, so these queries fetch only what a level
+shows: schema names, then table names with estimates and drift, then one table's
+columns. A database with thousands of tables never has all its columns parsed at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from esg_workbench.core.specs import ColumnInfo, Drift, StreamRef
+from esg_workbench.workspace import schema_cache, sync_records
+from esg_workbench.workspace.database import Workspace
+from esg_workbench.workspace.schema import connector_sync_chunks as chunks
+from esg_workbench.workspace.schema import connector_sync_logs as logs
+from esg_workbench.workspace.schema import connectors as connectors_table
+from esg_workbench.workspace.schema import esg_ingestion_audit as audit
+from esg_workbench.workspace.schema import source_schema_cache as cache
+
+
+@dataclass
+class TableRow:
+    schema: str | None
+    name: str
+    row_estimate: int | None
+    columns: int
+    primary_key: list[str]
+    drift: Drift | None = None
+
+    @property
+    def qualified(self) -> str:
+        return StreamRef(self.schema, self.name).qualified
+
+
+@dataclass
+class ConnectorOverview:
+    """What the connector list shows for one connector."""
+
+    id: str
+    name: str
+    type: str
+    status: str
+    status_message: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    resumable: bool = False
+    failed_chunks: int = 0
+
+
+def _org(workspace: Workspace, table: sa.Table):
+    return table.c.organization_id == workspace.organization_id
+
+
+def connectors_overview(workspace: Workspace) -> list[ConnectorOverview]:
+    from esg_workbench.workspace.schema import connector_sync_state as state
+
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(connectors_table).where(_org(workspace, connectors_table))
+                            .order_by(connectors_table.c.name)).all()
+        active = conn.execute(sa.select(state.c.connector_id, state.c.active_sync_id).where(
+            _org(workspace, state), state.c.active_sync_id.is_not(None))).all()
+        failed: dict[str, int] = {}
+        for connector_id, sync_id in active:
+            n = conn.execute(sa.select(sa.func.count()).select_from(chunks).where(
+                chunks.c.sync_id == sync_id, chunks.c.status == "failed")).scalar() or 0
+            failed[connector_id] = failed.get(connector_id, 0) + int(n)
+    resumable = {cid for cid, _ in active}
+    return [ConnectorOverview(r.id, r.name, r.type, r.status, r.status_message, json.loads(r.config),
+                              r.id in resumable, failed.get(r.id, 0)) for r in rows]
+
+
+def schemas(workspace: Workspace, connector_id: str) -> list[tuple[str | None, int]]:
+    """(schema name, number of tables) of a connector's cached tables."""
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(cache.c.schema_name, sa.func.count()).where(
+            _org(workspace, cache), cache.c.connector_id == connector_id,
+        ).group_by(cache.c.schema_name).order_by(cache.c.schema_name)).all()
+    return [(r[0], int(r[1])) for r in rows]
+
+
+def tables(workspace: Workspace, connector_id: str, schema: str | None) -> list[TableRow]:
+    where = [_org(workspace, cache), cache.c.connector_id == connector_id,
+             cache.c.schema_name.is_(None) if schema is None else cache.c.schema_name == schema]
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(cache.c.schema_name, cache.c.table_name, cache.c.row_estimate,
+                                      cache.c.columns, cache.c.primary_key, cache.c.drift)
+                            .where(*where).order_by(cache.c.table_name)).all()
+    out = []
+    for r in rows:
+        drift = None
+        if r.drift:
+            d = json.loads(r.drift)
+            drift = Drift(tuple(d["added"]), tuple(d["dropped"]), tuple(tuple(x) for x in d["retyped"]))
+        out.append(TableRow(r.schema_name, r.table_name, r.row_estimate, len(json.loads(r.columns)),
+                            json.loads(r.primary_key), drift))
+    return out
+
+
+def columns(workspace: Workspace, connector_id: str, schema: str | None, table: str) -> list[ColumnInfo]:
+    with workspace.read() as conn:
+        found = schema_cache.load(workspace, conn, connector_id, StreamRef(schema, table))
+    return found[0].columns if found else []
+
+
+def runs(workspace: Workspace, limit: int = 500) -> list[dict[str, Any]]:
+    """Sync runs, newest first, with the connector's name."""
+    with workspace.read() as conn:
+        names = dict(conn.execute(sa.select(connectors_table.c.id, connectors_table.c.name)
+                                  .where(_org(workspace, connectors_table))).all())
+        found = sync_records.runs(workspace, conn, None, limit)
+    for r in found:
+        r["connector"] = names.get(r["connector_id"], f"(removed {r['connector_id'][:8]})")
+    return found
+
+
+def run_chunks(workspace: Workspace, run_id: int) -> list[dict[str, Any]]:
+    """The chunk ledger a run planned or worked on (a resume works on an older plan)."""
+    from esg_workbench.core.keys import decode_key
+    from esg_workbench.core.specs import ChunkRange
+
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(chunks).where(
+            _org(workspace, chunks), sa.or_(chunks.c.sync_id == run_id, chunks.c.last_run_id == run_id),
+        ).order_by(chunks.c.stream, chunks.c.seq)).all()
+    out = []
+    for r in rows:
+        rng = ChunkRange(decode_key(json.loads(r.lower_bound)), decode_key(json.loads(r.upper_bound)), r.null_cursor)
+        out.append({"stream": r.stream, "seq": r.seq + 1, "range": rng.describe(), "status": r.status,
+                    "attempts": r.attempts, "rows": r.rows_written, "planned_by": r.sync_id,
+                    "last_run": r.last_run_id, "error": r.error})
+    return out
+
+
+def audit_entries(workspace: Workspace, limit: int = 1000) -> list[dict[str, Any]]:
+    """The newest entries, plus the chain's total length."""
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(audit).where(_org(workspace, audit))
+                            .order_by(audit.c.id.desc()).limit(limit)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def audit_entry(workspace: Workspace, entry_id: int) -> dict[str, Any] | None:
+    with workspace.read() as conn:
+        row = conn.execute(sa.select(audit).where(_org(workspace, audit), audit.c.id == entry_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def is_empty(workspace: Workspace) -> bool:
+    with workspace.read() as conn:
+        return not conn.execute(sa.select(connectors_table.c.id).where(_org(workspace, connectors_table)).limit(1)).first()
+
+
+def running_syncs(workspace: Workspace) -> int:
+    with workspace.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(logs).where(
+            _org(workspace, logs), logs.c.status == "running")).scalar() or 0)
+
+
+def table_names(workspace: Workspace, connector_id: str) -> list[tuple[str, int | None]]:
+    """(qualified name, row estimate) of every cached table of a connector."""
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(cache.c.schema_name, cache.c.table_name, cache.c.row_estimate).where(
+            _org(workspace, cache), cache.c.connector_id == connector_id,
+        ).order_by(cache.c.schema_name, cache.c.table_name)).all()
+    return [(StreamRef(r.schema_name, r.table_name).qualified, r.row_estimate) for r in rows]
+
+
+def sync_status(workspace: Workspace, name: str) -> dict[str, Any]:
+    """connector_status plus the cached tables, in one worker call."""
+    from esg_workbench.sync import operations
+
+    status = operations.connector_status(workspace, name)
+    record = operations.get_connector(workspace, name)
+    status["tables"] = table_names(workspace, record.id)
+    status["config"] = record.config
+    return status

@@ -1,0 +1,479 @@
+"""The schema browser: a lazy tree (connector → schema → table → column) and a grid of
+sample rows for the selected table.
+
+Each level is loaded in a worker when it is first expanded, and large levels are
+inserted in batches between event-loop turns, so a database with thousands of tables
+never freezes the window. Refresh re-discovers the connector and highlights drift
+(added, dropped and retyped columns) in the tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from esg_workbench.gui import catalog, icons
+from esg_workbench.gui.catalog import ConnectorOverview, TableRow
+from esg_workbench.gui.sample_model import RecordsModel
+
+KIND = Qt.ItemDataRole.UserRole + 1  # connector | schema | table | column | placeholder
+INFO = Qt.ItemDataRole.UserRole + 2  # what the item stands for (overview, schema name, TableRow, ColumnInfo)
+STATE = Qt.ItemDataRole.UserRole + 3  # children: None (not loaded), "loading", "loaded"
+CONNECTOR = Qt.ItemDataRole.UserRole + 4  # the connector overview of every item below it
+HEADERS = ["Name", "Type", "Nullable", "Rows (est.)", "Notes"]
+BATCH = 400  # rows inserted per event-loop turn
+SAMPLE_ROWS = 100
+DRIFT_BRUSH = QBrush(QColor("#fff3cd"))
+
+
+def _row(name: str, kind: str, icon=None, *cells: str) -> list[QStandardItem]:
+    first = QStandardItem(name)
+    first.setData(kind, KIND)
+    first.setEditable(False)
+    if icon is not None:
+        first.setIcon(icon)
+    items = [first]
+    for text in cells:
+        item = QStandardItem(text)
+        item.setEditable(False)
+        items.append(item)
+    while len(items) < len(HEADERS):
+        item = QStandardItem("")
+        item.setEditable(False)
+        items.append(item)
+    return items
+
+
+def _placeholder(text: str = "Loading…") -> list[QStandardItem]:
+    items = _row(text, "placeholder")
+    items[0].setForeground(QBrush(QColor("#888")))
+    items[0].setSelectable(False)
+    return items
+
+
+class TreeFilter(QSortFilterProxyModel):
+    """Keeps rows whose name matches, their ancestors and their loaded children."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setAutoAcceptChildRows(True)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(0)
+
+    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
+        if not self.filterRegularExpression().pattern():
+            return True
+        index = self.sourceModel().index(row, 0, parent)
+        if index.data(KIND) == "placeholder":
+            return False
+        return super().filterAcceptsRow(row, parent)
+
+
+class SchemaBrowser(QWidget):
+    table_selected = Signal(str, str)  # connector name, qualified table
+    level_loaded = Signal(str)  # kind of the level just filled (tests, status bar)
+    samples_loaded = Signal(str, int)  # qualified table, rows
+    refreshed = Signal(str, object)  # connector name, {table: Drift}
+    message = Signal(str)  # for the status bar
+
+    def __init__(self, pool, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.pool = pool
+        self.workspace = None
+        self._sample_request = 0
+        self._pending_batches = 0
+
+        self.filter = QLineEdit()
+        self.filter.setObjectName("schemaFilter")
+        self.filter.setPlaceholderText("Filter tables and columns (loaded levels)…")
+        self.filter.setClearButtonEnabled(True)
+        self.refresh_button = QPushButton(icons.standard("SP_BrowserReload"), "Refresh")
+        self.refresh_button.setObjectName("refreshSchema")
+        self.refresh_button.setToolTip("Re-discover the selected connector and highlight what changed (F5)")
+        self.status = QLabel()
+        self.status.setObjectName("schemaStatus")
+        self.status.setWordWrap(True)
+
+        self.model = QStandardItemModel(0, len(HEADERS), self)
+        self.model.setHorizontalHeaderLabels(HEADERS)
+        self.proxy = TreeFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.tree = QTreeView()
+        self.tree.setObjectName("schemaTree")
+        self.tree.setModel(self.proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        header = self.tree.header()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(0, 280)
+        header.resizeSection(1, 150)
+        header.resizeSection(2, 80)
+        header.resizeSection(3, 100)
+
+        self.sample_title = QLabel("Select a table to see sample rows.")
+        self.sample_title.setObjectName("sampleTitle")
+        self.samples = RecordsModel(parent=self)
+        self.sample_view = QTableView()
+        self.sample_view.setObjectName("sampleGrid")
+        self.sample_view.setModel(self.samples)
+        self.sample_view.setAlternatingRowColors(True)
+        self.sample_view.horizontalHeader().setDefaultSectionSize(130)
+        self.sample_view.verticalHeader().setDefaultSectionSize(22)
+
+        top = QHBoxLayout()
+        top.addWidget(self.filter, 1)
+        top.addWidget(self.refresh_button)
+        upper = QWidget()
+        up = QVBoxLayout(upper)
+        up.setContentsMargins(0, 0, 0, 0)
+        up.addLayout(top)
+        up.addWidget(self.tree, 1)
+        up.addWidget(self.status)
+        lower = QWidget()
+        low = QVBoxLayout(lower)
+        low.setContentsMargins(0, 0, 0, 0)
+        low.addWidget(self.sample_title)
+        low.addWidget(self.sample_view, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(upper)
+        self.splitter.addWidget(lower)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.splitter)
+
+        self._filter_timer = QTimer(self)
+        self._filter_timer.setSingleShot(True)
+        self._filter_timer.setInterval(200)
+        self._filter_timer.timeout.connect(lambda: self.proxy.setFilterFixedString(self.filter.text().strip()))
+        self.filter.textChanged.connect(lambda _: self._filter_timer.start())
+        self.tree.expanded.connect(self._expanded)
+        self.tree.selectionModel().currentChanged.connect(self._current_changed)
+        self.refresh_button.clicked.connect(self.refresh_current)
+
+    # --- connectors (top level) -----------------------------------------------------------
+
+    def set_workspace(self, workspace) -> None:
+        self.workspace = workspace
+        self.model.removeRows(0, self.model.rowCount())
+        self.samples.clear()
+        self.sample_title.setText("Select a table to see sample rows.")
+        self.status.clear()
+
+    def set_connectors(self, overviews: list[ConnectorOverview]) -> None:
+        """Keep the subtrees of connectors that are still there; add and drop the rest."""
+        existing = {self.model.item(i).data(INFO).id: i for i in range(self.model.rowCount())}
+        wanted = {o.id for o in overviews}
+        for i in sorted((i for cid, i in existing.items() if cid not in wanted), reverse=True):
+            self.model.removeRow(i)
+        for o in overviews:
+            if o.id in existing:
+                for i in range(self.model.rowCount()):
+                    item = self.model.item(i)
+                    if item.data(INFO).id == o.id:
+                        item.setText(o.name)
+                        item.setData(o, INFO)
+                        item.setData(o, CONNECTOR)
+                        self.model.item(i, 1).setText(o.type)
+                continue
+            row = _row(o.name, "connector", icons.connector_icon(), o.type)
+            row[0].setData(o, INFO)
+            row[0].setData(o, CONNECTOR)
+            row[0].appendRow(_placeholder())
+            self.model.appendRow(row)
+        self.model.sort(0)
+
+    def connector_item(self, name: str) -> QStandardItem | None:
+        for i in range(self.model.rowCount()):
+            item = self.model.item(i)
+            if item.data(INFO).name == name:
+                return item
+        return None
+
+    def show_connector(self, name: str | None) -> None:
+        """Select (and scroll to) a connector chosen in the connector list."""
+        item = self.connector_item(name) if name else None
+        if item is None:
+            return
+        index = self.proxy.mapFromSource(item.index())
+        self.tree.setCurrentIndex(index)
+        self.tree.scrollTo(index)
+
+    def current_connector(self) -> ConnectorOverview | None:
+        index = self.proxy.mapToSource(self.tree.currentIndex())
+        if not index.isValid():
+            return None
+        item = self.model.itemFromIndex(index.siblingAtColumn(0))
+        return item.data(CONNECTOR) if item else None
+
+    # --- lazy levels ----------------------------------------------------------------------
+
+    def _expanded(self, proxy_index: QModelIndex) -> None:
+        item = self.model.itemFromIndex(self.proxy.mapToSource(proxy_index))
+        if item is None or item.data(STATE) is not None:
+            return
+        self.load_children(item)
+
+    def load_children(self, item: QStandardItem) -> None:
+        if self.workspace is None:
+            return
+        kind = item.data(KIND)
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        item.setData("loading", STATE)
+        ws = self.workspace
+        if kind == "connector":
+            def fetch():
+                found = catalog.schemas(ws, overview.id)
+                if not found:  # never discovered: describe the source first
+                    from esg_workbench.sync import operations
+
+                    operations.discover_connector(ws, overview.name)
+                    found = catalog.schemas(ws, overview.id)
+                return found
+            if item.rowCount() and item.child(0).data(KIND) == "placeholder":
+                item.child(0).setText("Loading schemas (discovering the source if needed)…")
+            self.pool.run(fetch, on_done=lambda found: self._fill_schemas(item, found),
+                          on_error=lambda msg: self._level_failed(item, msg), owner=self)
+        elif kind == "schema":
+            self.pool.run(catalog.tables, ws, overview.id, item.data(INFO),
+                          on_done=lambda rows: self._fill_tables(item, rows),
+                          on_error=lambda msg: self._level_failed(item, msg), owner=self)
+        elif kind == "table":
+            row: TableRow = item.data(INFO)
+            self.pool.run(catalog.columns, ws, overview.id, row.schema, row.name,
+                          on_done=lambda cols: self._fill_columns(item, cols),
+                          on_error=lambda msg: self._level_failed(item, msg), owner=self)
+
+    def _alive(self, item: QStandardItem) -> bool:
+        try:
+            return item.model() is self.model
+        except RuntimeError:  # the item was deleted (refresh, workspace switch)
+            return False
+
+    def _clear_children(self, item: QStandardItem) -> None:
+        if item.rowCount():
+            item.removeRows(0, item.rowCount())
+
+    def _level_failed(self, item: QStandardItem, message: str) -> None:
+        if not self._alive(item):
+            return
+        item.setData(None, STATE)
+        self._clear_children(item)
+        first = message.splitlines()[0]
+        error = _placeholder(f"Could not load: {first}")
+        error[0].setForeground(QBrush(QColor("#c62828")))
+        error[0].setToolTip(message)
+        item.appendRow(error)
+        self.status.setText(message)
+        self.message.emit(message)
+        self.level_loaded.emit("error")
+
+    def _fill_schemas(self, item: QStandardItem, found: list[tuple[str | None, int]]) -> None:
+        if not self._alive(item):
+            return
+        self._clear_children(item)
+        overview = item.data(CONNECTOR)
+        for schema, count in found:
+            row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
+                       f"{count:,} table{'s' if count != 1 else ''}")
+            row[0].setData(schema, INFO)
+            row[0].setData(overview, CONNECTOR)
+            row[0].appendRow(_placeholder())
+            item.appendRow(row)
+        if not found:
+            item.appendRow(_placeholder("No tables found in the source."))
+        item.setData("loaded", STATE)
+        self.level_loaded.emit("connector")
+        if len(found) == 1:  # one schema: open it right away
+            self.tree.expand(self.proxy.mapFromSource(item.child(0).index()))
+
+    def _fill_tables(self, item: QStandardItem, rows: list[TableRow]) -> None:
+        if not self._alive(item):
+            return
+        overview = item.data(CONNECTOR)
+        self._clear_children(item)
+        drifted = [r for r in rows if r.drift]
+        if not rows:
+            item.appendRow(_placeholder("No tables."))
+
+        def make(r: TableRow) -> list[QStandardItem]:
+            estimate = "" if r.row_estimate is None or r.row_estimate < 0 else f"{r.row_estimate:,}"
+            notes = f"{r.columns} columns"
+            if r.primary_key:
+                notes += f" · key {', '.join(r.primary_key)}"
+            cells = _row(r.name, "table", icons.table_icon(), "table", "", estimate, notes)
+            cells[0].setData(r, INFO)
+            cells[0].setData(overview, CONNECTOR)
+            cells[3].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if r.drift:
+                for c in cells:
+                    c.setBackground(DRIFT_BRUSH)
+                cells[4].setIcon(icons.drift_icon())
+                cells[4].setText(f"changed: {r.drift.describe()}")
+                for c in cells:
+                    c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
+            cells[0].appendRow(_placeholder())
+            return cells
+
+        self._insert_batched(item, rows, make, "schema")
+        if drifted:
+            self.status.setText(f"{len(drifted)} table(s) changed at the last discovery: "
+                                + "; ".join(f"{r.name} ({r.drift.describe()})" for r in drifted[:5]))
+
+    def _insert_batched(self, item: QStandardItem, rows: list, make: Callable[[Any], list], kind: str,
+                        start: int = 0) -> None:
+        """Insert `rows` under `item` a batch per event-loop turn."""
+        if not self._alive(item):
+            return
+        end = min(start + BATCH, len(rows))
+        if end > start:
+            block = [make(r) for r in rows[start:end]]
+            item.insertRows(item.rowCount(), len(block))  # grow once, then fill
+            base = item.rowCount() - len(block)
+            for offset, cells in enumerate(block):
+                for col, cell in enumerate(cells):
+                    item.setChild(base + offset, col, cell)
+        if end < len(rows):
+            QTimer.singleShot(0, lambda: self._insert_batched(item, rows, make, kind, end))
+            return
+        item.setData("loaded", STATE)
+        self.level_loaded.emit(kind)
+
+    def _fill_columns(self, item: QStandardItem, columns) -> None:
+        if not self._alive(item):
+            return
+        self._clear_children(item)
+        table: TableRow = item.data(INFO)
+        drift = table.drift
+        added = set(drift.added) if drift else set()
+        retyped = {c: (a, b) for c, a, b in drift.retyped} if drift else {}
+        for c in columns:
+            icon = icons.key_icon() if c.primary_key else icons.column_icon(c.nullable)
+            note = "primary key" if c.primary_key else ""
+            if c.name in added:
+                note = "new column"
+            elif c.name in retyped:
+                note = f"type was {retyped[c.name][0]}"
+            cells = _row(c.name, "column", icon, c.type, "NULL" if c.nullable else "NOT NULL", "", note)
+            cells[0].setData(c, INFO)
+            cells[0].setData(item.data(CONNECTOR), CONNECTOR)
+            cells[0].setToolTip(f"{c.name}: {c.type} ({c.family}), {'nullable' if c.nullable else 'not null'}"
+                                + (", primary key" if c.primary_key else ""))
+            if c.name in added or c.name in retyped:
+                for cell in cells:
+                    cell.setBackground(DRIFT_BRUSH)
+            item.appendRow(cells)
+        if drift and drift.dropped:
+            gone = _placeholder(f"dropped: {', '.join(drift.dropped)}")
+            gone[0].setForeground(QBrush(QColor("#c62828")))
+            item.appendRow(gone)
+        item.setData("loaded", STATE)
+        self.level_loaded.emit("table")
+
+    # --- refresh --------------------------------------------------------------------------
+
+    def refresh_current(self) -> None:
+        overview = self.current_connector()
+        if overview is None:
+            self.status.setText("Select a connector in the tree or the list to refresh it.")
+            return
+        self.refresh(overview.name)
+
+    def refresh(self, name: str) -> None:
+        item = self.connector_item(name)
+        if item is None or self.workspace is None:
+            return
+        from esg_workbench.sync import operations
+
+        self.refresh_button.setEnabled(False)
+        self.status.setText(f"Re-discovering {name}…")
+
+        def done(result) -> None:
+            self.refresh_button.setEnabled(True)
+            drift = result.drift
+            if drift:
+                text = f"{name}: {len(result.tables)} tables; {len(drift)} changed: " + "; ".join(
+                    f"{t} ({d.describe()})" for t, d in list(drift.items())[:5])
+            else:
+                text = f"{name}: {len(result.tables)} tables, no change since the last discovery."
+            self._reload(name)
+            self.status.setText(text)
+            self.message.emit(text)
+            self.refreshed.emit(name, drift)
+
+        def failed(message: str) -> None:
+            self.refresh_button.setEnabled(True)
+            self.status.setText(message)
+            self.message.emit(message)
+
+        self.pool.run(operations.discover_connector, self.workspace, name, on_done=done, on_error=failed, owner=self)
+
+    def _reload(self, name: str) -> None:
+        """Forget a connector's loaded levels; reopen them if it was expanded."""
+        item = self.connector_item(name)
+        if item is None:
+            return
+        index = self.proxy.mapFromSource(item.index())
+        was_open = self.tree.isExpanded(index)
+        self._clear_children(item)
+        item.setData(None, STATE)
+        item.appendRow(_placeholder())
+        if was_open:
+            self.tree.collapse(index)
+            self.tree.expand(index)
+
+    # --- samples --------------------------------------------------------------------------
+
+    def _current_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
+        item = self.model.itemFromIndex(self.proxy.mapToSource(current.siblingAtColumn(0)))
+        if item is None or item.data(KIND) != "table":
+            return
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        table: TableRow = item.data(INFO)
+        self.table_selected.emit(overview.name, table.qualified)
+        self.load_samples(overview.name, table.qualified)
+
+    def load_samples(self, connector: str, table: str) -> None:
+        if self.workspace is None:
+            return
+        from esg_workbench.sync import operations
+
+        self._sample_request += 1
+        request = self._sample_request
+        self.sample_title.setText(f"Loading sample rows of {table}…")
+
+        def done(rows: list[dict]) -> None:
+            if request != self._sample_request:
+                return  # the user moved on to another table
+            self.samples.set_rows(rows)
+            self.sample_title.setText(f"Sample rows of {connector} / {table}: {len(rows)} row(s)")
+            self.samples_loaded.emit(table, len(rows))
+
+        def failed(message: str) -> None:
+            if request != self._sample_request:
+                return
+            self.samples.clear()
+            self.sample_title.setText(f"Could not load sample rows of {table}: {message}")
+            self.samples_loaded.emit(table, -1)
+
+        self.pool.run(operations.load_samples, self.workspace, connector, table, SAMPLE_ROWS,
+                      on_done=done, on_error=failed, owner=self)

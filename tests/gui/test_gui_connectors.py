@@ -1,0 +1,109 @@
+"""Connectors through the GUI: the setup dialog (typing, inline validation, Test
+connection with the precise result), the list's badges, edit, duplicate, delete."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from tests.gui.conftest import add_connector, fill_connector_dialog, ok_button, open_dialog
+
+
+def test_add_connector_test_connection_shows_precise_result(qtbot, window, source):
+    dialog = open_dialog(qtbot, window, window.act_add)
+    assert not ok_button(dialog).isEnabled()  # no name, no host yet
+    fill_connector_dialog(qtbot, dialog, "erp", source, database="no_such_db")
+
+    # a wrong database name: the DatabaseMissing message with what to do
+    with qtbot.waitSignal(dialog.tested, timeout=20000) as blocker:
+        qtbot.mouseClick(dialog.test_button, Qt.MouseButton.LeftButton)
+    ok, message = blocker.args
+    assert not ok
+    assert "the database 'no_such_db' does not exist" in message
+    assert "What to do: Check the database name" in message
+    assert "does not exist" in dialog.result.text()
+    assert "Traceback" not in dialog.result.text()
+
+    # fixed: connected, with what it found
+    dialog._fields["database"].clear()
+    qtbot.keyClicks(dialog._fields["database"], source["database"])
+    with qtbot.waitSignal(dialog.tested, timeout=20000) as blocker:
+        qtbot.mouseClick(dialog.test_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [True, "Connected. 2 tables readable in schema public."]
+    assert dialog.result.text() == "✔ Connected. 2 tables readable in schema public."
+
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    assert window.connectors.names() == ["erp"]
+    assert window.connectors.current_name() == "erp"
+    item = window.connectors.list.item(0)
+    assert item.data(Qt.ItemDataRole.UserRole + 2) == ("never synced", "idle")
+    # the password field was empty: nothing went to the keyring, no marker in the config
+    assert "password_in_keyring" not in window.connectors.overview("erp").config
+
+    # Test connection on the saved connector marks it validated
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        window.act_test.trigger()
+    assert window.connectors.list.item(0).data(Qt.ItemDataRole.UserRole + 2) == ("validated", "ok")
+    assert "Connected." in window.info.label.text()
+
+
+def test_dialog_validates_inline(qtbot, window, source):
+    add_connector(qtbot, window, source, "erp")
+    dialog = open_dialog(qtbot, window, window.act_add)
+    fill_connector_dialog(qtbot, dialog, "erp", source)
+    assert not ok_button(dialog).isEnabled()
+    assert "already exists" in dialog.problems.text()
+    assert dialog.name.styleSheet()  # the field is marked
+
+    qtbot.keyClicks(dialog.name, "-2")
+    assert ok_button(dialog).isEnabled(), dialog.problems.text()
+
+    dialog._fields["port"].clear()
+    qtbot.keyClicks(dialog._fields["port"], "99999")
+    assert not ok_button(dialog).isEnabled()
+    assert "Port must be a number" in dialog.problems.text()
+    dialog._fields["port"].clear()
+    qtbot.keyClicks(dialog._fields["port"], "5432")
+
+    dialog.load_type.setCurrentIndex(dialog.load_type.findData("delta"))
+    assert not ok_button(dialog).isEnabled()
+    assert "cursor_field" in dialog.problems.text()
+    qtbot.keyClicks(dialog.cursor_field, "updated_at")
+    assert ok_button(dialog).isEnabled()
+
+    qtbot.keyClicks(dialog.lookback, "soon")
+    assert "is not a duration" in dialog.problems.text()
+    dialog.lookback.clear()
+    qtbot.keyClicks(dialog.lookback, "15m")
+    assert ok_button(dialog).isEnabled()
+    dialog.reject()
+
+
+def test_edit_duplicate_delete(qtbot, window, source, answers):
+    add_connector(qtbot, window, source, "erp")
+
+    dialog = open_dialog(qtbot, window, window.act_edit)
+    assert dialog.windowTitle() == "Edit connector"
+    assert dialog._fields["database"].text() == source["database"]
+    dialog.chunk_size.setValue(5000)
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    assert window.connectors.overview("erp").config["chunk_size"] == 5000
+
+    dialog = open_dialog(qtbot, window, window.act_duplicate)
+    assert dialog.name.text() == "erp copy"
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    assert window.connectors.names() == ["erp", "erp copy"]
+    assert window.connectors.overview("erp copy").config["database"] == source["database"]
+
+    # deleting asks first; "Keep" keeps it
+    window.connectors.select("erp copy")
+    answers["answers"] = [False]
+    window.act_delete.trigger()
+    assert answers["asked"] and "Delete the connector 'erp copy'" in answers["asked"][-1][1]
+    assert "erp copy" in window.connectors.names()
+    answers["answers"] = [True]
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        window.act_delete.trigger()
+    assert window.connectors.names() == ["erp"]
