@@ -4,7 +4,7 @@ synced, last sync result, syncing with its percentage, resumable)."""
 from __future__ import annotations
 
 from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QIcon, QPainter, QPalette
 from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
@@ -62,10 +62,12 @@ class ConnectorDelegate(QStyledItemDelegate):
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
         opt.text = ""
-        opt.icon = icons.dot_icon("idle")  # keep the icon space; drawn below
-        if style:
-            opt.icon = icons.connector_icon()
+        opt.icon = QIcon()
+        opt.features &= ~QStyleOptionViewItem.ViewItemFeature.HasDecoration
+        if style:  # the selection and hover background only
             style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, option.widget)
+        icon_rect = QRect(option.rect.left() + 8, option.rect.center().y() - 10, 20, 20)
+        icons.connector_icon().paint(painter, icon_rect)
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         rect = option.rect.adjusted(34, 5, -8, -5)
         fm = QFontMetrics(option.font)
