@@ -92,6 +92,20 @@ def prefix_compare(columns: list[sa.ColumnElement], bound: tuple, op: str) -> sa
     return {">": left > right, ">=": left >= right, "<": left < right}[op]
 
 
+def expanded_prefix_compare(columns: list[sa.ColumnElement], bound: tuple, op: str,
+                            literal=sa.literal) -> sa.ColumnElement:
+    """The same comparison without row values, for databases that have none (SQL Server):
+    `(a, b) > (x, y)` becomes `a > x OR (a = x AND b > y)`. `literal` makes the values."""
+    cols = columns[: len(bound)]
+    values = [literal(v) for v in bound]
+    strict = {">": lambda c, v: c > v, ">=": lambda c, v: c > v, "<": lambda c, v: c < v}[op]
+    last = {">": lambda c, v: c > v, ">=": lambda c, v: c >= v, "<": lambda c, v: c < v}[op]
+    expr = last(cols[-1], values[-1])
+    for c, v in zip(reversed(cols[:-1]), reversed(values[:-1])):
+        expr = sa.or_(strict(c, v), sa.and_(c == v, expr))
+    return expr
+
+
 class SqlConnector:
     #: the schema used when the connector names none (None: the database has none)
     default_schema: str | None = None
@@ -122,6 +136,16 @@ class SqlConnector:
 
     def row_estimates(self, conn: sa.Connection, schema: str | None) -> dict[str, int]:
         return {}
+
+    def compare_prefix(self, columns: list[sa.ColumnElement], bound: tuple, op: str) -> sa.ColumnElement:
+        """`(c1..ck) op (v1..vk)`; a dialect without row-value comparisons overrides this
+        (e.g. with `expanded_prefix_compare`)."""
+        return prefix_compare(columns, bound, op)
+
+    def cursor_at_most(self, column: sa.ColumnElement, value: Any) -> sa.ColumnElement:
+        """`column <= value`: the sync's upper bound on the cursor. A source whose
+        timestamps are finer than Python's microseconds overrides this."""
+        return column <= sa.literal(value)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -263,15 +287,15 @@ class SqlConnector:
                 conds.append(t.c[scope.cursor_field].is_not(None))
             if scope.after is not None:
                 op = ">=" if scope.after_inclusive else ">"
-                conds.append(prefix_compare([t.c[k] for k in key], scope.after, op))
+                conds.append(self.compare_prefix([t.c[k] for k in key], scope.after, op))
             if scope.cursor_max is not None:
-                conds.append(t.c[scope.cursor_field] <= sa.literal(scope.cursor_max))
+                conds.append(self.cursor_at_most(t.c[scope.cursor_field], scope.cursor_max))
         key_cols = [t.c[k] for k in key]
         if chunk is not None:
             if chunk.lower is not None:
-                conds.append(prefix_compare(key_cols, chunk.lower, ">="))
+                conds.append(self.compare_prefix(key_cols, chunk.lower, ">="))
             if chunk.upper is not None:
-                conds.append(prefix_compare(key_cols, chunk.upper, "<"))
+                conds.append(self.compare_prefix(key_cols, chunk.upper, "<"))
         return t, key_cols, conds
 
     def _scalar_row(self, query, what: str):
