@@ -12,6 +12,9 @@ _TYPES = {
     "mysql": ("esg_workbench.connectors.mysql", "MySqlConnector"),
     "sqlite": ("esg_workbench.connectors.local_db", "SqliteConnector"),
     "duckdb": ("esg_workbench.connectors.local_db", "DuckDbConnector"),
+    "sqlserver": ("esg_workbench.connectors.sqlserver", "SqlServerConnector"),
+    "snowflake": ("esg_workbench.connectors.snowflake", "SnowflakeConnector"),
+    "databricks": ("esg_workbench.connectors.databricks", "DatabricksConnector"),
 }
 
 #: options each type asks for, in the order a setup form shows them
@@ -20,9 +23,15 @@ TYPE_OPTIONS = {
     "mysql": ("host", "port", "database", "username"),
     "sqlite": ("path",),
     "duckdb": ("path", "schema"),
+    "sqlserver": ("host", "port", "database", "schema", "username", "encrypt", "trust_server_certificate"),
+    # password auth, or key-pair auth: private_key_path (the key's passphrase is the secret)
+    "snowflake": ("account", "username", "warehouse", "role", "database", "schema", "private_key_path"),
+    # the secret is a personal access token; primary_key names key columns for tables
+    # that declare none (Databricks constraints are informational and often absent)
+    "databricks": ("host", "warehouse_id", "catalog", "schema", "primary_key"),
 }
 
-NEEDS_PASSWORD = {"postgres", "mysql"}
+NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks"}
 
 
 def connector_types() -> list[str]:
