@@ -39,8 +39,8 @@ class Connector(Protocol):
 
     def count(self, stream: StreamRef, scope: ReadScope) -> int: ...
 
-    def key_range(self, stream: StreamRef, scope: ReadScope) -> tuple[Any, Any]:
-        """min and max of the (single) key column within the scope."""
+    def key_range(self, stream: StreamRef, scope: ReadScope) -> tuple[Any, Any, int]:
+        """min, max and row count of the (single) key column within the scope."""
 
     def boundaries(self, stream: StreamRef, scope: ReadScope, every: int,
                    within: ChunkRange | None = None) -> list[tuple]:

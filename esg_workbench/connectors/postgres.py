@@ -109,7 +109,8 @@ class PostgresConnector(SqlConnector):
         if self._adbc is None:
             import adbc_driver_postgresql.dbapi as adbc
 
-            self._adbc = adbc.connect(self._adbc_uri())
+            # autocommit: no session left "idle in transaction" between chunks, holding locks
+            self._adbc = adbc.connect(self._adbc_uri(), autocommit=True)
         return self._adbc
 
     def _read_arrow(self, sql: str, cancel: CancelToken | None) -> "Iterator[pa.RecordBatch]":

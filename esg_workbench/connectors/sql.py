@@ -52,8 +52,6 @@ def type_family(sa_type: sa.types.TypeEngine) -> str:
         if isinstance(sa_type, cls):
             if family == "timestamp" and getattr(sa_type, "timezone", False):
                 return "timestamptz"
-            if family == "float" and getattr(sa_type, "asdecimal", False) and not isinstance(sa_type, sa.Float):
-                return "decimal"
             return family
     name = type(sa_type).__name__.lower()
     if "json" in name:
