@@ -62,8 +62,8 @@ class StatusModel(RecordsModel):
                 return f"{value:%Y-%m-%d %H:%M:%S}"
             if isinstance(value, int) and not isinstance(value, bool) and column not in ("id", "seq", "planned_by", "last_run"):
                 return f"{value:,}"
-            if column == "error" and value:
-                return str(value).splitlines()[0]
+            if column == "error":
+                return str(value).splitlines()[0] if value else ""
         if role == Qt.ItemDataRole.ForegroundRole and column == "error" and value:
             return QBrush(QColor("#c62828"))
         return super().data(index, role)

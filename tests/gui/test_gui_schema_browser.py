@@ -32,6 +32,7 @@ def expand_to_tables(qtbot, window, connector="erp"):
     # expanding the connector discovers the source; its only schema opens by itself
     with qtbot.waitSignal(browser.level_loaded, timeout=30000, check_params_cb=lambda k: k == "schema"):
         tree.expand(top)
+    top = _named(proxy, tree.rootIndex(), connector)  # model indexes go stale when rows arrive
     schema = _named(proxy, top, "public")
     assert tree.isExpanded(schema)
     return top, schema
@@ -51,6 +52,7 @@ def test_browse_levels_and_samples(qtbot, window, source):
     # the columns level, with types, nullability and a key icon on the primary key
     with qtbot.waitSignal(browser.level_loaded, timeout=20000, check_params_cb=lambda k: k == "table"):
         tree.expand(energy)
+    energy = _named(proxy, _named(proxy, _named(proxy, tree.rootIndex(), "erp"), "public"), "energy_use")
     columns = {i.data(): i for i in _children(proxy, energy)}
     assert list(columns) == ["id", "site_id", "kwh", "updated_at", "note", "payload", "raw"]
     assert columns["id"].siblingAtColumn(2).data() == "NOT NULL"
@@ -109,6 +111,7 @@ def test_refresh_highlights_drift(qtbot, window, source, pg_conn):
     assert _named(proxy, schema, "sites").data(Qt.ItemDataRole.BackgroundRole) is None
     with qtbot.waitSignal(browser.level_loaded, timeout=20000, check_params_cb=lambda k: k == "table"):
         tree.expand(energy)
+    energy = _named(proxy, _named(proxy, _named(proxy, tree.rootIndex(), "erp"), "public"), "energy_use")
     columns = {i.data(): i for i in _children(proxy, energy)}
     assert columns["co2_kg"].siblingAtColumn(4).data() == "new column"
     assert "dropped: raw" in columns

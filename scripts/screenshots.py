@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Regenerate the README screenshots: python scripts/screenshots.py [OUTPUT_DIR]
+
+Builds a throw-away workspace from the bundled sample ERP database (no server needed),
+drives the real main window offscreen and saves each screen with QWidget.grab() into
+docs/screenshots/*.png:
+
+    first-start.png      an empty workspace offering the sample data
+    connectors.png       the main window with the setup dialog after Test connection
+    connector-dialog.png the setup dialog alone
+    schema.png           the schema browser: a table's columns, key icons and sample rows
+    schema-drift.png     Refresh after the source changed: the drifted table highlighted
+    sync.png             a sync under way: progress, figures, current chunk, live log
+    history.png          sync runs and the chunk ledger of one run
+    audit.png            the audit chain after Verify chain
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+
+from esg_workbench.gui.app import create_app  # noqa: E402
+
+SIZE = (1280, 800)
+
+
+def wait_for(signal, timeout_ms: int = 120000, until=None):
+    """Run the event loop until `signal` fires (and `until(args)` holds)."""
+    loop = QEventLoop()
+    got: list = []
+
+    def fired(*args):
+        if until is None or until(*args):
+            got.append(args)
+            loop.quit()
+
+    signal.connect(fired)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    signal.disconnect(fired)
+    if not got:
+        raise TimeoutError(f"no {signal} within {timeout_ms} ms")
+    return got[0]
+
+
+def settle(ms: int = 150) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def main(out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    app = create_app()
+    app.setStyle("Fusion")
+    from esg_workbench.gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory(prefix="esg-shots-") as tmp:
+        tmp = Path(tmp)
+        settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(str(tmp / "workspace.duckdb"), settings=settings)
+        window.resize(*SIZE)
+        window.show()
+        wait_for(window.connectors_loaded)
+        settle()
+
+        def shot(name: str, widget=None) -> None:
+            settle()
+            path = out / name
+            (widget or window).grab().save(str(path))
+            print(f"wrote {path}")
+
+        shot("first-start.png")
+
+        window.info.buttons[0].click()  # Load sample data
+        wait_for(window.sample_loaded)
+        wait_for(window.connectors_loaded)
+        window.info.dismiss()
+
+        # the setup dialog of the sample connector, tested
+        dialog = window.edit_connector()
+        dialog.resize(560, dialog.sizeHint().height())
+        dialog.test_button.click()
+        wait_for(dialog.tested)
+        settle()
+        # the dialog is a window of its own: draw it over the main window, as a user sees it
+        from PySide6.QtCore import QPoint
+        from PySide6.QtGui import QColor, QPainter
+
+        picture = window.grab()
+        pane = dialog.grab()
+        painter = QPainter(picture)
+        at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
+        painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
+        painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
+        painter.drawPixmap(at, pane)
+        painter.end()
+        picture.save(str(out / "connectors.png"))
+        print(f"wrote {out / 'connectors.png'}")
+        dialog_path = out / "connector-dialog.png"
+        pane.save(str(dialog_path))
+        print(f"wrote {dialog_path}")
+        dialog.reject()
+
+        # the schema browser: expand the connector, open a table, show its samples
+        browser = window.schema
+        window.tabs.setCurrentWidget(browser)
+        top = browser.proxy.index(0, 0)
+        browser.tree.expand(top)
+        wait_for(browser.level_loaded, until=lambda kind: kind == "schema")
+        top = browser.proxy.index(0, 0)  # indexes go stale when rows arrive: take fresh ones
+        schema = browser.proxy.index(0, 0, top)
+        table = next(browser.proxy.index(r, 0, schema) for r in range(browser.proxy.rowCount(schema))
+                     if browser.proxy.index(r, 0, schema).data() == "electricity_readings")
+        browser.tree.expand(table)
+        wait_for(browser.level_loaded, until=lambda kind: kind == "table")
+        table = browser.proxy.index(table.row(), 0, browser.proxy.index(0, 0, browser.proxy.index(0, 0)))
+        browser.tree.setCurrentIndex(table)
+        wait_for(browser.samples_loaded)
+        browser.sample_view.resizeColumnsToContents()
+        shot("schema.png")
+
+        # drift: the source gains a column and loses none; Refresh highlights it
+        source = Path(window.connectors.overview("sample-erp").config["path"])
+        with sqlite3.connect(source) as con:
+            con.execute("ALTER TABLE electricity_readings ADD COLUMN co2_kg REAL")
+        browser.tree.setCurrentIndex(browser.proxy.index(0, 0))
+        browser.refresh_button.click()
+        wait_for(browser.refreshed)
+        wait_for(browser.level_loaded, until=lambda kind: kind == "schema")
+        schema = browser.proxy.index(0, 0, browser.proxy.index(0, 0))
+        table = next(browser.proxy.index(r, 0, schema) for r in range(browser.proxy.rowCount(schema))
+                     if browser.proxy.index(r, 0, schema).data() == "electricity_readings")
+        browser.tree.expand(table)
+        wait_for(browser.level_loaded, until=lambda kind: kind == "table")
+        table = browser.proxy.index(table.row(), 0, browser.proxy.index(0, 0, browser.proxy.index(0, 0)))
+        browser.tree.setCurrentIndex(table)
+        wait_for(browser.samples_loaded)
+        shot("schema-drift.png")
+
+        # a sync under way: a full reload in small chunks, caught half-way
+        panel = window.sync
+        window.tabs.setCurrentWidget(panel)
+        panel.refresh_status()
+        wait_for(panel.status_loaded)
+        panel.set_checked(["business_travel", "waste"])
+        panel.load_type.setCurrentIndex(panel.load_type.findData("full"))
+        panel.chunk_strategy.setCurrentIndex(panel.chunk_strategy.findData("id"))
+        panel.chunk_size.setValue(50)
+        panel.sync_button.click()
+        job = window.jobs.job("sample-erp")
+        wait_for(window.jobs.changed, until=lambda j: j.figures.chunks_done >= 20)
+        panel._show_figures()
+        shot("sync.png")
+        wait_for(window.jobs.ended)
+        settle(300)
+
+        history = window.history
+        window.tabs.setCurrentWidget(history)
+        wait_for(history.loaded)
+        history.runs_view.setCurrentIndex(history.runs_model.index(0, 0))
+        wait_for(history.chunks_loaded)
+        shot("history.png")
+
+        audit = window.audit
+        window.tabs.setCurrentWidget(audit)
+        wait_for(audit.loaded)
+        audit.verify_button.click()
+        wait_for(audit.verified)
+        audit.view.setCurrentIndex(audit.model.index(0, 0))
+        shot("audit.png")
+        assert job.result is not None
+
+        window.close()
+        window.pool.shutdown()
+        window.deleteLater()
+        settle()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"))
