@@ -102,6 +102,16 @@ def test_hostile_identifiers_land(ws, pg_conn, pg_spec):
     assert result.streams[0].chunks_planned >= 13  # 300 hours over 13 days, each day one chunk
 
 
+def test_text_keys_with_quotes_percent_and_backslashes(ws, pg_conn, pg_spec):
+    pg_conn.execute("""CREATE TABLE codes (code text PRIMARY KEY, n int);
+        INSERT INTO codes SELECT format('%s%% O''Brien\\ "%s" ü', g, g), g FROM generate_series(1, 97) g""")
+    add_pg(ws, pg_spec, chunk_size=10)
+    result = sync(ws)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert result.streams[0].chunks_planned == 10  # text keys: quantile bounds made of these values
+    assert raw_rows(ws, result.streams[0].raw_table, ["code", "n"]) == source_rows(pg_conn, "codes", ["code", "n"])
+
+
 def test_column_added_and_retyped_is_reported_and_landed(ws, pg_conn, pg_spec):
     pg_conn.execute("CREATE TABLE t (id int PRIMARY KEY, qty int, updated_at timestamp NOT NULL);"
                     "INSERT INTO t SELECT g, g, '2024-01-01'::timestamp + g * interval '1 s' FROM generate_series(1, 100) g")

@@ -2,11 +2,14 @@
 
 ADBC's PostgreSQL driver reads with `COPY ... TO STDOUT (FORMAT binary)` and builds Arrow
 batches in C, so no row becomes a Python object. It returns `numeric` as text (an
-opaque extension type); `_fix_types` casts it to the declared decimal(p, s).
+opaque extension type); `_fix_types` casts it to the declared decimal(p, s). Because
+that text conversion is slow, numeric(p, s) columns with p <= 18 are read as scaled
+bigints instead and viewed as decimal128(p, s) (`read_sql`, `_unscale`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
@@ -23,7 +26,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken
+from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
 from esg_workbench.connectors.sql import SqlConnector
 
 if TYPE_CHECKING:
@@ -105,6 +108,50 @@ class PostgresConnector(SqlConnector):
         )
         return {name: int(n) for name, n in rows if n is not None and n >= 0}
 
+    # --- numeric(p, s) read as scaled bigints --------------------------------------------
+    # Performance: ADBC turns PostgreSQL's binary numeric into text in C, slowly. Three
+    # numeric(14,3) columns of 1,000,000 rows took 2.1-2.7 s through ADBC here, against
+    # 0.5 s for psql's binary COPY of the same columns, and were the largest single cost
+    # of a sync of a wide ERP table. For numeric(p, s) with p <= 18 the server sends
+    # (value * 10^s)::bigint instead, and the int64 column is viewed as decimal128(p, s):
+    # the same unscaled integers, exact, no text in between. Wider and unconstrained
+    # numerics keep the text path (_fix_types).
+
+    def _scaled_numerics(self, stream: StreamRef, columns: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        """column -> (precision, scale) of the read's numeric(p, s) columns with p <= 18."""
+        wanted = set(columns)
+        scaled = {}
+        for column in self._table(stream).columns:
+            m = _NUMERIC.match(column.type)
+            if m and column.name in wanted:
+                precision, scale = int(m.group(1)), int(m.group(2))
+                if 0 <= scale <= precision <= 18:
+                    scaled[column.name] = (precision, scale)
+        return scaled
+
+    def read_sql(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange) -> str:
+        scaled = self._scaled_numerics(stream, scope.columns)
+        if not scaled:
+            return super().read_sql(stream, scope, chunk)
+        # SqlConnector.read_sql with numeric(p <= 18, s) columns as (value * 10^s)::bigint
+        t, key_cols, conds = self._filtered(stream, scope, chunk)
+        columns = [
+            sa.cast(t.c[c] * sa.literal_column(str(10 ** scaled[c][1])), sa.BigInteger).label(c) if c in scaled else t.c[c]
+            for c in scope.columns
+        ]
+        query = sa.select(*columns).select_from(t).where(*conds).order_by(*key_cols)
+        return str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+    def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
+             cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
+        scaled = self._scaled_numerics(stream, scope.columns)
+        for batch in super().read(stream, scope, chunk, cancel):
+            yield _unscale(batch, scaled) if scaled else batch
+
+    @property
+    def literal_dialect(self) -> sa.Dialect:
+        return type(self.engine.dialect)(paramstyle="named")  # no %% doubling for ADBC
+
     def _connection(self):
         if self._adbc is None:
             import adbc_driver_postgresql.dbapi as adbc
@@ -145,6 +192,26 @@ class PostgresConnector(SqlConnector):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+_NUMERIC = re.compile(r"^NUMERIC\((\d+),\s*(\d+)\)$", re.IGNORECASE)
+
+
+def _unscale(batch: "pa.RecordBatch", scaled: dict[str, tuple[int, int]]) -> "pa.RecordBatch":
+    """The int64 columns read as (value * 10^s)::bigint, as decimal128(p, s)."""
+    import pyarrow as pa
+
+    arrays, fields = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        if field.name in scaled and pa.types.is_int64(field.type):
+            precision, scale = scaled[field.name]
+            # int64 -> decimal128(38, 0) keeps the integers; decimal128(p, s) has the same
+            # layout, so the view only reinterprets them as value / 10^s
+            column = column.cast(pa.decimal128(38, 0)).view(pa.decimal128(precision, scale))
+            field = pa.field(field.name, column.type, field.nullable, field.metadata)
+        arrays.append(column)
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _fix_types(batch: "pa.RecordBatch") -> "pa.RecordBatch":

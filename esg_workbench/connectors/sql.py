@@ -348,7 +348,14 @@ class SqlConnector:
     def read_sql(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange) -> str:
         t, key_cols, conds = self._filtered(stream, scope, chunk)
         query = sa.select(*[t.c[c] for c in scope.columns]).select_from(t).where(*conds).order_by(*key_cols)
-        return str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        return str(query.compile(dialect=self.literal_dialect, compile_kwargs={"literal_binds": True}))
+
+    @property
+    def literal_dialect(self) -> sa.Dialect:
+        """The dialect that renders read queries with their values inline. A driver
+        with `%` placeholders (psycopg, PyMySQL) doubles every `%`; the Arrow readers
+        take the text as it is, so such subclasses return a dialect without them."""
+        return self.engine.dialect
 
     def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
              cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
