@@ -132,11 +132,15 @@ mappings = sa.Table(
     _id("mappings"),
     _org(),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # every save is a new version
     sa.Column("connector_id", sa.String(32)),
-    sa.Column("source_stream", sa.String(512)),
-    sa.Column("entity", sa.String(100)),
-    sa.Column("definition", sa.Text, nullable=False),  # JSON: column -> field with transform
+    sa.Column("source_stream", sa.String(512)),  # the stream when the mapping has one table
+    sa.Column("entity", sa.String(100)),  # the entity when the mapping has one table
+    sa.Column("definition", sa.Text, nullable=False),  # JSON: tables, edges, transforms (mapping/model.py)
+    sa.Column("definition_hash", sa.String(64)),
+    sa.Column("catalog_version", sa.String(32)),
+    sa.Column("description", sa.Text),
+    sa.Column("comment", sa.Text),  # what this save changed, as the analyst wrote it
     sa.Column("author", sa.String(200)),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("organization_id", "name", "version", name="uq_mappings_version"),
@@ -148,38 +152,96 @@ staging_rows = sa.Table(
     _id("staging_rows"),
     _org(),
     sa.Column("connector_id", sa.String(32), nullable=False),
-    sa.Column("source_table", sa.String(512), nullable=False),
-    sa.Column("source_key", sa.Text, nullable=False),
-    sa.Column("sync_id", sa.BigInteger),
-    sa.Column("mapping_id", sa.BigInteger),
+    sa.Column("source_table", sa.String(512), nullable=False),  # the stream
+    sa.Column("source_key", sa.Text, nullable=False),  # primary key value(s) of the raw row
+    sa.Column("sync_id", sa.BigInteger),  # the sync run that landed the raw row
+    sa.Column("mapping_id", sa.BigInteger),  # mappings.id: name and version
+    sa.Column("mapping_name", sa.String(200)),
     sa.Column("mapping_version", sa.Integer),
     sa.Column("entity", sa.String(100)),
-    sa.Column("period", sa.String(16)),
+    sa.Column("period", sa.String(16)),  # 'YYYY-MM'
+    sa.Column("activity_date", sa.Date),
     sa.Column("site", sa.String(200)),
+    sa.Column("category", sa.String(100)),  # fuel type, waste material, energy carrier, travel mode
+    sa.Column("subcategory", sa.String(100)),  # treatment route, instrument, water source
+    sa.Column("scope", sa.String(16)),  # emission rows: scope1 | scope2 | scope3
+    sa.Column("method", sa.String(16)),  # location | market (scope 2), cat5 | cat6 (scope 3)
     sa.Column("field", sa.String(100), nullable=False),
-    sa.Column("value", sa.Text),
-    sa.Column("unit", sa.String(50)),
-    sa.Column("normalized_value", sa.Float),
+    sa.Column("value", sa.Text),  # the source value, as text
+    sa.Column("unit", sa.String(50)),  # the source unit
+    sa.Column("normalized_value", sa.Double),
     sa.Column("normalized_unit", sa.String(50)),
+    sa.Column("factor_set", sa.String(100)),  # emission and energy rows: set@version
+    sa.Column("factor_id", sa.String(100)),
+    sa.Column("factor_value", sa.Double),
+    sa.Column("factor_unit", sa.String(100)),
+    sa.Column("attributes", sa.Text),  # JSON: supplier, meter, contractor, ...
+    sa.Column("quality", sa.String(200)),  # comma-separated row flags: unit_unknown, negative, no_factor, ...
     sa.Column("arrived_at", sa.DateTime, nullable=False),
 )
 sa.Index("ix_staging_rows_connector_arrived", staging_rows.c.connector_id, staging_rows.c.arrived_at)
 sa.Index("ix_staging_rows_period", staging_rows.c.period)
+sa.Index("ix_staging_rows_mapping", staging_rows.c.mapping_name, staging_rows.c.source_table)
 
 kpi_values = sa.Table(
     "kpi_values",
     metadata,
     _id("kpi_values"),
     _org(),
-    sa.Column("site", sa.String(200)),
-    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("site", sa.String(200)),  # NULL: the whole organization
+    sa.Column("period", sa.String(16), nullable=False),  # 2024-03 | 2024-Q1 | 2024 | FY2024 ...
+    sa.Column("period_type", sa.String(8), nullable=False),  # month | quarter | year
     sa.Column("kpi", sa.String(100), nullable=False),
-    sa.Column("value", sa.Float),
+    sa.Column("value", sa.Double),  # NULL: no data (see quality)
     sa.Column("unit", sa.String(50)),
-    sa.Column("staging_row_ids", sa.Text),  # JSON list: the lineage
-    sa.Column("result_hash", sa.String(64)),
+    sa.Column("rule", sa.String(16)),  # sum | stock | ratio | linear
+    sa.Column("input_rows", sa.BigInteger),  # staging rows behind the value (kpi_lineage)
+    sa.Column("parts", sa.Text),  # JSON list of kpi_values ids it was computed from (roll-ups, ratios)
+    sa.Column("quality", sa.Text),  # JSON list of data-quality flags
+    sa.Column("result_hash", sa.String(64)),  # the same when the same inputs are recomputed
+    sa.Column("catalog_version", sa.String(32)),
+    sa.Column("run_id", sa.String(32)),  # the aggregation run
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
+sa.Index("ix_kpi_values_kpi_period", kpi_values.c.kpi, kpi_values.c.period)
+
+# The staging rows behind each month-and-site KPI value (the lineage); values of longer
+# periods, organization totals, ratios and sums of KPIs name their parts in kpi_values.parts.
+kpi_lineage = sa.Table(
+    "kpi_lineage",
+    metadata,
+    _org(),
+    sa.Column("kpi_value_id", sa.BigInteger, nullable=False),
+    sa.Column("staging_row_id", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_kpi_lineage_value", kpi_lineage.c.kpi_value_id)
+
+# Imported emission factor sets (the shipped DESNZ set is read from resources/).
+emission_factors = sa.Table(
+    "emission_factors",
+    metadata,
+    _id("emission_factors"),
+    _org(),
+    sa.Column("factor_set", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("factor_id", sa.String(100)),
+    sa.Column("scope", sa.String(32)),
+    sa.Column("level1", sa.String(200)),
+    sa.Column("level2", sa.String(200)),
+    sa.Column("level3", sa.String(300)),
+    sa.Column("level4", sa.String(200)),
+    sa.Column("column_text", sa.String(200)),
+    sa.Column("uom", sa.String(100)),
+    sa.Column("gas", sa.String(16)),
+    sa.Column("value", sa.Double, nullable=False),  # kg CO2e per uom
+    sa.Column("region", sa.String(100)),
+    sa.Column("valid_from", sa.String(32)),
+    sa.Column("valid_to", sa.String(32)),
+    sa.Column("source", sa.String(500)),
+    sa.Column("source_sha256", sa.String(64)),
+    sa.Column("imported_at", sa.DateTime, nullable=False),
+)
+sa.Index("ix_emission_factors_set", emission_factors.c.factor_set, emission_factors.c.version)
 
 scheduled_jobs = sa.Table(
     "scheduled_jobs",

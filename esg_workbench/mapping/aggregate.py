@@ -1,0 +1,481 @@
+"""Aggregating staging rows into KPI values, with lineage, result hashes and data quality.
+
+* Base KPIs (`sum`, `stock`) are computed per site and month by one GROUP BY over the
+  staging rows their selection picks (entity, field, category, subcategory, scope,
+  method), converted to the KPI's unit. A `stock` (headcount) takes the rows of the
+  latest date within the month: the value at the period's end, never a sum of months.
+* The staging rows behind each month-and-site value are recorded in `kpi_lineage`;
+  every other value (organization totals, quarters, years, ratios, sums of KPIs) names
+  the values it was computed from in `parts`, so every number leads back to source keys.
+* Roll-ups: sums add up months and sites; stocks take the last month of the period
+  (and add up sites); ratios are recomputed from the rolled-up numerator and
+  denominator, never averaged; `linear` KPIs add up their terms.
+* `result_hash` is a SHA-256 over the KPI, site, period, value, unit, rule, catalog
+  version and the inputs (the content of the staging rows, or the parts' hashes): the
+  same inputs always give the same hash, whatever the row ids or the time.
+* Data-quality flags per value: `missing` (no data for a site and month inside the
+  reporting range), `partial` (a roll-up or total with missing months or sites),
+  `unit_mismatch` (rows whose unit could not be converted, left out), `negative`
+  (negative input rows or a negative result), `outlier` (far from the site's usual
+  months: robust z-score over median and MAD), `not_period_end` (a stock taken from an
+  earlier month), `no_factor` / `market_uses_location_factor` (emission rows without a
+  factor, or market-based without supplier data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import sqlalchemy as sa
+
+from esg_workbench.audit import chain
+from esg_workbench.core.errors import NotFound
+from esg_workbench.mapping import periods, units
+from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
+from esg_workbench.mapping.errors import UnknownUnit
+from esg_workbench.mapping.sql import Dialect, dialect_of
+from esg_workbench.workspace.database import Workspace, utcnow
+from esg_workbench.workspace.schema import kpi_lineage, kpi_values
+
+OUTLIER_Z = 5.0
+OUTLIER_MIN_MONTHS = 6
+_SELECT_COLUMNS = ("entity", "field", "category", "subcategory", "scope", "method")
+
+
+@dataclass
+class Cell:
+    kpi: str
+    site: str | None  # None: the organization
+    period: str
+    period_type: str
+    value: float | None
+    unit: str
+    rule: str
+    input_rows: int = 0
+    inputs: str | None = None  # hash of the input rows (base cells)
+    parts: list[tuple[str, str | None, str]] = field(default_factory=list)  # (kpi, site, period) keys
+    quality: list[str] = field(default_factory=list)
+    id: int | None = None
+    result_hash: str = ""
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.kpi, self.site, self.period)
+
+    def flag(self, *flags: str) -> None:
+        for f in flags:
+            if f not in self.quality:
+                self.quality.append(f)
+
+
+@dataclass
+class AggregateResult:
+    run_id: str
+    values: int
+    base_values: int
+    lineage_rows: int
+    months: list[str]
+    sites: list[str]
+    seconds: float
+    flags: dict[str, int]
+    output_hash: str
+
+
+def _fmt(value: float | None) -> str | None:
+    return None if value is None else repr(round(value, 9))
+
+
+def _in(d: Dialect, column: str, value: Any) -> str:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1:
+        v = values[0]
+        return f"s.{column} IS NULL" if v is None else f"s.{column} = {d.literal(v)}"
+    return f"s.{column} IN ({', '.join(d.literal(v) for v in values)})"
+
+
+def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float]) -> str:
+    """The staging rows of a base KPI, with their value in the KPI's unit."""
+    where = [f"s.organization_id = {d.literal(workspace.organization_id)}", "s.period IS NOT NULL"]
+    for column in _SELECT_COLUMNS:
+        if column in kpi.select:
+            where.append(_in(d, column, kpi.select[column]))
+    whens = " ".join(f"WHEN s.normalized_unit = {d.literal(u)} THEN s.normalized_value * {d.number_literal(f)}"
+                     for u, f in unit_factors.items())
+    value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
+    text = (f"concat_ws('|', s.connector_id, s.source_table, s.source_key, s.field, coalesce(s.value, ''), "
+            f"coalesce(s.unit, ''), coalesce(s.factor_id, ''), coalesce(CAST(s.normalized_value AS {d.text}), ''))")
+    inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.quality, {text} AS rt "
+             f"FROM staging_rows s WHERE {' AND '.join(where)}")
+    if kpi.rule == "stock":
+        return (f"SELECT id, site, period, v, quality, rt FROM (SELECT x.*, max(x.activity_date) OVER "
+                f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
+                f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
+    return inner
+
+
+def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[str, float]:
+    where = [f"s.organization_id = {d.literal(workspace.organization_id)}"]
+    for column in _SELECT_COLUMNS:
+        if column in kpi.select:
+            where.append(_in(d, column, kpi.select[column]))
+    found = [r[0] for r in conn.exec_driver_sql(
+        f"SELECT DISTINCT s.normalized_unit FROM staging_rows s WHERE {' AND '.join(where)}").all()]
+    out = {}
+    for unit in found:
+        if unit is None:
+            continue
+        try:
+            out[unit] = units.factor(unit, kpi.unit)
+        except (UnknownUnit, Exception):
+            continue  # unusable rows: counted as unit_mismatch
+    return out
+
+
+def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_start: int = 1,
+              actor: str | None = None, progress: Callable[[str], None] | None = None) -> AggregateResult:
+    """Recompute every KPI value of the organization from its staging rows."""
+    started = time.monotonic()
+    catalog = catalog or load_catalog()
+    d = dialect_of(workspace)
+    say = progress or (lambda text: None)
+    run_id = uuid.uuid4().hex[:16]
+    org = workspace.organization_id
+    cells: dict[tuple, Cell] = {}
+    base_inputs: dict[str, str] = {}
+    with workspace.transaction() as conn:
+        conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
+        conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))
+        # --- base cells: one GROUP BY per KPI ----------------------------------------------------
+        for kpi in catalog.kpis_in_order():
+            if not kpi.is_base:
+                continue
+            factors = _unit_factors(conn, d, workspace, kpi)
+            inputs = _inputs_sql(d, workspace, kpi, factors)
+            base_inputs[kpi.id] = inputs
+            rows = conn.exec_driver_sql(
+                f"SELECT site, period, sum(v), count(*), count(*) FILTER (WHERE v IS NULL), "
+                f"count(*) FILTER (WHERE v < 0), md5(string_agg(rt, '|' ORDER BY rt)), "
+                f"string_agg(DISTINCT quality, ',') FROM ({inputs}) i GROUP BY site, period").all()
+            for site, period, total, n, unusable, negatives, digest, row_flags in rows:
+                if not periods.is_month(period):
+                    continue
+                cell = Cell(kpi.id, site, period, "month", total, kpi.unit, kpi.rule, n, digest)
+                if unusable:
+                    cell.flag("unit_mismatch")
+                if negatives:
+                    cell.flag("negative")
+                for flag in (row_flags or "").split(","):
+                    if flag in ("no_factor", "market_uses_location_factor", "not_a_number", "unit_unknown"):
+                        cell.flag("unit_mismatch" if flag in ("unit_unknown", "not_a_number") else flag)
+                cells[cell.key] = cell
+        months_seen = sorted({c.period for c in cells.values()})
+        months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
+        sites = sorted({c.site for c in cells.values() if c.site is not None})
+        say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
+        base = [k for k in catalog.kpis_in_order() if k.is_base]
+        for kpi in base:
+            _fill_missing(cells, kpi, months)
+            kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
+            _flag_outliers(cells, kpi)
+            _site_totals(cells, kpi, kpi_months)
+            _rollups(cells, kpi, kpi_months, sites, fiscal_start)
+        for kpi in catalog.kpis_in_order():
+            if not kpi.is_base:
+                _derive(cells, kpi)
+        for cell in cells.values():
+            if cell.value is not None and cell.value < 0:
+                cell.flag("negative")
+        # --- hashes (parts before wholes), ids, rows ----------------------------------------------------
+        ordered = _dependency_order(cells)
+        for cell in ordered:
+            inputs = cell.inputs if not cell.parts else [cells[p].result_hash for p in sorted(cell.parts, key=_sort_key)]
+            cell.result_hash = chain.sha256_json({
+                "kpi": cell.kpi, "site": cell.site, "period": cell.period, "value": _fmt(cell.value),
+                "unit": cell.unit, "rule": cell.rule, "catalog": catalog.version, "inputs": inputs})
+        ids = _allocate_ids(conn, d, len(ordered))
+        for cell, new_id in zip(ordered, ids):
+            cell.id = new_id
+        now = utcnow()
+        records = [dict(
+            id=c.id, organization_id=org, site=c.site, period=c.period, period_type=c.period_type, kpi=c.kpi,
+            value=c.value, unit=c.unit, rule=c.rule, input_rows=c.input_rows,
+            parts=json.dumps(sorted(cells[p].id for p in c.parts)) if c.parts else None,
+            quality=json.dumps(c.quality) if c.quality else None, result_hash=c.result_hash,
+            catalog_version=catalog.version, run_id=run_id, computed_at=now) for c in ordered]
+        _bulk_insert(conn, d, records)
+        # --- lineage of the base cells: set-based ---------------------------------------------------
+        lineage = 0
+        for kpi_id, inputs in base_inputs.items():
+            mine = [c for c in ordered if c.kpi == kpi_id and c.period_type == "month" and c.site is not None and c.input_rows]
+            if not mine:
+                continue
+            conn.exec_driver_sql("DROP TABLE IF EXISTS _esg_cells")
+            conn.exec_driver_sql(f"CREATE TEMP TABLE _esg_cells (site {d.text}, period {d.text}, id BIGINT)"
+                                 + ("" if d.is_duckdb else " ON COMMIT DROP"))
+            values = ", ".join(f"({d.literal(c.site)}, {d.literal(c.period)}, {int(c.id)})" for c in mine)
+            conn.exec_driver_sql(f"INSERT INTO _esg_cells VALUES {values}")
+            lineage += conn.exec_driver_sql(
+                f"INSERT INTO kpi_lineage (organization_id, kpi_value_id, staging_row_id) "
+                f"SELECT {d.literal(org)}, c.id, i.id FROM ({inputs}) i JOIN _esg_cells c "
+                f"ON c.site = i.site AND c.period = i.period").rowcount or 0
+            conn.exec_driver_sql("DROP TABLE IF EXISTS _esg_cells")
+        flags: dict[str, int] = {}
+        for c in ordered:
+            for f in c.quality:
+                flags[f] = flags.get(f, 0) + 1
+        output_hash = chain.sha256_json(sorted([c.kpi, c.site or "", c.period, c.result_hash] for c in ordered))
+        chain.append(workspace, conn, "kpi.aggregate", actor=actor, output_hash=output_hash, metadata={
+            "run_id": run_id, "values": len(ordered), "lineage_rows": lineage, "catalog_version": catalog.version,
+            "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags})
+    return AggregateResult(run_id, len(ordered), sum(1 for c in ordered if c.period_type == "month" and c.site),
+                           lineage, months, sites, time.monotonic() - started, flags, output_hash)
+
+
+_KPI_COLUMNS = ("id", "organization_id", "site", "period", "period_type", "kpi", "value", "unit", "rule", "input_rows",
+                "parts", "quality", "result_hash", "catalog_version", "run_id", "computed_at")
+
+
+def _bulk_insert(conn, d: Dialect, records: list[dict[str, Any]]) -> None:
+    """kpi_values rows in one columnar insert (Arrow into DuckDB, executemany into PostgreSQL)."""
+    if not records:
+        return
+    names = ", ".join(_KPI_COLUMNS)
+    if d.is_duckdb:
+        import pyarrow as pa
+
+        types = {"id": pa.int64(), "value": pa.float64(), "input_rows": pa.int64(), "computed_at": pa.timestamp("us")}
+        table = pa.table({c: pa.array([r[c] for r in records], types.get(c, pa.string())) for c in _KPI_COLUMNS})
+        raw = conn.connection.driver_connection
+        raw.register("_esg_kpi_batch", table)
+        try:
+            raw.execute(f"INSERT INTO kpi_values ({names}) SELECT {names} FROM _esg_kpi_batch")
+        finally:
+            raw.unregister("_esg_kpi_batch")
+        return
+    cursor = conn.connection.driver_connection.cursor()
+    marks = ", ".join(["%s"] * len(_KPI_COLUMNS))
+    cursor.executemany(f"INSERT INTO kpi_values ({names}) VALUES ({marks})",
+                       [tuple(r[c] for c in _KPI_COLUMNS) for r in records])
+
+
+def _sort_key(key: tuple) -> tuple:
+    return (key[0], key[1] or "", key[2])
+
+
+def _dependency_order(cells: dict[tuple, Cell]) -> list[Cell]:
+    done: dict[tuple, Cell] = {}
+
+    def visit(cell: Cell) -> None:
+        if cell.key in done:
+            return
+        for p in cell.parts:
+            visit(cells[p])
+        done[cell.key] = cell
+
+    for key in sorted(cells, key=_sort_key):
+        visit(cells[key])
+    return list(done.values())
+
+
+def _allocate_ids(conn, d: Dialect, n: int) -> list[int]:
+    if n == 0:
+        return []
+    source = f"range({n})" if d.is_duckdb else f"generate_series(1, {n})"
+    return [r[0] for r in conn.exec_driver_sql(f"SELECT nextval('kpi_values_id_seq') FROM {source}").all()]
+
+
+def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> None:
+    """A site that reports a KPI gets an empty, flagged value for every month it lacks
+    within the months the KPI has data for."""
+    mine = [c for c in cells.values() if c.kpi == kpi.id and c.site is not None]
+    if not mine:
+        return
+    seen = sorted({c.period for c in mine})
+    months = [m for m in months if seen[0] <= m <= seen[-1]]
+    for site in {c.site for c in mine}:
+        for month in months:
+            if (kpi.id, site, month) not in cells:
+                cell = Cell(kpi.id, site, month, "month", None, kpi.unit, kpi.rule)
+                cell.flag("missing")
+                cells[cell.key] = cell
+
+
+def _flag_outliers(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
+    by_site: dict[str, list[Cell]] = {}
+    for c in cells.values():
+        if c.kpi == kpi.id and c.site is not None and c.period_type == "month" and c.value is not None:
+            by_site.setdefault(c.site, []).append(c)
+    for series in by_site.values():
+        if len(series) < OUTLIER_MIN_MONTHS:
+            continue
+        values = [c.value for c in series]
+        median = statistics.median(values)
+        mad = statistics.median(abs(v - median) for v in values)
+        if mad == 0:
+            continue
+        for c in series:
+            if abs(c.value - median) / (1.4826 * mad) > OUTLIER_Z:
+                c.flag("outlier")
+
+
+def _site_totals(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> None:
+    """Organization total per month: the sum over sites (stocks too: each site's stock)."""
+    by_month: dict[str, list[Cell]] = {}
+    for c in cells.values():
+        if c.kpi == kpi.id and c.site is not None and c.period_type == "month":
+            by_month.setdefault(c.period, []).append(c)
+    for month in months:
+        parts = by_month.get(month)
+        if not parts:
+            continue
+        known = [c.value for c in parts if c.value is not None]
+        total = Cell(kpi.id, None, month, "month", sum(known) if known else None, kpi.unit, kpi.rule,
+                     sum(c.input_rows for c in parts), parts=[c.key for c in parts])
+        if len(known) < len(parts):
+            total.flag("partial")
+        for c in parts:
+            for f in c.quality:
+                if f not in ("missing", "outlier"):
+                    total.flag(f)
+        cells[total.key] = total
+
+
+def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: list[str], fiscal_start: int) -> None:
+    groups: dict[tuple[str | None, str, str], list[Cell]] = {}
+    for month in months:
+        quarter, year = periods.rollups(month, fiscal_start)
+        for site in [*sites, None]:
+            cell = cells.get((kpi.id, site, month))
+            if cell is None:
+                continue
+            groups.setdefault((site, quarter, "quarter"), []).append(cell)
+            groups.setdefault((site, year, "year"), []).append(cell)
+    for (site, label, kind), parts in groups.items():
+        period = periods.parse_period(label, fiscal_start)
+        expected = [m for m in period.months() if months and months[0] <= m <= months[-1]]
+        by_month = {c.period: c for c in parts}
+        if kpi.rule == "stock":
+            last = next((by_month[m] for m in reversed(expected) if m in by_month and by_month[m].value is not None), None)
+            cell = Cell(kpi.id, site, label, kind, last.value if last else None, kpi.unit, kpi.rule,
+                        last.input_rows if last else 0, parts=[last.key] if last else [])
+            if last is None:
+                cell.flag("missing")
+            elif last.period != period.months()[-1]:
+                cell.flag("not_period_end")
+        else:
+            known = [c for c in parts if c.value is not None]
+            cell = Cell(kpi.id, site, label, kind, sum(c.value for c in known) if known else None, kpi.unit, kpi.rule,
+                        sum(c.input_rows for c in parts), parts=[c.key for c in parts])
+            if len(known) < len(expected) or any("partial" in c.quality for c in parts):
+                cell.flag("partial" if known else "missing")
+        for c in parts:
+            for f in c.quality:
+                if f in ("unit_mismatch", "negative", "no_factor", "market_uses_location_factor", "outlier"):
+                    cell.flag(f)
+        cells[cell.key] = cell
+
+
+def _derive(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
+    keys = {(c.site, c.period, c.period_type) for c in cells.values() if c.kpi in kpi.parts}
+    for site, period, kind in keys:
+        parts = {p: cells.get((p, site, period)) for p in kpi.parts}
+        present = [c for c in parts.values() if c is not None]
+        if kpi.rule == "ratio":
+            num, den = parts[kpi.numerator], parts[kpi.denominator]
+            value = None
+            if num is not None and den is not None and num.value is not None and den.value:
+                value = num.value / den.value * kpi.multiplier
+            cell = Cell(kpi.id, site, period, kind, value, kpi.unit, kpi.rule, parts=[c.key for c in present])
+            if value is None:
+                cell.flag("missing")
+        else:
+            known = [(kpi.terms[p], c) for p, c in parts.items() if c is not None and c.value is not None]
+            value = sum(coef * c.value for coef, c in known) if known else None
+            cell = Cell(kpi.id, site, period, kind, value, kpi.unit, kpi.rule, parts=[c.key for c in present])
+            if len(known) < len(parts):
+                cell.flag("partial" if known else "missing")
+        for c in present:
+            for f in c.quality:
+                if f != "missing":
+                    cell.flag(f)
+        cells[cell.key] = cell
+
+
+# --- reading KPIs ------------------------------------------------------------------------------------
+
+def kpi_rows(workspace: Workspace, *, period: str | None = None, period_type: str | None = None,
+             kpis: Iterable[str] | None = None, site: str | None | bool = False) -> list[dict[str, Any]]:
+    """Stored KPI values. `period`: '2024-03', '2024-Q1', '2024' (that period only);
+    `period_type`: month | quarter | year; `site`: a site, None for organization totals,
+    False (default) for all."""
+    t = kpi_values
+    query = sa.select(t).where(t.c.organization_id == workspace.organization_id)
+    if period:
+        query = query.where(t.c.period == period)
+    if period_type:
+        query = query.where(t.c.period_type == period_type)
+    if kpis:
+        query = query.where(t.c.kpi.in_(list(kpis)))
+    if site is None:
+        query = query.where(t.c.site.is_(None))
+    elif site is not False:
+        query = query.where(t.c.site == site)
+    with workspace.read() as conn:
+        rows = conn.execute(query.order_by(t.c.kpi, t.c.period, t.c.site)).all()
+    out = []
+    for r in rows:
+        row = dict(r._mapping)
+        row["quality"] = json.loads(row["quality"]) if row["quality"] else []
+        row["parts"] = json.loads(row["parts"]) if row["parts"] else []
+        out.append(row)
+    return out
+
+
+def drill_down(workspace: Workspace, kpi_value_id: int, *, limit: int = 1000) -> dict[str, Any]:
+    """A KPI value, the values it was computed from, and the staging rows and source keys
+    behind it (down through roll-ups, totals and ratios)."""
+    with workspace.read() as conn:
+        row = conn.execute(sa.select(kpi_values).where(kpi_values.c.organization_id == workspace.organization_id,
+                                                       kpi_values.c.id == kpi_value_id)).first()
+        if row is None:
+            raise NotFound(f"There is no KPI value {kpi_value_id}.")
+        base_ids, seen, frontier = [], set(), [row]
+        parts_rows = []
+        while frontier:
+            nxt = []
+            for r in frontier:
+                if r.id in seen:
+                    continue
+                seen.add(r.id)
+                ids = json.loads(r.parts) if r.parts else []
+                if not ids:
+                    base_ids.append(r.id)
+                    continue
+                children = conn.execute(sa.select(kpi_values).where(kpi_values.c.id.in_(ids))).all()
+                if r.id == row.id:
+                    parts_rows = [dict(c._mapping) for c in children]
+                nxt += children
+            frontier = nxt
+        from esg_workbench.workspace.schema import staging_rows as s
+
+        count = conn.execute(sa.select(sa.func.count()).select_from(kpi_lineage)
+                             .where(kpi_lineage.c.kpi_value_id.in_(base_ids))).scalar() if base_ids else 0
+        staging = conn.execute(
+            sa.select(s).join(kpi_lineage, kpi_lineage.c.staging_row_id == s.c.id)
+            .where(kpi_lineage.c.kpi_value_id.in_(base_ids)).order_by(s.c.id).limit(limit)).all() if base_ids else []
+    staging_rows = [dict(r._mapping) for r in staging]
+    return {
+        "value": dict(row._mapping), "parts": parts_rows, "staging_row_count": count, "staging_rows": staging_rows,
+        "source_keys": sorted({(r["connector_id"], r["source_table"], r["source_key"]) for r in staging_rows}),
+    }
+
+
+def find_value(workspace: Workspace, kpi: str, period: str, site: str | None) -> dict[str, Any] | None:
+    rows = kpi_rows(workspace, period=period, kpis=[kpi], site=site)
+    return rows[0] if rows else None
