@@ -112,6 +112,19 @@ def test_text_keys_with_quotes_percent_and_backslashes(ws, pg_conn, pg_spec):
     assert raw_rows(ws, result.streams[0].raw_table, ["code", "n"]) == source_rows(pg_conn, "codes", ["code", "n"])
 
 
+def test_percent_signs_in_chunk_bounds_are_taken_literally(pg_conn, pg_spec):
+    from esg_workbench.connectors.postgres import PostgresConnector
+    from esg_workbench.core.specs import ChunkRange, ReadScope, StreamRef
+
+    pg_conn.execute("""CREATE TABLE k (code text COLLATE "C" PRIMARY KEY);
+        INSERT INTO k VALUES ('5%'), ('5%%'), ('5%a'), ('6%')""")
+    connector = PostgresConnector(pg_spec)
+    scope = ReadScope(columns=("code",), key=("code",))
+    batches = connector.read(StreamRef("public", "k"), scope, ChunkRange(("5%",), ("5%a",)))
+    assert [v for b in batches for v in b.column(0).to_pylist()] == ["5%", "5%%"]
+    connector.close()
+
+
 def test_column_added_and_retyped_is_reported_and_landed(ws, pg_conn, pg_spec):
     pg_conn.execute("CREATE TABLE t (id int PRIMARY KEY, qty int, updated_at timestamp NOT NULL);"
                     "INSERT INTO t SELECT g, g, '2024-01-01'::timestamp + g * interval '1 s' FROM generate_series(1, 100) g")
