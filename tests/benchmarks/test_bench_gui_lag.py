@@ -1,0 +1,124 @@
+"""GUI responsiveness while a 1,000,000-row sync runs.
+
+Run with `scripts/bench.sh` (marker `benchmark`). A dedicated PostgreSQL database
+(`esg_bench_gui`, built once with generate_series and reused) holds `readings`
+(1,000,000 rows). The real main window syncs it into a fresh DuckDB workspace through
+the Sync button while a QTimer on the GUI thread ticks every 10 ms; the lag of a tick is
+how much later than due it fired, i.e. how long the event loop could not run. The
+maximum, p99 and median lag are printed with the sync's time. Goal: never over 50 ms.
+Nothing about timing is asserted; the only assertion is that every row landed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(1800)]
+
+PG_HOST = os.environ.get("ESG_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ESG_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("ESG_TEST_PG_USER", "postgres")
+DB = os.environ.get("ESG_BENCH_GUI_DB", "esg_bench_gui")
+ROWS = 1_000_000
+TICK_MS = 10
+GOAL_MS = 50
+
+
+def _source_database() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+    with admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{DB}"')
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DB, autocommit=True) as conn:
+        have = conn.execute("SELECT to_regclass('public.readings') IS NOT NULL").fetchone()[0]
+        if have and conn.execute("SELECT count(*) FROM readings").fetchone()[0] == ROWS:
+            return
+        conn.execute("DROP TABLE IF EXISTS readings")
+        conn.execute("""
+            CREATE TABLE readings (
+                id bigint PRIMARY KEY,
+                site text NOT NULL,
+                carrier text NOT NULL,
+                kwh numeric(14,3) NOT NULL,
+                note text,
+                updated_at timestamptz NOT NULL
+            )""")
+        conn.execute(f"""
+            INSERT INTO readings
+            SELECT g, 'SITE-' || (g % 250), (ARRAY['electricity','gas','diesel','heat'])[1 + g % 4],
+                   (g % 100000) * 1.125, CASE WHEN g % 9 = 0 THEN NULL ELSE 'Zürich Süd ' || g END,
+                   timestamptz '2023-01-01' + g * interval '30 seconds'
+            FROM generate_series(1, {ROWS}) g""")
+        conn.execute("ANALYZE readings")
+
+
+def test_gui_event_loop_lag_during_a_million_row_sync(qtbot, tmp_path):
+    from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+
+    from esg_workbench.gui.main_window import MainWindow
+    from esg_workbench.sync import operations
+
+    _source_database()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(f"duckdb:///{tmp_path / 'ws.duckdb'}", settings=settings)
+    window.show()
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        pass
+    operations.add_connector(window.workspace, "bench", "postgres", {
+        "host": PG_HOST, "port": PG_PORT, "database": DB, "schema": "public", "username": PG_USER})
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        window.refresh_connectors(select="bench")
+    panel = window.sync
+    window.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(lambda: panel.sync_button.isEnabled(), timeout=30000)
+
+    lags: list[float] = []
+    clock = QElapsedTimer()
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.setInterval(TICK_MS)
+
+    def tick() -> None:
+        elapsed = clock.nsecsElapsed() / 1e6
+        clock.restart()
+        lags.append(max(0.0, elapsed - TICK_MS))
+
+    timer.timeout.connect(tick)
+    started = time.monotonic()
+    clock.start()
+    timer.start()
+    with qtbot.waitSignal(window.jobs.ended, timeout=1_500_000):
+        qtbot.mouseClick(panel.sync_button, Qt.MouseButton.LeftButton)
+    timer.stop()
+    seconds = time.monotonic() - started
+    job = window.jobs.job("bench")
+    result = job.result
+    assert result is not None and result.status.value == "success", job.log
+    assert result.rows_written == ROWS
+
+    ordered = sorted(lags)
+    p99 = ordered[int(len(ordered) * 0.99) - 1] if ordered else 0.0
+    over = sum(1 for v in lags if v > GOAL_MS)
+    print()
+    print(f"GUI lag during a {ROWS:,}-row sync ({result.streams[0].chunks_planned} chunks, "
+          f"{seconds:.1f} s, {ROWS / seconds:,.0f} rows/s), timer every {TICK_MS} ms, {len(lags):,} ticks:")
+    print(f"  max lag {max(lags):.1f} ms, p99 {p99:.1f} ms, median {statistics.median(lags):.1f} ms; "
+          f"{over} tick(s) over the {GOAL_MS} ms goal")
+
+    window.close()
+    qtbot.waitUntil(lambda: not window.pool.busy, timeout=30000)
+    window.pool.shutdown()
+    window.deleteLater()
