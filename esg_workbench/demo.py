@@ -13,6 +13,7 @@ from esg_workbench.sync.engine import SyncEngine, SyncRequest
 from esg_workbench.workspace.database import Workspace, default_workspace_path
 
 DEMO_CONNECTOR = "sample-erp"
+SAMPLE_MAPPING = "sample_erp"
 
 
 def sample_directory(workspace: Workspace) -> Path:
@@ -48,9 +49,35 @@ def run_demo(workspace: Workspace, progress: Callable[[str], None] | None = None
                 rows = conn.execute(sa.text(f"SELECT count(*) FROM {prep.quote(s.raw_table)}")).scalar()
             landed.append({"table": s.stream, "raw_table": s.raw_table, "rows_in_workspace": rows,
                            "rows_this_sync": s.rows_written, "error": s.error})
-    return {"connector": DEMO_CONNECTOR, "source": str(path), "run_id": result.run_id,
-            "status": result.status.value, "seconds": round(result.seconds, 2), "tables": landed,
-            "error": result.error}
+    summary = {"connector": DEMO_CONNECTOR, "source": str(path), "run_id": result.run_id,
+               "status": result.status.value, "seconds": round(result.seconds, 2), "tables": landed,
+               "error": result.error}
+    if result.status.value == "success":
+        summary["kpis"] = map_and_aggregate(workspace, say)
+    return summary
+
+
+def map_and_aggregate(workspace: Workspace, say: Callable[[str], None]) -> dict[str, Any]:
+    """Apply the shipped sample mapping (saved as a new version when it changed) and
+    aggregate the KPIs; returns what was done and the KPI table by site and month."""
+    from esg_workbench.mapping import aggregate, apply, report, store
+
+    shipped = store.shipped_mapping(SAMPLE_MAPPING)
+    try:
+        saved = store.load_mapping(workspace, SAMPLE_MAPPING)
+        shipped.catalog_version = saved.catalog_version
+        if saved.definition_hash() != shipped.definition_hash():
+            saved = store.save_mapping(workspace, shipped, author="esg-workbench demo", comment="shipped sample mapping")
+    except NotFound:
+        saved = store.save_mapping(workspace, shipped, author="esg-workbench demo", comment="shipped sample mapping")
+    applied = apply.apply_mapping(workspace, saved, progress=lambda text: say(f"  {text}"))
+    say(f"Mapped {applied.source_rows:,} landed rows into {applied.staging_rows:,} staging rows "
+        f"(mapping '{saved.name}' v{saved.version}) in {applied.seconds:.1f} s.")
+    result = aggregate.aggregate(workspace)
+    say(f"Aggregated {result.values:,} KPI values ({result.lineage_rows:,} lineage links) in {result.seconds:.1f} s.")
+    return {"mapping": saved.name, "mapping_version": saved.version, "source_rows": applied.source_rows,
+            "staging_rows": applied.staging_rows, "kpi_values": result.values, "flags": result.flags,
+            "table": report.report_rows(workspace)}
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -62,4 +89,11 @@ def describe(summary: dict[str, Any]) -> str:
             lines.append(f"    error: {t['error']}")
     if summary["error"]:
         lines.append(summary["error"])
+    if summary.get("kpis"):
+        from esg_workbench.mapping.report import format_table
+
+        k = summary["kpis"]
+        lines += ["", f"KPIs by site and month (mapping '{k['mapping']}' v{k['mapping_version']}, "
+                      f"{k['staging_rows']:,} staging rows, {k['kpi_values']:,} KPI values):", "",
+                  format_table(k["table"])]
     return "\n".join(lines)

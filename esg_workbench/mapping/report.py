@@ -1,0 +1,85 @@
+"""The KPI table as the CLI and the demo print it (and as CSV or JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from esg_workbench.mapping.aggregate import kpi_rows
+from esg_workbench.mapping.catalog import load_catalog
+
+#: the columns of the headline table: KPI id, heading
+HEADLINE = (
+    ("energy_total", "energy MWh"),
+    ("ghg_scope1", "scope1 tCO2e"),
+    ("ghg_scope2_location", "scope2 loc tCO2e"),
+    ("ghg_scope2_market", "scope2 mkt tCO2e"),
+    ("water_withdrawal", "water ML"),
+    ("waste_total", "waste t"),
+    ("headcount", "headcount"),
+)
+ORG = "(all sites)"
+
+
+def report_rows(workspace, *, period: str | None = None, kpis: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per site and period: the value of each KPI, plus its flags.
+
+    Without `period`: every month, per site and for the organization. With one
+    ('2024-03', '2024-Q1', '2024'): that period only."""
+    kpis = kpis or [k for k, _ in HEADLINE]
+    rows = kpi_rows(workspace, period=period, period_type=None if period else "month", kpis=kpis)
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["period"], r["site"] or ORG)
+        line = table.setdefault(key, {"period": r["period"], "site": r["site"] or ORG, "flags": {}})
+        line[r["kpi"]] = r["value"]
+        if r["quality"]:
+            line["flags"][r["kpi"]] = r["quality"]
+    return [table[k] for k in sorted(table, key=lambda k: (k[0], k[1] == ORG, k[1]))]
+
+
+def _number(value: float | None, kpi: str) -> str:
+    if value is None:
+        return "–"
+    if kpi == "headcount":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def format_table(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> str:
+    headings = dict(HEADLINE)
+    catalog = load_catalog()
+    kpis = kpis or [k for k, _ in HEADLINE]
+    header = ["period", "site"] + [headings.get(k) or f"{k} {catalog.kpi(k).unit}" for k in kpis]
+    body, seen_flags = [], set()
+    for r in rows:
+        cells = [r["period"], r["site"]]
+        for k in kpis:
+            text = _number(r.get(k), k)
+            if k in r["flags"]:
+                text += "*"
+                seen_flags.update(r["flags"][k])
+            cells.append(text)
+        body.append(cells)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)] if body else [len(h) for h in header]
+    align = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
+                                    for i, (c, w) in enumerate(zip(cells, widths)))
+    lines = [align(header), align(["-" * w for w in widths])] + [align(c) for c in body]
+    if seen_flags:
+        lines.append("")
+        lines.append("* data-quality flags: " + ", ".join(sorted(seen_flags))
+                     + " (see: esg-workbench kpi report --format json)")
+    return "\n".join(lines)
+
+
+def format_csv(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> str:
+    kpis = kpis or [k for k, _ in HEADLINE]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["period", "site", *kpis, "flags"])
+    for r in rows:
+        writer.writerow([r["period"], r["site"], *["" if r.get(k) is None else repr(round(r[k], 6)) for k in kpis],
+                         json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
+    return buffer.getvalue()
