@@ -140,7 +140,7 @@ class PostgresConnector(SqlConnector):
             for c in scope.columns
         ]
         query = sa.select(*columns).select_from(t).where(*conds).order_by(*key_cols)
-        return str(query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        return str(query.compile(dialect=self.literal_dialect, compile_kwargs={"literal_binds": True}))
 
     def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
              cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
