@@ -118,8 +118,10 @@ class Unit(Transform):
 
     def check(self, input_type, ctx_columns=None):
         units.factor(self.from_unit, self.to_unit)  # UnknownUnit / IncompatibleUnit
-        if input_type not in (NUMBER, TEXT, NULL, ANY):
-            raise TransformError(f"A unit conversion needs a number, not a {input_type}.")
+        if input_type not in (NUMBER, NULL, ANY):
+            from esg_workbench.mapping.errors import IncompatibleType
+
+            raise IncompatibleType(f"A unit conversion needs a number, not {input_type}; add a cast to number first.")
 
     def output_type(self, input_type):
         return NUMBER

@@ -1,0 +1,56 @@
+"""The real demo ends with a KPI table computed through the shipped sample mapping."""
+
+from __future__ import annotations
+
+from esg_workbench import demo
+from esg_workbench.mapping import aggregate as ag
+
+
+def test_demo_ends_with_a_kpi_table(demo_ws):
+    ws, summary = demo_ws
+    assert summary["status"] == "success"
+    kpis = summary["kpis"]
+    assert kpis["mapping"] == "sample_erp" and kpis["staging_rows"] > 10_000
+    text = demo.describe(summary)
+    assert "energy MWh" in text and "scope1 tCO2e" in text and "headcount" in text and "water ML" in text
+    sites = {r["site"] for r in kpis["table"]}
+    assert sites == {"DE-MUC", "DE-BER", "NL-RTM", "SE-GOT", "ES-VLC", "(all sites)"}
+    months = sorted({r["period"] for r in kpis["table"]})
+    assert months[0] == "2023-01" and "2024-12" in months
+    jan = next(r for r in kpis["table"] if r["period"] == "2023-01" and r["site"] == "(all sites)")
+    assert jan["energy_total"] > 0 and jan["ghg_scope1"] > 0 and jan["ghg_scope2_location"] > 0 and jan["headcount"] > 0
+
+
+def test_demo_flags_the_sample_imperfections(demo_ws):
+    from esg_workbench.sample_data import SAMPLE_IMPERFECTIONS as flaws
+
+    ws, _ = demo_ws
+    missing = ag.find_value(ws, "energy_electricity", flaws["missing_month"]["month"], flaws["missing_month"]["site_code"])
+    assert missing["value"] is None and "missing" in missing["quality"]
+    assert "negative" in ag.find_value(ws, "energy_electricity", "2023-11", "DE-BER")["quality"]
+    assert "outlier" in ag.find_value(ws, "water_withdrawal", "2024-07", "ES-VLC")["quality"]
+    scope2 = ag.find_value(ws, "ghg_scope2_location", "2024", None)
+    assert "partial" in scope2["quality"]  # the missing month reaches the year's total
+
+
+def test_cli_kpi_report_formats(demo_ws, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    ws, _ = demo_ws
+    url = str(ws.engine.url.database)
+    ws.engine.dispose()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "esg_workbench", "--workspace", url, *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    csv_out = run("kpi", "report", "--period", "2024", "--format", "csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert csv_out.stdout.splitlines()[0].startswith("period,site,energy_total,ghg_scope1")
+    rows = json.loads(run("kpi", "report", "--period", "2024-Q1", "--format", "json").stdout)
+    assert {r["site"] for r in rows} >= {"DE-MUC", "(all sites)"}
+    table = run("kpi", "report", "--period", "2024")
+    assert "(all sites)" in table.stdout
+    shown = run("kpi", "show", "headcount", "--period", "2024", "--site", "DE-MUC")
+    assert shown.returncode == 0 and "headcount#" in shown.stdout
+    listed = run("mapping", "list")
+    assert "sample_erp" in listed.stdout
