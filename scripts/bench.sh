@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sync benchmark: scripts/bench.sh [pytest args]
+#
+# Runs the measured benchmarks under tests/benchmarks (marker `benchmark`, deselected by
+# pyproject's addopts in ordinary test runs). Figures are printed, never asserted.
+#
+# test_bench_sync.py builds (once, then reuses) the PostgreSQL database esg_bench on
+# 127.0.0.1:5432 with pgbench_accounts (pgbench -i -s 10) and a wide meter_readings table,
+# 1,000,000 rows each, and prints per table: raw COPY speed, full sync seconds, rows/s,
+# sync / raw COPY, CPU and peak RSS of the `esg-workbench sync` process, and the time of
+# a delta sync that finds nothing new. Needs pgbench and psql (postgresql-client).
+# Environment: ESG_TEST_PG_HOST / _PORT / _USER, ESG_BENCH_DB (default esg_bench),
+# ESG_BENCH_REPEAT (best of N, default 3), ESG_BENCH_REBUILD=1 rebuilds the source tables.
+# Only the sync benchmark: scripts/bench.sh -k bench_sync
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ]; then
+    # shellcheck disable=SC1091
+    . .venv/bin/activate
+fi
+
+export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
+
+exec python -m pytest -m benchmark tests/benchmarks -s -p no:cacheprovider "$@"

@@ -1,0 +1,430 @@
+"""Sync benchmark: PostgreSQL -> DuckDB workspace, side by side with the raw source speed.
+
+Run with `scripts/bench.sh` (pyproject's addopts deselect the `benchmark` marker, so a
+plain `pytest` never runs this). Figures are measured and printed, never asserted; the
+only assertions are about correctness (every row landed, none twice).
+
+Per source table (1,000,000 rows each, in the PostgreSQL database `esg_bench`):
+* raw COPY: `COPY (SELECT * FROM t) TO STDOUT (FORMAT binary)` into /dev/null by psql,
+  a whole process: the source's own speed on this machine, measured in the same run;
+* full sync: `esg-workbench --workspace W sync NAME --table t` as a whole process into
+  a fresh DuckDB workspace (connector added through the CLI first; full load, default
+  `auto` chunking, a checkpoint per chunk): seconds, rows/s, sync / raw COPY, the CPU
+  seconds of the process (PostgreSQL's own work not included) and its peak RSS;
+* delta: a delta connector (cursor_field set) whose first sync lands every row and
+  leaves a checkpoint, then a second delta sync that finds nothing new: whole process.
+Targets: full sync within 2x raw COPY, peak RSS < 300 MB, a no-op delta under 1 s.
+
+Timings are the best of ESG_BENCH_REPEAT runs (default 3) to damp the noise of other
+work on the machine; the load average is printed with the results. The measured
+processes run with Python bytecode caching on (PYTHONPYCACHEPREFIX in the temp
+directory, PYTHONDONTWRITEBYTECODE removed) and after a warm-up, as an installed app
+runs; the start-up section also shows the cost of imports without bytecode.
+
+The source tables are built once and reused while they hold the right rows
+(ESG_BENCH_REBUILD=1 rebuilds them; ESG_BENCH_DB names another database).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(3600)]
+
+PG_HOST = os.environ.get("ESG_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ESG_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("ESG_TEST_PG_USER", "postgres")
+BENCH_DB = os.environ.get("ESG_BENCH_DB", "esg_bench")
+REPEAT = max(1, int(os.environ.get("ESG_BENCH_REPEAT", "3")))
+PYCACHE = os.environ.get("ESG_BENCH_PYCACHE", os.path.join(tempfile.gettempdir(), "esg-bench-pycache"))
+ROWS = 1_000_000
+
+TARGET_RATIO = 2.0
+TARGET_RSS_MB = 300
+TARGET_NOOP_DELTA_S = 1.0
+
+# Bump when the definition below changes: a populated table of another version is rebuilt.
+METER_VERSION = "esg-bench meter_readings v2"
+METER_DDL = """
+CREATE TABLE meter_readings (
+    reading_id     bigint PRIMARY KEY,
+    meter_id       integer NOT NULL,
+    site_code      text NOT NULL,
+    site_name      text,                      -- nullable, non-ASCII
+    energy_carrier text NOT NULL,
+    reading_value  numeric(14,3) NOT NULL,
+    unit           text NOT NULL,
+    cost_eur       numeric(14,3),
+    co2e_kg        numeric(14,3),
+    quality_flag   text,
+    operator_note  text,                      -- nullable, non-ASCII, longer
+    reading_at     timestamptz NOT NULL,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL       -- the delta cursor; pairs of rows share a value
+)
+"""
+# Deterministic, generated in SQL. updated_at spans about two years (about 42,000 rows a
+# month) with ties: rows 2k and 2k+1 share one updated_at.
+METER_FILL = f"""
+INSERT INTO meter_readings
+SELECT i,
+       1 + i % 5000,
+       'SITE-' || lpad((i % 250)::text, 4, '0'),
+       CASE WHEN i % 7 = 0 THEN NULL
+            ELSE (ARRAY['Zürich Süd', 'Malmö Hamn', 'São Paulo Centro', 'Kraków Nowa Huta',
+                        '東京 品川', 'Düsseldorf Nord'])[1 + i % 6] END,
+       (ARRAY['electricity', 'natural_gas', 'diesel', 'district_heat', 'water'])[1 + i % 5],
+       ((i::bigint * 7919) % 100000000) / 1000.0,
+       (ARRAY['kWh', 'm3', 'l', 'MWh', 'm3'])[1 + i % 5],
+       CASE WHEN i % 11 = 0 THEN NULL ELSE ((i::bigint * 104729) % 1000000000) / 1000.0 END,
+       CASE WHEN i % 13 = 0 THEN NULL ELSE ((i::bigint * 1299709) % 10000000000) / 1000.0 END,
+       CASE WHEN i % 3 = 0 THEN 'estimated' WHEN i % 3 = 1 THEN 'measured' ELSE NULL END,
+       CASE WHEN i % 5 = 0 THEN NULL
+            ELSE 'Ablesung ' || i || ' – Zähler geprüft, Verbrauch plausibel (°C-bereinigt) ✓' END,
+       timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds' - interval '1 hour',
+       timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds',
+       timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds'
+FROM generate_series(1, {ROWS}) AS i
+"""
+# An ERP table synced by delta has its change timestamp indexed (with the key, the order
+# delta pages in); without it every delta plans with full scans of the table.
+METER_INDEX = "CREATE INDEX meter_readings_updated_at ON meter_readings (updated_at, reading_id)"
+
+
+@dataclass
+class Table:
+    name: str  # the source table
+    cursor_field: str  # the delta cursor
+    delta_options: tuple[str, ...] = ()  # extra options of the delta connector
+    figures: dict = field(default_factory=dict)
+
+
+TABLES = [
+    # pgbench_accounts has no timestamp: its delta runs on the dense integer key as an
+    # append-only cursor, chunked by id (time windows need a timestamp).
+    Table("pgbench_accounts", "aid", ("chunk_strategy=id",)),
+    Table("meter_readings", "updated_at"),
+]
+
+
+# --- running whole processes -------------------------------------------------------------------
+
+@dataclass
+class Run:
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# The measured process is started by this small launcher, not by pytest: Linux carries the
+# peak RSS of the process that forks (or vforks) a child into the child's ru_maxrss, so a
+# child spawned straight from pytest (duckdb and pyarrow loaded) would report pytest's
+# size. The launcher (python -S, about 10 MB) spawns the command, reaps it with wait4 and
+# writes its wall time, CPU time, peak RSS (KB) and exit status.
+_LAUNCHER = """
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(out, "w") as f:
+    f.write(f"{seconds} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of an installed app: bytecode is cached (outside the repository)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = PYCACHE
+    env.update(extra)
+    return env
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run a whole process: wall time, CPU time and its own peak RSS (wait4's rusage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result"
+        with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
+            subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(result), *argv],
+                           stdout=out, stderr=err, env=env or child_env(), check=False)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        if not result.exists():
+            pytest.fail(f"could not run {argv}:\n{stderr}")
+        seconds, cpu, rss_kb, code = result.read_text().split()
+        return Run(float(seconds), float(cpu), int(rss_kb) / 1024, int(code), stdout, stderr)
+
+
+def _cli() -> list[str]:
+    """The installed console script next to this interpreter (what a user runs)."""
+    script = Path(sys.executable).with_name("esg-workbench")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "esg_workbench"]
+
+
+def cli(workspace: Path, *args: str) -> Run:
+    run = run_measured([*_cli(), "--workspace", str(workspace), *args])
+    if run.returncode != 0:
+        pytest.fail(f"esg-workbench {' '.join(args)} exited {run.returncode}:\n{run.stdout}\n{run.stderr}")
+    return run
+
+
+def add_connector(workspace: Path, *options: str) -> None:
+    base = [f"host={PG_HOST}", f"port={PG_PORT}", f"database={BENCH_DB}", f"username={PG_USER}", "schema=public"]
+    cli(workspace, "connector", "add", "src", "--type", "postgres",
+        *[a for o in (*base, *options) for a in ("--option", o)])
+
+
+def best(runs: list[Run]) -> Run:
+    return min(runs, key=lambda r: r.seconds)
+
+
+def raw_copy_seconds(table: str) -> float:
+    """psql: COPY (SELECT * FROM t) TO STDOUT (FORMAT binary) into /dev/null, whole process."""
+    env = {**os.environ, "PGHOST": PG_HOST, "PGPORT": str(PG_PORT), "PGUSER": PG_USER, "PGDATABASE": BENCH_DB}
+    times = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                        f'COPY (SELECT * FROM "{table}") TO STDOUT (FORMAT binary)'],
+                       stdout=subprocess.DEVNULL, check=True, env=env)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def landed_rows(workspace: Path, table: str) -> tuple[int, int]:
+    """(rows, distinct keys) of the raw table of `table` in a workspace."""
+    import duckdb
+
+    key = {"pgbench_accounts": "aid", "meter_readings": "reading_id"}[table]
+    con = duckdb.connect(str(workspace), read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE starts_with(table_name, 'raw_')").fetchall()
+            if table in r[0] and "__shadow_" not in r[0]]
+        assert len(names) == 1, f"expected one raw table for {table}, found {names}"
+        return con.execute(f'SELECT count(*), count(DISTINCT "{key}") FROM "{names[0]}"').fetchone()
+    finally:
+        con.close()
+
+
+def chunks_of(run: Run) -> int:
+    match = re.search(r"chunks (\d+)/(\d+)", run.stdout)
+    return int(match.group(2)) if match else -1
+
+
+# --- the source ------------------------------------------------------------------------------
+
+def _port_open() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _connect(dbname: str):
+    import psycopg
+
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
+
+
+def _count(conn, table: str) -> int | None:
+    if conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0] is None:
+        return None
+    return conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def source():
+    """The benchmark database with both tables of 1,000,000 rows (built once, reused)."""
+    if not _port_open():
+        if os.environ.get("ESG_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"PostgreSQL on {PG_HOST}:{PG_PORT} is not available")
+        pytest.skip(f"PostgreSQL on {PG_HOST}:{PG_PORT} is not available")
+    for tool in ("pgbench", "psql"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: postgresql-client)")
+    rebuild = os.environ.get("ESG_BENCH_REBUILD") == "1"
+    with _connect("postgres") as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone() is None:
+            admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    with _connect(BENCH_DB) as conn:
+        if rebuild or _count(conn, "pgbench_accounts") != ROWS:
+            print(f"\n[bench] building pgbench_accounts (pgbench -i -s 10) in {BENCH_DB} ...", flush=True)
+            started = time.perf_counter()
+            subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER,
+                            BENCH_DB], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"[bench] built in {time.perf_counter() - started:.1f} s", flush=True)
+        version = conn.execute("SELECT obj_description(to_regclass('public.meter_readings'), 'pg_class')").fetchone()[0]
+        if rebuild or version != METER_VERSION or _count(conn, "meter_readings") != ROWS:
+            print(f"\n[bench] building meter_readings ({ROWS:,} rows, generate_series) in {BENCH_DB} ...", flush=True)
+            started = time.perf_counter()
+            conn.execute("DROP TABLE IF EXISTS meter_readings")
+            conn.execute(METER_DDL)
+            conn.execute(METER_FILL)
+            conn.execute(METER_INDEX)
+            conn.execute(f"COMMENT ON TABLE meter_readings IS '{METER_VERSION}'")
+            conn.execute("VACUUM ANALYZE meter_readings")
+            print(f"[bench] built in {time.perf_counter() - started:.1f} s", flush=True)
+    return BENCH_DB
+
+
+@pytest.fixture(scope="module")
+def warm(source, tmp_path_factory):
+    """One small sync first, so that every measured process finds its bytecode cached."""
+    ws = tmp_path_factory.mktemp("warm") / "warm.duckdb"
+    add_connector(ws)
+    cli(ws, "sync", "src", "--table", "pgbench_branches")
+    return source
+
+
+@pytest.fixture(scope="module")
+def report():
+    figures: list[Table] = []
+    startup: dict = {}
+    load_before = os.getloadavg()
+    yield figures, startup
+    print("\n" + summary(figures, startup, load_before, os.getloadavg()), flush=True)
+
+
+def summary(tables: list[Table], startup: dict, load_before, load_after) -> str:
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    width = 112
+    lines = ["", "=" * width,
+             f"ESG Workbench sync benchmark: PostgreSQL {PG_HOST}:{PG_PORT}/{BENCH_DB} -> fresh DuckDB workspace, "
+             f"{ROWS:,} rows per table",
+             f"whole processes, best of {REPEAT}; {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+             f"{load_after[0]:.1f} after" + ("  (BUSY MACHINE: figures are inflated)"
+                                              if max(load_before[0], load_after[0]) > (os.cpu_count() or 1) / 2 else ""),
+             "=" * width]
+    head = (f"{'table':<17} {'raw COPY s':>10} {'sync s':>7} {'rows/s':>9} {'ratio':>6} {'CPU s':>6} "
+            f"{'peak RSS MB':>11} {'chunks':>6} {'1st delta s':>11} {'no-op delta s':>13} {'its RSS MB':>10}")
+    lines += [head, "-" * len(head)]
+    for t in tables:
+        f = t.figures
+        if "sync_s" not in f:
+            continue
+        lines.append(f"{t.name:<17} {f['raw_copy_s']:>10.2f} {f['sync_s']:>7.2f} {f['rows_per_s']:>9,.0f} "
+                     f"{f['ratio']:>5.2f}x {f['sync_cpu_s']:>6.2f} {f['peak_rss_mb']:>11.0f} {f['chunks']:>6} "
+                     f"{f.get('first_delta_s', float('nan')):>11.2f} {f.get('noop_delta_s', float('nan')):>13.2f} "
+                     f"{f.get('noop_delta_rss_mb', float('nan')):>10.0f}")
+    lines.append("")
+    lines.append(f"targets: full sync <= {TARGET_RATIO:.0f}x raw COPY, peak RSS < {TARGET_RSS_MB} MB, "
+                 f"no-op delta < {TARGET_NOOP_DELTA_S:.0f} s (whole process)")
+    for t in tables:
+        f = t.figures
+        if "sync_s" not in f:
+            continue
+        lines.append(f"  {t.name:<17} ratio {mark(f['ratio'] <= TARGET_RATIO):<6}  "
+                     f"RSS {mark(f['peak_rss_mb'] < TARGET_RSS_MB):<6}  "
+                     f"no-op delta {mark(f.get('noop_delta_s', 99) < TARGET_NOOP_DELTA_S):<6} "
+                     f"(delta cursor {t.cursor_field}, indexed)")
+    if startup:
+        lines += ["", "start-up (whole processes, best of 3):",
+                  f"  esg-workbench --help                        {startup['help_s']:.2f} s  {startup['help_rss_mb']:4.0f} MB",
+                  f"  the imports of a sync, bytecode cached      {startup['imports_s']:.2f} s  {startup['imports_rss_mb']:4.0f} MB",
+                  f"  the imports of a sync, no bytecode (.pyc)   {startup['imports_cold_s']:.2f} s"]
+        if startup.get("top_imports"):
+            lines.append("  heaviest top-level imports of a sync (python -X importtime, cumulative):")
+            lines += [f"    {us / 1e6:6.3f} s  {name}" for name, us in startup["top_imports"]]
+    lines.append("=" * width)
+    return "\n".join(lines)
+
+
+# --- the benchmarks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
+def test_sync_benchmark(warm, report, table: Table, tmp_path):
+    figures, _ = report
+    figures.append(table)
+    f = table.figures
+
+    # the source's own speed, measured now (the page cache is as warm for it as for the sync)
+    f["raw_copy_s"] = raw_copy_seconds(table.name)
+    print(f"\n[bench] {table.name}: raw COPY (binary) to /dev/null {f['raw_copy_s']:.2f} s", flush=True)
+
+    # full loads, each into a fresh workspace, as a user runs them
+    runs = []
+    for i in range(REPEAT):
+        ws = tmp_path / f"full{i}.duckdb"
+        add_connector(ws)
+        run = cli(ws, "sync", "src", "--table", table.name)
+        assert landed_rows(ws, table.name) == (ROWS, ROWS)
+        print(f"[bench] {table.name}: full sync {run.seconds:.2f} s, CPU {run.cpu_seconds:.2f} s, "
+              f"peak RSS {run.peak_rss_mb:.0f} MB, {chunks_of(run)} chunks", flush=True)
+        runs.append(run)
+        ws.unlink()
+    run = best(runs)
+    f.update(sync_s=run.seconds, rows_per_s=ROWS / run.seconds, ratio=run.seconds / f["raw_copy_s"],
+             sync_cpu_s=run.cpu_seconds, peak_rss_mb=max(r.peak_rss_mb for r in runs), chunks=chunks_of(run))
+
+    # delta: the first run lands everything and leaves a checkpoint; the next ones find nothing
+    ws = tmp_path / "delta.duckdb"
+    add_connector(ws, "load_type=delta", f"cursor_field={table.cursor_field}", *table.delta_options)
+    first = cli(ws, "sync", "src", "--table", table.name)
+    print(f"[bench] {table.name}: first delta {first.seconds:.2f} s, CPU {first.cpu_seconds:.2f} s, "
+          f"peak RSS {first.peak_rss_mb:.0f} MB, {chunks_of(first)} chunks", flush=True)
+    noops = []
+    for _ in range(REPEAT):
+        noop = cli(ws, "sync", "src", "--table", table.name)
+        match = re.search(r"([\d,]+) rows landed", noop.stdout)
+        # nothing is new at the source: at most the tie group at the checkpoint is re-read
+        # (and upserted by key, so it adds no duplicate)
+        assert match and int(match.group(1).replace(",", "")) <= 2, noop.stdout
+        noops.append(noop)
+    assert landed_rows(ws, table.name) == (ROWS, ROWS)
+    noop = best(noops)
+    f.update(first_delta_s=first.seconds, noop_delta_s=noop.seconds, noop_delta_rss_mb=noop.peak_rss_mb)
+    print(f"[bench] {table.name}: no-op delta {noop.seconds:.2f} s (CPU {noop.cpu_seconds:.2f} s, "
+          f"peak RSS {noop.peak_rss_mb:.0f} MB): {noop.stdout.strip().splitlines()[0]}", flush=True)
+
+
+# what a sync imports before it touches a database
+SYNC_IMPORTS = ("import esg_workbench.cli, esg_workbench.workspace, esg_workbench.sync.engine, "
+                "esg_workbench.connectors.postgres, duckdb_engine, adbc_driver_postgresql.dbapi, "
+                "sqlalchemy.dialects.postgresql.psycopg")
+
+
+def test_startup_benchmark(warm, report, tmp_path):
+    """What a whole process pays before any work: the floor under a no-op delta."""
+    _, startup = report
+    helps = [run_measured([*_cli(), "--help"]) for _ in range(3)]
+    startup["help_s"] = best(helps).seconds
+    startup["help_rss_mb"] = max(r.peak_rss_mb for r in helps)
+    imports = [run_measured([sys.executable, "-c", SYNC_IMPORTS]) for _ in range(3)]
+    startup["imports_s"] = best(imports).seconds
+    startup["imports_rss_mb"] = max(r.peak_rss_mb for r in imports)
+    # as installed by a tool that does not compile bytecode, with writing it switched off
+    cold = [run_measured([sys.executable, "-c", SYNC_IMPORTS],
+                         env=child_env(PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(tmp_path / f"none{i}")))
+            for i in range(3)]
+    startup["imports_cold_s"] = best(cold).seconds
+    timing = run_measured([sys.executable, "-X", "importtime", "-c", SYNC_IMPORTS])
+    rows = []
+    for line in timing.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
+        if m and len(m.group(3)) <= 1:  # top-level imports only
+            rows.append((m.group(4), int(m.group(2))))
+    startup["top_imports"] = sorted(rows, key=lambda r: -r[1])[:6]
+    print(f"\n[bench] start-up: --help {startup['help_s']:.2f} s; a sync's imports {startup['imports_s']:.2f} s "
+          f"(without bytecode {startup['imports_cold_s']:.2f} s)", flush=True)
