@@ -107,3 +107,28 @@ def test_edit_duplicate_delete(qtbot, window, source, answers):
     with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
         window.act_delete.trigger()
     assert window.connectors.names() == ["erp"]
+
+
+def test_password_goes_to_the_keyring_and_leaves_with_the_connector(qtbot, window, source, answers):
+    import pytest
+
+    from esg_workbench import credentials
+    from esg_workbench.core.errors import KeyringUnavailable
+
+    try:
+        credentials.check_backend()
+    except KeyringUnavailable as exc:
+        pytest.skip(f"no secure keyring here (scripts/test.sh starts one): {exc.message}")
+    dialog = open_dialog(qtbot, window, window.act_add)
+    fill_connector_dialog(qtbot, dialog, "erp", source)
+    qtbot.keyClicks(dialog.password, "s3cret-pw")
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    overview = window.connectors.overview("erp")
+    assert overview.config.get("password_in_keyring") is True
+    assert "s3cret-pw" not in str(overview.config)
+    assert credentials.load_secret(overview.id) == "s3cret-pw"
+    answers["answers"] = [True]
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        window.act_delete.trigger()
+    assert credentials.load_secret(overview.id) is None

@@ -155,3 +155,37 @@ def test_button_states():
     assert button_states(**{**idle, "running": True, "cancelling": True}) == Buttons(False, False, False, False)
     assert button_states(**{**idle, "connector": False}) == Buttons(False, False, False, False)
     assert button_states(**{**idle, "status_known": False}) == Buttons(False, False, False, False)
+
+
+def test_failed_chunks_are_retried_alone(qtbot, window, source):
+    """The source goes away mid-sync: the remaining chunks fail after their retries, the
+    run ends partly synced, Retry failed chunks lights up and lands just those."""
+    from tests.fault_proxy import FaultProxy
+
+    with FaultProxy((source["host"], source["port"])) as proxy:
+        add_connector(qtbot, window, {**source, "port": proxy.port}, "erp", chunk_size=CHUNK * 10,
+                      chunk_strategy="id")
+        panel = window.sync
+        window.tabs.setCurrentWidget(panel)
+        wait_status(qtbot, panel)
+        qtbot.mouseClick(panel.sync_button, Qt.MouseButton.LeftButton)
+        job = window.jobs.job("erp")
+        qtbot.waitUntil(lambda: job.figures.per_stream.get("public.energy_use", (0,))[0] >= 2, timeout=30000)
+        proxy.cut()
+        qtbot.waitUntil(lambda: not job.running, timeout=90000)
+        assert job.result.status.value in ("partial_success", "failed"), job.log
+        failed = job.figures.chunks_failed
+        assert failed >= 1
+        qtbot.waitUntil(lambda: panel.retry_button.isEnabled(), timeout=20000)
+        assert f"{failed} failed chunk(s)" in panel.state.text()
+        assert window.connectors.list.item(0).data(Qt.ItemDataRole.UserRole + 2)[1] == "error"
+
+        proxy.restore()
+        with qtbot.waitSignal(window.jobs.ended, timeout=60000):
+            qtbot.mouseClick(panel.retry_button, Qt.MouseButton.LeftButton)
+        retry = window.jobs.job("erp")
+        assert retry.request.retry_failed and retry.result.status.value == "success", retry.log
+        qtbot.waitUntil(lambda: not panel.retry_button.isEnabled() and panel.sync_button.isEnabled(), timeout=20000)
+        with window.workspace.read() as conn:
+            raw = retry.result.streams[0].raw_table
+            assert conn.execute(sa.text(f'SELECT count(DISTINCT id) FROM "{raw}"')).scalar() == SOURCE_ROWS
