@@ -15,6 +15,8 @@ _TYPES = {
     "sqlserver": ("esg_workbench.connectors.sqlserver", "SqlServerConnector"),
     "snowflake": ("esg_workbench.connectors.snowflake", "SnowflakeConnector"),
     "databricks": ("esg_workbench.connectors.databricks", "DatabricksConnector"),
+    "sap_odata": ("esg_workbench.connectors.sap_odata", "ODataConnector"),
+    "sap_hana": ("esg_workbench.connectors.sap_hana", "HanaConnector"),
 }
 
 #: options each type asks for, in the order a setup form shows them
@@ -29,9 +31,16 @@ TYPE_OPTIONS = {
     # the secret is a personal access token; primary_key names key columns for tables
     # that declare none (Databricks constraints are informational and often absent)
     "databricks": ("host", "warehouse_id", "catalog", "schema", "primary_key"),
+    # one OData service (v2 or v4): its entity sets are the tables; basic auth with
+    # username and the password, or none; client is the SAP client (sap-client);
+    # verify_tls=no (or a CA bundle path) for self-signed certificates
+    "sap_odata": ("service_url", "username", "client", "verify_tls", "page_size"),
+    # SAP HANA SQL through hdbcli; port 443 for HANA Cloud, 3<nn>15 on premise;
+    # database names a tenant of a multi-tenant system
+    "sap_hana": ("host", "port", "database", "schema", "username", "encrypt", "validate_certificate"),
 }
 
-NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks"}
+NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana"}
 
 
 def connector_types() -> list[str]:
