@@ -40,6 +40,10 @@ TYPE_OPTIONS = {
     "sap_hana": ("host", "port", "database", "schema", "username", "encrypt", "validate_certificate"),
 }
 
+#: types whose tables bring their own cursor (a file's modification time): delta loads
+#: need no cursor_field
+OWN_CURSOR = {"files", "s3", "azure_blob"}
+
 NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana"}
 
 

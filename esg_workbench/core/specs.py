@@ -72,7 +72,9 @@ class LoadSettings:
     lookback_seconds: float = 0.0
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "LoadSettings":
+    def from_options(cls, options: dict[str, Any], *, own_cursor: bool = False) -> "LoadSettings":
+        """`own_cursor`: the source's tables bring their own cursor (a file's modification
+        time), so delta loads and time windows need no cursor_field."""
         try:
             load_type = LoadType(options.get("load_type") or "full")
         except ValueError:
@@ -97,9 +99,9 @@ class LoadSettings:
         else:
             chunk_size = None
         cursor_field = options.get("cursor_field") or None
-        if load_type is LoadType.DELTA and not cursor_field:
+        if load_type is LoadType.DELTA and not cursor_field and not own_cursor:
             raise ConfigError("A delta load needs a cursor_field (for example updated_at).")
-        if strategy is ChunkStrategy.TIME and not cursor_field:
+        if strategy is ChunkStrategy.TIME and not cursor_field and not own_cursor:
             raise ConfigError("Time-window chunks need a cursor_field (a timestamp column).")
         return cls(
             load_type=load_type,
@@ -186,6 +188,10 @@ class TableInfo:
     #: a cursor the source itself provides (e.g. a file's modification time); used when
     #: the connector's settings name none
     cursor_field: str | None = None
+    #: the columns by which a delta batch replaces earlier rows (rows whose values here
+    #: occur in the batch are deleted first); None: the primary key. A file source names
+    #: the file, so a changed file's earlier rows all go, however many the new version has
+    replace_key: list[str] | None = None
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)

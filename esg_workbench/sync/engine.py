@@ -27,6 +27,7 @@ from esg_workbench.core.keys import decode_key, encode_key
 from esg_workbench.core.specs import (
     CancelToken,
     ChunkStatus,
+    ChunkStrategy,
     ConnectorSpec,
     LoadSettings,
     LoadType,
@@ -195,7 +196,9 @@ class SyncEngine:
             value = getattr(request, key)
             if value is not None:
                 options[key] = value
-        settings = LoadSettings.from_options(options)
+        from esg_workbench.connectors.registry import OWN_CURSOR
+
+        settings = LoadSettings.from_options(options, own_cursor=record.type in OWN_CURSOR)
 
         with self._connector_lock(record.id):
             with ws.transaction() as conn:
@@ -315,7 +318,10 @@ class SyncEngine:
         ws = self.workspace
         name = stream.qualified
         if info.cursor_field and not settings.cursor_field:  # the source knows its own cursor (files)
-            settings = settings.with_overrides(cursor_field=info.cursor_field)
+            # ... and every load is ordered by it, so a full load ends on an exact checkpoint
+            settings = settings.with_overrides(cursor_field=info.cursor_field, chunk_strategy=ChunkStrategy.TIME)
+        if settings.load_type is LoadType.DELTA and not settings.cursor_field:
+            raise ConfigError(f"A delta load of {name} needs a cursor_field (for example updated_at).")
         if settings.cursor_field and info.column(settings.cursor_field) is None:
             raise ConfigError(f"The cursor field '{settings.cursor_field}' is not a column of {name}.",
                               hint="Pick an existing timestamp column as cursor_field, or use a full load.")
@@ -362,7 +368,8 @@ class SyncEngine:
                 "load_type": settings.load_type.value, "columns": list(scope.columns), "key": list(key),
                 "after": encode_key(after), "after_inclusive": inclusive, "cursor_field": settings.cursor_field,
                 "cursor_max": encode_key((cursor_max,)), "include_null_cursor": scope.include_null_cursor,
-                "target": target, "primary_key": info.primary_key, "chunk_size": sizing.chunk_size,
+                "target": target, "primary_key": info.primary_key, "replace_key": info.replace_key,
+                "chunk_size": sizing.chunk_size,
                 "window": sizing.window,
             }
             sync_records.put_state(ws, conn, st)
@@ -441,7 +448,11 @@ class SyncEngine:
                                and raw_tables.column_type(ws, f.type) != columns[f.name]]
                     if retyped:
                         raw_tables.retype_columns(ws, conn, target, retyped)
-                if load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
+                if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
+                    # e.g. a file's name: a changed file's earlier rows all go, however many it has now
+                    key = st.plan["replace_key"]
+                    raw_tables.delete_keys(ws, conn, target, table.select(key).group_by(key).aggregate([]), key)
+                elif load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
                     raw_tables.delete_keys(ws, conn, target, table, st.plan["primary_key"])
                 raw_tables.append(ws, conn, target, table, run_id, chunk.id)
             max_key = last if not chunk.range.null_cursor else None
@@ -497,18 +508,21 @@ class SyncEngine:
             if any(c.status != ChunkStatus.DONE.value for c in ledger):
                 return
             plan = st.plan or {}
+            # the ledger lists chunks in key order: the last landed key is the largest
+            done = [c.max_key for c in ledger if c.max_key is not None]
             if load_type is LoadType.FULL:
                 target = plan.get("target")
                 if raw_tables.existing_columns(ws, conn, target) is not None:
                     raw_tables.swap_in(ws, conn, target, st.raw_table)
                 elif raw_tables.existing_columns(ws, conn, st.raw_table) is not None:
                     conn.exec_driver_sql(f"DELETE FROM {ws.engine.dialect.identifier_preparer.quote(st.raw_table)}")
-                if plan.get("cursor_field"):
+                if plan.get("cursor_field") and done and (plan.get("key") or [None])[0] == plan["cursor_field"]:
+                    # paged by (cursor, key) like a delta: the last landed key is an exact checkpoint
+                    st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:]) or None
+                elif plan.get("cursor_field"):
                     cursor_max = decode_key(plan.get("cursor_max"))[0]
                     st.last_cursor, st.last_row_id = cursor_max, None  # next delta re-reads the tie group
             else:
-                # the ledger lists chunks in key order: the last landed key is the largest
-                done = [c.max_key for c in ledger if c.max_key is not None]
                 if done:
                     st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:]) or None
             st.active_sync_id = None

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import ConfigError, EsgError
 from esg_workbench.core.specs import Drift, LoadSettings, StreamRef, TableInfo
-from esg_workbench.connectors.registry import TYPE_OPTIONS, connector_types
+from esg_workbench.connectors.registry import OWN_CURSOR, TYPE_OPTIONS, connector_types
 from esg_workbench.sync.engine import PASSWORD_MARKER, SyncEngine
 from esg_workbench.workspace import connectors_store, schema_cache, sync_records
 from esg_workbench.workspace.connectors_store import ConnectorRecord
@@ -22,7 +22,8 @@ def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str
                   password: str | None = None) -> ConnectorRecord:
     if type_ not in connector_types():
         raise ConfigError(f"Unknown connector type '{type_}'. Known types: {', '.join(connector_types())}.")
-    LoadSettings.from_options(options)  # refuse bad load settings before storing anything
+    # refuse bad load settings before storing anything
+    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR)
     options = {**options, PASSWORD_MARKER: True} if password else dict(options)
     with workspace.transaction() as conn:
         record = connectors_store.add(workspace, conn, name, type_, options)
@@ -37,7 +38,7 @@ def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str
 
 def update_connector(workspace: Workspace, name: str, options: dict[str, Any],
                      password: str | None = None, new_name: str | None = None) -> ConnectorRecord:
-    LoadSettings.from_options(options)
+    LoadSettings.from_options(options, own_cursor=get_connector(workspace, name).type in OWN_CURSOR)
     with workspace.transaction() as conn:
         record = connectors_store.get(workspace, conn, name)
         if password or record.config.get(PASSWORD_MARKER):
