@@ -17,7 +17,12 @@ _TYPES = {
     "databricks": ("esg_workbench.connectors.databricks", "DatabricksConnector"),
     "sap_odata": ("esg_workbench.connectors.sap_odata", "ODataConnector"),
     "sap_hana": ("esg_workbench.connectors.sap_hana", "HanaConnector"),
+    "files": ("esg_workbench.connectors.local_files", "LocalFilesConnector"),
+    "s3": ("esg_workbench.connectors.s3", "S3Connector"),
+    "azure_blob": ("esg_workbench.connectors.azure_blob", "AzureBlobConnector"),
 }
+
+_FILE_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types")
 
 #: options each type asks for, in the order a setup form shows them
 TYPE_OPTIONS = {
@@ -38,13 +43,23 @@ TYPE_OPTIONS = {
     # SAP HANA SQL through hdbcli; port 443 for HANA Cloud, 3<nn>15 on premise;
     # database names a tenant of a multi-tenant system
     "sap_hana": ("host", "port", "database", "schema", "username", "encrypt", "validate_certificate"),
+    # file sources (connectors/files.py): each subfolder is a table, a file is a chunk;
+    # the reading options after the location are the same for all three
+    "files": ("path", *_FILE_OPTIONS),
+    # the secret is the secret access key of access_key_id; without access_key_id the AWS
+    # default credentials (environment, profile, instance role) are used; auth=anonymous
+    # reads public buckets
+    "s3": ("bucket", "prefix", "region", "endpoint_url", "access_key_id", "auth", *_FILE_OPTIONS),
+    # the secret is a connection string, a SAS token or the account key (auth says which;
+    # by default it is told from the secret itself); account_url for SAS and account key
+    "azure_blob": ("container", "prefix", "account_url", "auth", *_FILE_OPTIONS),
 }
 
 #: types whose tables bring their own cursor (a file's modification time): delta loads
 #: need no cursor_field
 OWN_CURSOR = {"files", "s3", "azure_blob"}
 
-NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana"}
+NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana", "s3", "azure_blob"}
 
 
 def connector_types() -> list[str]:
