@@ -197,3 +197,20 @@ def test_empty_table_and_nothing_to_resume(ws, pg_conn, pg_spec):
     assert result.status is SyncStatus.SUCCESS and result.rows_written == 0
     resumed = sync(ws, resume=True)
     assert resumed.status is SyncStatus.SUCCESS and resumed.streams == []
+
+
+def test_integer_version_cursor_pages_by_key_not_by_days(ws, pg_conn, pg_spec):
+    pg_conn.execute("CREATE TABLE v (id int PRIMARY KEY, version bigint NOT NULL, note text);"
+                    "INSERT INTO v SELECT g, g % 50, 'x' FROM generate_series(1, 1000) g")
+    add_pg(ws, pg_spec, cursor_field="version", chunk_size=300, load_type="delta")
+    first = sync(ws)
+    assert first.status is SyncStatus.SUCCESS, first.error
+    assert first.streams[0].rows_written == 1000 and first.streams[0].chunks_planned == 4
+    pg_conn.execute("UPDATE v SET version = 100, note = 'changed' WHERE id <= 5")
+    second = sync(ws)
+    assert second.status is SyncStatus.SUCCESS and second.streams[0].rows_written == 5
+    assert raw_rows(ws, first.streams[0].raw_table, ["id", "version", "note"]) == source_rows(
+        pg_conn, "v", ["id", "version", "note"])
+    with ws.read() as conn:
+        resumed_from = sync_records.runs(ws, conn, limit=1)[0]["plan_sync_id"]
+    assert resumed_from is None  # a fresh run plans its own chunks

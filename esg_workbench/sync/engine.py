@@ -44,6 +44,7 @@ from esg_workbench.workspace.database import Workspace
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
 
 DEFAULT_RETRY_DELAYS = (2.0, 4.0, 8.0)
+TEMPORAL = ("timestamp", "timestamptz", "date")
 #: set in a connector's config when its password is in the keyring (the flag, never the secret)
 PASSWORD_MARKER = "password_in_keyring"
 
@@ -108,10 +109,17 @@ def arrow_hash(table) -> str:
 
 
 def _last_key(table, key: tuple[str, ...]) -> tuple | None:
+    """The key of a chunk's last row, as Python values for the checkpoint."""
+    import pyarrow as pa
+
     if table.num_rows == 0 or not key:
         return None
-    last = table.slice(table.num_rows - 1, 1).select(list(key)).to_pylist()[0]
-    return tuple(last[k] for k in key)
+    last = table.slice(table.num_rows - 1, 1).select(list(key))
+    # Python datetimes hold microseconds: a nanosecond key rounds down, so the next
+    # read starts at or before it (a re-read row is upserted, none is skipped).
+    columns = [c.cast(pa.timestamp("us", c.type.tz), safe=False)
+               if pa.types.is_timestamp(c.type) and c.type.unit == "ns" else c for c in last.columns]
+    return tuple(c[0].as_py() for c in columns)
 
 
 class SyncEngine:
@@ -296,9 +304,10 @@ class SyncEngine:
             if st is None or not st.active_sync_id:
                 result.warnings.append("nothing to resume")
                 return
-            with ws.read() as conn:
+            with ws.transaction() as conn:
                 wanted = {ChunkStatus.FAILED.value} if request.retry_failed else {ChunkStatus.PENDING.value, ChunkStatus.FAILED.value}
                 todo = [c for c in sync_records.ledger(conn, st.active_sync_id, name) if c.status in wanted]
+                sync_records.continues(conn, run_id, st.active_sync_id)
             scope = _scope_from_plan(st.plan)
             load_type = LoadType(st.plan["load_type"])
         else:
@@ -328,6 +337,10 @@ class SyncEngine:
         if settings.load_type is LoadType.DELTA and not info.primary_key:
             raise ConfigError(f"{name} has no primary key, so a delta load cannot update rows in place.",
                               hint="Use a full load for this table.")
+        cursor = info.column(settings.cursor_field) if settings.cursor_field else None
+        if settings.chunk_strategy is ChunkStrategy.AUTO and cursor and cursor.family not in TEMPORAL:
+            # a version number or rowversion cursor has no days or months: page by key ranges
+            settings = settings.with_overrides(chunk_strategy=ChunkStrategy.ID)
         key = planner.ordering_key(settings, info.primary_key)
         raw_table = st.raw_table if st else raw_tables.raw_table_name(record.id, name)
         st = st or StreamState(record.id, name, raw_table)

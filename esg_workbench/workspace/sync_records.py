@@ -27,6 +27,11 @@ def start_run(workspace: Workspace, conn: sa.Connection, connector_id: str, load
     ).returning(logs.c.id)).scalar_one()
 
 
+def continues(conn: sa.Connection, run_id: int, plan_sync_id: int) -> None:
+    """Record that a resume or retry run works on the chunk plan of an earlier run."""
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(plan_sync_id=plan_sync_id))
+
+
 def add_counts(conn: sa.Connection, run_id: int, read: int, written: int) -> None:
     conn.execute(sa.update(logs).where(logs.c.id == run_id).values(
         items_read=logs.c.items_read + read, items_written=logs.c.items_written + written))
