@@ -107,7 +107,8 @@ def test_validate_names_what_is_wrong_with_azures_codes(azurite, container):  # 
     put(azurite, container, "esg/a.csv", b"x\n1\n")
 
     def check(expected, code, words, secret, **options):
-        options = {"container": container, "account_url": azurite.blob_endpoint, **options}
+        options = {k: v for k, v in {"container": container, "account_url": azurite.blob_endpoint,
+                                     **options}.items() if v is not None}
         with pytest.raises(expected) as err:
             create_connector(ConnectorSpec("azure_blob", "az", options, password=secret)).validate()
         assert err.value.code == code, err.value.describe()
@@ -124,6 +125,10 @@ def test_validate_names_what_is_wrong_with_azures_codes(azurite, container):  # 
     unreachable = check(SourceUnreachable, None, "cannot be reached", AZURITE_KEY, auth="account_key",
                         account_url=f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}")
     assert unreachable.transient
+    token = sas_token(container, read=True, list=True)
+    sas_string = f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={token}"
+    missing = check(DatabaseMissing, None, "missing or empty", sas_string, prefix="nothing-here", account_url=None)
+    assert "sig=" not in missing.describe() and azurite.blob_endpoint in missing.message
     with pytest.raises(ConfigError, match="account_url"):
         create_connector(ConnectorSpec("azure_blob", "az", {"container": container}, password=AZURITE_KEY))
     with pytest.raises(ConfigError, match="container"):

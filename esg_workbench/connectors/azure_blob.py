@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import re
 from urllib.parse import urlparse
 
 from esg_workbench.connectors.files import FileConnector, FileEntry, FileStore
@@ -41,6 +42,7 @@ _DENIED_CODES = {"AuthorizationPermissionMismatch", "AuthorizationResourceTypeMi
                  "InsufficientAccountPermissions", "AccountIsDisabled", "KeyBasedAuthenticationNotPermitted"}
 _TRANSIENT_CODES = {"ServerBusy", "InternalError", "OperationTimedOut", "ConditionNotMet"}
 _AUTH_MODES = ("connection_string", "sas", "account_key", "anonymous")
+_SAS_SIGNATURE = re.compile(r"((?:^|[?&;\s])sig=)[^&;\s]+", re.I)
 
 
 def _code(exc) -> str:
@@ -50,7 +52,8 @@ def _code(exc) -> str:
 
 def _first_line(exc) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return _SAS_SIGNATURE.sub(r"\1***", text)  # a URL in a message may carry a SAS token
 
 
 def _guess_auth(secret: str | None) -> str:
@@ -126,7 +129,9 @@ class AzureBlobStore(FileStore):
             try:
                 if self.auth == "connection_string":
                     self._service = BlobServiceClient.from_connection_string(self._secret.strip(), **kw)
-                    self.where = f"{self._service.url.rstrip('/')}/{self.container}/{self.prefix}"
+                    # the service URL of a SAS connection string carries the token: not in messages
+                    account = urlparse(self._service.url)._replace(query="").geturl().rstrip("/")
+                    self.where = f"{account}/{self.container}/{self.prefix}"
                 elif self.auth == "sas":
                     self._service = BlobServiceClient(self.account_url, credential=self._secret.strip().lstrip("?"), **kw)
                 elif self.auth == "account_key":
