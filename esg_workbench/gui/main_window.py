@@ -29,7 +29,7 @@ from esg_workbench.gui.sync_panel import SyncPanel
 from esg_workbench.gui.workers import WorkerPool
 
 MAX_RECENT = 8
-TABS = ("schema", "sync", "history", "audit")
+TABS = ("schema", "sync", "history", "audit", "mapping", "kpis")
 
 
 class MessageRelay(QWidget):
@@ -70,6 +70,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.sync, icons.standard("SP_MediaPlay"), "Sync")
         self.tabs.addTab(self.history, icons.standard("SP_FileDialogDetailedView"), "History")
         self.tabs.addTab(self.audit, icons.standard("SP_DialogApplyButton"), "Audit")
+        from esg_workbench.gui.mapping import install_mapping_tabs
+
+        install_mapping_tabs(self)  # the Mapping and KPIs tabs: self.mapping, self.kpis
         self.info = dialogs.InfoBar()
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -140,7 +143,7 @@ class MainWindow(QMainWindow):
         self.act_reload = a("Reload &all", self.refresh_all, "Ctrl+R", "SP_BrowserReload",
                             "Reload connectors, history and audit from the workspace")
         self.tab_actions = []
-        for i, (name, title) in enumerate(zip(TABS, ("Schema", "Sync", "History", "Audit"))):
+        for i, (name, title) in enumerate(zip(TABS, ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs"))):
             act = a(f"&{title}", lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
             self.tab_actions.append(act)
 

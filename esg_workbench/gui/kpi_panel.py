@@ -1,0 +1,695 @@
+"""The KPIs tab: the aggregated KPI values by period and site as a table and a chart,
+drill-down from a value to the values it was computed from, its staging rows and their
+source keys, and export to CSV and XLSX.
+
+Reading values, drilling down and writing files run in the WorkerPool; a value with
+data-quality flags is tinted and says why in its tooltip."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from esg_workbench.gui import icons
+from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
+from esg_workbench.gui.sample_model import RecordsModel
+from esg_workbench.mapping.catalog import Catalog, load_catalog
+
+ORG = "(all sites)"
+HEADLINE = ["energy_total", "ghg_scope1", "ghg_scope2_location", "ghg_scope2_market", "water_withdrawal",
+            "waste_total", "headcount"]
+SHORT = {"energy_total": "Energy", "ghg_scope1": "Scope 1", "ghg_scope2_location": "Scope 2 location",
+         "ghg_scope2_market": "Scope 2 market", "water_withdrawal": "Water withdrawal", "waste_total": "Waste",
+         "headcount": "Headcount", "ghg_total_location": "GHG total location", "ghg_total_market": "GHG total market",
+         "energy_renewable_share": "Renewable share"}
+FLAG_TEXT = {
+    "missing": "no data for this site and month",
+    "partial": "some months or sites are missing from this total",
+    "unit_mismatch": "some rows had a unit that could not be converted (left out)",
+    "negative": "negative input rows or a negative result",
+    "outlier": "far from the site's usual months",
+    "not_period_end": "a stock taken from an earlier month than the period's end",
+    "no_factor": "emission rows without a factor",
+    "market_uses_location_factor": "market-based without supplier data: the location factor was used",
+}
+PERIOD_TYPES = [("month", "Months"), ("quarter", "Quarters"), ("year", "Years")]
+ALL, TOTAL_ONLY = "__all__", "__total__"
+
+
+def short_label(catalog: Catalog, kpi: str) -> str:
+    k = catalog.kpi(kpi)
+    if kpi in SHORT:
+        return SHORT[kpi]
+    label = k.label if k else kpi
+    return label.split(" (")[0].split(",")[0]
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if unit in ("persons", "count"):
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+# --- background work (no Qt) -------------------------------------------------------------------
+
+def load_values(workspace, period_type: str) -> list[dict[str, Any]]:
+    from esg_workbench.mapping.aggregate import kpi_rows
+
+    return kpi_rows(workspace, period_type=period_type)
+
+
+def drill(workspace, value_id: int) -> dict[str, Any]:
+    """drill_down() with the connectors' names next to their ids."""
+    from esg_workbench.mapping.aggregate import drill_down
+    from esg_workbench.workspace import connectors_store
+
+    found = drill_down(workspace, value_id)
+    with workspace.read() as conn:
+        names = {r.id: r.name for r in connectors_store.list_all(workspace, conn)}
+    found["connectors"] = names
+    found["source_keys"] = [{"connector": names.get(c, c), "source_table": t, "source_key": k}
+                            for c, t, k in found["source_keys"]]
+    return found
+
+
+def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
+    """Write the KPI table (as shown) to CSV or XLSX; returns the path."""
+    target = Path(path)
+    header, rows = table["header"], table["rows"]
+    if kind == "csv":
+        with target.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header + ["flags"])
+            for r in rows:
+                writer.writerow([r["period"], r["site"]] + ["" if v is None else repr(round(v, 6)) for v in r["values"]]
+                                + [json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
+        return str(target)
+    from openpyxl import Workbook
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "KPIs"
+    bold = Font(bold=True)
+    flagged = PatternFill("solid", fgColor="FFF3E0")
+    ws.append(table["labels"])
+    ws.append(["", ""] + table["units"])
+    for cell in ws[1] + ws[2]:
+        cell.font = bold
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    for r in rows:
+        ws.append([r["period"], r["site"]] + list(r["values"]))
+        line = ws.max_row
+        for i, (kpi, v) in enumerate(zip(table["kpis"], r["values"])):
+            cell = ws.cell(line, 3 + i)
+            cell.number_format = "#,##0" if table["units"][i] in ("persons", "count") else "#,##0.00"
+            if kpi in r["flags"]:
+                cell.fill = flagged
+                cell.comment = Comment(", ".join(r["flags"][kpi]), "ESG Workbench")
+    ws.freeze_panes = "C3"
+    ws.column_dimensions["A"].width = 10
+    ws.column_dimensions["B"].width = 14
+    for i in range(len(table["kpis"])):
+        ws.column_dimensions[get_column_letter(3 + i)].width = 16
+    values = wb.create_sheet("Values")
+    columns = ["kpi", "label", "unit", "rule", "standards", "site", "period", "period_type", "value", "quality",
+               "input_rows", "result_hash", "catalog_version", "computed_at", "id"]
+    values.append(columns)
+    for cell in values[1]:
+        cell.font = bold
+    for v in table["values"]:
+        values.append([v.get(c) if not isinstance(v.get(c), (list, dict)) else ", ".join(v.get(c)) for c in columns])
+    values.freeze_panes = "A2"
+    about = wb.create_sheet("About")
+    for line in (["Exported by", "ESG Workbench"], ["Exported at (UTC)", dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
+                 ["Workspace", table.get("workspace", "")], ["Catalog version", table.get("catalog_version", "")],
+                 ["Periods", table.get("period_type", "")],
+                 ["Note", "Every value traces to its staging rows and source keys (KPIs tab → Drill down); "
+                          "result_hash is the same whenever the same inputs are recomputed."]):
+        about.append(line)
+    about.column_dimensions["A"].width = 20
+    about.column_dimensions["B"].width = 80
+    wb.save(target)
+    return str(target)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+class KpiTableModel(QAbstractTableModel):
+    """One row per period and site, one column per KPI."""
+
+    def __init__(self, catalog: Catalog, parent=None):
+        super().__init__(parent)
+        self.catalog = catalog
+        self.kpis: list[str] = list(HEADLINE)
+        self.keys: list[tuple[str, str]] = []  # (period, site label)
+        self.cells: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kpi, site label, period) -> value row
+
+    def set_values(self, values: list[dict[str, Any]], kpis: list[str], site_filter: str) -> None:
+        self.beginResetModel()
+        self.kpis = list(kpis)
+        self.cells = {}
+        keys = set()
+        for v in values:
+            site = v["site"] or ORG
+            if site_filter == TOTAL_ONLY and site != ORG:
+                continue
+            if site_filter not in (ALL, TOTAL_ONLY) and site != site_filter:
+                continue
+            self.cells[(v["kpi"], site, v["period"])] = v
+            if v["kpi"] in self.kpis:
+                keys.add((v["period"], site))
+        self.keys = sorted(keys, key=lambda k: (k[0], k[1] == ORG, k[1]))
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.keys)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else 2 + len(self.kpis)
+
+    def kpi_at(self, column: int) -> str | None:
+        return self.kpis[column - 2] if column >= 2 else None
+
+    def cell(self, index: QModelIndex) -> dict[str, Any] | None:
+        if not index.isValid() or index.column() < 2:
+            return None
+        period, site = self.keys[index.row()]
+        return self.cells.get((self.kpis[index.column() - 2], site, period))
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if section < 2:
+            return ("Period", "Site")[section] if role == Qt.ItemDataRole.DisplayRole else None
+        kpi = self.catalog.kpi(self.kpis[section - 2])
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{short_label(self.catalog, kpi.id)}\n{kpi.unit}"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{kpi.label} ({kpi.unit})\n{kpi.standard_ids()}\nRule: {kpi.rule}. {kpi.description}".strip()
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        period, site = self.keys[index.row()]
+        if index.column() < 2:
+            if role == Qt.ItemDataRole.DisplayRole:
+                return period if index.column() == 0 else site
+            if role == Qt.ItemDataRole.FontRole and site == ORG:
+                font = QFont()
+                font.setBold(True)
+                return font
+            return None
+        v = self.cell(index)
+        if v is None:
+            return "" if role == Qt.ItemDataRole.DisplayRole else None
+        flags = v["quality"]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return format_value(v["value"], v["unit"]) + (" *" if flags else "")
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            if "missing" in flags or v["value"] is None:
+                return QBrush(QColor("#ffebee"))
+            if flags:
+                return QBrush(QColor("#fff3e0"))
+            return QBrush(QColor("#f3f6f8")) if site == ORG else None
+        if role == Qt.ItemDataRole.FontRole and site == ORG:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.ToolTipRole:
+            kpi = self.catalog.kpi(v["kpi"])
+            lines = [f"{kpi.label}: {format_value(v['value'], v['unit'])} {v['unit']}",
+                     f"{site}, {period} · rule {v['rule']} · {v['input_rows'] or 0:,} staging rows"]
+            lines += [f"⚠ {f}: {FLAG_TEXT.get(f, f)}" for f in flags]
+            lines.append(f"result hash {v['result_hash'][:16]}…  (double-click to drill down)")
+            return "\n".join(lines)
+        if role == Qt.ItemDataRole.UserRole:
+            return v["id"]
+        return None
+
+    def export_table(self) -> dict[str, Any]:
+        """The table as shown, for export."""
+        rows = []
+        for period, site in self.keys:
+            values, flags = [], {}
+            for kpi in self.kpis:
+                v = self.cells.get((kpi, site, period))
+                values.append(v["value"] if v else None)
+                if v and v["quality"]:
+                    flags[kpi] = v["quality"]
+            rows.append({"period": period, "site": site, "values": values, "flags": flags})
+        units = [self.catalog.kpi(k).unit for k in self.kpis]
+        shown = {(p, s) for p, s in self.keys}
+        return {
+            "kpis": list(self.kpis),
+            "header": ["period", "site"] + [f"{k} [{u}]" for k, u in zip(self.kpis, units)],
+            "labels": ["Period", "Site"] + [f"{self.catalog.kpi(k).label} ({self.catalog.kpi(k).standard_ids()})"
+                                            for k in self.kpis],
+            "units": units,
+            "rows": rows,
+            "values": [dict(v, standards=self.catalog.kpi(v["kpi"]).standard_ids(), label=self.catalog.kpi(v["kpi"]).label,
+                            site=v["site"] or ORG)
+                       for (kpi, site, period), v in sorted(self.cells.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1]))
+                       if kpi in self.kpis and (period, site) in shown],
+        }
+
+
+# --- drill-down -------------------------------------------------------------------------------------
+
+class DrillDownDialog(QDialog):
+    """A KPI value, what it was computed from, its staging rows and their source keys.
+    Double-click a part to drill into it; Back returns."""
+
+    navigate = Signal(int, bool)  # a kpi_values id to show; True: deeper (Back returns), False: back
+
+    STAGING = ["id", "source_table", "source_key", "period", "activity_date", "site", "entity", "field", "category",
+               "subcategory", "scope", "method", "value", "unit", "normalized_value", "normalized_unit", "factor_id",
+               "factor_value", "factor_unit", "mapping_name", "mapping_version", "sync_id", "quality"]
+    PARTS = ["id", "kpi", "site", "period", "value", "unit", "rule", "input_rows", "quality"]
+
+    def __init__(self, catalog: Catalog, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("drillDownDialog")
+        self.setWindowTitle("Drill down")
+        self.catalog = catalog
+        self.history: list[int] = []
+        self.current: dict[str, Any] | None = None
+        self.summary = QLabel()
+        self.summary.setObjectName("drillSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.back = QPushButton(icons.standard("SP_ArrowBack"), "Back")
+        self.back.setEnabled(False)
+        self.parts_model = RecordsModel([], self.PARTS, parent=self)
+        self.staging_model = RecordsModel([], self.STAGING, parent=self)
+        self.keys_model = RecordsModel([], ["connector", "source_table", "source_key"], parent=self)
+        self.tabs = QTabWidget()
+        self.views: dict[str, QTableView] = {}
+        for name, model, title in (("parts", self.parts_model, "Computed from"),
+                                   ("staging", self.staging_model, "Staging rows"),
+                                   ("keys", self.keys_model, "Source keys")):
+            view = QTableView()
+            view.setObjectName(f"drill_{name}")
+            view.setModel(model)
+            view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+            view.setAlternatingRowColors(True)
+            view.verticalHeader().setDefaultSectionSize(20)
+            view.horizontalHeader().setStretchLastSection(True)
+            self.views[name] = view
+            self.tabs.addTab(view, title)
+        self.views["parts"].doubleClicked.connect(self._part_chosen)
+        close = QPushButton("Close")
+        close.clicked.connect(self.close)
+        self.back.clicked.connect(self._back)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.back)
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.tabs, 1)
+        layout.addLayout(buttons)
+        self.resize(980, 520)
+
+    def show_result(self, found: dict[str, Any], mode: str = "new") -> None:
+        """mode: "new" (a value chosen in the table or chart: a new trail), "into" (a part
+        of the value shown), "back"."""
+        v = found["value"]
+        if mode == "new":
+            self.history = []
+        elif mode == "into" and self.current is not None:
+            self.history.append(self.current["value"]["id"])
+        self.back.setEnabled(bool(self.history))
+        self.current = found
+        kpi = self.catalog.kpi(v["kpi"])
+        flags = json.loads(v["quality"]) if isinstance(v["quality"], str) and v["quality"] else (v["quality"] or [])
+        site = v["site"] or ORG
+        self.setWindowTitle(f"Drill down: {v['kpi']} {v['period']} {site}")
+        text = (f"<b>{kpi.label if kpi else v['kpi']}</b> — {site}, {v['period']} ({v['period_type']}): "
+                f"<b>{format_value(v['value'], v['unit'])} {v['unit']}</b><br>"
+                f"Rule: {v['rule']} · {kpi.standard_ids() if kpi else ''}<br>"
+                f"{len(found['parts'])} value{'s' if len(found['parts']) != 1 else ''} computed from · "
+                f"{found['staging_row_count']:,} staging rows · {len(found['source_keys']):,} source keys"
+                + (f" (first {len(found['staging_rows']):,} shown)" if found['staging_row_count'] > len(found['staging_rows'])
+                   else "")
+                + f"<br>Result hash <code>{v['result_hash']}</code>")
+        if flags:
+            text += "<br><span style='color:#ef6c00'>⚠ " + "; ".join(f"{f}: {FLAG_TEXT.get(f, f)}" for f in flags) + "</span>"
+        self.summary.setText(text)
+        parts = [dict(p, site=p["site"] or ORG) for p in found["parts"]]
+        self.parts_model.set_rows(parts, self.PARTS)
+        self.staging_model.set_rows(found["staging_rows"], self.STAGING)
+        self.keys_model.set_rows(found["source_keys"], ["connector", "source_table", "source_key"])
+        self.tabs.setTabText(0, f"Computed from ({len(parts)})")
+        self.tabs.setTabText(1, f"Staging rows ({found['staging_row_count']:,})")
+        self.tabs.setTabText(2, f"Source keys ({len(found['source_keys']):,})")
+        self.tabs.setTabEnabled(0, bool(parts))
+        if not parts and self.tabs.currentIndex() == 0:
+            self.tabs.setCurrentIndex(1)
+        for view in self.views.values():
+            view.resizeColumnsToContents()
+
+    def _part_chosen(self, index: QModelIndex) -> None:
+        value_id = self.parts_model.raw(index.row(), self.PARTS.index("id"))
+        if value_id is not None:
+            self.navigate.emit(int(value_id), True)
+
+    def _back(self) -> None:
+        if self.history:
+            self.navigate.emit(self.history.pop(), False)
+
+
+# --- the panel ---------------------------------------------------------------------------------------
+
+class KpiPanel(QWidget):
+    loaded = Signal(int)  # values shown
+    drilled = Signal(dict)  # a drill-down result
+    exported = Signal(str)  # the file written
+    failed = Signal(str)
+    message = Signal(str)
+
+    def __init__(self, pool, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("kpiPanel")
+        self.pool = pool
+        self.workspace = None
+        self.catalog = load_catalog()
+        self.values: list[dict[str, Any]] = []
+        self.chosen_kpis: list[str] = list(HEADLINE)
+        self.drill_dialog: DrillDownDialog | None = None
+
+        self.period_type = QComboBox()
+        self.period_type.setObjectName("kpiPeriodType")
+        for key, text in PERIOD_TYPES:
+            self.period_type.addItem(text, key)
+        self.site = QComboBox()
+        self.site.setObjectName("kpiSite")
+        self.site.addItem("Every site and the total", ALL)
+        self.site.addItem("Organization total only", TOTAL_ONLY)
+        self.columns_button = QToolButton()
+        self.columns_button.setText("KPIs")
+        self.columns_button.setIcon(icons.standard("SP_FileDialogListView"))
+        self.columns_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.columns_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.columns_button.setToolTip("Choose the KPIs shown as columns")
+        self.columns_menu = QMenu(self)
+        self.kpi_actions: dict[str, QAction] = {}
+        topic = None
+        for k in self.catalog.kpis.values():
+            if k.topic != topic:
+                topic = k.topic
+                self.columns_menu.addSection(topic or "Other")
+            act = self.columns_menu.addAction(f"{k.label} ({k.unit})")
+            act.setCheckable(True)
+            act.setChecked(k.id in self.chosen_kpis)
+            act.setToolTip(k.standard_ids())
+            act.toggled.connect(lambda on, kid=k.id: self._toggle_kpi(kid, on))
+            self.kpi_actions[k.id] = act
+        self.columns_button.setMenu(self.columns_menu)
+        self.chart_kpi = QComboBox()
+        self.chart_kpi.setObjectName("kpiChartChoice")
+        for k in self.catalog.kpis_in_order():
+            self.chart_kpi.addItem(f"{k.label} ({k.unit})", k.id)
+        self.chart_kpi.setCurrentIndex(self.chart_kpi.findData("energy_total"))
+        self.chart_kpi.setMaximumWidth(320)
+        self.refresh_button = QPushButton(icons.standard("SP_BrowserReload"), "Refresh")
+        self.drill_button = QPushButton(icons.standard("SP_FileDialogContentsView"), "Drill down…")
+        self.drill_button.setObjectName("kpiDrill")
+        self.drill_button.setToolTip("The staging rows and source keys behind the selected value (or double-click it)")
+        self.csv_button = QPushButton(icons.standard("SP_DialogSaveButton"), "CSV…")
+        self.csv_button.setObjectName("kpiExportCsv")
+        self.csv_button.setToolTip("Export the table as shown to a CSV file")
+        self.xlsx_button = QPushButton(icons.standard("SP_DialogSaveButton"), "XLSX…")
+        self.xlsx_button.setObjectName("kpiExportXlsx")
+        self.xlsx_button.setToolTip("Export to an Excel workbook: the table, every value with its standard ids, "
+                                    "flags and result hash")
+        self.status = QLabel("Apply a mapping to compute KPIs.")
+        self.status.setObjectName("kpiStatus")
+        self.status.setWordWrap(True)
+        self.model = KpiTableModel(self.catalog, self)
+        self.table = QTableView()
+        self.table.setObjectName("kpiTable")
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(21)
+        self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.chart = ChartWidget()
+
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Periods"))
+        head.addWidget(self.period_type)
+        head.addWidget(QLabel("Sites"))
+        head.addWidget(self.site)
+        head.addWidget(self.columns_button)
+        head.addSpacing(12)
+        head.addWidget(QLabel("Chart"))
+        head.addWidget(self.chart_kpi, 1)
+        head.addStretch(0)
+        head.addWidget(self.refresh_button)
+        head.addWidget(self.drill_button)
+        head.addWidget(self.csv_button)
+        head.addWidget(self.xlsx_button)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("kpiSplitter")
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(self.chart)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(head)
+        layout.addWidget(self.status)
+        layout.addWidget(self.splitter, 1)
+
+        self.period_type.currentIndexChanged.connect(lambda _: self.refresh())
+        self.site.currentIndexChanged.connect(lambda _: self._show())
+        self.chart_kpi.currentIndexChanged.connect(lambda _: self._show_chart())
+        self.refresh_button.clicked.connect(self.refresh)
+        self.drill_button.clicked.connect(lambda: self.drill_down_index(self.table.currentIndex()))
+        self.table.doubleClicked.connect(self.drill_down_index)
+        self.table.selectionModel().currentChanged.connect(self._current_changed)
+        self.chart.clicked.connect(self._chart_clicked)
+        self.csv_button.clicked.connect(lambda: self._ask_export("csv"))
+        self.xlsx_button.clicked.connect(lambda: self._ask_export("xlsx"))
+        self._update_buttons()
+
+    # --- data ----------------------------------------------------------------------------------
+
+    def set_workspace(self, workspace) -> None:
+        self.workspace = workspace
+        self.values = []
+        self.model.set_values([], self.chosen_kpis, ALL)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.workspace is None:
+            return
+        period_type = self.period_type.currentData()
+        self.status.setText("Loading KPI values…")
+
+        def done(values: list[dict[str, Any]]) -> None:
+            if period_type != self.period_type.currentData():
+                return
+            self.values = values
+            sites = sorted({v["site"] for v in values if v["site"]})
+            current = self.site.currentData()
+            self.site.blockSignals(True)
+            while self.site.count() > 2:
+                self.site.removeItem(2)
+            for s in sites:
+                self.site.addItem(s, s)
+            self.site.setCurrentIndex(max(0, self.site.findData(current)))
+            self.site.blockSignals(False)
+            self._show()
+            self.loaded.emit(len(values))
+
+        self.pool.run(load_values, self.workspace, period_type, on_done=done, on_error=self._error, owner=self)
+
+    def _show(self) -> None:
+        self.model.set_values(self.values, self.chosen_kpis, self.site.currentData())
+        self.status.setStyleSheet("")
+        self.table.resizeColumnsToContents()
+        for i in range(2, self.model.columnCount()):
+            self.table.setColumnWidth(i, max(self.table.columnWidth(i), 96))
+        if self.values:
+            runs = {v["run_id"] for v in self.values}
+            computed = max(v["computed_at"] for v in self.values)
+            flagged = sum(1 for v in self.values if v["quality"] and v["kpi"] in self.chosen_kpis)
+            self.status.setText(
+                f"{len(self.model.keys):,} rows × {len(self.chosen_kpis)} KPIs, computed {computed:%Y-%m-%d %H:%M} UTC "
+                f"(catalog {self.values[0]['catalog_version']}{', run ' + next(iter(runs)) if len(runs) == 1 else ''}). "
+                f"{flagged:,} values carry data-quality flags (* tinted; hover for why). "
+                "Double-click a value to trace it to its source rows.")
+        else:
+            self.status.setText("No KPI values yet: apply a mapping (Mapping tab → Apply) to compute them.")
+        self._show_chart()
+        self._update_buttons()
+
+    def _toggle_kpi(self, kpi: str, on: bool) -> None:
+        if on and kpi not in self.chosen_kpis:
+            self.chosen_kpis.append(kpi)
+        elif not on and kpi in self.chosen_kpis:
+            self.chosen_kpis.remove(kpi)
+        order = [k.id for k in self.catalog.kpis.values()]
+        self.chosen_kpis.sort(key=order.index)
+        self._show()
+
+    def set_kpis(self, kpis: list[str]) -> None:
+        for kid, act in self.kpi_actions.items():
+            act.blockSignals(True)
+            act.setChecked(kid in kpis)
+            act.blockSignals(False)
+        self.chosen_kpis = list(kpis)
+        self._show()
+
+    def _show_chart(self) -> None:
+        kpi_id = self.chart_kpi.currentData()
+        kpi = self.catalog.kpi(kpi_id)
+        site_filter = self.site.currentData()
+        mine = [v for v in self.values if v["kpi"] == kpi_id]
+        if not mine:
+            self.chart.clear("No values of this KPI yet." if self.values else "No KPI values yet.")
+            return
+        periods = sorted({v["period"] for v in mine})
+        ratio = kpi.rule == "ratio"
+        if site_filter == TOTAL_ONLY:
+            names = [ORG]
+        elif site_filter == ALL:
+            names = sorted({v["site"] for v in mine if v["site"]}) + ([ORG] if ratio else [])
+            names = names or [ORG]
+        else:
+            names = [site_filter]
+        series = []
+        for name in names:
+            by_period = {v["period"]: v["value"] for v in mine if (v["site"] or ORG) == name}
+            series.append(Series(name, [by_period.get(p) for p in periods], "#263238" if name == ORG and ratio else ""))
+        self.chart.set_data(kpi.label, kpi.unit, periods, series, LINES if ratio else BARS)
+
+    def _current_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
+        kpi = self.model.kpi_at(current.column()) if current.isValid() else None
+        if kpi is not None and kpi != self.chart_kpi.currentData():
+            self.chart_kpi.setCurrentIndex(self.chart_kpi.findData(kpi))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has = bool(self.model.keys)
+        self.csv_button.setEnabled(has)
+        self.xlsx_button.setEnabled(has)
+        self.drill_button.setEnabled(self.model.cell(self.table.currentIndex()) is not None)
+
+    def _error(self, message: str) -> None:
+        self.status.setText(message.replace("\nWhat to do:", "  What to do:"))
+        self.status.setStyleSheet("color: #c62828;")
+        self.failed.emit(message)
+        self.message.emit(message)
+
+    # --- drill-down ----------------------------------------------------------------------------------
+
+    def index_of(self, kpi: str, period: str, site: str | None) -> QModelIndex:
+        site = site or ORG
+        if kpi not in self.model.kpis or (period, site) not in self.model.keys:
+            return QModelIndex()
+        return self.model.index(self.model.keys.index((period, site)), 2 + self.model.kpis.index(kpi))
+
+    def drill_down_index(self, index: QModelIndex) -> None:
+        v = self.model.cell(index)
+        if v is not None:
+            self.drill_down(v["id"])
+
+    def _chart_clicked(self, period: str, site: str) -> None:
+        kpi = self.chart_kpi.currentData()
+        v = next((v for v in self.values if v["kpi"] == kpi and v["period"] == period and (v["site"] or ORG) == site), None)
+        if v is not None:
+            index = self.index_of(kpi, period, v["site"])
+            if index.isValid():
+                self.table.setCurrentIndex(index)
+                self.table.scrollTo(index)
+            self.drill_down(v["id"])
+
+    def drill_down(self, value_id: int, mode: str = "new") -> None:
+        """Open the drill-down of a KPI value (in a worker); `drilled(result)` when shown."""
+        if self.workspace is None:
+            return
+        if self.drill_dialog is None:
+            self.drill_dialog = DrillDownDialog(self.catalog, self)
+            self.drill_dialog.navigate.connect(self._navigate)
+            self.drill_dialog.finished.connect(self._drill_closed)
+
+        def done(found: dict[str, Any]) -> None:
+            if self.drill_dialog is None:
+                return
+            self.drill_dialog.show_result(found, mode)
+            self.drill_dialog.show()
+            self.drill_dialog.raise_()
+            self.drilled.emit(found)
+
+        self.pool.run(drill, self.workspace, value_id, on_done=done, on_error=self._error, owner=self)
+
+    def _navigate(self, value_id: int, deeper: bool) -> None:
+        self.drill_down(value_id, "into" if deeper else "back")
+
+    def _drill_closed(self, _code: int = 0) -> None:
+        dialog, self.drill_dialog = self.drill_dialog, None
+        if dialog is not None:
+            dialog.deleteLater()
+
+    # --- export ----------------------------------------------------------------------------------------
+
+    def _ask_export(self, kind: str) -> None:
+        stamp = dt.date.today().isoformat()
+        suggested = str(Path.home() / f"esg-kpis-{self.period_type.currentData()}-{stamp}.{kind}")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export KPIs to {kind.upper()}", suggested,
+                                              "CSV (*.csv)" if kind == "csv" else "Excel workbook (*.xlsx)")
+        if path:
+            if not path.lower().endswith(f".{kind}"):
+                path += f".{kind}"
+            self.export(path, kind)
+
+    def export(self, path: str, kind: str | None = None) -> None:
+        """Write the table as shown (in a worker); `exported(path)` when done."""
+        kind = kind or ("xlsx" if str(path).lower().endswith(".xlsx") else "csv")
+        table = self.model.export_table()
+        table["workspace"] = getattr(self.workspace, "display_url", "")
+        table["catalog_version"] = self.values[0]["catalog_version"] if self.values else ""
+        table["period_type"] = self.period_type.currentData()
+
+        def done(written: str) -> None:
+            text = f"Exported {len(table['rows']):,} rows × {len(table['kpis'])} KPIs to {written}."
+            self.status.setText(text)
+            self.status.setStyleSheet("")
+            self.message.emit(text)
+            self.exported.emit(written)
+
+        self.pool.run(export_rows, str(path), kind, table, on_done=done, on_error=self._error, owner=self)

@@ -1,0 +1,587 @@
+"""The Mapping tab: the canvas, the transform editor, the validation panel and the
+preview grid, with the mapping's commands (undo/redo, auto-map, add table, zoom, save a
+version, version history, apply).
+
+Loading, saving, previewing and applying run in the WorkerPool, never on the GUI thread;
+their errors arrive as readable messages (EsgError.describe()) in the info bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from esg_workbench.gui import dialogs, icons
+from esg_workbench.gui.mapping import items as it
+from esg_workbench.gui.mapping import tasks
+from esg_workbench.gui.mapping.dialogs import AddTableDialog, AutoMapDialog, HistoryDialog, NewMappingDialog, SaveDialog
+from esg_workbench.gui.mapping.document import MappingDocument
+from esg_workbench.gui.mapping.preview import PreviewPanel
+from esg_workbench.gui.mapping.scene import MappingScene
+from esg_workbench.gui.mapping.transform_editor import TransformEditor
+from esg_workbench.gui.mapping.validation_panel import ValidationPanel
+from esg_workbench.gui.mapping.view import MappingView
+from esg_workbench.mapping.model import Mapping
+
+
+class Relay(QObject):
+    """Carries a worker's plain progress callback to the GUI thread (a queued signal)."""
+
+    message = Signal(str)
+
+
+class MappingPanel(QWidget):
+    mappings_listed = Signal(list)  # [dict] from store.list_mappings
+    loaded = Signal(object)  # the Mapping opened on the canvas
+    saved = Signal(object)  # the stored Mapping (with its version)
+    applied = Signal(dict)  # what apply + aggregate did
+    apply_failed = Signal(str)
+    message = Signal(str)  # for the main window's status bar
+    kpis_requested = Signal()  # "Show KPIs" after an apply
+
+    def __init__(self, pool, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("mappingPanel")
+        self.pool = pool
+        self.workspace = None
+        self.listed: list[dict[str, Any]] = []
+        self.versions: list[dict[str, Any]] = []
+        self.applying = False
+        self._selecting_problem = False
+        self.document = MappingDocument(parent=self)
+        self.scene = MappingScene(self.document, self)
+        self.view = MappingView(self.scene)
+        self.editor = TransformEditor(self.document)
+        self.editor.setMinimumWidth(300)
+        self.validation = ValidationPanel()
+        self.preview = PreviewPanel(pool, self.document)
+        self.info = dialogs.InfoBar()
+        self.hint = QLabel()
+        self.hint.setObjectName("canvasHint")
+        self.hint.setStyleSheet("color: #455a64; padding: 1px 4px;")
+        self.hint.setText("Drag a source column onto an ESG field. Click an edge to edit its transforms. "
+                          "Ctrl+wheel zooms, middle button (or Space + drag) pans, Delete removes the selection.")
+
+        self.combo = QComboBox()
+        self.combo.setObjectName("mappingCombo")
+        self.combo.setMinimumWidth(220)
+        self.combo.setToolTip("The mapping on the canvas (newest saved version)")
+        self._build_actions()
+
+        self.bottom = QTabWidget()
+        self.bottom.setDocumentMode(True)
+        self.bottom.addTab(self.validation, icons.standard("SP_MessageBoxWarning"), "Problems")
+        self.bottom.addTab(self.preview, icons.table_icon(), "Preview")
+        self.top_split = QSplitter(Qt.Orientation.Horizontal)
+        self.top_split.addWidget(self.view)
+        self.top_split.addWidget(self.editor)
+        self.top_split.setStretchFactor(0, 4)
+        self.top_split.setStretchFactor(1, 1)
+        self.top_split.setSizes([900, 330])
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("mappingSplitter")
+        self.splitter.addWidget(self.top_split)
+        self.splitter.addWidget(self.bottom)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([520, 200])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.info)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.hint)
+
+        self.combo.activated.connect(self._combo_chosen)
+        self.scene.hint.connect(self._show_hint)
+        self.scene.selectionChanged.connect(self._selection_changed)
+        self.scene.current_table_changed.connect(self.preview.set_table)
+        self.scene.edge_activated.connect(self._edge_activated)
+        self.validation.problem_activated.connect(self.select_problem)
+        self.validation.counts_changed.connect(self._counts)
+        self.document.problems_changed.connect(self._problems)
+        self.document.modified_changed.connect(self._modified_changed)
+        self.document.reset.connect(self._document_reset)
+        self.view.zoom_changed.connect(self._zoom_changed)
+        self.editor.edge_deleted.connect(self.view.setFocus)
+        self._update_actions()
+
+    def _modified_changed(self, modified: bool) -> None:
+        self._update_actions()
+
+    def _zoom_changed(self, zoom: float) -> None:
+        self.zoom_label.setText(f"{zoom * 100:.0f} %")
+
+    # --- actions --------------------------------------------------------------------------
+
+    def _action(self, text: str, slot: Callable, shortcut=None, icon: str | None = None, tip: str = "",
+                name: str = "") -> QAction:
+        action = QAction(text, self)
+        if icon:
+            action.setIcon(icons.standard(icon))
+        if shortcut is not None:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        if tip:
+            action.setToolTip(f"{tip} ({action.shortcut().toString()})" if shortcut is not None else tip)
+        if name:
+            action.setObjectName(name)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        stack = self.document.undo_stack
+        self.act_new = a("New…", self.new_mapping, None, "SP_FileIcon", "Start a new mapping for a connector",
+                         "newMapping")
+        self.act_undo = stack.createUndoAction(self, "Undo")
+        self.act_undo.setIcon(icons.standard("SP_ArrowBack"))
+        self.act_undo.setShortcut(QKeySequence.StandardKey.Undo)
+        self.act_redo = stack.createRedoAction(self, "Redo")
+        self.act_redo.setIcon(icons.standard("SP_ArrowForward"))
+        self.act_redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
+        for act in (self.act_undo, self.act_redo):
+            act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(act)
+        self.act_add_table = a("Add table…", self.add_table, None, "SP_FileDialogNewFolder",
+                               "Map another landed table onto an ESG entity", "addTable")
+        self.act_automap = a("Auto-map", self.auto_map, "Ctrl+M", "SP_DialogYesButton",
+                             "Propose edges by name and type similarity (selected table, or all)", "autoMap")
+        self.act_delete = a("Delete", self.delete_selected, None, "SP_TrashIcon",
+                            "Delete the selected edges or table mappings (Delete key on the canvas)", "deleteSelected")
+        self.act_zoom_in = a("Zoom in", self.view.zoom_in, ["Ctrl++", "Ctrl+="], None, "Zoom in", "zoomIn")
+        self.act_zoom_out = a("Zoom out", self.view.zoom_out, "Ctrl+-", None, "Zoom out", "zoomOut")
+        self.act_fit = a("Fit", self.view.fit, "Ctrl+0", None, "Fit the whole mapping in view", "zoomFit")
+        self.act_save = a("Save…", self.save, "Ctrl+S", "SP_DialogSaveButton",
+                          "Save the mapping as a new version (author, time, audit entry)", "saveMapping")
+        self.act_history = a("History…", self.show_history, None, "SP_FileDialogContentsView",
+                             "Saved versions of this mapping", "mappingHistory")
+        self.act_apply = a("Apply", self.apply, "Ctrl+Return", "SP_MediaPlay",
+                           "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
+        self.zoom_label = QLabel("100 %")
+        self.zoom_label.setMinimumWidth(44)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        bar = QToolBar("Mapping")
+        bar.setObjectName("mappingToolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar.addWidget(QLabel(" Mapping "))
+        bar.addWidget(self.combo)
+        bar.addAction(self.act_new)
+        bar.addSeparator()
+        bar.addAction(self.act_undo)
+        bar.addAction(self.act_redo)
+        bar.addSeparator()
+        bar.addAction(self.act_add_table)
+        bar.addAction(self.act_automap)
+        bar.addAction(self.act_delete)
+        bar.addSeparator()
+        for act, text in ((self.act_zoom_out, "−"), (self.act_zoom_in, "+")):
+            button = QToolButton()
+            button.setDefaultAction(act)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            button.setText(text)
+            button.setAutoRaise(True)
+            if act is self.act_zoom_in:
+                bar.addWidget(self.zoom_label)
+            bar.addWidget(button)
+        bar.addAction(self.act_fit)
+        bar.addSeparator()
+        bar.addAction(self.act_save)
+        bar.addAction(self.act_history)
+        bar.addAction(self.act_apply)
+        self.toolbar = bar
+
+    def _update_actions(self) -> None:
+        has_ws = self.workspace is not None
+        mapping = self.document.mapping
+        has = mapping is not None
+        self.act_new.setEnabled(has_ws)
+        self.act_add_table.setEnabled(has)
+        self.act_automap.setEnabled(has and bool(mapping.tables))
+        self.act_save.setEnabled(has and self.document.modified)
+        self.act_history.setEnabled(has and mapping.version is not None)
+        self.act_apply.setEnabled(has and not self.applying and bool(mapping.tables))
+        self.act_delete.setEnabled(has and bool(self.scene.selectedItems()))
+        self._update_combo_text()
+
+    # --- workspace and loading ------------------------------------------------------------------
+
+    def set_workspace(self, workspace) -> None:
+        self.workspace = workspace
+        self.preview.set_workspace(workspace)
+        self.document.set_mapping(None)
+        self.info.dismiss()
+        self.reload()
+
+    def reload(self, select: str | None = None) -> None:
+        """List the workspace's mappings and open `select` (or the one shown, or the first)."""
+        if self.workspace is None:
+            return
+        current = select or (self.document.mapping.name if self.document.mapping else None)
+
+        def done(rows: list[dict[str, Any]]) -> None:
+            self.listed = rows
+            self._fill_combo()
+            self.mappings_listed.emit(rows)
+            names = [r["name"] for r in rows]
+            if self.document.modified and self.document.mapping and self.document.mapping.name == current:
+                return  # keep the unsaved work on the canvas
+            if current in names:
+                self.open_mapping(current)
+            elif names:
+                self.open_mapping(names[0])
+            else:
+                self.document.set_mapping(None)
+                self._update_actions()
+
+        self.pool.run(tasks.list_mappings, self.workspace, on_done=done, on_error=self._error, owner=self)
+
+    def _fill_combo(self) -> None:
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for r in self.listed:
+            self.combo.addItem(f"{r['name']}  (v{r['version']})", r["name"])
+        m = self.document.mapping
+        if m is not None and self.combo.findData(m.name) < 0:
+            self.combo.addItem(m.name, m.name)
+        if m is not None:
+            self.combo.setCurrentIndex(self.combo.findData(m.name))
+        self.combo.blockSignals(False)
+        self._update_combo_text()
+
+    def _update_combo_text(self) -> None:
+        m = self.document.mapping
+        if m is None:
+            return
+        i = self.combo.findData(m.name)
+        if i >= 0:
+            text = f"{m.name}  ({'v' + str(m.version) if m.version else 'not saved'})"
+            newest = next((r["version"] for r in self.listed if r["name"] == m.name), None)
+            if m.version and newest and m.version != newest:
+                text += f" of v{newest}"
+            self.combo.setItemText(i, text + ("  •" if self.document.modified else ""))
+
+    def _combo_chosen(self, index: int) -> None:
+        name = self.combo.itemData(index)
+        if self.document.mapping is not None and name == self.document.mapping.name:
+            return
+        if not self._may_discard():
+            self._fill_combo()
+            return
+        self.open_mapping(name)
+
+    def _may_discard(self) -> bool:
+        if not self.document.modified:
+            return True
+        return dialogs.ask(self, "Unsaved changes",
+                           f"The mapping '{self.document.mapping.name}' has unsaved changes. Discard them?",
+                           yes="Discard", no="Keep editing")
+
+    def open_mapping(self, name: str, version: int | None = None) -> None:
+        if self.workspace is None:
+            return
+        self.hint.setText(f"Opening {name}{f' v{version}' if version else ''}…")
+
+        def done(opened: tasks.Opened) -> None:
+            self.versions = opened.history
+            newest = opened.history[0]["version"] if opened.history else None
+            self.document.set_mapping(opened.mapping, opened.context,
+                                      modified=version is not None and version != newest)
+            self._fill_combo()
+            self._update_actions()
+            self.hint.setText(f"{name} v{opened.mapping.version}: {len(opened.mapping.tables)} table mappings, "
+                              f"{sum(len(t.edges) for t in opened.mapping.tables)} edges."
+                              + (f" This is an older version; save it to make it the newest (v{newest + 1})."
+                                 if version is not None and version != newest else ""))
+            self.loaded.emit(opened.mapping)
+
+        self.pool.run(tasks.open_mapping, self.workspace, name, version, on_done=done, on_error=self._error,
+                      owner=self)
+
+    def refresh_sources(self) -> None:
+        """Re-read the landed tables' columns (after a sync) keeping the edits and undo stack."""
+        m = self.document.mapping
+        if self.workspace is None or m is None:
+            return
+
+        def done(context: tasks.SourceContext) -> None:
+            if self.document.mapping is m:
+                self.document.set_context(context)
+
+        self.pool.run(tasks.source_context, self.workspace, m.connector, on_done=done, on_error=self._error, owner=self)
+
+    def _document_reset(self) -> None:
+        self.view.resetTransform()
+        self.view.zoom_changed.emit(1.0)
+        self.view.fit_width()
+        m = self.document.mapping
+        self.validation.set_problems(self.document.problems, self._table_names())
+        self.preview.set_table(None)
+        self._update_actions()
+        if m is not None and not m.tables:
+            self.hint.setText("Add a table mapping: a landed source table and the ESG entity it feeds.")
+
+    def _table_names(self) -> dict[str, str]:
+        m = self.document.mapping
+        return {t.id: f"{t.stream} → {t.entity}" for t in m.tables} if m else {}
+
+    # --- reactions --------------------------------------------------------------------------------
+
+    def _problems(self, problems) -> None:
+        self.validation.set_problems(problems, self._table_names())
+        self._update_actions()
+
+    def _counts(self, errors: int, warnings: int) -> None:
+        text = "Problems"
+        if errors or warnings:
+            text += f" ({errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''})"
+        self.bottom.setTabText(0, text)
+        self.bottom.setTabIcon(0, icons.standard("SP_MessageBoxCritical") if errors else
+                               icons.standard("SP_MessageBoxWarning") if warnings else icons.dot_icon("ok"))
+
+    def _selection_changed(self) -> None:
+        edges = self.scene.selected_edges()
+        if len(edges) == 1:
+            self.editor.set_edge(edges[0].table_id, edges[0].edge_id)
+            if not self._selecting_problem:
+                self.bottom.setCurrentWidget(self.preview)  # see what the edge makes of the landed rows
+            edge = self.document.mapping.table(edges[0].table_id).edge(edges[0].edge_id)
+            self.preview.set_table(edges[0].table_id)
+            self.preview.highlight(edge.target if edge else None)
+        else:
+            if self.editor.edge_id is not None and not edges:
+                self.editor.set_edge(None, None)
+            fields = [i for i in self.scene.selectedItems() if isinstance(i, it.FieldItem)]
+            self.preview.highlight(fields[0].name if fields else None)
+        self._update_actions()
+
+    def _edge_activated(self, table_id: str, edge_id: str) -> None:
+        self.editor.set_edge(table_id, edge_id)
+        self.editor.list.setFocus()
+
+    def _show_hint(self, text: str) -> None:
+        if text:
+            self.hint.setText(text)
+
+    def select_problem(self, problem) -> None:
+        self._selecting_problem = True
+        try:
+            item = self.scene.select_problem(problem)
+        finally:
+            self._selecting_problem = False
+        if item is not None:
+            self.view.setFocus()
+            self.hint.setText(f"{problem.message}  What to do: {problem.hint}")
+
+    def _error(self, message: str) -> None:
+        self.info.show_notice(message, "error", topic="mapping")
+        self.hint.setText(message.splitlines()[0])
+        self.message.emit(message)
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    def undo(self) -> None:
+        self.document.undo_stack.undo()
+
+    def redo(self) -> None:
+        self.document.undo_stack.redo()
+
+    def delete_selected(self) -> None:
+        self.scene.delete_selected()
+
+    def new_mapping(self) -> NewMappingDialog | None:
+        if self.workspace is None or not self._may_discard():
+            return None
+
+        def connectors(names: list[str]) -> None:
+            dialog = NewMappingDialog(names, {r["name"] for r in self.listed}, self)
+            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.accepted.connect(lambda: self.create_mapping(*dialog.value()))
+            dialog.open()
+            self.new_dialog = dialog
+
+        self.pool.run(tasks.connector_names, self.workspace, on_done=connectors, on_error=self._error, owner=self)
+        return None
+
+    def create_mapping(self, name: str, connector: str) -> None:
+        def done(context: tasks.SourceContext) -> None:
+            self.versions = []
+            self.document.set_mapping(Mapping(name=name, connector=connector), context, modified=True)
+            self._fill_combo()
+            self._update_actions()
+            self.add_table()
+
+        self.pool.run(tasks.source_context, self.workspace, connector, on_done=done, on_error=self._error, owner=self)
+
+    def add_table(self) -> AddTableDialog | None:
+        if self.document.mapping is None:
+            return None
+        dialog = AddTableDialog(self.document.context.streams, self.document.catalog, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.document.add_table(*dialog.value()))
+        dialog.open()
+        return dialog
+
+    def auto_map(self) -> AutoMapDialog | None:
+        """Propose edges for the selected table mapping (all tables when none is selected)."""
+        m = self.document.mapping
+        if m is None or not m.tables:
+            return None
+        selected = {getattr(i, "table_id", None) for i in self.scene.selectedItems()} - {None}
+        proposals = self.document.proposals(sorted(selected) or None)
+        names = self._table_names()
+        columns = {t.id: self.document.columns_of(t) or {} for t in m.tables}
+        dialog = AutoMapDialog(proposals, names, columns, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.scene.show_proposals(proposals)
+
+        def accepted() -> None:
+            chosen = dialog.accepted_proposals()
+            self.scene.clear_proposals()
+            self.document.accept_proposals(chosen)
+            self.hint.setText(f"Auto-map: {len(chosen)} edge{'s' if len(chosen) != 1 else ''} added "
+                              "(one undo step).")
+
+        dialog.accepted.connect(accepted)
+        dialog.rejected.connect(self.scene.clear_proposals)
+        dialog.open()
+        self.automap_dialog = dialog
+        return dialog
+
+    def save(self) -> SaveDialog | None:
+        m = self.document.mapping
+        if m is None:
+            return None
+        dialog = SaveDialog(m, len(self.document.errors), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.save_version(dialog.comment.text().strip()))
+        dialog.open()
+        self.save_dialog = dialog
+        return dialog
+
+    def save_version(self, comment: str = "", then: Callable[[], None] | None = None) -> None:
+        m = self.document.mapping
+        if m is None or self.workspace is None:
+            return
+        snapshot = m.copy()
+        self.act_save.setEnabled(False)
+        self.hint.setText(f"Saving {m.name}…")
+
+        def done(stored: Mapping) -> None:
+            if self.document.mapping is m:
+                self.document.mark_saved(stored)
+            self.versions.insert(0, {"version": stored.version, "author": stored.author,
+                                     "created_at": stored.created_at, "comment": comment,
+                                     "definition_hash": stored.definition_hash()})
+            text = f"Saved {stored.name} as version {stored.version} (by {stored.author})."
+            self.hint.setText(text)
+            self.message.emit(text)
+            self.info.dismiss()
+            self.saved.emit(stored)
+            self._refresh_list()
+            if then is not None:
+                then()
+
+        def failed(message: str) -> None:
+            self._update_actions()
+            self._error(message)
+
+        self.pool.run(tasks.save, self.workspace, snapshot, comment, on_done=done, on_error=failed, owner=self)
+
+    def _refresh_list(self) -> None:
+        def done(rows) -> None:
+            self.listed = rows
+            self._fill_combo()
+            self._update_actions()
+            self.mappings_listed.emit(rows)
+
+        self.pool.run(tasks.list_mappings, self.workspace, on_done=done, on_error=self._error, owner=self)
+
+    def show_history(self) -> HistoryDialog | None:
+        m = self.document.mapping
+        if m is None or self.workspace is None or m.version is None:
+            return None
+        name = m.name
+
+        def done(versions) -> None:
+            self.versions = versions
+            dialog = HistoryDialog(name, versions, m.version, self)
+            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.open_version.connect(lambda v: self._open_version(name, v))
+            dialog.open()
+            self.history_dialog = dialog
+
+        self.pool.run(tasks.history, self.workspace, name, on_done=done, on_error=self._error, owner=self)
+        return None
+
+    def _open_version(self, name: str, version: int) -> None:
+        if self._may_discard():
+            self.open_mapping(name, version)
+
+    def apply(self) -> None:
+        """Save when needed, then apply the saved version and aggregate, in a worker."""
+        m = self.document.mapping
+        if m is None or self.workspace is None or self.applying:
+            return
+        errors = self.document.errors
+        if errors:
+            self.bottom.setCurrentWidget(self.validation)
+            self.info.show_notice(
+                f"The mapping has {len(errors)} error{'s' if len(errors) != 1 else ''}, so it cannot be applied. "
+                f"First: {errors[0].message}\nWhat to do: {errors[0].hint}", "error",
+                [("Show it", lambda: self.select_problem(errors[0]))], topic="apply")
+            return
+        if self.document.modified:
+            if not dialogs.ask(self, "Apply mapping",
+                               f"'{m.name}' has unsaved changes. Save them as version {(m.version or 0) + 1} "
+                               "and apply that version?", yes="Save and apply", no="Cancel"):
+                return
+            self.save_version("saved to apply", then=self._run_apply)
+            return
+        self._run_apply()
+
+    def _run_apply(self) -> None:
+        m = self.document.mapping
+        relay = Relay(self)
+        relay.message.connect(lambda text: self.info.set_text(text))
+        self.applying = True
+        self._update_actions()
+        self.info.show_notice(f"Applying {m.name} v{m.version} to the landed rows…", "info", topic="apply")
+
+        def done(result: dict[str, Any]) -> None:
+            relay.deleteLater()
+            self.applying = False
+            self._update_actions()
+            text = (f"Applied {result['mapping']} v{result['version']}: {result['source_rows']:,} landed rows → "
+                    f"{result['staging_rows']:,} staging rows in {result['apply_seconds']:.1f} s; "
+                    f"{result['kpi_values']:,} KPI values in {result['aggregate_seconds']:.1f} s.")
+            self.info.show_notice(text, "ok", [("Show KPIs", self.kpis_requested.emit)], topic="apply")
+            self.message.emit(text)
+            self.applied.emit(result)
+
+        def failed(message: str) -> None:
+            relay.deleteLater()
+            self.applying = False
+            self._update_actions()
+            self.info.show_notice(f"Applying {m.name} failed: {message}", "error", topic="apply")
+            self.message.emit(message)
+            self.apply_failed.emit(message)
+
+        self.pool.run(tasks.apply_and_aggregate, self.workspace, m.name, m.version, relay.message.emit,
+                      on_done=done, on_error=failed, owner=self)

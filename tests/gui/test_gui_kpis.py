@@ -1,0 +1,215 @@
+"""The KPIs screen on the demo's aggregated values: the table by period and site, the
+chart, drill-down from a value to its staging rows and source keys, CSV and XLSX export
+read back; and the Mapping and KPIs tabs in the main window, from Apply to the table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PySide6.QtCore import QPointF, Qt
+
+from tests.gui.mapping_demo import copy_demo, wait_idle
+
+LEFT = Qt.MouseButton.LeftButton
+NOMOD = Qt.KeyboardModifier.NoModifier
+
+
+@pytest.fixture
+def ws(tmp_path_factory, tmp_path):
+    from esg_workbench.workspace import open_workspace
+
+    workspace = open_workspace(str(copy_demo(tmp_path_factory, tmp_path / "ws.duckdb")))
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture
+def kpis(qtbot, ws):
+    from esg_workbench.gui.kpi_panel import KpiPanel
+    from esg_workbench.gui.workers import WorkerPool
+
+    pool = WorkerPool()
+    panel = KpiPanel(pool)
+    qtbot.addWidget(panel)
+    panel.resize(1280, 800)
+    panel.show()
+    qtbot.waitExposed(panel)
+    with qtbot.waitSignal(panel.loaded, timeout=30000):
+        panel.set_workspace(ws)
+    yield panel
+    if panel.drill_dialog is not None:
+        panel.drill_dialog.close()
+    wait_idle(qtbot, pool)
+    assert pool.shutdown(10000)
+
+
+def shown(kpis, kpi: str, period: str, site: str | None):
+    index = kpis.index_of(kpi, period, site)
+    assert index.isValid(), (kpi, period, site)
+    return index
+
+
+def test_the_table_and_chart_show_the_kpis_by_period_and_site(qtbot, kpis, ws):
+    from esg_workbench.mapping import aggregate
+
+    model = kpis.model
+    assert model.kpis[:3] == ["energy_total", "ghg_scope1", "ghg_scope2_location"]
+    sites = {s for _, s in model.keys}
+    assert sites == {"DE-MUC", "DE-BER", "NL-RTM", "SE-GOT", "ES-VLC", "(all sites)"}
+    periods = sorted({p for p, _ in model.keys})
+    assert periods[0] == "2023-01" and periods[-1] == "2024-12" and len(model.keys) == 24 * 6
+    expected = aggregate.find_value(ws, "energy_total", "2023-01", None)
+    index = shown(kpis, "energy_total", "2023-01", None)
+    assert model.cell(index)["value"] == pytest.approx(expected["value"])
+    assert index.data() == f"{expected['value']:,.1f}" + (" *" if expected["quality"] else "")
+    assert "Total energy consumption" in model.headerData(2, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    assert "ESRS E1-5" in model.headerData(2, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    # a flagged value: tinted, and its tooltip says why
+    flagged = next(kpis.index_of("ghg_scope2_market", p, s) for p, s in model.keys
+                   if kpis.model.cells.get(("ghg_scope2_market", s, p), {}).get("quality"))
+    assert flagged.data().endswith(" *") and "⚠" in flagged.data(Qt.ItemDataRole.ToolTipRole)
+    assert flagged.data(Qt.ItemDataRole.BackgroundRole) is not None
+
+    chart = kpis.chart
+    assert chart.title == "Total energy consumption" and chart.unit == "MWh" and chart.mode == "bars"
+    assert len(chart.categories) == 24 and {s.name for s in chart.series} == sites - {"(all sites)"}
+    jan = sum(s.values[0] or 0 for s in chart.series)
+    assert jan == pytest.approx(expected["value"], rel=1e-6)  # the stacked sites add up to the total
+    chart.grab()  # paints without error
+
+    # selecting a cell charts its KPI; a ratio is drawn as lines
+    kpis.table.setCurrentIndex(shown(kpis, "water_withdrawal", "2023-02", "DE-MUC"))
+    assert chart.title == "Water withdrawal"
+    kpis.chart_kpi.setCurrentIndex(kpis.chart_kpi.findData("energy_renewable_share"))
+    assert chart.mode == "lines" and "(all sites)" in {s.name for s in chart.series}
+
+    with qtbot.waitSignal(kpis.loaded, timeout=30000):
+        kpis.period_type.setCurrentIndex(kpis.period_type.findData("year"))
+    assert sorted({p for p, _ in model.keys}) == ["2023", "2024"]
+    year = aggregate.find_value(ws, "headcount", "2024", "DE-MUC")
+    assert model.cell(shown(kpis, "headcount", "2024", "DE-MUC"))["value"] == year["value"]
+    kpis.site.setCurrentIndex(kpis.site.findData("__total__"))
+    assert {s for _, s in model.keys} == {"(all sites)"} and [s.name for s in chart.series] == ["(all sites)"]
+
+
+def test_drill_down_from_a_value_to_its_staging_rows_and_source_keys(qtbot, kpis, ws):
+    from esg_workbench.mapping import aggregate
+
+    index = shown(kpis, "energy_total", "2023-03", "DE-MUC")
+    value = kpis.model.cell(index)
+    rect = kpis.table.visualRect(index)
+    qtbot.mouseClick(kpis.table.viewport(), LEFT, NOMOD, rect.center())
+    assert kpis.table.currentIndex() == index and kpis.drill_button.isEnabled()
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as drilled:
+        qtbot.mouseDClick(kpis.table.viewport(), LEFT, NOMOD, rect.center())
+    found = drilled.args[0]
+    expected = aggregate.drill_down(ws, value["id"])
+    assert found["value"]["id"] == value["id"] and found["staging_row_count"] == expected["staging_row_count"] > 0
+    assert {(k["source_table"], k["source_key"]) for k in found["source_keys"]} == \
+        {(t, k) for _, t, k in expected["source_keys"]}
+    assert {k["connector"] for k in found["source_keys"]} == {"sample-erp"}  # names, not ids
+    dialog = kpis.drill_dialog
+    assert dialog.isVisible() and "energy_total 2023-03 DE-MUC" in dialog.windowTitle()
+    assert dialog.staging_model.total_rows == len(expected["staging_rows"])
+    assert dialog.keys_model.total_rows == len(found["source_keys"])
+    tables = {dialog.keys_model.raw(r, 1) for r in range(dialog.keys_model.rowCount())}
+    assert tables <= {"electricity_readings", "gas_readings", "fuel_purchases"}
+    assert value["result_hash"] in dialog.summary.text()
+
+    # a year's value is computed from its months: drill into one, then back
+    with qtbot.waitSignal(kpis.loaded, timeout=30000):
+        kpis.period_type.setCurrentIndex(kpis.period_type.findData("year"))
+    year = kpis.model.cell(shown(kpis, "energy_total", "2023", "DE-MUC"))
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as drilled:
+        kpis.table.setCurrentIndex(shown(kpis, "energy_total", "2023", "DE-MUC"))
+        kpis.drill_button.click()
+    assert [p["period"] for p in drilled.args[0]["parts"]] == [f"2023-{m:02d}" for m in range(1, 13)]
+    assert dialog.parts_model.total_rows == 12 and dialog.tabs.isTabEnabled(0)
+    march = dialog.parts_model.index(2, 0)
+    at = dialog.views["parts"].visualRect(march).center()
+    qtbot.mouseClick(dialog.views["parts"].viewport(), LEFT, NOMOD, at)
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as part:
+        qtbot.mouseDClick(dialog.views["parts"].viewport(), LEFT, NOMOD, at)
+    assert part.args[0]["value"]["period"] == "2023-03" and dialog.back.isEnabled()
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as back:
+        dialog.back.click()
+    assert back.args[0]["value"]["id"] == year["id"] and not dialog.back.isEnabled()
+
+
+def test_a_click_on_the_chart_drills_down(qtbot, kpis):
+    chart = kpis.chart
+    chart.grab()
+    rect, period, site = next((r, c, s) for r, c, s in chart._hits if c == "2024-06" and s == "SE-GOT")
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as drilled:
+        qtbot.mouseClick(chart, LEFT, NOMOD, rect.center().toPoint())
+    v = drilled.args[0]["value"]
+    assert (v["kpi"], v["period"], v["site"]) == ("energy_total", "2024-06", "SE-GOT")
+    assert kpis.model.cell(kpis.table.currentIndex())["id"] == v["id"]
+
+
+def test_export_csv_and_xlsx_and_read_them_back(qtbot, kpis, tmp_path):
+    from openpyxl import load_workbook
+
+    model = kpis.model
+    with qtbot.waitSignal(kpis.exported, timeout=30000):
+        kpis.export(str(tmp_path / "kpis.csv"))
+    with open(tmp_path / "kpis.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["period", "site", "energy_total [MWh]", "ghg_scope1 [tCO2e]"] and rows[0][-1] == "flags"
+    assert len(rows) == 1 + len(model.keys)
+    line = next(r for r in rows if r[:2] == ["2023-01", "(all sites)"])
+    cell = model.cell(shown(kpis, "energy_total", "2023-01", None))
+    assert float(line[2]) == pytest.approx(cell["value"])
+    flagged = [r for r in rows[1:] if r[-1]]
+    assert flagged and all(isinstance(json.loads(r[-1]), dict) for r in flagged)
+
+    with qtbot.waitSignal(kpis.exported, timeout=30000):
+        kpis.export(str(tmp_path / "kpis.xlsx"))
+    book = load_workbook(tmp_path / "kpis.xlsx")
+    assert book.sheetnames == ["KPIs", "Values", "About"]
+    sheet = book["KPIs"]
+    assert "ESRS E1-5" in sheet.cell(1, 3).value and sheet.cell(2, 3).value == "MWh"
+    found = next(r for r in sheet.iter_rows(min_row=3, values_only=True) if r[:2] == ("2023-01", "(all sites)"))
+    assert found[2] == pytest.approx(cell["value"])  # numbers stay numbers
+    assert sheet.max_row == 2 + len(model.keys)
+    values = list(book["Values"].iter_rows(values_only=True))
+    header = values[0]
+    assert {"kpi", "standards", "value", "quality", "result_hash"} <= set(header)
+    mine = next(r for r in values[1:] if r[header.index("id")] == cell["id"])
+    assert mine[header.index("result_hash")] == cell["result_hash"]
+    assert mine[header.index("site")] == "(all sites)"
+
+
+def test_main_window_mapping_and_kpi_tabs_from_apply_to_the_table(qtbot, make_window, tmp_path_factory, tmp_path,
+                                                                 answers):
+    from esg_workbench.gui.kpi_panel import KpiPanel
+    from esg_workbench.gui.mapping.panel import MappingPanel
+
+    copy_demo(tmp_path_factory, tmp_path / "workspace.duckdb")  # the window's workspace_url
+    window = make_window()
+    assert isinstance(window.mapping, MappingPanel) and isinstance(window.kpis, KpiPanel)
+    titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    assert titles[-2:] == ["Mapping", "KPIs"]
+    qtbot.waitUntil(lambda: window.mapping.document.mapping is not None and bool(window.kpis.values), timeout=30000)
+    window.tab_actions[4].trigger()  # Ctrl+5
+    assert window.tabs.currentWidget() is window.mapping
+    panel = window.mapping
+    before = window.kpis.model.cell(window.kpis.index_of("headcount", "2024-12", None))["value"]
+
+    # drop the headcount table mapping (one undo step), apply: the KPI table follows
+    workforce = panel.scene.rows["workforce"]
+    panel.scene.select_item(workforce.entity)
+    panel.act_delete.trigger()
+    assert "workforce" not in panel.scene.rows
+    answers["answers"] = [True]
+    with qtbot.waitSignal(window.kpis.loaded, timeout=60000):
+        panel.act_apply.trigger()
+    assert before > 0 and window.kpis.model.cell(window.kpis.index_of("energy_total", "2024-12", None)) is not None
+    assert window.kpis.model.cell(window.kpis.index_of("headcount", "2024-12", None)) is None
+    assert "Applied sample_erp v2" in window.statusBar().currentMessage()
+    panel.info.buttons[0].click()  # "Show KPIs"
+    assert window.tabs.currentWidget() is window.kpis
+    window.save_state()
+    assert window.settings.value("window/tab") == "kpis"
