@@ -24,6 +24,8 @@ runs; the start-up section also shows the cost of imports without bytecode.
 
 The source tables are built once and reused while they hold the right rows
 (ESG_BENCH_REBUILD=1 rebuilds them; ESG_BENCH_DB names another database).
+ESG_BENCH_SYNC_ARGS adds arguments to the measured full syncs, to try a setting against
+the default: ESG_BENCH_SYNC_ARGS="--chunk-size 122880" scripts/bench.sh -k bench_sync
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ PG_USER = os.environ.get("ESG_TEST_PG_USER", "postgres")
 BENCH_DB = os.environ.get("ESG_BENCH_DB", "esg_bench")
 REPEAT = max(1, int(os.environ.get("ESG_BENCH_REPEAT", "3")))
 PYCACHE = os.environ.get("ESG_BENCH_PYCACHE", os.path.join(tempfile.gettempdir(), "esg-bench-pycache"))
+SYNC_ARGS = tuple(os.environ.get("ESG_BENCH_SYNC_ARGS", "").split())
 ROWS = 1_000_000
 
 TARGET_RATIO = 2.0
@@ -226,9 +229,9 @@ def landed_rows(workspace: Path, table: str) -> tuple[int, int]:
         con.close()
 
 
-def sync(workspace: Path, table: str) -> tuple[Run, dict]:
+def sync(workspace: Path, table: str, *extra: str) -> tuple[Run, dict]:
     """`esg-workbench sync` as a whole process; its run and its --json result."""
-    run = cli(workspace, "sync", "src", "--table", table, "--json")
+    run = cli(workspace, "sync", "src", "--table", table, "--json", *extra)
     result = json.loads(run.stdout)
     assert result["status"] == "success", result
     return run, result
@@ -322,6 +325,7 @@ def summary(tables: list[Table], startup: dict, load_before, load_after) -> str:
              f"whole processes, best of {REPEAT}; {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
              f"{load_after[0]:.1f} after" + ("  (BUSY MACHINE: figures are inflated)"
                                               if max(load_before[0], load_after[0]) > (os.cpu_count() or 1) / 2 else ""),
+             *([f"full syncs with: {' '.join(SYNC_ARGS)}"] if SYNC_ARGS else []),
              "=" * width]
     head = (f"{'table':<17} {'raw COPY s':>10} {'sync s':>7} {'rows/s':>9} {'ratio':>6} {'CPU s':>6} "
             f"{'peak RSS MB':>11} {'chunks':>6} {'engine s':>8} {'ratio':>6} "
@@ -378,7 +382,7 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
     for i in range(REPEAT):
         ws = tmp_path / f"full{i}.duckdb"
         add_connector(ws)
-        run, result = sync(ws, table.name)
+        run, result = sync(ws, table.name, *SYNC_ARGS)
         run.result = result
         assert landed_rows(ws, table.name) == (ROWS, ROWS)
         print(f"[bench] {table.name}: full sync {run.seconds:.2f} s (engine {result['seconds']:.2f} s), "
