@@ -40,7 +40,7 @@ from esg_workbench.core.specs import (
 )
 from esg_workbench.sync import planner
 from esg_workbench.workspace import connectors_store, raw_tables, schema_cache, sync_records
-from esg_workbench.workspace.database import Workspace
+from esg_workbench.workspace.database import Workspace, connector_lock_key
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
 
 DEFAULT_RETRY_DELAYS = (2.0, 4.0, 8.0)
@@ -178,7 +178,7 @@ class SyncEngine:
             import sqlalchemy as sa
 
             with self.workspace.engine.connect() as conn:
-                lock_key = int(hashlib.sha1(connector_id.encode()).hexdigest()[:15], 16)
+                lock_key = connector_lock_key(connector_id)
                 if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar():
                     raise SyncBusy("This connector is already syncing in another ESG Workbench process.")
                 try:

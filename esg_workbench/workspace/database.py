@@ -24,6 +24,13 @@ AUDIT_LOCK_KEY = 0x45534757_0001
 MIGRATION_LOCK_KEY = 0x45534757_0002
 
 
+def connector_lock_key(connector_id: str) -> int:
+    """The PostgreSQL advisory lock a sync of this connector holds while it runs."""
+    import hashlib
+
+    return int(hashlib.sha1(connector_id.encode()).hexdigest()[:15], 16)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -147,6 +154,9 @@ def open_workspace(url: str | None = None, *, organization_id: str = "default") 
             engine = sa.create_engine(engine_url, pool_pre_ping=True, connect_args={"options": "-c TimeZone=UTC"})
         workspace = Workspace(kind, engine_url, engine, organization_id)
         workspace.migrate()
+        from esg_workbench.workspace import sync_records
+
+        sync_records.mark_dead_runs(workspace)
     except (WorkspaceError,):
         raise
     except sa.exc.SQLAlchemyError as exc:
