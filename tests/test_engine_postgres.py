@@ -214,3 +214,15 @@ def test_integer_version_cursor_pages_by_key_not_by_days(ws, pg_conn, pg_spec):
     with ws.read() as conn:
         resumed_from = sync_records.runs(ws, conn, limit=1)[0]["plan_sync_id"]
     assert resumed_from is None  # a fresh run plans its own chunks
+
+
+def test_a_narrowed_source_column_never_rounds_landed_values(ws, pg_conn, pg_spec):
+    pg_conn.execute("CREATE TABLE n (id int PRIMARY KEY, qty numeric(10,2), updated_at timestamp NOT NULL);"
+                    "INSERT INTO n VALUES (1, 1.25, '2024-01-01'), (2, 2.75, '2024-01-02')")
+    add_pg(ws, pg_spec, cursor_field="updated_at", load_type="delta")
+    table = sync(ws).streams[0].raw_table
+    pg_conn.execute("ALTER TABLE n ALTER COLUMN qty TYPE integer; INSERT INTO n VALUES (3, 7, '2024-02-01')")
+    result = sync(ws)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert "retyped qty" in result.streams[0].drift
+    assert [(r[0], str(r[1])) for r in raw_rows(ws, table, ["id", "qty"])] == [(1, "1.25"), (2, "2.75"), (3, "7.00")]

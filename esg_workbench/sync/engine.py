@@ -460,7 +460,7 @@ class SyncEngine:
                     retyped = [f for f in table.schema if f.name in columns
                                and raw_tables.column_type(ws, f.type) != columns[f.name]]
                     if retyped:
-                        raw_tables.retype_columns(ws, conn, target, retyped)
+                        raw_tables.retype_columns(ws, conn, target, retyped, columns)
                 if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
                     # e.g. a file's name: a changed file's earlier rows all go, however many it has now
                     key = st.plan["replace_key"]

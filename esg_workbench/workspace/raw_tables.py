@@ -98,15 +98,37 @@ def column_type(workspace: Workspace, arrow_type: "pa.DataType") -> str:
     return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow_type)
 
 
-def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
-    """Give columns the type the source now has (a retyped source column); existing
-    values are cast, and a cast that cannot work fails the chunk with the database's reason."""
+def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"],
+                   existing: dict[str, str]) -> None:
+    """Follow a retyped source column without losing landed values.
+
+    On DuckDB a column only ever widens, to the common type of what it holds and what
+    arrives (INTEGER and DECIMAL(10,2) give DECIMAL(12,2); numbers and text give text),
+    so a source that narrows a type (or a file whose inferred types differ) never rounds
+    what was landed. PostgreSQL columns take the source's new type; a cast that cannot
+    work fails the chunk with the database's reason."""
     for field in fields:
         new_type = column_type(workspace, field.type)
+        if workspace.is_duckdb:
+            new_type = _common_type(existing[field.name], new_type)
+            if new_type == existing[field.name]:
+                continue  # arriving values fit the landed type: they are cast on insert
         using = f" USING {_q(workspace, field.name)}::{new_type}" if not workspace.is_duckdb else ""
         conn.exec_driver_sql(
             f"ALTER TABLE {_q(workspace, table)} ALTER COLUMN {_q(workspace, field.name)} TYPE {new_type}{using}"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _common_type(old: str, new: str) -> str:
+    """DuckDB's own answer, asked of a scratch in-memory database: a failed statement
+    inside the chunk's transaction would abort the transaction."""
+    import duckdb
+
+    try:
+        return duckdb.connect().execute(f"SELECT typeof([NULL::{old}, NULL::{new}][1])").fetchone()[0]
+    except duckdb.Error:  # no implicit common type (e.g. a number and text)
+        return "VARCHAR" if "VARCHAR" in (old, new) else new
 
 
 def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: "pa.Schema") -> None:
