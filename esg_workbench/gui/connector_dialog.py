@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from esg_workbench.connectors.registry import NEEDS_PASSWORD, TYPE_OPTIONS, connector_types
+from esg_workbench.connectors.registry import NEEDS_PASSWORD, OWN_CURSOR, TYPE_OPTIONS, connector_types
 from esg_workbench.core.errors import ConfigError
 from esg_workbench.core.specs import WINDOWS, ConnectorSpec, LoadSettings, parse_duration
 from esg_workbench.gui import icons
@@ -195,7 +195,10 @@ class ConnectorDialog(QDialog):
         self._revalidate()
 
     def _browse(self, field: QLineEdit) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose the database file", field.text())
+        if self.type.currentText() in OWN_CURSOR:  # a folder of files
+            path = QFileDialog.getExistingDirectory(self, "Choose the folder", field.text())
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose the database file", field.text())
         if path:
             field.setText(path)
 
@@ -258,7 +261,7 @@ class ConnectorDialog(QDialog):
                 problems[self.lookback] = exc.message
         if not problems:
             try:
-                LoadSettings.from_options(self.values()[2])
+                LoadSettings.from_options(self.values()[2], own_cursor=self.type.currentText() in OWN_CURSOR)
             except ConfigError as exc:
                 problems[self.cursor_field if "cursor" in exc.message else self.load_type] = exc.message
         return problems

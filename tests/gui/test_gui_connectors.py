@@ -76,6 +76,13 @@ def test_dialog_validates_inline(qtbot, window, source):
     dialog.lookback.clear()
     qtbot.keyClicks(dialog.lookback, "15m")
     assert ok_button(dialog).isEnabled()
+
+    # a folder of files brings its own cursor (modification times): delta needs none
+    dialog.type.setCurrentText("files")
+    qtbot.keyClicks(dialog._fields["path"], "/tmp")
+    dialog.cursor_field.clear()
+    dialog.load_type.setCurrentIndex(dialog.load_type.findData("delta"))
+    assert "cursor_field" not in dialog.problems.text(), dialog.problems.text()
     dialog.reject()
 
 
