@@ -13,6 +13,9 @@ docs/screenshots/*.png:
     sync.png             a sync under way: progress, figures, current chunk, live log
     history.png          sync runs and the chunk ledger of one run
     audit.png            the audit chain after Verify chain
+    mapping.png          the mapping canvas while a column is dragged (see mapping_screens)
+    kpis.png             the KPI table by month and site, with the chart
+    kpi-drill-down.png   a KPI value traced to its staging rows and source keys
 """
 
 from __future__ import annotations
@@ -181,11 +184,69 @@ def main(out: Path) -> int:
         shot("audit.png")
         assert job.result is not None
 
+        mapping_screens(window, out, shot)
+
         window.close()
         window.pool.shutdown()
         window.deleteLater()
         settle()
     return 0
+
+
+# --- the Mapping and KPIs tabs (esg_workbench/gui/mapping/, esg_workbench/gui/kpi_panel.py) ---------------
+
+def mapping_screens(window, out: Path, shot) -> None:
+    """mapping.png, kpis.png and kpi-drill-down.png from the sample mapping the sample data
+    applied. The connectors list is folded away so the canvas gets the window's width."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QColor, QPainter
+
+    panel, kpis = window.mapping, window.kpis
+    sizes = window.splitter.sizes()
+    window.splitter.setSizes([0, sum(sizes)])
+    window.tabs.setCurrentWidget(panel)
+    if panel.document.mapping is None:
+        wait_for(panel.loaded)
+    settle(300)
+    scene = panel.scene
+    panel.view.fit_width()
+    # the selected edge: its transforms in the editor, its output in the preview grid
+    scene.select_item(scene.edge_item("electricity-energy"))
+    panel.preview.schedule()
+    wait_for(panel.preview.updated)
+    # a column being dragged: the fields it fits are lit, the others greyed out
+    row = scene.rows["electricity"]
+    column, field = row.source.columns["reading_date"], row.entity.fields["period"]
+    drag = scene.start_edge_drag(column, column.sceneBoundingRect().center())
+    drag.move(field.sceneBoundingRect().center())
+    shot("mapping.png")
+    scene.cancel_interaction()
+
+    window.tabs.setCurrentWidget(kpis)
+    if not kpis.values:
+        wait_for(kpis.loaded)
+    settle(300)
+    index = kpis.index_of("energy_total", "2023-01", "DE-MUC")
+    kpis.table.setCurrentIndex(index)
+    shot("kpis.png")
+
+    kpis.drill_down(kpis.model.cell(index)["id"])
+    wait_for(kpis.drilled)
+    dialog = kpis.drill_dialog
+    dialog.tabs.setCurrentIndex(1)  # the staging rows behind the value
+    settle()
+    picture = window.grab()
+    pane = dialog.grab()
+    painter = QPainter(picture)
+    at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
+    painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
+    painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
+    painter.drawPixmap(at, pane)
+    painter.end()
+    picture.save(str(out / "kpi-drill-down.png"))
+    print(f"wrote {out / 'kpi-drill-down.png'}")
+    dialog.close()
+    window.splitter.setSizes(sizes)
 
 
 if __name__ == "__main__":

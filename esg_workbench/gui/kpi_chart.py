@@ -62,6 +62,7 @@ class ChartWidget(QWidget):
         self.categories: list[str] = []
         self.series: list[Series] = []
         self.empty_text = "No values to chart."
+        self.highlight: str | None = None  # a category drawn on a light band (the table's current period)
         self._plot = QRectF()
         self._hits: list[tuple[QRectF, str, str]] = []  # (rect, category, series)
 
@@ -76,6 +77,11 @@ class ChartWidget(QWidget):
             self.series.append(Series(s.name, list(s.values) + [None] * (len(categories) - len(s.values)),
                                       s.color or PALETTE[i % len(PALETTE)]))
         self.update()
+
+    def set_highlight(self, category: str | None) -> None:
+        if category != self.highlight:
+            self.highlight = category
+            self.update()
 
     def clear(self, text: str = "No values to chart.") -> None:
         self.empty_text = text
@@ -136,6 +142,10 @@ class ChartWidget(QWidget):
         def y_of(value: float) -> float:
             return plot.bottom() - (value - lo) / (hi - lo) * plot.height()
 
+        if self.highlight in self.categories:  # the period selected in the table
+            i = self.categories.index(self.highlight)
+            band = plot.width() / len(self.categories)
+            p.fillRect(QRectF(plot.left() + i * band, plot.top(), band, plot.height()), QColor("#e3f2fd"))
         for value in labels:  # grid and y labels
             y = y_of(value)
             p.setPen(QPen(QColor("#cfd8dc") if value else QColor("#90a4ae"), 1))

@@ -283,6 +283,17 @@ class KpiTableModel(QAbstractTableModel):
         }
 
 
+class NumbersModel(RecordsModel):
+    """Records with floats shown to 9 significant digits (the exact value in the tooltip)."""
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if index.isValid() and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            value = self.raw(index.row(), index.column())
+            if isinstance(value, float):
+                return f"{value:,.9g}" if role == Qt.ItemDataRole.DisplayRole else repr(value)
+        return super().data(index, role)
+
+
 # --- drill-down -------------------------------------------------------------------------------------
 
 class DrillDownDialog(QDialog):
@@ -291,9 +302,9 @@ class DrillDownDialog(QDialog):
 
     navigate = Signal(int, bool)  # a kpi_values id to show; True: deeper (Back returns), False: back
 
-    STAGING = ["id", "source_table", "source_key", "period", "activity_date", "site", "entity", "field", "category",
-               "subcategory", "scope", "method", "value", "unit", "normalized_value", "normalized_unit", "factor_id",
-               "factor_value", "factor_unit", "mapping_name", "mapping_version", "sync_id", "quality"]
+    STAGING = ["id", "source_table", "source_key", "period", "site", "field", "category", "normalized_value",
+               "normalized_unit", "factor_id", "factor_value", "factor_unit", "scope", "method", "subcategory",
+               "value", "unit", "activity_date", "entity", "mapping_name", "mapping_version", "sync_id", "quality"]
     PARTS = ["id", "kpi", "site", "period", "value", "unit", "rule", "input_rows", "quality"]
 
     def __init__(self, catalog: Catalog, parent: QWidget | None = None):
@@ -309,9 +320,9 @@ class DrillDownDialog(QDialog):
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.back = QPushButton(icons.standard("SP_ArrowBack"), "Back")
         self.back.setEnabled(False)
-        self.parts_model = RecordsModel([], self.PARTS, parent=self)
-        self.staging_model = RecordsModel([], self.STAGING, parent=self)
-        self.keys_model = RecordsModel([], ["connector", "source_table", "source_key"], parent=self)
+        self.parts_model = NumbersModel([], self.PARTS, parent=self)
+        self.staging_model = NumbersModel([], self.STAGING, parent=self)
+        self.keys_model = NumbersModel([], ["connector", "source_table", "source_key"], parent=self)
         self.tabs = QTabWidget()
         self.views: dict[str, QTableView] = {}
         for name, model, title in (("parts", self.parts_model, "Computed from"),
@@ -357,8 +368,9 @@ class DrillDownDialog(QDialog):
         text = (f"<b>{kpi.label if kpi else v['kpi']}</b> — {site}, {v['period']} ({v['period_type']}): "
                 f"<b>{format_value(v['value'], v['unit'])} {v['unit']}</b><br>"
                 f"Rule: {v['rule']} · {kpi.standard_ids() if kpi else ''}<br>"
-                f"{len(found['parts'])} value{'s' if len(found['parts']) != 1 else ''} computed from · "
-                f"{found['staging_row_count']:,} staging rows · {len(found['source_keys']):,} source keys"
+                + (f"Computed from {len(found['parts'])} value{'s' if len(found['parts']) != 1 else ''}, down to "
+                   if found["parts"] else "Computed directly from ")
+                + f"{found['staging_row_count']:,} staging rows and {len(found['source_keys']):,} source keys"
                 + (f" (first {len(found['staging_rows']):,} shown)" if found['staging_row_count'] > len(found['staging_rows'])
                    else "")
                 + f"<br>Result hash <code>{v['result_hash']}</code>")
@@ -540,9 +552,7 @@ class KpiPanel(QWidget):
     def _show(self) -> None:
         self.model.set_values(self.values, self.chosen_kpis, self.site.currentData())
         self.status.setStyleSheet("")
-        self.table.resizeColumnsToContents()
-        for i in range(2, self.model.columnCount()):
-            self.table.setColumnWidth(i, max(self.table.columnWidth(i), 96))
+        self._fit_columns()
         if self.values:
             runs = {v["run_id"] for v in self.values}
             computed = max(v["computed_at"] for v in self.values)
@@ -556,6 +566,24 @@ class KpiPanel(QWidget):
             self.status.setText("No KPI values yet: apply a mapping (Mapping tab → Apply) to compute them.")
         self._show_chart()
         self._update_buttons()
+
+    def _fit_columns(self) -> None:
+        self.table.resizeColumnsToContents()
+        widths = [max(self.table.columnWidth(i), 90 if i >= 2 else 0) for i in range(self.model.columnCount())]
+        room = self.table.viewport().width() - sum(widths)
+        for i, w in enumerate(widths):  # KPI columns share the spare room; many KPIs scroll instead
+            extra = room // max(1, len(widths) - 2) if room > 0 and i >= 2 else 0
+            self.table.setColumnWidth(i, w + extra)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.model.keys:
+            self._fit_columns()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.model.keys:
+            self._fit_columns()
 
     def _toggle_kpi(self, kpi: str, on: bool) -> None:
         if on and kpi not in self.chosen_kpis:
@@ -601,6 +629,7 @@ class KpiPanel(QWidget):
         kpi = self.model.kpi_at(current.column()) if current.isValid() else None
         if kpi is not None and kpi != self.chart_kpi.currentData():
             self.chart_kpi.setCurrentIndex(self.chart_kpi.findData(kpi))
+        self.chart.set_highlight(self.model.keys[current.row()][0] if current.isValid() else None)
         self._update_buttons()
 
     def _update_buttons(self) -> None:

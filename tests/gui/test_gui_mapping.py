@@ -186,7 +186,7 @@ def test_edit_a_transform_and_the_preview_follows(qtbot, panel):
     before = {r["source_key"]: r["normalized_value"] for r in rows}
 
     editor = panel.editor
-    assert editor.list.count() == 1 and editor.list.item(0).text() == "Unit conversion: kWh → MWh"
+    assert editor.list.count() == 1 and editor.list.item(0).text() == "Unit: kWh → MWh"
     unit_from = editor.settings.findChild(type(editor.source), "unitFrom")
     with qtbot.waitSignal(preview.updated, timeout=30000) as second:
         unit_from.setEditText("")
@@ -203,7 +203,7 @@ def test_edit_a_transform_and_the_preview_follows(qtbot, panel):
         panel.act_undo.trigger()
     assert table_of(panel, "electricity").edge("electricity-energy").transforms[0].from_unit == "kWh"
     assert {r["source_key"]: r["normalized_value"] for r in third.args[0] if r["field"] == "energy"} == before
-    assert editor.list.item(0).text() == "Unit conversion: kWh → MWh"  # the editor follows the model
+    assert editor.list.item(0).text() == "Unit: kWh → MWh"  # the editor follows the model
 
     # a broken setting shows on the edge, in the editor and in the problems list
     unit_from = editor.settings.findChild(type(editor.source), "unitFrom")  # the form was rebuilt by the undo
@@ -361,3 +361,26 @@ def test_zoom_and_pan(qtbot, panel):
     QTest.mouseMove(viewport, QPoint(300, 200))
     QTest.mouseRelease(viewport, Qt.MouseButton.MiddleButton, NOMOD, QPoint(300, 200))
     assert bar.value() == 200
+
+
+def test_a_mapped_column_gone_after_schema_drift(qtbot, panel, ws):
+    from esg_workbench.mapping.apply import resolve_connector_id, source_info
+
+    with ws.transaction() as conn:
+        raw = source_info(ws, conn, resolve_connector_id(ws, conn, "sample-erp"), "electricity_readings").raw_table
+        conn.exec_driver_sql(f'ALTER TABLE "{raw}" DROP COLUMN supplier')
+    with qtbot.waitSignal(panel.document.problems_changed, timeout=30000):
+        panel.refresh_sources()  # what the main window does when a sync ends
+    problem = next(p for p in panel.document.problems if p.kind == "MappedColumnMissing")
+    assert (problem.table_id, problem.column, problem.edge_id) == ("electricity", "supplier", "electricity-supplier")
+    scene = panel.scene
+    column = scene.column_item("electricity", "supplier")
+    assert column.value_type is None and column.problem == "error"  # drawn struck out, in red
+    assert scene.edge_item("electricity-supplier").problem == "error"
+    entry = panel.validation.item_for("MappedColumnMissing")
+    qtbot.mouseClick(panel.validation.tree.viewport(), LEFT, NOMOD,
+                     panel.validation.tree.visualItemRect(entry).center())
+    assert scene.selectedItems() == [scene.edge_item("electricity-supplier")]
+    QTest.keyClick(panel.view, Qt.Key.Key_Delete)
+    assert panel.document.problems == []
+    assert scene.column_item("electricity", "supplier") is None  # nothing uses the missing column now

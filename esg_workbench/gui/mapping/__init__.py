@@ -40,6 +40,7 @@ def install_mapping_tabs(window) -> None:
     window.sample_loaded.connect(sample_loaded)
     window.mapping.applied.connect(lambda _result: window.kpis.refresh())
     window.mapping.kpis_requested.connect(lambda: window.tabs.setCurrentWidget(window.kpis))
+    window.jobs.ended.connect(lambda _job: window.mapping.refresh_sources())  # new or drifted columns
     window.mapping.message.connect(window.show_message)
     window.kpis.message.connect(window.show_message)
     if getattr(window, "workspace", None) is not None:

@@ -119,6 +119,12 @@ class MappingPanel(QWidget):
         self.editor.edge_deleted.connect(self.view.setFocus)
         self._update_actions()
 
+    def _undo_text(self, text: str) -> None:
+        self.act_undo.setToolTip(f"Undo {text} ({self.act_undo.shortcut().toString()})" if text else "Undo")
+
+    def _redo_text(self, text: str) -> None:
+        self.act_redo.setToolTip(f"Redo {text} ({self.act_redo.shortcut().toString()})" if text else "Redo")
+
     def _modified_changed(self, modified: bool) -> None:
         self._update_actions()
 
@@ -149,15 +155,18 @@ class MappingPanel(QWidget):
         stack = self.document.undo_stack
         self.act_new = a("New…", self.new_mapping, None, "SP_FileIcon", "Start a new mapping for a connector",
                          "newMapping")
-        self.act_undo = stack.createUndoAction(self, "Undo")
-        self.act_undo.setIcon(icons.standard("SP_ArrowBack"))
+        # fixed texts (the toolbar keeps its width); what would be undone is in the tooltip
+        self.act_undo = a("Undo", stack.undo, None, "SP_ArrowBack", "Undo", "undo")
         self.act_undo.setShortcut(QKeySequence.StandardKey.Undo)
-        self.act_redo = stack.createRedoAction(self, "Redo")
-        self.act_redo.setIcon(icons.standard("SP_ArrowForward"))
+        self.act_redo = a("Redo", stack.redo, None, "SP_ArrowForward", "Redo", "redo")
         self.act_redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
         for act in (self.act_undo, self.act_redo):
             act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            self.addAction(act)
+            act.setEnabled(False)
+        stack.canUndoChanged.connect(self.act_undo.setEnabled)
+        stack.canRedoChanged.connect(self.act_redo.setEnabled)
+        stack.undoTextChanged.connect(self._undo_text)
+        stack.redoTextChanged.connect(self._redo_text)
         self.act_add_table = a("Add table…", self.add_table, None, "SP_FileDialogNewFolder",
                                "Map another landed table onto an ESG entity", "addTable")
         self.act_automap = a("Auto-map", self.auto_map, "Ctrl+M", "SP_DialogYesButton",
@@ -321,8 +330,10 @@ class MappingPanel(QWidget):
             return
 
         def done(context: tasks.SourceContext) -> None:
-            if self.document.mapping is m:
+            old = self.document.context
+            if self.document.mapping is m and (context.columns, context.keys) != (old.columns, old.keys):
                 self.document.set_context(context)
+                self.hint.setText("The landed tables changed: columns re-read, the mapping revalidated.")
 
         self.pool.run(tasks.source_context, self.workspace, m.connector, on_done=done, on_error=self._error, owner=self)
 

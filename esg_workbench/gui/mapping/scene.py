@@ -230,6 +230,10 @@ class MappingScene(QGraphicsScene):
         item = row.edges.pop(edge_id, None)
         if item is not None:
             self.removeItem(item)
+        used = {e.source for e in self.document.mapping.table(table_id).edges}
+        if any(c.value_type is None and name not in used for name, c in row.source.columns.items()):
+            self._table_changed(table_id, "edges")  # a missing column nothing uses any more goes away
+            return
         self._update_mapped(row)
 
     def _edge_changed(self, table_id: str, edge_id: str, attribute: str) -> None:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMenu,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -69,6 +70,8 @@ COMMON_UNITS = {
     "emission_intensity": ["kgCO2e/kWh"],
 }
 NO_COLUMN = "(no column: constant or expression)"
+SHORT = {"unit": "Unit", "cast": "Cast", "value_map": "Map values", "lookup": "Look up", "fuel_energy": "Fuel energy",
+         "period": "Month", "expression": "Expression", "constant": "Constant"}
 
 
 def _typed(text: str) -> Any:
@@ -108,7 +111,7 @@ class TransformEditor(QFrame):
         self.source.setObjectName("edgeSource")
         self.list = QListWidget()
         self.list.setObjectName("transformList")
-        self.list.setMaximumHeight(120)
+        self.list.setToolTip("The transforms run top to bottom on the column's values")
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.add_button = QToolButton()
         self.add_button.setText("Add")
@@ -169,8 +172,14 @@ class TransformEditor(QFrame):
         body.addWidget(self.problems)
         body.addStretch(1)
         body.addWidget(self.delete_button, 0, Qt.AlignmentFlag.AlignRight)
-        layout.addWidget(self.body, 1)
-        self.body.setVisible(False)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self.body)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout.addWidget(self.scroll, 1)
+        layout.addStretch(0)  # takes the room while no edge is shown
+        self.scroll.setVisible(False)
 
         self.source.activated.connect(self._source_chosen)
         self.list.currentRowChanged.connect(lambda _: self._show_settings())
@@ -225,7 +234,7 @@ class TransformEditor(QFrame):
 
     def _refresh(self, select_row: int = 0) -> None:
         edge = self.edge()
-        self.body.setVisible(edge is not None)
+        self.scroll.setVisible(edge is not None)
         if edge is None:
             self.title.setText("No edge selected")
             self.subtitle.setText("Click an edge on the canvas to edit its transforms, or drag a source column "
@@ -253,6 +262,7 @@ class TransformEditor(QFrame):
             self.list.clear()
             for t in edge.transforms:
                 self.list.addItem(QListWidgetItem(self._describe(t)))
+        self.list.setFixedHeight(8 + 20 * min(5, max(2, self.list.count())))
         row = min(max(select_row, 0), self.list.count() - 1)
         with QSignalBlocker(self.list):
             self.list.setCurrentRow(row)
@@ -269,9 +279,9 @@ class TransformEditor(QFrame):
 
     @staticmethod
     def _describe(t: Transform) -> str:
-        names = dict(KINDS)
+        name = SHORT.get(t.kind, t.kind)
         detail = t.describe()
-        return f"{names.get(t.kind, t.kind).split(' (')[0]}: {detail}" if detail != t.kind else names.get(t.kind, t.kind)
+        return f"{name}: {detail}" if detail != t.kind else name
 
     def field_def(self):
         edge = self.edge()
@@ -513,8 +523,8 @@ class TransformEditor(QFrame):
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         table.verticalHeader().setVisible(False)
         table.verticalHeader().setDefaultSectionSize(22)
-        table.setMinimumHeight(110)
         pairs = list(t.mapping.items()) + [("", "")]
+        table.setFixedHeight(min(220, 28 + 22 * max(3, len(pairs))))
         table.setRowCount(len(pairs))
         for i, (k, v) in enumerate(pairs):
             table.setItem(i, 0, QTableWidgetItem(str(k)))
