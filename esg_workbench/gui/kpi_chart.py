@@ -55,7 +55,7 @@ class ChartWidget(QWidget):
         self.setObjectName("kpiChart")
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(120)
         self.title = ""
         self.unit = ""
         self.mode = BARS

@@ -24,9 +24,11 @@ from PySide6.QtWidgets import (
     QLabel,
     QMenu,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QTabWidget,
+    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -479,20 +481,22 @@ class KpiPanel(QWidget):
         self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
         self.chart = ChartWidget()
 
-        head = QHBoxLayout()
-        head.addWidget(QLabel("Periods"))
-        head.addWidget(self.period_type)
-        head.addWidget(QLabel("Sites"))
-        head.addWidget(self.site)
-        head.addWidget(self.columns_button)
-        head.addSpacing(12)
-        head.addWidget(QLabel("Chart"))
-        head.addWidget(self.chart_kpi, 1)
-        head.addStretch(0)
-        head.addWidget(self.refresh_button)
-        head.addWidget(self.drill_button)
-        head.addWidget(self.csv_button)
-        head.addWidget(self.xlsx_button)
+        head = QToolBar("KPIs")  # a narrow window folds the rest into the toolbar's » menu
+        head.setObjectName("kpiToolbar")
+        head.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for widget in (QLabel(" Periods "), self.period_type, QLabel("  Sites "), self.site, self.columns_button,
+                       QLabel("  Chart "), self.chart_kpi, None, self.refresh_button, self.drill_button,
+                       self.csv_button, self.xlsx_button):
+            if widget is None:
+                spacer = QWidget()
+                spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+                head.addWidget(spacer)
+            else:
+                head.addWidget(widget)
+        for combo in (self.site, self.chart_kpi):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.site.setMinimumContentsLength(16)
+        self.chart_kpi.setMinimumContentsLength(24)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setObjectName("kpiSplitter")
         self.splitter.addWidget(self.table)
@@ -501,7 +505,7 @@ class KpiPanel(QWidget):
         self.splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        layout.addLayout(head)
+        layout.addWidget(head)
         layout.addWidget(self.status)
         layout.addWidget(self.splitter, 1)
 

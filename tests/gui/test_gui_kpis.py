@@ -8,7 +8,7 @@ import csv
 import json
 
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import Qt
 
 from tests.gui.mapping_demo import copy_demo, wait_idle
 

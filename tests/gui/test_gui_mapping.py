@@ -161,7 +161,7 @@ def test_a_drop_on_a_mapped_field_replaces_its_edge_in_one_undo_step(qtbot, pane
 
 
 def test_click_an_edge_delete_it_with_the_keyboard_and_undo(qtbot, panel):
-    scene, doc = panel.scene, panel.document
+    scene = panel.scene
     edge = scene.edge_item("electricity-supplier")
     assert edge._label_rect() is None  # no transforms: click the curve itself, near its column
     click(qtbot, panel, edge, edge.path().pointAtPercent(0.1))
@@ -384,3 +384,103 @@ def test_a_mapped_column_gone_after_schema_drift(qtbot, panel, ws):
     QTest.keyClick(panel.view, Qt.Key.Key_Delete)
     assert panel.document.problems == []
     assert scene.column_item("electricity", "supplier") is None  # nothing uses the missing column now
+
+
+def test_table_settings_filter_and_key_columns(qtbot, panel):
+    doc, scene, preview = panel.document, panel.scene, panel.preview
+    qtbot.waitUntil(lambda: preview.model.total_rows > 0 and not preview.busy, timeout=30000)
+    all_rows = preview.model.total_rows
+    entity = scene.rows["electricity"].entity
+    click(qtbot, panel, entity, entity.sceneBoundingRect().topLeft() + QPointF(60, 12))  # the node's header
+    editor = panel.table_editor
+    assert panel.inspector.currentWidget() is editor and editor.table_id == "electricity"
+    assert "primary key (id)" in editor.keys_status.text()
+    with qtbot.waitSignal(preview.updated, timeout=30000) as updated:
+        qtbot.keyClicks(editor.filter, "kwh > 100000")
+    assert table_of(panel, "electricity").filter == "kwh > 100000"
+    assert 0 < len(updated.args[0]) < all_rows  # the preview maps the filtered rows only
+    assert doc.undo_stack.count() == 1  # typed in one go: one undo step
+    qtbot.keyClicks(editor.filter, " >")  # not an expression: shown in red, not committed
+    assert editor.filter_status.styleSheet() == "color: #c62828;" and editor.filter_status.text()
+    assert table_of(panel, "electricity").filter == "kwh > 100000"
+    key = next(editor.keys.item(i) for i in range(editor.keys.count())
+               if editor.keys.item(i).data(Qt.ItemDataRole.UserRole) == "meter_id")
+    key.setCheckState(Qt.CheckState.Checked)
+    assert table_of(panel, "electricity").key_columns == ["meter_id"]
+    assert "Traced by meter_id" in editor.keys_status.text()
+    panel.act_undo.trigger()
+    panel.act_undo.trigger()
+    assert table_of(panel, "electricity").key_columns is None and table_of(panel, "electricity").filter is None
+    assert editor.filter.text() == ""  # the editor follows the model
+
+
+def test_a_new_mapping_from_scratch(qtbot, panel, answers, ws):
+    from esg_workbench.gui.mapping.dialogs import AddTableDialog, NewMappingDialog
+    from esg_workbench.mapping import store
+
+    panel.new_mapping()
+    qtbot.waitUntil(lambda: isinstance(getattr(panel, "new_dialog", None), NewMappingDialog), timeout=10000)
+    dialog = panel.new_dialog
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    qtbot.keyClicks(dialog.name, "sample_erp")
+    assert not ok.isEnabled() and "already" in dialog.problem.text()
+    dialog.name.clear()
+    qtbot.keyClicks(dialog.name, "travel_only")
+    assert ok.isEnabled() and dialog.connector.currentText() == "sample-erp"
+    ok.click()
+    qtbot.waitUntil(lambda: panel.document.mapping is not None and panel.document.mapping.name == "travel_only",
+                    timeout=10000)
+    add = next(w for w in panel.findChildren(AddTableDialog) if w.isVisible())  # opened for the first table
+    add.stream.setCurrentText("business_travel")
+    add.entity.setCurrentIndex(add.entity.findData("business_travel"))
+    add.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    doc = panel.document
+    table = doc.mapping.tables[0]
+    row = panel.scene.rows[table.id]
+    drag(qtbot, panel, row.source.columns["distance_km"], row.entity.fields["distance"])
+    edge = doc.mapping.table(table.id).edges_to("distance")[0]
+    assert (edge.source, edge.transforms) == ("distance_km", [])  # already in km: no conversion proposed
+    assert doc.modified and "not saved" in panel.combo.currentText()
+    dialog = panel.save()
+    with qtbot.waitSignal(panel.saved, timeout=30000):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert store.load_mapping(ws, "travel_only").version == 1
+    wait_idle(qtbot, panel.pool)
+    assert {panel.combo.itemData(i) for i in range(panel.combo.count())} == {"sample_erp", "travel_only"}
+
+
+def test_unsaved_edits_survive_a_crash(qtbot, ws, tmp_path):
+    """Edits go to a swap file; a new panel on the workspace offers to restore them."""
+    from esg_workbench.gui.mapping import swap
+    from esg_workbench.gui.mapping.panel import MappingPanel
+    from esg_workbench.gui.workers import WorkerPool
+
+    def open_panel():
+        pool = WorkerPool()
+        panel = MappingPanel(pool)
+        qtbot.addWidget(panel)
+        panel.show()
+        with qtbot.waitSignal(panel.loaded, timeout=30000):
+            panel.set_workspace(ws)
+        return panel, pool
+
+    first, pool1 = open_panel()
+    first.document.remove_edges([("electricity", "electricity-meter")])
+    qtbot.waitUntil(lambda: swap.swap_path(ws, "sample_erp").exists(), timeout=5000)
+    assert swap.swap_path(ws, "sample_erp").parent == tmp_path / ".esg-mapping-swap"
+    wait_idle(qtbot, pool1)
+    pool1.shutdown()
+    first.hide()  # the app "crashed": the edits were never saved
+
+    second, pool2 = open_panel()
+    assert second.document.mapping.table("electricity").edge("electricity-meter") is not None
+    assert second.info.isVisible() and "unsaved edits from an earlier session" in second.info.label.text()
+    second.info.buttons[0].click()  # Restore
+    assert second.document.mapping.table("electricity").edge("electricity-meter") is None
+    assert second.document.modified and second.act_save.isEnabled()
+    dialog = second.save()
+    with qtbot.waitSignal(second.saved, timeout=30000):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert not swap.swap_path(ws, "sample_erp").exists()  # a clean save drops the copy
+    wait_idle(qtbot, pool2)
+    pool2.shutdown()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
     QLabel,
+    QSizePolicy,
     QSplitter,
+    QStackedWidget,
     QTabWidget,
     QToolBar,
     QToolButton,
@@ -25,11 +27,12 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.gui import dialogs, icons
 from esg_workbench.gui.mapping import items as it
-from esg_workbench.gui.mapping import tasks
+from esg_workbench.gui.mapping import swap, tasks
 from esg_workbench.gui.mapping.dialogs import AddTableDialog, AutoMapDialog, HistoryDialog, NewMappingDialog, SaveDialog
 from esg_workbench.gui.mapping.document import MappingDocument
 from esg_workbench.gui.mapping.preview import PreviewPanel
 from esg_workbench.gui.mapping.scene import MappingScene
+from esg_workbench.gui.mapping.table_editor import TableEditor
 from esg_workbench.gui.mapping.transform_editor import TransformEditor
 from esg_workbench.gui.mapping.validation_panel import ValidationPanel
 from esg_workbench.gui.mapping.view import MappingView
@@ -64,13 +67,18 @@ class MappingPanel(QWidget):
         self.scene = MappingScene(self.document, self)
         self.view = MappingView(self.scene)
         self.editor = TransformEditor(self.document)
-        self.editor.setMinimumWidth(300)
+        self.table_editor = TableEditor(self.document)
+        self.inspector = QStackedWidget()  # the selected edge's transforms, or the selected table's settings
+        self.inspector.addWidget(self.editor)
+        self.inspector.addWidget(self.table_editor)
+        self.inspector.setMinimumWidth(300)
         self.validation = ValidationPanel()
         self.preview = PreviewPanel(pool, self.document)
         self.info = dialogs.InfoBar()
         self.hint = QLabel()
         self.hint.setObjectName("canvasHint")
         self.hint.setStyleSheet("color: #455a64; padding: 1px 4px;")
+        self.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
         self.hint.setText("Drag a source column onto an ESG field. Click an edge to edit its transforms. "
                           "Ctrl+wheel zooms, middle button (or Space + drag) pans, Delete removes the selection.")
 
@@ -86,7 +94,7 @@ class MappingPanel(QWidget):
         self.bottom.addTab(self.preview, icons.table_icon(), "Preview")
         self.top_split = QSplitter(Qt.Orientation.Horizontal)
         self.top_split.addWidget(self.view)
-        self.top_split.addWidget(self.editor)
+        self.top_split.addWidget(self.inspector)
         self.top_split.setStretchFactor(0, 4)
         self.top_split.setStretchFactor(1, 1)
         self.top_split.setSizes([900, 330])
@@ -104,6 +112,12 @@ class MappingPanel(QWidget):
         layout.addWidget(self.info)
         layout.addWidget(self.splitter, 1)
         layout.addWidget(self.hint)
+
+        self.swap_timer = QTimer(self)  # unsaved edits go to a swap file (crash recovery)
+        self.swap_timer.setSingleShot(True)
+        self.swap_timer.setInterval(800)
+        self.swap_timer.timeout.connect(self._keep_swap)
+        self.document.undo_stack.indexChanged.connect(self._stack_changed)
 
         self.combo.activated.connect(self._combo_chosen)
         self.scene.hint.connect(self._show_hint)
@@ -232,6 +246,9 @@ class MappingPanel(QWidget):
     # --- workspace and loading ------------------------------------------------------------------
 
     def set_workspace(self, workspace) -> None:
+        if self.swap_timer.isActive():  # the last edits on the old workspace
+            self.swap_timer.stop()
+            self._keep_swap()
         self.workspace = workspace
         self.preview.set_workspace(workspace)
         self.document.set_mapping(None)
@@ -298,9 +315,57 @@ class MappingPanel(QWidget):
     def _may_discard(self) -> bool:
         if not self.document.modified:
             return True
-        return dialogs.ask(self, "Unsaved changes",
-                           f"The mapping '{self.document.mapping.name}' has unsaved changes. Discard them?",
-                           yes="Discard", no="Keep editing")
+        name = self.document.mapping.name
+        if not dialogs.ask(self, "Unsaved changes", f"The mapping '{name}' has unsaved changes. Discard them?",
+                           yes="Discard", no="Keep editing"):
+            return False
+        self.swap_timer.stop()
+        if self.workspace is not None:
+            swap.remove(self.workspace, name)
+        return True
+
+    # --- crash recovery ---------------------------------------------------------------------------
+
+    def _stack_changed(self, _index: int) -> None:
+        self.swap_timer.start()
+
+    def _keep_swap(self) -> None:
+        m = self.document.mapping
+        if self.workspace is None or m is None:
+            return
+        try:
+            if self.document.modified:  # removed on save and discard (an undo back to the saved state
+                swap.write(self.workspace, m)  # leaves a copy equal to it, dropped when next opened)
+        except OSError as exc:  # recovery is a convenience: never in the way of editing
+            self.hint.setText(f"Could not keep a recovery copy of the unsaved edits ({exc}).")
+
+    def _offer_recovery(self, opened: Mapping) -> None:
+        kept = swap.read(self.workspace, opened.name)
+        if kept is None or kept["base_version"] != opened.version:
+            return
+        restored: Mapping = kept["mapping"]
+        restored.version, restored.author, restored.created_at, restored.mapping_id = \
+            opened.version, opened.author, opened.created_at, opened.mapping_id
+        restored.catalog_version = opened.catalog_version
+        if restored.definition_hash() == opened.definition_hash():
+            swap.remove(self.workspace, opened.name)
+            return
+
+        def restore() -> None:
+            if self.document.mapping is opened:
+                self.document.set_mapping(restored, self.document.context, modified=True)
+                self._fill_combo()
+                self.info.show_notice(f"Restored the unsaved edits of '{opened.name}'. Save them to keep them.",
+                                      "ok", topic="recovery")
+
+        def discard() -> None:
+            swap.remove(self.workspace, opened.name)
+            self.info.dismiss()
+
+        self.info.show_notice(
+            f"'{opened.name}' has unsaved edits from an earlier session (kept {kept['kept_at'].replace('T', ' ')}, "
+            f"on top of v{opened.version}). Restore them?", "warn",
+            [("Restore", restore), ("Discard", discard)], topic="recovery")
 
     def open_mapping(self, name: str, version: int | None = None) -> None:
         if self.workspace is None:
@@ -312,6 +377,8 @@ class MappingPanel(QWidget):
             newest = opened.history[0]["version"] if opened.history else None
             self.document.set_mapping(opened.mapping, opened.context,
                                       modified=version is not None and version != newest)
+            if version is None:
+                self._offer_recovery(opened.mapping)
             self._fill_combo()
             self._update_actions()
             self.hint.setText(f"{name} v{opened.mapping.version}: {len(opened.mapping.tables)} table mappings, "
@@ -375,15 +442,23 @@ class MappingPanel(QWidget):
             edge = self.document.mapping.table(edges[0].table_id).edge(edges[0].edge_id)
             self.preview.set_table(edges[0].table_id)
             self.preview.highlight(edge.target if edge else None)
+            self.inspector.setCurrentWidget(self.editor)
         else:
             if self.editor.edge_id is not None and not edges:
                 self.editor.set_edge(None, None)
             fields = [i for i in self.scene.selectedItems() if isinstance(i, it.FieldItem)]
             self.preview.highlight(fields[0].name if fields else None)
+            tables = {i.table_id for i in self.scene.selectedItems() if isinstance(i, (it.NodeItem, it.PortRow))}
+            if len(tables) == 1 and not edges:
+                self.table_editor.set_table(tables.pop())
+                self.inspector.setCurrentWidget(self.table_editor)
+            else:
+                self.inspector.setCurrentWidget(self.editor)
         self._update_actions()
 
     def _edge_activated(self, table_id: str, edge_id: str) -> None:
         self.editor.set_edge(table_id, edge_id)
+        self.inspector.setCurrentWidget(self.editor)
         self.editor.list.setFocus()
 
     def _show_hint(self, text: str) -> None:
@@ -497,6 +572,8 @@ class MappingPanel(QWidget):
         def done(stored: Mapping) -> None:
             if self.document.mapping is m:
                 self.document.mark_saved(stored)
+                self.swap_timer.stop()
+                swap.remove(self.workspace, stored.name)
             self.versions.insert(0, {"version": stored.version, "author": stored.author,
                                      "created_at": stored.created_at, "comment": comment,
                                      "definition_hash": stored.definition_hash()})

@@ -335,14 +335,20 @@ class MappingScene(QGraphicsScene):
         for item in self.selectedItems():
             if isinstance(item, it.EdgeItem):
                 keys.append(("edge", item.table_id, item.edge_id))
+            elif isinstance(item, it.NodeItem):
+                keys.append(("node", item.table_id, "source" if isinstance(item, it.SourceNode) else "entity"))
             elif isinstance(item, it.PortRow):
                 keys.append((type(item).__name__, item.table_id, item.name))
         return keys
 
     def _restore_selection(self, keys: list[tuple]) -> None:
         for kind, table_id, name in keys:
-            item = (self.edge_item(name) if kind == "edge" else self.column_item(table_id, name)
-                    if kind == "ColumnItem" else self.field_item(table_id, name))
+            row = self.rows.get(table_id)
+            if kind == "node":
+                item = None if row is None else row.source if name == "source" else row.entity
+            else:
+                item = (self.edge_item(name) if kind == "edge" else self.column_item(table_id, name)
+                        if kind == "ColumnItem" else self.field_item(table_id, name))
             if item is not None:
                 item.setSelected(True)
 

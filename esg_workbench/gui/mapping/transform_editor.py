@@ -361,7 +361,6 @@ class TransformEditor(QFrame):
 
     def _new(self, kind: str) -> Transform:
         edge, fdef = self.edge(), self.field_def()
-        columns = self.document.columns_of(self.table_id) or {}
         if kind == "cast":
             return Cast(to={"date": "date", "boolean": "boolean", "text": "text"}.get(fdef.type if fdef else "", "number"))
         if kind == "unit":
