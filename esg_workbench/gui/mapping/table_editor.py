@@ -48,6 +48,9 @@ class TableEditor(QFrame):
         self.entity.setObjectName("tableEntity")
         for e in document.catalog.entities.values():
             self.entity.addItem(f"{e.label} ({e.name})", e.name)
+        for combo in (self.stream, self.entity):  # the editor's width decides, not the longest name
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
         self.filter = QLineEdit()
         self.filter.setObjectName("tableFilter")
         self.filter.setPlaceholderText("e.g. tariff <> 'correction'  (empty: every row)")

@@ -109,6 +109,8 @@ class TransformEditor(QFrame):
         self.subtitle.setStyleSheet("color: #546e7a;")
         self.source = QComboBox()
         self.source.setObjectName("edgeSource")
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(10)
         self.list = QListWidget()
         self.list.setObjectName("transformList")
         self.list.setToolTip("The transforms run top to bottom on the column's values")
@@ -424,6 +426,8 @@ class TransformEditor(QFrame):
                name: str) -> QComboBox:
         combo = QComboBox()
         combo.setObjectName(name)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
         combo.setEditable(editable)
         combo.addItems([v for v in dict.fromkeys(values) if v is not None])
         if combo.findText(current) < 0 and current:
