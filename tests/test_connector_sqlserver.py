@@ -234,8 +234,8 @@ def test_plan_through_the_engine_planner_uses_id_ranges_for_full_loads():
     from esg_workbench.sync import planner
 
     connector = _connector()
-    # count, then key_range: dense integers need no boundary query
-    connector._engine.answers = [[(30_000,)], [(1, 30_000, 30_000)]]
+    # key_range gives the count too; dense integers need no boundary query
+    connector._engine.answers = [[(1, 30_000, 30_000)]]
     settings = LoadSettings(load_type=LoadType.FULL, chunk_strategy=ChunkStrategy.ID, chunk_size=10_000)
     scope = ReadScope(columns=COLUMNS, key=("select",))
     chunks, _ = planner.plan(connector, HOSTILE, scope, settings)

@@ -354,8 +354,8 @@ class SyncEngine:
                 after = (st.last_cursor, *st.last_row_id)
             else:
                 after, inclusive = (st.last_cursor,), True
-            with contextlib.suppress(EsgError):
-                nulls = connector.null_cursor_count(stream, settings.cursor_field)
+            with contextlib.suppress(EsgError):  # a NOT NULL cursor needs no count
+                nulls = connector.null_cursor_count(stream, settings.cursor_field) if cursor.nullable else 0
                 if nulls:
                     result.warnings.append(f"{nulls} rows have no {settings.cursor_field}; only a full load reads them again")
         scope = ReadScope(
@@ -400,7 +400,7 @@ class SyncEngine:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-read") as reader:
             pending = reader.submit(self._read_with_retries, connector, stream, scope, todo[0])
             for i, chunk in enumerate(todo):
-                outcome = pending.result()  # (table, attempts) or an exception object
+                outcome = pending.result()  # (table, attempts, digest) or (exception, attempts, None)
                 if i + 1 < len(todo) and not self.cancel.cancelled:
                     pending = reader.submit(self._read_with_retries, connector, stream, scope, todo[i + 1])
                 if isinstance(outcome[0], Cancelled):
@@ -409,7 +409,7 @@ class SyncEngine:
                     self._fail_chunk(record, chunk, run_id, outcome[0], outcome[1], result)
                 else:
                     try:
-                        self._land_chunk(record, stream, scope, load_type, chunk, outcome[0], outcome[1], run_id, st, result)
+                        self._land_chunk(record, stream, scope, load_type, chunk, outcome, run_id, st, result)
                     except EsgError as exc:
                         self._fail_chunk(record, chunk, run_id, exc, outcome[1], result)
                     except Exception as exc:  # a workspace write failed: the chunk fails, nothing half-landed
@@ -419,7 +419,8 @@ class SyncEngine:
 
     def _read_with_retries(self, connector, stream, scope, chunk: LedgerChunk):
         """Read one chunk into memory; transient errors are retried with backoff.
-        Returns (arrow table, attempts) or (exception, attempts)."""
+        Returns (arrow table, attempts, its hash) or (exception, attempts, None). The
+        hash is computed here, off the writing thread, which is the critical path."""
         import pyarrow as pa
 
         attempts = 0
@@ -429,21 +430,22 @@ class SyncEngine:
                 self.cancel.raise_if_cancelled()
                 batches = list(connector.read(stream, scope, chunk.range, self.cancel))
                 table = pa.Table.from_batches(batches) if batches else None
-                return table, attempts
+                return table, attempts, arrow_hash(table) if table is not None and table.num_rows else None
             except Cancelled as exc:
-                return exc, attempts
+                return exc, attempts, None
             except EsgError as exc:
                 if not exc.transient or attempts > len(self.retry_delays):
-                    return exc, attempts
+                    return exc, attempts, None
                 try:
                     self._sleep(self.retry_delays[attempts - 1])
                 except Cancelled as cancelled:
-                    return cancelled, attempts
+                    return cancelled, attempts, None
             except Exception as exc:  # an unexpected driver error: not retried, reported
-                return exc, attempts
+                return exc, attempts, None
 
     def _land_chunk(self, record, stream: StreamRef, scope: ReadScope, load_type: LoadType, chunk: LedgerChunk,
-                    table, attempts: int, run_id: int, st: StreamState, result: StreamResult) -> None:
+                    read: tuple, run_id: int, st: StreamState, result: StreamResult) -> None:
+        table, attempts, digest = read
         ws = self.workspace
         rows = 0 if table is None else table.num_rows
         target = chunk.target_table
@@ -471,12 +473,13 @@ class SyncEngine:
             max_key = last if not chunk.range.null_cursor else None
             sync_records.chunk_done(conn, chunk.id, run_id, rows, rows, max_key, attempts)
             sync_records.add_counts(conn, run_id, rows, rows)
-            self._advance_checkpoint(conn, st, chunk, max_key)
+            if load_type is LoadType.DELTA:
+                self._advance_checkpoint(conn, st, chunk)
             chain.append(ws, conn, "sync.chunk", input_hash=chain.sha256_json({
                 "connector_id": record.id, "stream": stream.qualified, "sync_id": chunk.sync_id, "seq": chunk.seq,
                 "lower": encode_key(chunk.range.lower), "upper": encode_key(chunk.range.upper),
                 "null_cursor": chunk.range.null_cursor}),
-                output_hash=arrow_hash(table) if rows else None,
+                output_hash=digest,
                 metadata={"connector_id": record.id, "stream": stream.qualified, "run_id": run_id,
                           "chunk_id": chunk.id, "seq": chunk.seq, "range": chunk.range.describe(),
                           "rows": rows, "target": target})
@@ -484,17 +487,12 @@ class SyncEngine:
         result.rows_read += rows
         result.rows_written += rows
 
-    def _advance_checkpoint(self, conn, st: StreamState, chunk: LedgerChunk, max_key: tuple | None) -> None:
-        """The checkpoint covers the contiguous prefix of done chunks of the plan."""
-        ledger = sync_records.ledger(conn, chunk.sync_id, st.stream)
-        prefix_max = None
-        for c in ledger:
-            if c.status != ChunkStatus.DONE.value:
-                break
-            if c.max_key is not None:
-                prefix_max = c.max_key
-        if st.plan and st.plan.get("load_type") == LoadType.DELTA.value and prefix_max is not None:
-            st.last_cursor, st.last_row_id = prefix_max[0], tuple(prefix_max[1:]) or None
+    def _advance_checkpoint(self, conn, st: StreamState, chunk: LedgerChunk) -> None:
+        """A delta's checkpoint covers the contiguous prefix of done chunks of the plan
+        (chunks after a failed one are in the ledger, not yet in the checkpoint)."""
+        prefix_max = sync_records.done_prefix_max_key(conn, chunk.sync_id, st.stream)
+        if prefix_max is not None and prefix_max != (st.last_cursor, *(st.last_row_id or ())):
+            st.last_cursor, st.last_row_id = prefix_max[0], tuple(prefix_max[1:])
             st.last_window_start = chunk.range.lower[0] if chunk.range.lower else None
             st.last_window_end = chunk.range.upper[0] if chunk.range.upper else None
             sync_records.put_state(self.workspace, conn, st)
@@ -531,13 +529,13 @@ class SyncEngine:
                     conn.exec_driver_sql(f"DELETE FROM {ws.engine.dialect.identifier_preparer.quote(st.raw_table)}")
                 if plan.get("cursor_field") and done and (plan.get("key") or [None])[0] == plan["cursor_field"]:
                     # paged by (cursor, key) like a delta: the last landed key is an exact checkpoint
-                    st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:]) or None
+                    st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:])
                 elif plan.get("cursor_field"):
                     cursor_max = decode_key(plan.get("cursor_max"))[0]
                     st.last_cursor, st.last_row_id = cursor_max, None  # next delta re-reads the tie group
             else:
                 if done:
-                    st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:]) or None
+                    st.last_cursor, st.last_row_id = done[-1][0], tuple(done[-1][1:])
             st.active_sync_id = None
             st.plan = None
             st.planned_upper = None

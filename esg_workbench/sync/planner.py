@@ -42,7 +42,12 @@ def ordering_key(settings: LoadSettings, primary_key: list[str]) -> tuple[str, .
 
 
 def plan(connector, stream: StreamRef, scope: ReadScope, settings: LoadSettings) -> tuple[list[ChunkRange], Sizing]:
-    rows = connector.count(stream, scope)
+    by_windows = uses_time_windows(settings) and bool(scope.key) and scope.cursor_field == scope.key[0]
+    if len(scope.key) == 1 and not by_windows:  # one query gives the count and the key's range
+        lo, hi, rows = connector.key_range(stream, scope)
+    else:
+        lo = hi = None
+        rows = connector.count(stream, scope)
     sizing = auto_sizing(rows)
     sizing = Sizing(settings.chunk_size or sizing.chunk_size, settings.window or sizing.window or "month")
     chunks: list[ChunkRange] = []
@@ -54,12 +59,12 @@ def plan(connector, stream: StreamRef, scope: ReadScope, settings: LoadSettings)
         return chunks, sizing
     if not scope.key:  # no key: one chunk, streamed (memory still bounded by the batches)
         return chunks + [ChunkRange()], sizing
-    if uses_time_windows(settings) and scope.cursor_field == scope.key[0]:
+    if by_windows:
         chunks += _windows(connector, stream, scope, sizing)
     elif rows <= sizing.chunk_size:
         chunks.append(ChunkRange())
     else:
-        chunks += _id_ranges(connector, stream, scope, rows, sizing.chunk_size)
+        chunks += _id_ranges(connector, stream, scope, rows, sizing.chunk_size, lo, hi)
     return chunks, sizing
 
 
@@ -84,12 +89,11 @@ def _windows(connector, stream, scope, sizing: Sizing) -> list[ChunkRange]:
     return chunks
 
 
-def _id_ranges(connector, stream, scope, rows: int, chunk_size: int) -> list[ChunkRange]:
+def _id_ranges(connector, stream, scope, rows: int, chunk_size: int, lo, hi) -> list[ChunkRange]:
     if len(scope.key) == 1:
-        lo, hi, count = connector.key_range(stream, scope)
         if isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool):
             span = hi - lo + 1
-            if count * 2 >= span:  # dense integers: plain arithmetic, no scan
+            if rows * 2 >= span:  # dense integers: plain arithmetic, no scan
                 bounds = [(v,) for v in range(lo + chunk_size, hi + 1, chunk_size)]
                 return _between(bounds, ChunkRange())
     return _split(connector, stream, scope, ChunkRange(), rows, chunk_size)
