@@ -226,3 +226,12 @@ def test_a_narrowed_source_column_never_rounds_landed_values(ws, pg_conn, pg_spe
     assert result.status is SyncStatus.SUCCESS, result.error
     assert "retyped qty" in result.streams[0].drift
     assert [(r[0], str(r[1])) for r in raw_rows(ws, table, ["id", "qty"])] == [(1, "1.25"), (2, "2.75"), (3, "7.00")]
+
+
+def test_cursor_that_is_the_key_itself_checkpoints_exactly(ws, pg_conn, pg_spec):
+    pg_conn.execute("CREATE TABLE log (id bigint PRIMARY KEY, msg text); INSERT INTO log SELECT g, 'm' FROM generate_series(1, 500) g")
+    add_pg(ws, pg_spec, cursor_field="id", load_type="delta", chunk_size=200)
+    assert sync(ws).rows_written == 500
+    assert sync(ws).rows_written == 0  # nothing new: the last row is not re-read
+    pg_conn.execute("INSERT INTO log VALUES (501, 'new')")
+    assert sync(ws).rows_written == 1
