@@ -577,9 +577,13 @@ class MainWindow(QMainWindow):
     def _about(self) -> None:
         from esg_workbench import __version__
 
+        from esg_workbench.mapping.factors import ATTRIBUTION
+
         QMessageBox.about(self, "ESG Workbench",
                           f"ESG Workbench {__version__}\n\nPull ESG activity data out of company systems, "
-                          "map it onto ESG fields and turn it into auditable KPIs.")
+                          "map it onto ESG fields and turn it into auditable KPIs.\n\n"
+                          f"Workspace: {self.workspace.display_url if self.workspace else '(none)'}\n\n"
+                          f"Emission factors: {ATTRIBUTION}")
 
     # --- closing ------------------------------------------------------------------------------
 
