@@ -418,30 +418,35 @@ class SyncEngine:
                 self.cancel.raise_if_cancelled()
 
     def _read_with_retries(self, connector, stream, scope, chunk: LedgerChunk):
-        """Read one chunk into memory; transient errors are retried with backoff.
+        """Read one chunk into memory; transient errors are retried with backoff
+        (tenacity; the waits are `retry_delays` and end early on cancel).
         Returns (arrow table, attempts, its hash) or (exception, attempts, None). The
         hash is computed here, off the writing thread, which is the critical path."""
         import pyarrow as pa
+        import tenacity
 
+        delays = self.retry_delays
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(len(delays) + 1),
+            wait=lambda state: delays[min(state.attempt_number, len(delays)) - 1],
+            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, EsgError) and exc.transient),
+            sleep=self._sleep,
+            reraise=True,
+        )
         attempts = 0
-        while True:
+
+        def read_once():
+            nonlocal attempts
             attempts += 1
-            try:
-                self.cancel.raise_if_cancelled()
-                batches = list(connector.read(stream, scope, chunk.range, self.cancel))
-                table = pa.Table.from_batches(batches) if batches else None
-                return table, attempts, arrow_hash(table) if table is not None and table.num_rows else None
-            except Cancelled as exc:
-                return exc, attempts, None
-            except EsgError as exc:
-                if not exc.transient or attempts > len(self.retry_delays):
-                    return exc, attempts, None
-                try:
-                    self._sleep(self.retry_delays[attempts - 1])
-                except Cancelled as cancelled:
-                    return cancelled, attempts, None
-            except Exception as exc:  # an unexpected driver error: not retried, reported
-                return exc, attempts, None
+            self.cancel.raise_if_cancelled()
+            batches = list(connector.read(stream, scope, chunk.range, self.cancel))
+            return pa.Table.from_batches(batches) if batches else None
+
+        try:
+            table = retrying(read_once)
+        except Exception as exc:  # Cancelled, a permanent error, or retries used up: reported
+            return exc, attempts, None
+        return table, attempts, arrow_hash(table) if table is not None and table.num_rows else None
 
     def _land_chunk(self, record, stream: StreamRef, scope: ReadScope, load_type: LoadType, chunk: LedgerChunk,
                     read: tuple, run_id: int, st: StreamState, result: StreamResult) -> None:
