@@ -24,8 +24,8 @@ and often absent, and a delta load needs a key to update rows in place.
 * Time windows use `date_trunc` in the session time zone, which is UTC on SQL
   warehouses unless an administrator changed it.
 
-Delta tables read directly from object storage (`deltalake`) are not part of this
-connector yet.
+Delta tables read directly from object storage (`deltalake`), without a warehouse, are
+the `delta_lake` connector (connectors/delta_lake.py).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ _TYPES = {
     "files": ("esg_workbench.connectors.local_files", "LocalFilesConnector"),
     "s3": ("esg_workbench.connectors.s3", "S3Connector"),
     "azure_blob": ("esg_workbench.connectors.azure_blob", "AzureBlobConnector"),
+    "delta_lake": ("esg_workbench.connectors.delta_lake", "DeltaLakeConnector"),
 }
 
 _FILE_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types")
@@ -53,13 +54,18 @@ TYPE_OPTIONS = {
     # the secret is a connection string, a SAS token or the account key (auth says which;
     # by default it is told from the secret itself); account_url for SAS and account key
     "azure_blob": ("container", "prefix", "account_url", "auth", *_FILE_OPTIONS),
+    # Delta tables (deltalake): uri is s3://bucket/prefix, az://container/prefix or a local
+    # folder, each sub-folder with a _delta_log a table; the secret is the S3 secret access
+    # key of access_key_id, or the Azure account key or connection string; primary_key
+    # names key columns (Delta declares none; without one only full loads)
+    "delta_lake": ("uri", "primary_key", "region", "endpoint_url", "access_key_id", "account_name", "account_url"),
 }
 
 #: types whose tables bring their own cursor (a file's modification time): delta loads
 #: need no cursor_field
 OWN_CURSOR = {"files", "s3", "azure_blob"}
 
-NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana", "s3", "azure_blob"}
+NEEDS_PASSWORD = {"postgres", "mysql", "sqlserver", "snowflake", "databricks", "sap_odata", "sap_hana", "s3", "azure_blob", "delta_lake"}
 
 
 def connector_types() -> list[str]:
