@@ -30,13 +30,10 @@ the `delta_lake` connector (connectors/delta_lake.py).
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import re
 import socket
 import time
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlparse
 
 from esg_workbench.core.errors import (
@@ -154,29 +151,8 @@ class DatabricksConnector(RenderedSqlConnector):
     def quote(self, name: str) -> str:
         return "`" + str(name).replace("`", "``") + "`"
 
-    def literal(self, value: Any) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, Decimal):
-            if not value.is_finite():
-                return f"CAST({self.literal(str(value))} AS DOUBLE)"
-            return format(value, "f")
-        if isinstance(value, float):
-            return repr(value) if math.isfinite(value) else f"CAST({self.literal(repr(value))} AS DOUBLE)"
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                text = value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-                return f"TIMESTAMP '{text}+00:00'"
-            return f"TIMESTAMP '{value.isoformat(sep=' ', timespec='microseconds')}'"
-        if isinstance(value, dt.date):
-            return f"DATE '{value.isoformat()}'"
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"unhex('{bytes(value).hex()}')"
-        return _string_literal(str(value))
+    def string_literal(self, text: str) -> str:
+        return _string_literal(text)
 
     def table_ref(self, stream: StreamRef) -> str:
         return f"{self.quote(self.catalog)}.{self.quote(stream.schema or self.schema)}.{self.quote(stream.table)}"

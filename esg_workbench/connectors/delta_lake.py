@@ -37,12 +37,9 @@ AuthenticationFailed, ...). A folder without ``_delta_log`` is TableMissing.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import math
 import os
 import re
 import threading
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
@@ -303,29 +300,8 @@ class DeltaLakeConnector(RenderedSqlConnector):
     def quote(self, name: str) -> str:
         return '"' + str(name).replace('"', '""') + '"'
 
-    def literal(self, value: Any) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, Decimal):
-            if not value.is_finite():
-                return f"CAST('{value}' AS DOUBLE)"
-            return format(value, "f")
-        if isinstance(value, float):
-            return repr(value) if math.isfinite(value) else f"CAST('{value!r}' AS DOUBLE)"
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                text = value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-                return f"TIMESTAMPTZ '{text}+00:00'"
-            return f"TIMESTAMP '{value.isoformat(sep=' ', timespec='microseconds')}'"
-        if isinstance(value, dt.date):
-            return f"DATE '{value.isoformat()}'"
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"unhex('{bytes(value).hex()}')"
-        return "'" + str(value).replace("'", "''") + "'"
+    def timestamp_literal(self, text: str, aware: bool) -> str:
+        return f"{'TIMESTAMPTZ' if aware else 'TIMESTAMP'} '{text}'"
 
     def table_ref(self, stream: StreamRef) -> str:
         self._open(stream.table)

@@ -23,8 +23,6 @@ non-standard endpoint (a private link, or an emulator in the tests).
 from __future__ import annotations
 
 import datetime as dt
-import math
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator
 
 from esg_workbench.core.errors import (
@@ -163,29 +161,23 @@ class SnowflakeConnector(RenderedSqlConnector):
     def quote(self, name: str) -> str:
         return '"' + str(name).replace('"', '""') + '"'
 
-    def literal(self, value: Any) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, Decimal):
-            return format(value, "f") if value.is_finite() else f"'{value}'::FLOAT"
-        if isinstance(value, float):
-            return repr(value) if math.isfinite(value) else f"'{value}'::FLOAT"
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                text = value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-                return f"'{text}+00:00'::TIMESTAMP_TZ"
-            return f"'{value.isoformat(sep=' ', timespec='microseconds')}'::TIMESTAMP_NTZ"
-        if isinstance(value, dt.date):
-            return f"'{value.isoformat()}'::DATE"
-        if isinstance(value, dt.time):
-            return f"'{value.isoformat(timespec='microseconds')}'::TIME"
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"TO_BINARY('{bytes(value).hex()}', 'HEX')"
-        return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+    def string_literal(self, text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    def nonfinite_literal(self, text: str) -> str:
+        return f"'{text}'::FLOAT"
+
+    def timestamp_literal(self, text: str, aware: bool) -> str:
+        return f"'{text}'::{'TIMESTAMP_TZ' if aware else 'TIMESTAMP_NTZ'}"
+
+    def date_literal(self, text: str) -> str:
+        return f"'{text}'::DATE"
+
+    def time_literal(self, value: "dt.time") -> str:
+        return f"'{value.isoformat(timespec='microseconds')}'::TIME"
+
+    def binary_literal(self, hex_digits: str) -> str:
+        return f"TO_BINARY('{hex_digits}', 'HEX')"
 
     def table_ref(self, stream: StreamRef) -> str:
         database, schema = self._resolved()

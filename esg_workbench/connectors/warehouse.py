@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator
 
 from esg_workbench.core.errors import EsgError, SourceError, TableMissing
@@ -40,7 +42,49 @@ class RenderedSqlConnector:
         raise NotImplementedError
 
     def literal(self, value: Any) -> str:
-        raise NotImplementedError
+        """A value written into SQL. The type dispatch is shared; each dialect spells
+        strings, timestamps, dates, times, bytes and non-finite numbers its own way."""
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, Decimal):
+            return format(value, "f") if value.is_finite() else self.nonfinite_literal(str(value))
+        if isinstance(value, float):
+            return repr(value) if math.isfinite(value) else self.nonfinite_literal(repr(value))
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:
+                text = value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+                return self.timestamp_literal(text + "+00:00", aware=True)
+            return self.timestamp_literal(value.isoformat(sep=" ", timespec="microseconds"), aware=False)
+        if isinstance(value, dt.date):
+            return self.date_literal(value.isoformat())
+        if isinstance(value, dt.time):
+            return self.time_literal(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.binary_literal(bytes(value).hex())
+        return self.string_literal(str(value))
+
+    # the spellings (ANSI / DuckDB by default)
+    def string_literal(self, text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def nonfinite_literal(self, text: str) -> str:
+        return f"CAST({self.string_literal(text)} AS DOUBLE)"
+
+    def timestamp_literal(self, text: str, aware: bool) -> str:
+        return f"TIMESTAMP '{text}'"
+
+    def date_literal(self, text: str) -> str:
+        return f"DATE '{text}'"
+
+    def time_literal(self, value: "dt.time") -> str:
+        return self.string_literal(str(value))
+
+    def binary_literal(self, hex_digits: str) -> str:
+        return f"unhex('{hex_digits}')"
 
     def table_ref(self, stream: StreamRef) -> str:
         raise NotImplementedError
