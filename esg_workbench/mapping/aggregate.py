@@ -149,6 +149,9 @@ def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_st
     cells: dict[tuple, Cell] = {}
     base_inputs: dict[str, str] = {}
     with workspace.transaction() as conn:
+        from esg_workbench.mapping.apply import drop_legacy_duckdb_indexes
+
+        drop_legacy_duckdb_indexes(workspace, conn)
         conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
         conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))
         # --- base cells: one GROUP BY per KPI ----------------------------------------------------

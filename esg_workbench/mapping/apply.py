@@ -31,7 +31,8 @@ from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, F
 from esg_workbench.mapping.errors import MappingError, UnknownUnit
 from esg_workbench.mapping.factors import FactorSet, load_factor_set
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only, validate
-from esg_workbench.mapping.sql import ANY, BOOLEAN, DATE, NULL, NUMBER, TEXT, TIMESTAMP, Dialect, dialect_of, value_type
+from esg_workbench.mapping.sql import (ANY, BOOLEAN, DATE, DUCKDB, NULL, NUMBER, TEXT, TIMESTAMP, Dialect, dialect_of,
+                                       value_type)
 from esg_workbench.mapping.transforms import Context
 from esg_workbench.workspace.database import Workspace, utcnow
 
@@ -351,6 +352,20 @@ def _insert(target: str, select_sql: str, columns: list[str]) -> str:
     return f"INSERT INTO {target} ({', '.join(columns)}) {select_sql}"
 
 
+def drop_legacy_duckdb_indexes(workspace: Workspace, conn) -> None:
+    """A DuckDB workspace made before the bulk tables' indexes became PostgreSQL-only
+    (workspace/schema.py) still has them as ART indexes, which every bulk insert and delete
+    would keep maintaining: drop them. A no-op elsewhere and once done."""
+    if not workspace.is_duckdb:
+        return
+    from esg_workbench.workspace.schema import POSTGRES_ONLY_INDEXES
+
+    names = ", ".join(DUCKDB.literal(n) for n in POSTGRES_ONLY_INDEXES)
+    for name in conn.exec_driver_sql(f"SELECT index_name FROM duckdb_indexes() WHERE index_name IN ({names}) "
+                                     f"AND schema_name = current_schema()").scalars().all():
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {DUCKDB.quote(name)}")
+
+
 def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: bool = False,
                   catalog: Catalog | None = None, actor: str | None = None,
                   progress: Callable[[str], None] | None = None) -> ApplyResult:
@@ -372,6 +387,7 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
     d = dialect_of(workspace)
     results: list[TableResult] = []
     with workspace.transaction() as conn:
+        drop_legacy_duckdb_indexes(workspace, conn)
         connector_id = resolve_connector_id(workspace, conn, mapping.connector)
         org = workspace.organization_id
         mine = f"organization_id = {d.literal(org)} AND mapping_name = {d.literal(mapping.name)}"
