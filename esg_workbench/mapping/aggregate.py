@@ -164,7 +164,7 @@ def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_st
             rows = conn.exec_driver_sql(
                 f"SELECT site, period, sum(v), count(*), count(*) FILTER (WHERE v IS NULL), "
                 f"count(*) FILTER (WHERE v < 0), md5(string_agg(rt, '|' ORDER BY rt)), "
-                f"string_agg(DISTINCT quality, ',') FROM ({inputs}) i GROUP BY site, period").all()
+                f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM ({inputs}) i GROUP BY site, period").all()
             for site, period, total, n, unusable, negatives, digest, row_flags in rows:
                 if not periods.is_month(period):
                     continue

@@ -431,7 +431,14 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
     src = "_esg_src"
     conn.exec_driver_sql(d.drop_temp(src))
     conn.exec_driver_sql(d.temp_table(src, c.select_sql(where)))
-    result.source_rows = conn.exec_driver_sql(f"SELECT count(*) FROM {src}").scalar()
+    if d.is_duckdb:
+        # a new table's rowids are a dense range (offset while the transaction is open): checked, not assumed
+        n, first, last = conn.exec_driver_sql(f"SELECT count(*), min(rowid), max(rowid) FROM {src}").one()
+        result.source_rows = n
+        ids = _Ids(conn, d, n, first if n and last - first == n - 1 else None)
+    else:
+        result.source_rows = conn.exec_driver_sql(f"SELECT count(*) FROM {src}").scalar()
+        ids = _Ids(conn, d, result.source_rows, None)
     if incremental:
         conn.exec_driver_sql(f"DELETE FROM {target} WHERE {scope} AND source_key IN (SELECT source_key FROM {src})")
         # rows that left the raw table (a full reload without them) leave staging too
@@ -444,7 +451,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
     now = d.literal(utcnow())
     lit = d.literal
     common = {
-        "id": "nextval('staging_rows_id_seq')", "organization_id": lit(workspace.organization_id),
+        "organization_id": lit(workspace.organization_id),
         "connector_id": lit(connector_id), "source_table": lit(c.source.stream), "source_key": "source_key",
         "sync_id": "sync_id", "mapping_id": str(int(mapping.mapping_id)), "mapping_name": lit(mapping.name),
         "mapping_version": str(int(mapping.version)), "entity": lit(entity.name), "period": "period",
@@ -467,7 +474,8 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                       f"{_case(d, u, unit_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('nu__' + m.name)}",
                       f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('uf__' + m.name)}"]
         measures.append(m)
-    norm = f"(SELECT *, {', '.join(norm_cols)} FROM {src}) n" if norm_cols else f"{src} n"
+    rn = f", rowid - {int(ids.first_rowid)} AS _esg_rn" if ids.block else ""
+    norm = f"(SELECT *{rn}{''.join(', ' + col for col in norm_cols)} FROM {src}) n"
     columns = list(STAGING_COLUMNS)
 
     def quality(*flags: str) -> str:
@@ -476,7 +484,8 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
     written = 0
     for m in measures:
         q = lambda p: d.quote(p + m.name)  # noqa: E731
-        values = {**common, "field": lit(m.name), "value": q("v__"), "unit": q("u__"), "normalized_value": q("n__"),
+        values = {**common, "id": ids.take(), "field": lit(m.name), "value": q("v__"), "unit": q("u__"),
+                  "normalized_value": q("n__"),
                   "normalized_unit": q("nu__"),
                   "quality": quality(q("uf__"),
                                      f"CASE WHEN {q('v__')} IS NOT NULL AND {q('m__')} IS NULL THEN 'not_a_number' END",
@@ -502,7 +511,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                     break
         _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit"],
                      [d.text, d.text, d.double, d.text, d.double, d.text], rows)
-        values = {**common, "field": lit(spec["field"]), "value": q("v__"), "unit": q("u__"),
+        values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("u__"),
                   "normalized_value": f"n.{q('n__')} * f.mult", "normalized_unit": lit(spec["unit"]),
                   "factor_set": f"CASE WHEN f.factor_id IS NULL THEN NULL ELSE {lit(c.factor_set.label)} END",
                   "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
@@ -525,14 +534,14 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
             for selector in _vocab_selectors(c.catalog, entity, category, subcategory):
                 picked = {g: c.factor_set.lookup(selector, unit, g) for g in gases}
                 if picked.get("CO2e") is not None:
-                    for g, f in picked.items():
+                    for gas_ix, (g, f) in enumerate(picked.items()):
                         if f is not None:
                             rows.append((category, subcategory, unit, EMISSION_FIELDS[g], f.per(unit), f.id, f.value,
-                                         f"kg CO2e{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}"))
+                                         f"kg CO2e{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix))
                     break
         _factor_temp(conn, d, "_esg_ef", ["category", "subcategory", "unit", "field", "t_per_unit", "factor_id",
-                                           "factor_value", "factor_unit"],
-                     [d.text, d.text, d.text, d.text, d.double, d.text, d.double, d.text], rows)
+                                           "factor_value", "factor_unit", "gas_ix"],
+                     [d.text, d.text, d.text, d.text, d.double, d.text, d.double, d.text, "INTEGER"], rows)
         join = (f"{norm} JOIN _esg_ef f ON f.category IS NOT DISTINCT FROM n.category "
                 f"AND f.subcategory IS NOT DISTINCT FROM n.subcategory AND f.unit = n.{q('nu__')}")
         base = {**common, "scope": lit(spec["scope"]), "method": lit(spec.get("method")), "value": q("v__"),
@@ -544,7 +553,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
             # kg CO2e per kWh of the supplier; the measure is in its normalized energy unit
             per_kwh = units.factor(m.unit, "kWh")
             supplier = f"n.{q('n__')} * {d.number_literal(per_kwh)} * n.market_factor / 1000.0"
-            values = {**base, "field": "f.field",
+            values = {**base, "id": ids.take(), "field": "f.field",
                       "normalized_value": f"CASE WHEN {zero} THEN 0.0 WHEN n.market_factor IS NOT NULL THEN {supplier} "
                                           f"ELSE n.{q('n__')} * f.t_per_unit END",
                       "factor_id": f"CASE WHEN {zero} THEN 'contractual_instrument' WHEN n.market_factor IS NOT NULL "
@@ -554,14 +563,21 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                       "quality": quality(f"CASE WHEN NOT ({zero}) AND n.market_factor IS NULL THEN 'market_uses_location_factor' END",
                                          f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
             select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {join} WHERE f.field = 'ghg_co2e'"
+            written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
         else:
             values = {**base, "field": "f.field", "normalized_value": f"n.{q('n__')} * f.t_per_unit",
                       "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
                       "quality": quality(f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
-            select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {join}"
-        written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+            # DuckDB: one INSERT per gas (a row per source row each), which keeps the memory
+            # of a statement to that of the source; PostgreSQL: all gases in one
+            for gas_ix in range(len(gases)) if ids.block else [None]:
+                values["id"] = ids.take()
+                select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {join}"
+                if gas_ix is not None:
+                    select += f" WHERE f.gas_ix = {gas_ix}"
+                written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
         # activity without a factor: a CO2e row without value, flagged, so it is not lost silently
-        missing = {**base, "field": lit("ghg_co2e"), "normalized_value": "NULL", "factor_id": "NULL",
+        missing = {**base, "id": ids.take(), "field": lit("ghg_co2e"), "normalized_value": "NULL", "factor_id": "NULL",
                    "factor_value": "NULL", "factor_unit": "NULL", "factor_set": lit(c.factor_set.label),
                    "quality": lit("no_factor")}
         select = (f"SELECT {', '.join(_prefixed(missing, columns))} FROM {norm} WHERE n.{q('n__')} IS NOT NULL AND NOT EXISTS "
@@ -575,6 +591,31 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         for flag in text.split(","):
             result.quality[flag] = result.quality.get(flag, 0) + count
     conn.exec_driver_sql(d.drop_temp(src))
+
+
+class _Ids:
+    """Staging row ids.
+
+    On PostgreSQL every row takes `nextval` of the sequence (safe with concurrent writers).
+    On DuckDB a per-row `nextval` serializes the insert on the sequence's lock and keeps the
+    second core idle, so each INSERT (at most one row per source row) takes a block of the
+    sequence instead, as large as the source: the id is the block's start + the source row's
+    ordinal in `_esg_src` (its rowid, a dense range: checked). The block is taken (nextval,
+    setval) before the statement runs; DuckDB writers are serialized by the workspace's
+    write lock, and no other process can open the file.
+    """
+
+    def __init__(self, conn, d: Dialect, source_rows: int, first_rowid: int | None):
+        self.conn, self.source_rows, self.first_rowid = conn, source_rows, first_rowid
+        self.block = d.is_duckdb and first_rowid is not None
+
+    def take(self) -> str:
+        if not self.block:
+            return "nextval('staging_rows_id_seq')"
+        start = int(self.conn.exec_driver_sql("SELECT nextval('staging_rows_id_seq')").scalar())
+        if self.source_rows > 1:
+            self.conn.exec_driver_sql(f"SELECT setval('staging_rows_id_seq', {start + self.source_rows - 1})")
+        return f"({start} + n._esg_rn)"
 
 
 _PLAIN = {"source_key", "sync_id", "period", "activity_date", "site", "category", "subcategory", "attributes"}
