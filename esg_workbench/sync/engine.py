@@ -87,6 +87,7 @@ class SyncResult:
     streams: list[StreamResult]
     seconds: float
     error: str | None = None
+    mapped: list[str] = field(default_factory=list)  # what the saved mappings made of the new rows
 
     @property
     def rows_written(self) -> int:
@@ -240,14 +241,41 @@ class SyncEngine:
                     connector.close()
             if status is SyncStatus.SUCCESS:
                 status, error = self._overall(results)
+            mapped = self._map_new_rows(record, results) if any(r.rows_written for r in results) else []
             with ws.transaction() as conn:
-                details = {"streams": [r.__dict__ for r in results]}
+                details = {"streams": [r.__dict__ for r in results], "mapped": mapped}
                 sync_records.finish_run(conn, run_id, status, error, details)
                 connectors_store.update(ws, conn, record.id, status=f"sync_{status.value}", status_message=error)
                 chain.append(ws, conn, "sync.finish", metadata={
                     "connector_id": record.id, "run_id": run_id, "status": status.value,
                     "rows_written": sum(r.rows_written for r in results)})
-        return SyncResult(run_id, record.name, status, results, time.monotonic() - started, error)
+        return SyncResult(run_id, record.name, status, results, time.monotonic() - started, error, mapped)
+
+    def _map_new_rows(self, record, results: list[StreamResult]) -> list[str]:
+        """New chunks are mapped as they land: every saved mapping of this connector is
+        applied incrementally to the rows this run landed, then the KPIs are recomputed.
+        A mapping that fails is reported with the run; the landed data stays."""
+        from esg_workbench.mapping import aggregate, apply, store
+
+        synced = {r.stream for r in results if r.rows_written}
+        synced |= {name.split(".")[-1] for name in synced}  # mappings may name a table without its schema
+        notes, applied_any = [], False
+        for found in store.list_mappings(self.workspace):
+            if found["connector"] not in (record.name, record.id):
+                continue
+            mapping = store.load_mapping(self.workspace, found["name"])
+            if not synced & {t.stream for t in mapping.tables}:
+                continue
+            try:
+                applied = apply.apply_mapping(self.workspace, mapping, incremental=True)
+            except EsgError as exc:
+                notes.append(f"mapping '{mapping.name}' v{mapping.version} not applied: {exc.describe()}")
+                continue
+            applied_any = True
+            notes.append(f"mapping '{mapping.name}' v{mapping.version}: {applied.staging_rows:,} staging rows")
+        if applied_any:
+            aggregate.aggregate(self.workspace)
+        return notes
 
     @staticmethod
     def _overall(results: list[StreamResult]) -> tuple[SyncStatus, str | None]:
