@@ -154,6 +154,7 @@ def _describe_sync(result) -> str:
         for w in s.warnings:
             line += f"\n    note: {w}"
         lines.append(line)
+    lines += [f"  mapped: {note}" for note in result.mapped]
     if result.error and result.status.value != "success":
         lines.append(result.error)
     return "\n".join(lines)
@@ -185,7 +186,7 @@ def cmd_sync(ws, args, out: Output) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     out.emit({"run_id": result.run_id, "status": result.status.value, "seconds": result.seconds,
-              "rows_written": result.rows_written, "error": result.error,
+              "rows_written": result.rows_written, "error": result.error, "mapped": result.mapped,
               "streams": [s.__dict__ for s in result.streams]}, _describe_sync(result))
     return _sync_exit(result)
 
