@@ -190,7 +190,7 @@ class SyncEngine:
             lock.release()
 
     def _sleep(self, seconds: float) -> None:
-        if self.cancel._event.wait(seconds):
+        if self.cancel.wait(seconds):
             raise Cancelled("The sync was cancelled.")
 
     # --- the run --------------------------------------------------------------------------
@@ -241,7 +241,12 @@ class SyncEngine:
                     connector.close()
             if status is SyncStatus.SUCCESS:
                 status, error = self._overall(results)
-            mapped = self._map_new_rows(record, results) if any(r.rows_written for r in results) else []
+            mapped = []
+            if any(r.rows_written for r in results):
+                try:
+                    mapped = self._map_new_rows(record, results)
+                except Exception as exc:  # mapping must never lose the run's record
+                    mapped = [f"saved mappings not applied: {type(exc).__name__}: {exc}"]
             with ws.transaction() as conn:
                 details = {"streams": [r.__dict__ for r in results], "mapped": mapped}
                 sync_records.finish_run(conn, run_id, status, error, details)
