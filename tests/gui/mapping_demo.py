@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 _template: Path | None = None
 
 
@@ -36,3 +38,23 @@ def copy_demo(tmp_path_factory, target: Path) -> Path:
 
 def wait_idle(qtbot, pool, timeout: int = 60000) -> None:
     qtbot.waitUntil(lambda: not pool.busy, timeout=timeout)
+
+
+@pytest.fixture
+def ws(tmp_path_factory, tmp_path):
+    """A copy of the demo workspace, open for one test (import it as a fixture)."""
+    from esg_workbench.workspace import open_workspace
+
+    workspace = open_workspace(str(copy_demo(tmp_path_factory, tmp_path / "ws.duckdb")))
+    yield workspace
+    workspace.close()
+
+
+def show_loaded(qtbot, panel, workspace) -> None:
+    """Show a panel at screenshot size and wait until it has loaded `workspace`."""
+    qtbot.addWidget(panel)
+    panel.resize(1280, 800)
+    panel.show()
+    qtbot.waitExposed(panel)
+    with qtbot.waitSignal(panel.loaded, timeout=30000):
+        panel.set_workspace(workspace)

@@ -10,19 +10,10 @@ import json
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.gui.mapping_demo import copy_demo, wait_idle
+from tests.gui.mapping_demo import copy_demo, show_loaded, wait_idle, ws  # noqa: F401  (ws: a fixture)
 
 LEFT = Qt.MouseButton.LeftButton
 NOMOD = Qt.KeyboardModifier.NoModifier
-
-
-@pytest.fixture
-def ws(tmp_path_factory, tmp_path):
-    from esg_workbench.workspace import open_workspace
-
-    workspace = open_workspace(str(copy_demo(tmp_path_factory, tmp_path / "ws.duckdb")))
-    yield workspace
-    workspace.close()
 
 
 @pytest.fixture
@@ -32,12 +23,7 @@ def kpis(qtbot, ws):
 
     pool = WorkerPool()
     panel = KpiPanel(pool)
-    qtbot.addWidget(panel)
-    panel.resize(1280, 800)
-    panel.show()
-    qtbot.waitExposed(panel)
-    with qtbot.waitSignal(panel.loaded, timeout=30000):
-        panel.set_workspace(ws)
+    show_loaded(qtbot, panel, ws)
     yield panel
     if panel.drill_dialog is not None:
         panel.drill_dialog.close()

@@ -13,19 +13,10 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QDialogButtonBox
 
 from esg_workbench.gui.mapping import items as it
-from tests.gui.mapping_demo import copy_demo, wait_idle
+from tests.gui.mapping_demo import show_loaded, wait_idle, ws  # noqa: F401  (ws: a fixture)
 
 LEFT = Qt.MouseButton.LeftButton
 NOMOD = Qt.KeyboardModifier.NoModifier
-
-
-@pytest.fixture
-def ws(tmp_path_factory, tmp_path):
-    from esg_workbench.workspace import open_workspace
-
-    workspace = open_workspace(str(copy_demo(tmp_path_factory, tmp_path / "ws.duckdb")))
-    yield workspace
-    workspace.close()
 
 
 @pytest.fixture
@@ -35,12 +26,7 @@ def panel(qtbot, ws):
 
     pool = WorkerPool()
     panel = MappingPanel(pool)
-    qtbot.addWidget(panel)
-    panel.resize(1280, 800)
-    panel.show()
-    qtbot.waitExposed(panel)
-    with qtbot.waitSignal(panel.loaded, timeout=30000):
-        panel.set_workspace(ws)
+    show_loaded(qtbot, panel, ws)
     yield panel
     wait_idle(qtbot, pool)
     assert pool.shutdown(10000)
