@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from esg_workbench.core.errors import EsgError
 
 from esg_workbench.core.specs import (
     CancelToken,
@@ -58,3 +61,28 @@ class Connector(Protocol):
         """The chunk's rows, ordered by the scope key, as Arrow record batches."""
 
     def close(self) -> None: ...
+
+
+class TranslatesErrors:
+    """`with self.errors("Reading x"):` turns whatever a driver raises into the
+    connector's own SourceError (`translate_error`), so none reaches the user raw."""
+
+    def translate_error(self, exc: BaseException, what: str) -> EsgError:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def errors(self, what: str):
+        try:
+            yield
+        except EsgError:
+            raise
+        except Exception as exc:  # drivers raise all sorts
+            # SQLAlchemy wraps the driver's error: translate the driver's own
+            raise self.translate_error(getattr(exc, "orig", None) or exc, what) from exc
+
+
+def close_quietly(resource: Any) -> None:
+    """Close a driver connection that may already be broken: closing is all we want."""
+    if resource is not None:
+        with contextlib.suppress(Exception):
+            resource.close()

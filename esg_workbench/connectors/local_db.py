@@ -85,6 +85,7 @@ from esg_workbench.core.specs import (
     StreamRef,
     TableInfo,
 )
+from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.sql import SqlConnector
 
 if TYPE_CHECKING:
@@ -603,12 +604,8 @@ class SqliteConnector(_LocalFileConnector):
             raise
 
     def _drop_connection(self) -> None:
-        if self._adbc is not None:
-            try:
-                self._adbc.close()
-            except Exception:
-                pass
-            self._adbc = None
+        close_quietly(self._adbc)
+        self._adbc = None
 
     def close(self) -> None:
         self._drop_connection()

@@ -27,6 +27,7 @@ from esg_workbench.core.errors import (
     TransientSourceError,
 )
 from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
+from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.sql import SqlConnector
 
 if TYPE_CHECKING:
@@ -177,12 +178,8 @@ class PostgresConnector(SqlConnector):
             raise
 
     def _drop_connection(self) -> None:
-        if self._adbc is not None:
-            try:
-                self._adbc.close()
-            except Exception:
-                pass
-            self._adbc = None
+        close_quietly(self._adbc)
+        self._adbc = None
 
     def close(self) -> None:
         self._drop_connection()

@@ -38,6 +38,7 @@ from esg_workbench.core.errors import (
     TransientSourceError,
 )
 from esg_workbench.core.specs import CancelToken, ColumnInfo, ForeignKey, StreamRef, TableInfo
+from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.warehouse import RenderedSqlConnector, first_line, microsecond_timestamps
 
 if TYPE_CHECKING:
@@ -146,12 +147,8 @@ class SnowflakeConnector(RenderedSqlConnector):
         return self._conn
 
     def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
+        close_quietly(self._conn)
+        self._conn = None
 
     def close(self) -> None:
         self._drop_connection()

@@ -9,13 +9,13 @@ by the dialect (so drivers without parameter binding, such as ConnectorX, work a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlalchemy as sa
 
+from esg_workbench.connectors.base import TranslatesErrors
 from esg_workbench.core.errors import DatabaseMissing, EsgError, SourceError, TableMissing
 from esg_workbench.core.specs import (
     CancelToken,
@@ -104,7 +104,7 @@ def expanded_prefix_compare(columns: list[sa.ColumnElement], bound: tuple, op: s
     return expr
 
 
-class SqlConnector:
+class SqlConnector(TranslatesErrors):
     #: the schema used when the connector names none (None: the database has none)
     default_schema: str | None = None
 
@@ -158,16 +158,6 @@ class SqlConnector:
                 self.sqlalchemy_url(), poolclass=sa.pool.NullPool, **self.engine_options()
             )
         return self._engine
-
-    @contextlib.contextmanager
-    def errors(self, what: str):
-        """Translate anything the driver raises into a SourceError naming `what`."""
-        try:
-            yield
-        except EsgError:
-            raise
-        except Exception as exc:  # drivers raise all sorts; none may reach the user raw
-            raise self.translate_error(getattr(exc, "orig", None) or exc, what) from exc
 
     def close(self) -> None:
         if self._engine is not None:

@@ -15,7 +15,6 @@ A subclass provides: `quote`, `literal`, `table_ref`, `window_start_sql`, `run_a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 from decimal import Decimal
@@ -23,13 +22,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from esg_workbench.core.errors import EsgError, SourceError, TableMissing
 from esg_workbench.core.specs import CancelToken, ChunkRange, ConnectorSpec, ReadScope, StreamRef, TableInfo
+from esg_workbench.connectors.base import TranslatesErrors
 from esg_workbench.connectors.sql import json_safe
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
-class RenderedSqlConnector:
+class RenderedSqlConnector(TranslatesErrors):
     default_schema: str | None = None
 
     def __init__(self, spec: ConnectorSpec):
@@ -109,15 +109,6 @@ class RenderedSqlConnector:
     @property
     def schema(self) -> str | None:
         return self.spec.option("schema", self.default_schema)
-
-    @contextlib.contextmanager
-    def errors(self, what: str):
-        try:
-            yield
-        except EsgError:
-            raise
-        except Exception as exc:  # drivers raise all sorts; none may reach the user raw
-            raise self.translate_error(exc, what) from exc
 
     def rows(self, sql: str, what: str) -> list[tuple]:
         """A small result (planning, discovery) as tuples of Python values."""
