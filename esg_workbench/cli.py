@@ -463,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     csub = con.add_subparsers(dest="connector_command", metavar="ACTION", required=True)
     p = csub.add_parser("add", parents=[common], help="add a connector")
     p.add_argument("name")
-    p.add_argument("--type", required=True, help="postgres, mysql, sqlite or duckdb")
+    from esg_workbench.connectors.registry import connector_types
+
+    p.add_argument("--type", required=True, metavar="TYPE",
+                   help="one of: " + ", ".join(connector_types()))
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="host, port, database, schema, username, path; load_type, cursor_field, "
                         "chunk_strategy (time|id|auto), window (day|week|month), chunk_size, lookback")
