@@ -138,3 +138,42 @@ def test_postgres_keeps_runs_whose_process_lives(pg_database):
         holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
     ws.close()
     assert status == {"alive": "running", "dead": "failed"}
+
+
+V2_SCHEDULE_COLUMNS = ("timezone", "last_status", "last_message", "last_run_id")
+
+
+def _downgrade_to_v1(ws) -> None:
+    """Turn a fresh workspace into what version 1 of the app made."""
+    with ws.transaction() as conn:
+        for column in V2_SCHEDULE_COLUMNS:
+            conn.exec_driver_sql(f"ALTER TABLE scheduled_jobs DROP COLUMN {column}")
+        conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
+                     .values(value="1"))
+
+
+def _columns(ws, table: str) -> list[str]:
+    with ws.read() as conn:  # (DuckDB's SQLAlchemy inspector cannot list columns)
+        return sorted(conn.exec_driver_sql(f"SELECT * FROM {table} LIMIT 0").keys())
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_version_1_workspace_upgrades_to_the_current_tables(kind, tmp_path, request):
+    if kind == "duckdb":
+        url = str(tmp_path / "v1.duckdb")
+    else:
+        from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+        url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}"
+    ws = open_workspace(url)
+    fresh_columns = _columns(ws, "scheduled_jobs")
+    _downgrade_to_v1(ws)
+    ws.close()
+    ws = open_workspace(url)
+    try:
+        with ws.read() as conn:
+            assert ws.schema_version(conn) == schema.SCHEMA_VERSION
+        assert _columns(ws, "scheduled_jobs") == fresh_columns
+        assert set(V2_SCHEDULE_COLUMNS) <= set(fresh_columns)
+    finally:
+        ws.close()

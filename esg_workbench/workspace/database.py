@@ -7,17 +7,16 @@ import datetime as dt
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import WorkspaceError, WorkspaceTooNew
 from esg_workbench.workspace import schema
+from esg_workbench.workspace.migrations import MIGRATIONS
 
 ENV_WORKSPACE = "ESG_WORKBENCH_WORKSPACE"
 
-#: version -> function upgrading a workspace from that version to the next one
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
 
 # PostgreSQL advisory lock keys (any constant bigint unique to this app)
 AUDIT_LOCK_KEY = 0x45534757_0001

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: bump with a migration in migrations.py whenever the tables below change
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -271,6 +271,11 @@ scheduled_jobs = sa.Table(
     sa.Column("config", sa.Text, nullable=False),  # JSON: connector, action
     sa.Column("last_run_at", sa.DateTime),
     sa.Column("next_run_at", sa.DateTime),
+    # since schema version 2
+    sa.Column("timezone", sa.String(64)),  # IANA name the cron expression is read in
+    sa.Column("last_status", sa.String(32)),
+    sa.Column("last_message", sa.Text),
+    sa.Column("last_run_id", sa.BigInteger),
 )
 
 esg_ingestion_audit = sa.Table(
