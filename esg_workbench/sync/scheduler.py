@@ -1,0 +1,434 @@
+"""Scheduled jobs: sync, retry the failed chunks of, or discover a connector on a cron schedule.
+
+A job is a row of ``scheduled_jobs``: a cron expression read in an IANA time zone, and a
+config ``{connector, connector_id, action, options}``. ``next_run_at`` (naive UTC) is the
+next slot; a job is *due* when it is enabled and that slot has passed.
+
+Starting a due job is a compare-and-set on ``next_run_at`` (:func:`claim`): it moves from
+the value the job was read with to the first slot after now. Two processes (the app and
+an OS scheduler's ``schedule run-due``, or two windows on a PostgreSQL workspace) that
+read the same due job both try; exactly one update matches, so exactly one runs it.
+Because the new value is the first slot after *now*, a job whose slots were missed while
+the machine was off runs once, not once per missed slot. Different jobs of one connector
+meet the engine's per-connector lock (in-process, plus a PostgreSQL advisory lock across
+processes): the later one is recorded ``skipped`` and says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from esg_workbench.audit import chain
+from esg_workbench.core.errors import Cancelled, ConfigError, EsgError, NotFound, SyncBusy
+from esg_workbench.core.specs import CancelToken, ProgressEvent
+from esg_workbench.sync import cron as cronlib
+from esg_workbench.sync.engine import DEFAULT_RETRY_DELAYS, SyncEngine, SyncRequest, SyncResult
+from esg_workbench.workspace import connectors_store
+from esg_workbench.workspace.database import Workspace, utcnow
+from esg_workbench.workspace.schema import scheduled_jobs as table
+
+ACTIONS = ("sync", "retry_failed", "discover")
+ACTION_WORDS = {"sync": "sync", "retry_failed": "retry of failed chunks", "discover": "discovery"}
+STATUSES = ("success", "partial_success", "failed", "cancelled", "skipped")
+
+#: options a job may carry, per action (passed on to the engine request or to discovery)
+SYNC_OPTIONS = ("tables", "load_type", "chunk_size", "chunk_strategy", "window")
+DISCOVER_OPTIONS = ("tables", "sample_rows")
+
+
+@dataclass
+class ScheduledJob:
+    id: int
+    name: str
+    cron: str
+    timezone: str
+    enabled: bool
+    connector: str  # the connector's current name
+    action: str
+    options: dict[str, Any] = field(default_factory=dict)
+    last_run_at: dt.datetime | None = None  # naive UTC, when the last run finished
+    next_run_at: dt.datetime | None = None  # naive UTC; None while disabled
+    last_status: str | None = None
+    last_message: str | None = None
+    last_run_id: int | None = None
+    connector_id: str | None = None
+
+    @property
+    def description(self) -> str:
+        """The schedule in plain English, e.g. "Every day at 02:00"."""
+        return cronlib.describe(self.cron)
+
+    @property
+    def next_run_local(self) -> dt.datetime | None:
+        """next_run_at as an aware datetime in the job's time zone."""
+        if self.next_run_at is None:
+            return None
+        return self.next_run_at.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(self.timezone))
+
+    def upcoming(self, count: int = 5, after: dt.datetime | None = None) -> list[dt.datetime]:
+        """The next ``count`` run times (aware, in the job's zone) after ``after`` (default now)."""
+        return cronlib.next_runs(self.cron, self.timezone, after or utcnow(), count)
+
+
+@dataclass
+class JobOutcome:
+    job_name: str
+    connector: str
+    action: str
+    status: str  # one of STATUSES
+    message: str
+    run_id: int | None = None
+    result: SyncResult | None = None
+
+    def describe(self) -> str:
+        return f"{self.job_name} ({ACTION_WORDS.get(self.action, self.action)} of '{self.connector}'): " \
+               f"{self.status} — {self.message}"
+
+
+# --- reading and writing jobs ----------------------------------------------------------
+
+
+def _job(row, connector_names: dict[str, str]) -> ScheduledJob:
+    config = json.loads(row.config)
+    connector_id = config.get("connector_id")
+    return ScheduledJob(
+        id=row.id, name=row.name, cron=row.cron, timezone=row.timezone or "UTC", enabled=bool(row.enabled),
+        connector=connector_names.get(connector_id, config.get("connector", "")),
+        action=config.get("action", "sync"), options=config.get("options") or {},
+        last_run_at=row.last_run_at, next_run_at=row.next_run_at, last_status=row.last_status,
+        last_message=row.last_message, last_run_id=row.last_run_id, connector_id=connector_id,
+    )
+
+
+def _connector_names(ws: Workspace, conn: sa.Connection) -> dict[str, str]:
+    return {r.id: r.name for r in connectors_store.list_all(ws, conn)}
+
+
+def _select(ws: Workspace):
+    return sa.select(table).where(table.c.organization_id == ws.organization_id)
+
+
+def list_jobs(ws: Workspace) -> list[ScheduledJob]:
+    with ws.read() as conn:
+        names = _connector_names(ws, conn)
+        rows = conn.execute(_select(ws).order_by(table.c.name)).all()
+    return [_job(r, names) for r in rows]
+
+
+def _get(ws: Workspace, conn: sa.Connection, name: str) -> ScheduledJob:
+    row = conn.execute(_select(ws).where(table.c.name == name)).first()
+    if row is None:
+        known = [r.name for r in conn.execute(_select(ws).order_by(table.c.name))]
+        raise NotFound(
+            f"There is no scheduled job named '{name}'.",
+            hint=("Known jobs: " + ", ".join(known)) if known
+            else "Add one with: esg-workbench schedule add NAME --connector C --cron \"0 2 * * *\"",
+        )
+    return _job(row, _connector_names(ws, conn))
+
+
+def get_job(ws: Workspace, name: str) -> ScheduledJob:
+    with ws.read() as conn:
+        return _get(ws, conn, name)
+
+
+def _check_action(action: str) -> None:
+    if action not in ACTIONS:
+        raise ConfigError(f"'{action}' is not a scheduled action. Known actions: {', '.join(ACTIONS)}.",
+                          hint="Use sync (land new data), retry_failed (retry failed chunks) or discover.")
+
+
+def _check_options(action: str, options: dict[str, Any]) -> dict[str, Any]:
+    allowed = DISCOVER_OPTIONS if action == "discover" else SYNC_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"Option {', '.join(unknown)} does not apply to a scheduled {action}.",
+                          hint=f"Options of a {action} job: {', '.join(allowed)}.")
+    tables = options.get("tables")
+    if tables is not None and (not isinstance(tables, list) or not all(isinstance(t, str) for t in tables)):
+        raise ConfigError("The option 'tables' must be a list of table names.")
+    return {k: v for k, v in options.items() if v not in (None, "", [])}
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ConfigError("A scheduled job needs a name.", hint="Give it a short name, e.g. nightly-erp.")
+    if len(name) > 200:
+        raise ConfigError("A scheduled job's name can be at most 200 characters long.")
+    return name
+
+
+def _refuse_duplicate(ws: Workspace, conn: sa.Connection, name: str) -> None:
+    if conn.execute(sa.select(table.c.id).where(table.c.organization_id == ws.organization_id,
+                                                table.c.name == name)).first():
+        raise ConfigError(f"A scheduled job named '{name}' already exists.",
+                          hint="Pick another name, or edit the existing job.")
+
+
+def _audit_config(job: ScheduledJob) -> dict[str, Any]:
+    return {"job": job.name, "cron": job.cron, "timezone": job.timezone, "enabled": job.enabled,
+            "connector": job.connector, "connector_id": job.connector_id, "action": job.action,
+            "options": job.options}
+
+
+def add_job(ws: Workspace, name: str, cron: str, connector: str, action: str = "sync", *,
+            timezone: str | None = None, enabled: bool = True,
+            options: dict[str, Any] | None = None) -> ScheduledJob:
+    """Add a job; everything is checked before anything is stored."""
+    name = _check_name(name)
+    cron_expr = cronlib.parse(cron).expression
+    zone_name = timezone or cronlib.local_timezone()
+    cronlib.zone(zone_name)
+    _check_action(action)
+    options = _check_options(action, dict(options or {}))
+    now = utcnow()
+    with ws.transaction() as conn:
+        _refuse_duplicate(ws, conn, name)
+        record = connectors_store.get(ws, conn, connector)
+        config = {"connector": record.name, "connector_id": record.id, "action": action, "options": options}
+        conn.execute(sa.insert(table).values(
+            organization_id=ws.organization_id, name=name, cron=cron_expr, enabled=enabled,
+            config=json.dumps(config, sort_keys=True), timezone=zone_name,
+            next_run_at=cronlib.next_run_utc(cron_expr, zone_name, now) if enabled else None,
+        ))
+        job = _get(ws, conn, name)
+        chain.append(ws, conn, "schedule.add", metadata=_audit_config(job))
+    return job
+
+
+def update_job(ws: Workspace, name: str, *, new_name: str | None = None, cron: str | None = None,
+               timezone: str | None = None, connector: str | None = None, action: str | None = None,
+               enabled: bool | None = None, options: dict[str, Any] | None = None) -> ScheduledJob:
+    """Change what is given; next_run_at is recomputed from now when the schedule or
+    the enabled flag changes."""
+    if cron is not None:
+        cron = cronlib.parse(cron).expression
+    if timezone is not None:
+        cronlib.zone(timezone)
+    if action is not None:
+        _check_action(action)
+    if new_name is not None:
+        new_name = _check_name(new_name)
+    now = utcnow()
+    with ws.transaction() as conn:
+        job = _get(ws, conn, name)
+        if new_name is not None and new_name != job.name:
+            _refuse_duplicate(ws, conn, new_name)
+        final_action = action or job.action
+        final_options = _check_options(final_action, dict(job.options if options is None else options))
+        config = {"connector": job.connector, "connector_id": job.connector_id, "action": final_action,
+                  "options": final_options}
+        if connector is not None:
+            record = connectors_store.get(ws, conn, connector)
+            config.update(connector=record.name, connector_id=record.id)
+        values: dict[str, Any] = {"config": json.dumps(config, sort_keys=True)}
+        if new_name is not None:
+            values["name"] = new_name
+        if cron is not None:
+            values["cron"] = cron
+        if timezone is not None:
+            values["timezone"] = timezone
+        if enabled is not None:
+            values["enabled"] = enabled
+        final_cron, final_zone = values.get("cron", job.cron), values.get("timezone", job.timezone)
+        final_enabled = values.get("enabled", job.enabled)
+        schedule_changed = (final_cron, final_zone, final_enabled) != (job.cron, job.timezone, job.enabled)
+        if not final_enabled:
+            values["next_run_at"] = None
+        elif schedule_changed or job.next_run_at is None:
+            values["next_run_at"] = cronlib.next_run_utc(final_cron, final_zone, now)
+        conn.execute(sa.update(table).where(table.c.id == job.id, table.c.organization_id == ws.organization_id)
+                     .values(**values))
+        updated = _get(ws, conn, values.get("name", job.name))
+        chain.append(ws, conn, "schedule.update", metadata={**_audit_config(updated), "previous_name": job.name})
+    return updated
+
+
+def set_enabled(ws: Workspace, name: str, enabled: bool) -> ScheduledJob:
+    """Enabling computes the next slot from now: slots missed while disabled do not run."""
+    return update_job(ws, name, enabled=enabled)
+
+
+def remove_job(ws: Workspace, name: str) -> None:
+    with ws.transaction() as conn:
+        job = _get(ws, conn, name)
+        conn.execute(sa.delete(table).where(table.c.id == job.id, table.c.organization_id == ws.organization_id))
+        chain.append(ws, conn, "schedule.remove", metadata={"job": job.name, "connector": job.connector,
+                                                            "action": job.action})
+
+
+# --- due jobs and claiming ---------------------------------------------------------------
+
+
+def _naive_utc(moment: dt.datetime | None) -> dt.datetime:
+    if moment is None:
+        return utcnow()
+    if moment.tzinfo is not None:
+        return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def due_jobs(ws: Workspace, now: dt.datetime | None = None) -> list[ScheduledJob]:
+    """Enabled jobs whose next slot is at or before ``now`` (naive UTC or aware), oldest first."""
+    now = _naive_utc(now)
+    with ws.read() as conn:
+        names = _connector_names(ws, conn)
+        rows = conn.execute(_select(ws).where(table.c.enabled.is_(True), table.c.next_run_at.is_not(None),
+                                              table.c.next_run_at <= now)
+                            .order_by(table.c.next_run_at, table.c.name)).all()
+    return [_job(r, names) for r in rows]
+
+
+def claim(ws: Workspace, job: ScheduledJob, now: dt.datetime | None = None) -> bool:
+    """Take this run of ``job``: move next_run_at from the value it was read with to the
+    first slot after ``now``, if no one else moved it first. True if we took it."""
+    now = _naive_utc(now)
+    following = cronlib.next_run_utc(job.cron, job.timezone, now)
+    seen = table.c.next_run_at.is_(None) if job.next_run_at is None else table.c.next_run_at == job.next_run_at
+    with ws.transaction() as conn:
+        # An UPDATE's WHERE is re-checked against the row another transaction just
+        # committed (PostgreSQL) or runs under the workspace's write lock (DuckDB):
+        # of two claims for the same slot, exactly one matches.
+        taken = conn.execute(
+            sa.update(table)
+            .where(table.c.id == job.id, table.c.organization_id == ws.organization_id,
+                   table.c.enabled.is_(True), seen)
+            .values(next_run_at=following)
+            .returning(table.c.id)
+        ).first()
+    if taken:
+        job.next_run_at = following
+    return taken is not None
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def request_for(ws: Workspace, job: ScheduledJob) -> SyncRequest | None:
+    """The engine request a sync or retry_failed job makes; None for discover."""
+    if job.action == "discover":
+        return None
+    opts = job.options
+    return SyncRequest(
+        connector=job.connector_id or job.connector, tables=opts.get("tables") or None,
+        load_type=opts.get("load_type"), chunk_size=opts.get("chunk_size"),
+        chunk_strategy=opts.get("chunk_strategy"), window=opts.get("window"),
+        retry_failed=job.action == "retry_failed",
+    )
+
+
+def record_outcome(ws: Workspace, outcome: JobOutcome, finished_at: dt.datetime | None = None) -> None:
+    """Store the outcome on the job (if it still exists) and in the audit chain."""
+    finished_at = _naive_utc(finished_at)
+    with ws.transaction() as conn:
+        conn.execute(sa.update(table).where(table.c.organization_id == ws.organization_id,
+                                            table.c.name == outcome.job_name)
+                     .values(last_run_at=finished_at, last_status=outcome.status,
+                             last_message=outcome.message, last_run_id=outcome.run_id))
+        chain.append(ws, conn, "schedule.run", metadata={
+            "job": outcome.job_name, "connector": outcome.connector, "action": outcome.action,
+            "status": outcome.status, "run_id": outcome.run_id, "message": outcome.message})
+
+
+def _busy_message(connector: str) -> str:
+    return f"'{connector}' is already syncing in another window or process; this run was skipped."
+
+
+def _sync_message(result: SyncResult) -> str:
+    tables = len(result.streams)
+    text = (f"Landed {result.rows_written:,} rows from {tables} table{'s' if tables != 1 else ''} "
+            f"in {result.seconds:.1f} s (run {result.run_id}).")
+    if result.status.value != "success" and result.error:
+        text += " " + result.error
+    return text
+
+
+def _execute(ws: Workspace, job: ScheduledJob, engine: SyncEngine) -> JobOutcome:
+    """Run the job's action; every failure becomes an outcome."""
+    def outcome(status: str, message: str, **kw) -> JobOutcome:
+        return JobOutcome(job.name, job.connector, job.action, status, message, **kw)
+
+    try:
+        with ws.read() as conn:
+            record = connectors_store.get(ws, conn, job.connector_id or job.connector)
+        job.connector = record.name
+        request = request_for(ws, job)
+        if request is not None:
+            result = engine.run(request)
+            return outcome(result.status.value, _sync_message(result), run_id=result.run_id, result=result)
+        from esg_workbench.sync import operations
+
+        # discovery takes the connector's sync lock too: one job per connector at a time
+        with engine._connector_lock(record.id):
+            found = operations.discover_connector(ws, record.id, tables=job.options.get("tables"),
+                                                  sample_rows=int(job.options.get("sample_rows") or 0),
+                                                  engine=engine)
+        text = f"Discovered {len(found.tables)} table{'s' if len(found.tables) != 1 else ''}."
+        if found.drift:
+            text += " Drift: " + "; ".join(f"{k}: {v.describe()}" for k, v in found.drift.items())
+        return outcome("success", text)
+    except SyncBusy:
+        return outcome("skipped", _busy_message(job.connector))
+    except NotFound as exc:
+        return outcome("failed", f"{exc.message} The job cannot run until it names an existing connector "
+                                 f"(esg-workbench schedule edit {job.name} --connector NAME).")
+    except Cancelled as exc:
+        return outcome("cancelled", exc.message)
+    except EsgError as exc:
+        return outcome("failed", exc.describe())
+    except Exception as exc:  # a bug in one job must not stop the others, nor the app's timer
+        return outcome("failed", f"Unexpected error ({type(exc).__name__}): {exc}")
+
+
+def _alert(ws: Workspace, outcome: JobOutcome) -> str | None:
+    """Send the configured alert for a failed or partial sync; the delivery error, if any."""
+    if outcome.result is None or outcome.status not in ("failed", "partial_success"):
+        return None
+    try:
+        from esg_workbench import alerts
+    except ImportError:
+        return None
+    try:
+        alert = alerts.alert_for_run(ws, outcome.connector, outcome.result)
+        return alerts.dispatch(ws, alert) if alert is not None else None
+    except Exception as exc:  # an alert must never turn a recorded run into a crash
+        return f"{type(exc).__name__}: {exc}"
+
+
+def run_job(ws: Workspace, job: ScheduledJob, *, now: dt.datetime | None = None,
+            on_progress: Callable[[ProgressEvent], None] | None = None, cancel: CancelToken | None = None,
+            retry_delays: tuple[float, ...] | None = None) -> JobOutcome:
+    """Claim the job's slot, run it, record the outcome. Never raises for a sync failure.
+
+    If another process or thread claimed the slot first, nothing runs and nothing is
+    recorded (that one records its run); the outcome is ``skipped`` and says so.
+    """
+    if not claim(ws, job, now):
+        return JobOutcome(job.name, job.connector, job.action, "skipped",
+                          "Another window or process started this run first.")
+    engine = SyncEngine(ws, retry_delays=retry_delays or DEFAULT_RETRY_DELAYS, on_progress=on_progress,
+                        cancel=cancel)
+    outcome = _execute(ws, job, engine)
+    problem = _alert(ws, outcome)
+    if problem:
+        outcome.message += f" The alert could not be sent: {problem}"
+    record_outcome(ws, outcome)
+    return outcome
+
+
+def run_due(ws: Workspace, now: dt.datetime | None = None, **kw) -> list[JobOutcome]:
+    """Run every due job once, one after another (kw: as for :func:`run_job`)."""
+    outcomes = []
+    for job in due_jobs(ws, now):
+        cancel = kw.get("cancel")
+        if cancel is not None and cancel.cancelled:
+            break
+        outcomes.append(run_job(ws, job, now=now, **kw))
+    return outcomes
