@@ -89,7 +89,7 @@ def _shorten(text: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
 
 @dataclass
 class Alert:
-    kind: str  # "failed" | "partial_success"
+    kind: str  # "failed" | "partial_success" ("test" for alerts test)
     connector: str
     run_id: int
     status: str
@@ -102,6 +102,8 @@ class Alert:
     failed_chunks_total: int | None = None  # when more chunks failed than are listed
 
     def title(self) -> str:
+        if self.kind == "test":
+            return "ESG Workbench test alert"
         what = "failed" if self.kind == "failed" else "partially failed"
         return f"Sync of '{self.connector}' {what}"
 
@@ -192,6 +194,22 @@ def alert_for_run(ws: Workspace, connector_name: str, result) -> Alert | None:
         workspace=ws.display_url, organization=org,
         failed_chunks_total=int(total),
     )
+
+
+def sample_alert(ws: Workspace) -> Alert:
+    """The alert `alerts test` sends: shaped like a real one, marked as a test so a
+    receiver that routes alerts can tell it apart (event "sync.test")."""
+    from esg_workbench.workspace.database import utcnow
+
+    now = utcnow()
+    return Alert(
+        kind="test", connector="example-connector", run_id=0, status="test",
+        error="This is a test alert from ESG Workbench: no sync failed. A real alert names the connector, "
+              "the run, the failed chunks and the error.",
+        failed_chunks=[{"stream": "public.example", "range": "[2024-01-01 .. 2024-02-01)", "attempts": 4,
+                        "error": "example: connection lost"}],
+        started_at=now, finished_at=now, workspace=ws.display_url, organization=ws.organization_id,
+        failed_chunks_total=1)
 
 
 def _connector_secrets(record) -> tuple[str, ...]:

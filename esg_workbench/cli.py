@@ -514,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit_verify)
 
     add_mapping_commands(sub, common)
+    from esg_workbench.cli_health import add_commands as add_health_commands
+
+    add_health_commands(sub, common)
     return parser
 
 
