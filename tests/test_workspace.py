@@ -148,6 +148,8 @@ def _downgrade_to_v1(ws) -> None:
     with ws.transaction() as conn:
         for column in V2_SCHEDULE_COLUMNS:
             conn.exec_driver_sql(f"ALTER TABLE scheduled_jobs DROP COLUMN {column}")
+        conn.exec_driver_sql("ALTER TABLE workspace_meta DROP COLUMN organization_id")
+        conn.exec_driver_sql("DROP TABLE organizations")
         conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
                      .values(value="1"))
 
@@ -167,6 +169,7 @@ def test_version_1_workspace_upgrades_to_the_current_tables(kind, tmp_path, requ
         url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}"
     ws = open_workspace(url)
     fresh_columns = _columns(ws, "scheduled_jobs")
+    fresh_meta_columns = _columns(ws, "workspace_meta")
     _downgrade_to_v1(ws)
     ws.close()
     ws = open_workspace(url)
@@ -175,5 +178,10 @@ def test_version_1_workspace_upgrades_to_the_current_tables(kind, tmp_path, requ
             assert ws.schema_version(conn) == schema.SCHEMA_VERSION
         assert _columns(ws, "scheduled_jobs") == fresh_columns
         assert set(V2_SCHEDULE_COLUMNS) <= set(fresh_columns)
+        assert _columns(ws, "workspace_meta") == fresh_meta_columns == ["key", "organization_id", "value"]
+        assert _columns(ws, "organizations") == ["created_at", "name", "organization_id"]
+        with ws.transaction() as conn:  # organization_id defaults server-side, as in a new workspace
+            conn.exec_driver_sql("INSERT INTO kpi_lineage (kpi_value_id, staging_row_id) VALUES (1, 2)")
+            assert conn.exec_driver_sql("SELECT organization_id FROM kpi_lineage").scalar() == "default"
     finally:
         ws.close()

@@ -19,13 +19,26 @@ def _add_columns(conn: sa.Connection, table: str, columns: list[tuple[str, str]]
 
 
 def upgrade_1_to_2(conn: sa.Connection) -> None:
-    """Scheduled jobs get a time zone and the outcome of their last run."""
+    """Scheduled jobs get a time zone and the outcome of their last run. Organizations
+    get a table, workspace_meta an organization ('*': the workspace's own rows), and every
+    organization_id a server-side default instead of the app's."""
+    from esg_workbench.workspace import schema
+
     _add_columns(conn, "scheduled_jobs", [
         ("timezone", "VARCHAR(64)"),
         ("last_status", "VARCHAR(32)"),
         ("last_message", "TEXT"),
         ("last_run_id", "BIGINT"),
     ])
+    _add_columns(conn, "workspace_meta", [
+        ("organization_id", f"VARCHAR(64) NOT NULL DEFAULT '{schema.SHARED_ORGANIZATION}'"),
+    ])
+    schema.organizations.create(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for table in schema.metadata.sorted_tables:
+        if table.name in ("workspace_meta", "organizations"):
+            continue
+        conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ALTER COLUMN organization_id SET DEFAULT 'default'"))
 
 
 #: version -> function upgrading a workspace from that version to the next one

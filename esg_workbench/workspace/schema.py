@@ -21,14 +21,31 @@ def _id(table: str) -> sa.Column:
 
 
 def _org() -> sa.Column:
-    return sa.Column("organization_id", sa.String(64), nullable=False, default="default")
+    # A server-side default: on a shared PostgreSQL workspace init-postgres turns it into
+    # the session's organization (postgres_security.py), so no row lands as 'default' there.
+    return sa.Column("organization_id", sa.String(64), nullable=False, server_default="default")
 
+
+#: workspace_meta rows of organization '*' are the workspace's own (schema version, roles):
+#: everyone reads them, only the workspace's owner writes them
+SHARED_ORGANIZATION = "*"
 
 workspace_meta = sa.Table(
     "workspace_meta",
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+    sa.Column("organization_id", sa.String(64), nullable=False, server_default=SHARED_ORGANIZATION),  # since v2
+)
+
+# The organizations of a shared workspace (a DuckDB workspace has only 'default' and may
+# leave this empty). On PostgreSQL each one is a database role (postgres_security.py).
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("organization_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
 connectors = sa.Table(
