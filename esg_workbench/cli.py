@@ -514,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit_verify)
 
     add_mapping_commands(sub, common)
+    from esg_workbench.cli_schedule import add_commands as add_schedule_commands
+
+    add_schedule_commands(sub, common)
     from esg_workbench.cli_health import add_commands as add_health_commands
 
     add_health_commands(sub, common)
@@ -532,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     from esg_workbench.workspace import open_workspace
 
     try:
+        if getattr(args, "opens_workspace", False):  # schedule run-due: a workspace the app holds is no error
+            return args.func(args.workspace, args, out)
         workspace = open_workspace(args.workspace)
         try:
             return args.func(workspace, args, out)
