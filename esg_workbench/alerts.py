@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import socket
 import time
@@ -403,11 +404,24 @@ def _hint_for(message: str) -> str:
     return AlertDeliveryError.hint
 
 
-def dispatch(ws: Workspace, alert: Alert, *, retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+def retry_delays_from_env() -> tuple[float, ...]:
+    """ESG_WORKBENCH_ALERT_RETRY_DELAYS="0.01,0.01" shortens the backoff (tests)."""
+    text = os.environ.get("ESG_WORKBENCH_ALERT_RETRY_DELAYS")
+    if not text:
+        return DEFAULT_RETRY_DELAYS
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        return DEFAULT_RETRY_DELAYS
+
+
+def dispatch(ws: Workspace, alert: Alert, *, retry_delays: tuple[float, ...] | None = None,
              timeout: float = 10.0) -> str | None:
     """Send the alert to the configured webhook, if any. Returns an error text, or None
     when it was delivered or no webhook is set. Never raises; records alert_sent or
     alert_failed in the audit chain (without the URL)."""
+    if retry_delays is None:
+        retry_delays = retry_delays_from_env()
     try:
         url = webhook_url(ws)
     except Exception as exc:
