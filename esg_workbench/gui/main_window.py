@@ -10,7 +10,6 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
-    QMessageBox,
     QSplitter,
     QTabWidget,
     QToolBar,
@@ -48,7 +47,6 @@ class MainWindow(QMainWindow):
     def __init__(self, workspace_url: str | None = None, settings: QSettings | None = None):
         super().__init__()
         self.setWindowTitle("ESG Workbench")
-        self.setWindowIcon(icons.standard("SP_ComputerIcon"))
         self.settings = settings or QSettings()
         self.pool = WorkerPool(self)
         self.jobs = SyncJobs(self.pool, self)
@@ -575,15 +573,11 @@ class MainWindow(QMainWindow):
         self.notice.emit(text)
 
     def _about(self) -> None:
-        from esg_workbench import __version__
+        from esg_workbench.gui.about_dialog import AboutDialog
 
-        from esg_workbench.mapping.factors import ATTRIBUTION
-
-        QMessageBox.about(self, "ESG Workbench",
-                          f"ESG Workbench {__version__}\n\nPull ESG activity data out of company systems, "
-                          "map it onto ESG fields and turn it into auditable KPIs.\n\n"
-                          f"Workspace: {self.workspace.display_url if self.workspace else '(none)'}\n\n"
-                          f"Emission factors: {ATTRIBUTION}")
+        dialog = AboutDialog(self, self.workspace, self.settings)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
 
     # --- closing ------------------------------------------------------------------------------
 
