@@ -28,7 +28,7 @@ from esg_workbench.gui.sync_panel import SyncPanel
 from esg_workbench.gui.workers import WorkerPool
 
 MAX_RECENT = 8
-TABS = ("schema", "sync", "history", "audit", "mapping", "kpis")
+TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health")
 
 
 class MessageRelay(QWidget):
@@ -71,6 +71,11 @@ class MainWindow(QMainWindow):
         from esg_workbench.gui.mapping import install_mapping_tabs
 
         install_mapping_tabs(self)  # the Mapping and KPIs tabs: self.mapping, self.kpis
+        from esg_workbench.gui.health_panel import install_health_tab
+        from esg_workbench.gui.notifications import install_notifications
+
+        install_health_tab(self)  # the Health tab: self.health
+        install_notifications(self)  # failed/partial syncs: a desktop notification and the webhook
         self.info = dialogs.InfoBar()
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -141,7 +146,8 @@ class MainWindow(QMainWindow):
         self.act_reload = a("Reload &all", self.refresh_all, "Ctrl+R", "SP_BrowserReload",
                             "Reload connectors, history and audit from the workspace")
         self.tab_actions = []
-        for i, (name, title) in enumerate(zip(TABS, ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs"))):
+        titles = ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs", "Health")
+        for i, (name, title) in enumerate(zip(TABS, titles)):
             act = a(f"&{title}", lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
             self.tab_actions.append(act)
 
