@@ -28,7 +28,7 @@ from esg_workbench.gui.sync_panel import SyncPanel
 from esg_workbench.gui.workers import WorkerPool
 
 MAX_RECENT = 8
-TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health")
+TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health", "schedules")
 
 
 class MessageRelay(QWidget):
@@ -73,8 +73,10 @@ class MainWindow(QMainWindow):
         install_mapping_tabs(self)  # the Mapping and KPIs tabs: self.mapping, self.kpis
         from esg_workbench.gui.health_panel import install_health_tab
         from esg_workbench.gui.notifications import install_notifications
+        from esg_workbench.gui.scheduler import install_scheduling
 
         install_health_tab(self)  # the Health tab: self.health
+        install_scheduling(self)  # the Schedules tab and the in-app scheduler: self.schedules, self.scheduler
         install_notifications(self)  # failed/partial syncs: a desktop notification and the webhook
         self.info = dialogs.InfoBar()
         right = QWidget()
@@ -146,7 +148,7 @@ class MainWindow(QMainWindow):
         self.act_reload = a("Reload &all", self.refresh_all, "Ctrl+R", "SP_BrowserReload",
                             "Reload connectors, history and audit from the workspace")
         self.tab_actions = []
-        titles = ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs", "Health")
+        titles = ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs", "Health", "Schedules")
         for i, (name, title) in enumerate(zip(TABS, titles)):
             act = a(f"&{title}", lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
             self.tab_actions.append(act)
@@ -606,6 +608,7 @@ class MainWindow(QMainWindow):
         if running:  # still cancelling
             event.ignore()
             return
+        self.scheduler.stop()
         self.save_state()
         self.pool.shutdown()
         if self.workspace is not None:
