@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", metavar="URL",
                         help="a DuckDB file or postgresql:// URL (default: $ESG_WORKBENCH_WORKSPACE, "
                              "else workspace.duckdb in your data directory)")
+    parser.add_argument("--organization", metavar="ORG",
+                        help="the organization to work in on a shared PostgreSQL workspace "
+                             "(default: $ESG_WORKBENCH_ORGANIZATION, else the only one your role belongs to)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", parents=[common], help="load the bundled sample ERP data into the workspace")
@@ -520,12 +523,19 @@ def build_parser() -> argparse.ArgumentParser:
     from esg_workbench.cli_health import add_commands as add_health_commands
 
     add_health_commands(sub, common)
+    from esg_workbench.cli_workspace import add_commands as add_workspace_commands
+
+    add_workspace_commands(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.organization:  # for every workspace this process opens (the app, schedule run-due)
+        from esg_workbench.workspace.database import ENV_ORGANIZATION
+
+        os.environ[ENV_ORGANIZATION] = args.organization
     if not args.command:
         from esg_workbench.gui.app import run_app  # the desktop app
 
@@ -537,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "opens_workspace", False):  # schedule run-due: a workspace the app holds is no error
             return args.func(args.workspace, args, out)
-        workspace = open_workspace(args.workspace)
+        workspace = open_workspace(args.workspace, organization_id=args.organization)
         try:
             return args.func(workspace, args, out)
         finally:

@@ -3,8 +3,8 @@
 entry_hash = SHA-256 over the previous entry's hash and a canonical JSON of this
 entry's fields. Changing any field of any entry, or deleting or reordering entries,
 breaks the chain at that entry. Appends are serialized (the workspace's write lock on
-DuckDB, an advisory lock on PostgreSQL) so parallel writers never fork the chain.
-The chain is per organization.
+DuckDB, an advisory lock per organization on PostgreSQL) so parallel writers never fork
+the chain. The chain is per organization: each organization verifies its own.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def default_actor() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except Exception:  # no user name in some service environments
         return "unknown"
+
+
+def default_actor(workspace: Workspace | None = None) -> str:
+    """Who writes an entry: on PostgreSQL the database role and the OS user, as
+    'alice_db (os: alice)' (a trigger on a shared workspace refuses an entry whose role
+    part is not the role writing it); on DuckDB the OS user."""
+    if workspace is not None and workspace.database_role:
+        return f"{workspace.database_role} (os: {os_user()})"
+    return os_user()
 
 
 def _entry_hash(previous: str, organization_id: str, actor: str, action: str,
@@ -61,7 +70,7 @@ def append(workspace: Workspace, conn: sa.Connection, action: str, *, metadata: 
     previous = conn.execute(
         sa.select(audit.c.entry_hash).where(audit.c.organization_id == org).order_by(audit.c.id.desc()).limit(1)
     ).scalar() or GENESIS
-    actor = actor or default_actor()
+    actor = actor or default_actor(workspace)
     meta_text = canonical(metadata)
     at = utcnow()
     entry = _entry_hash(previous, org, actor, action, input_hash, output_hash, meta_text, at)

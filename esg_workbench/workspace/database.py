@@ -11,15 +11,18 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from esg_workbench.core.errors import WorkspaceError, WorkspaceTooNew
+from esg_workbench.core.errors import EsgError, WorkspaceError, WorkspaceTooNew
 from esg_workbench.workspace import schema
 from esg_workbench.workspace.migrations import MIGRATIONS
 
 ENV_WORKSPACE = "ESG_WORKBENCH_WORKSPACE"
 
 
+ENV_ORGANIZATION = "ESG_WORKBENCH_ORGANIZATION"
+DEFAULT_ORGANIZATION = "default"
+
 # PostgreSQL advisory lock keys (any constant bigint unique to this app)
-AUDIT_LOCK_KEY = 0x45534757_0001
+AUDIT_LOCK_KEY = 0x45534757_0001  # (before organizations had chains of their own)
 MIGRATION_LOCK_KEY = 0x45534757_0002
 
 
@@ -28,6 +31,14 @@ def connector_lock_key(connector_id: str) -> int:
     import hashlib
 
     return int(hashlib.sha1(connector_id.encode()).hexdigest()[:15], 16)
+
+
+def audit_lock_key(organization_id: str) -> int:
+    """The advisory lock serializing appends to one organization's audit chain: the chains
+    of two organizations are independent, so their writers never wait for each other."""
+    import hashlib
+
+    return int(hashlib.sha1(f"audit\0{organization_id}".encode()).hexdigest()[:15], 16)
 
 
 def utcnow() -> dt.datetime:
@@ -65,12 +76,21 @@ class Workspace:
     parallel and only the audit append is serialized (an advisory lock).
     """
 
-    def __init__(self, kind: str, url: str, engine: sa.Engine, organization_id: str = "default"):
+    def __init__(self, kind: str, url: str, engine: sa.Engine, organization_id: str = DEFAULT_ORGANIZATION):
         self.kind = kind
         self.url = url
         self.engine = engine
         self.organization_id = organization_id
+        #: a PostgreSQL workspace secured by init-postgres: its roles (else None)
+        self.roles = None
+        #: the database role the session runs as (PostgreSQL), for the audit chain's actor
+        self.database_role: str | None = None
         self._write_lock = threading.RLock()
+
+    @property
+    def secured(self) -> bool:
+        """Row-level security by organization applies (a PostgreSQL workspace after init-postgres)."""
+        return self.roles is not None
 
     @property
     def is_duckdb(self) -> bool:
@@ -99,7 +119,7 @@ class Workspace:
     def lock_audit_chain(self, conn: sa.Connection) -> None:
         """Serialize audit appends across processes until `conn` commits."""
         if not self.is_duckdb:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": audit_lock_key(self.organization_id)})
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,48 +142,126 @@ class Workspace:
     def migrate(self) -> int:
         """Create or upgrade the tables; refuse a workspace made by a newer app."""
         with self.transaction() as conn:
-            if not self.is_duckdb:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-            version = self.schema_version(conn)
-            if version is None:
-                schema.metadata.create_all(conn)
-                self._set_version(conn, schema.SCHEMA_VERSION)
-                conn.execute(sa.insert(schema.workspace_meta).values(key="created_at", value=utcnow().isoformat()))
-                return schema.SCHEMA_VERSION
-            if version > schema.SCHEMA_VERSION:
-                raise WorkspaceTooNew(
-                    f"This workspace was made by a newer ESG Workbench (schema version {version}; "
-                    f"this app knows up to {schema.SCHEMA_VERSION})."
-                )
-            while version < schema.SCHEMA_VERSION:
-                MIGRATIONS[version](conn)
-                version += 1
-                self._set_version(conn, version)
+            return self.migrate_connection(conn)
+
+    def migrate_connection(self, conn: sa.Connection) -> int:
+        """migrate() inside the caller's transaction (init-postgres runs it as the owner)."""
+        if not self.is_duckdb:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        version = self.schema_version(conn)
+        if version == schema.SCHEMA_VERSION:
             return version
+        if version is not None and version > schema.SCHEMA_VERSION:
+            raise WorkspaceTooNew(
+                f"This workspace was made by a newer ESG Workbench (schema version {version}; "
+                f"this app knows up to {schema.SCHEMA_VERSION})."
+            )
+        if not self.is_duckdb:
+            from esg_workbench.workspace import postgres_security
+
+            if postgres_security.configured_roles(conn) is not None and not self._owns_tables(conn):
+                raise WorkspaceError(
+                    f"This shared workspace needs an upgrade (schema version {version} to {schema.SCHEMA_VERSION}) "
+                    "that only its owner can make.",
+                    hint="Ask the workspace's administrator to run: esg-workbench workspace init-postgres "
+                         "WORKSPACE_URL --admin-url ADMIN_URL")
+        if version is None:
+            schema.metadata.create_all(conn)
+            self._set_version(conn, schema.SCHEMA_VERSION)
+            conn.execute(sa.insert(schema.workspace_meta).values(key="created_at", value=utcnow().isoformat()))
+            return schema.SCHEMA_VERSION
+        while version < schema.SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+            self._set_version(conn, version)
+        return version
+
+    @staticmethod
+    def _owns_tables(conn: sa.Connection) -> bool:
+        return bool(conn.execute(sa.text(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass('workspace_meta')"
+        )).scalar())
+
+    # --- the session's organization (PostgreSQL) -----------------------------------------------
+
+    def _on_connect(self, dbapi_conn, _record) -> None:
+        """Every new connection carries the session's organization (a setting the row-level
+        security policies read; see postgres_security.py)."""
+        from esg_workbench.workspace.postgres_security import SETTING
+
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, %s, false)", (SETTING, self.organization_id or ""))
+        dbapi_conn.commit()  # a setting made in a transaction that is rolled back would be undone
+
+    def _choose_organization(self, requested: str | None) -> None:
+        """Pick the session's organization on a PostgreSQL workspace: the one asked for (it
+        must be one of the role's), else the role's only one; several: OrganizationChoiceNeeded."""
+        from esg_workbench.core.errors import NotFound
+        from esg_workbench.workspace import postgres_security as sec
+
+        with self.engine.connect() as conn:
+            self.database_role = conn.execute(sa.text("SELECT current_user")).scalar()
+            self.roles = sec.configured_roles(conn)
+            if self.roles is None:  # not shared: one organization, as on DuckDB
+                self.organization_id = requested or DEFAULT_ORGANIZATION
+                return
+            sec.refuse_rls_exempt(self.database_role, sec.role_attributes(conn, self.database_role))
+            mine = sec.member_organizations(conn, self.roles)
+        if requested:
+            sec.check_organization_id(requested)
+            if requested not in mine:
+                raise NotFound(
+                    f"The database role '{self.database_role}' is not a member of organization '{requested}'.",
+                    hint=(f"Its organizations: {', '.join(mine)}." if mine else "It belongs to no organization yet.")
+                    + " An administrator adds it with: esg-workbench user add ROLE --organization ORG --admin-url ADMIN_URL")
+            self.organization_id = requested
+        elif len(mine) == 1:
+            self.organization_id = mine[0]
+        elif not mine:
+            raise WorkspaceError(
+                f"The database role '{self.database_role}' belongs to no organization of this workspace.",
+                hint="An administrator adds it with: esg-workbench user add ROLE --organization ORG --admin-url ADMIN_URL")
+        else:
+            raise sec.OrganizationChoiceNeeded(self.database_role, mine)
+        self.engine.dispose()  # connections made before the choice carry no organization
 
 
-def open_workspace(url: str | None = None, *, organization_id: str = "default") -> Workspace:
+def open_workspace(url: str | None = None, *, organization_id: str | None = None) -> Workspace:
     """Open (creating or upgrading) the workspace at `url`, `$ESG_WORKBENCH_WORKSPACE`
-    or the default DuckDB file in the user's data directory."""
+    or the default DuckDB file in the user's data directory.
+
+    The organization: a DuckDB workspace has one ('default'). On a PostgreSQL workspace
+    it is `organization_id`, else `$ESG_WORKBENCH_ORGANIZATION`, else the only one the
+    database role belongs to (several: OrganizationChoiceNeeded, which lists them)."""
     kind, engine_url = _engine_url(url)
+    if kind == "duckdb" and organization_id not in (None, DEFAULT_ORGANIZATION):
+        raise WorkspaceError(
+            f"A DuckDB workspace has one organization ('{DEFAULT_ORGANIZATION}'), not '{organization_id}'.",
+            hint="Share a PostgreSQL workspace to keep several organizations apart (see the README).")
     try:
         if kind == "duckdb":
             engine = sa.create_engine(engine_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=8)
+            workspace = Workspace(kind, engine_url, engine)
         else:
             engine = sa.create_engine(engine_url, pool_pre_ping=True, connect_args={"options": "-c TimeZone=UTC"})
-        workspace = Workspace(kind, engine_url, engine, organization_id)
+            workspace = Workspace(kind, engine_url, engine, organization_id="")
+            sa.event.listen(engine, "connect", workspace._on_connect)
         workspace.migrate()
+        if not workspace.is_duckdb:
+            workspace._choose_organization(organization_id or os.environ.get(ENV_ORGANIZATION) or None)
         from esg_workbench.workspace import sync_records
 
         sync_records.mark_dead_runs(workspace)
-    except (WorkspaceError,):
+    except EsgError:
+        engine.dispose()
         raise
     except sa.exc.SQLAlchemyError as exc:
         orig = getattr(exc, "orig", exc)
         text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
         if "lock" in text.lower():
             raise WorkspaceError(
-                f"The workspace {engine_url.split('://')[-1]} is open in another ESG Workbench process.",
+                f"The workspace {sa.engine.make_url(engine_url).render_as_string(hide_password=True).split('://')[-1]} "
+                "is open in another ESG Workbench process.",
                 hint="Close the other window or command, then try again.",
             ) from exc
         raise WorkspaceError(f"Cannot open the workspace: {text}") from exc

@@ -3,6 +3,12 @@
 Bulk paths stay columnar: Arrow batches go into DuckDB by scanning the Arrow data
 in place (`INSERT ... BY NAME SELECT ... FROM batch`), and into PostgreSQL by COPY.
 Every raw row carries lineage: the sync run and the ledger chunk that landed it.
+
+On a shared (secured) PostgreSQL workspace a raw table also carries its organization
+(`_esg_organization_id`), belongs to the organization's role and has row-level security
+like every other table (postgres_security.py). PostgreSQL refuses COPY FROM into a
+table with row-level security, so there a batch is copied into a temporary table (no
+security needed: only this session sees it) and inserted from it in one statement.
 """
 
 from __future__ import annotations
@@ -137,6 +143,10 @@ def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: 
     columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
                 f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
     conn.exec_driver_sql(f"CREATE TABLE {_q(workspace, table)} ({', '.join(columns)})")
+    if workspace.secured:
+        from esg_workbench.workspace import postgres_security
+
+        postgres_security.secure_raw_table(conn, workspace.roles, table, workspace.organization_id)
 
 
 def add_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
@@ -215,6 +225,13 @@ def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa
     pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
     cursor = conn.connection.driver_connection.cursor()
     cols = ", ".join(_q(workspace, c) for c in names)
-    with cursor.copy(f"COPY {_q(workspace, table)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+    target = table
+    if workspace.secured and lineage is not None:  # COPY FROM is refused under row-level security
+        target = "_esg_rows"
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{target}")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {target} (LIKE {_q(workspace, table)}) ON COMMIT DROP")
+    with cursor.copy(f"COPY {_q(workspace, target)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
         copy.write(buffer.getvalue())
+    if target != table:
+        conn.exec_driver_sql(f"INSERT INTO {_q(workspace, table)} ({cols}) SELECT {cols} FROM pg_temp.{target}")
     return batch.num_rows
