@@ -17,6 +17,10 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF, QS
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLineEdit,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -243,6 +247,11 @@ class HealthPanel(QWidget):
         self.retry_button.setObjectName("healthRetry")
         self.retry_button.setToolTip("Run the selected connector's failed chunks again (as Sync → Retry failed chunks)")
         self.retry_button.setEnabled(False)
+        self.webhook_button = QPushButton(icons.standard("SP_MessageBoxInformation"), "Alert webhook…")
+        self.webhook_button.setObjectName("webhookButton")
+        self.webhook_button.setToolTip("Where failed and partial syncs of this workspace post a JSON alert")
+        self.webhook_button.setEnabled(False)
+        self.webhook_dialog: WebhookDialog | None = None
         self.model = HealthModel(self)
         self.table = QTableView()
         self.table.setObjectName("healthTable")
@@ -264,6 +273,7 @@ class HealthPanel(QWidget):
         head = QHBoxLayout()
         head.addWidget(self.summary, 1)
         head.addWidget(self.retry_button)
+        head.addWidget(self.webhook_button)
         head.addWidget(self.refresh_button)
         upper = QWidget()
         ul = QVBoxLayout(upper)
@@ -282,12 +292,14 @@ class HealthPanel(QWidget):
 
         self.refresh_button.clicked.connect(self.refresh)
         self.retry_button.clicked.connect(self._retry_clicked)
+        self.webhook_button.clicked.connect(self.open_webhook_dialog)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._selection_changed())
 
     # --- loading --------------------------------------------------------------------------
 
     def set_workspace(self, workspace) -> None:
         self.workspace = workspace
+        self.webhook_button.setEnabled(workspace is not None)
         self.health = []
         self.model.set_rows([])
         self._selection_changed()
@@ -323,7 +335,8 @@ class HealthPanel(QWidget):
             waiting = sum(h.failed_chunks_waiting for h in health)
             self.summary.setText(
                 f"{len(health)} connector(s); "
-                + (f"{len(attention)} need(s) attention" if attention else "all healthy")
+                + (f"{len(attention)} {'needs' if len(attention) == 1 else 'need'} attention" if attention
+                   else "all healthy")
                 + (f"; {waiting:,} failed chunk(s) wait for a retry" if waiting else "") + ".")
         self.table.resizeColumnsToContents()
         names = [h.name for h in health]
@@ -377,6 +390,146 @@ class HealthPanel(QWidget):
         if h is not None and self.retry_button.isEnabled():
             self.retry_button.setEnabled(False)  # once per click; the end of the sync refreshes
             self.retry_requested.emit(h.name)
+
+
+    def open_webhook_dialog(self) -> "WebhookDialog | None":
+        if self.workspace is None:
+            return None
+        dialog = WebhookDialog(self.pool, self.workspace, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.saved.connect(self.message)
+        self.webhook_dialog = dialog
+        dialog.open()
+        return dialog
+
+
+class WebhookDialog(QDialog):
+    """Set, test or remove the workspace's alert webhook. The URL goes to the keyring;
+    every keyring and network call runs in a worker."""
+
+    saved = Signal(str)  # what was done, for the status bar
+    finished_work = Signal(str)  # "loaded", "saved", "removed", "tested" (for tests)
+
+    def __init__(self, pool, workspace, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Alert webhook")
+        self.pool, self.workspace = pool, workspace
+        intro = QLabel(
+            "When a sync fails or partly fails, ESG Workbench posts a JSON alert (connector, run, failed "
+            "chunks, error; never a secret) to this address, e.g. a Slack or Teams incoming webhook. "
+            "The URL is kept in the system keyring, for this workspace and organization.")
+        intro.setWordWrap(True)
+        self.url = QLineEdit()
+        self.url.setObjectName("webhookUrl")
+        self.url.setPlaceholderText("https://hooks.example.com/services/…")
+        self.url.setEchoMode(QLineEdit.EchoMode.PasswordEchoOnEdit)  # the token is not shown at rest
+        self.state = QLabel()
+        self.state.setObjectName("webhookState")
+        self.state.setWordWrap(True)
+        self.state.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = QDialogButtonBox()
+        self.save_button = self.buttons.addButton("Save", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.test_button = self.buttons.addButton("Send test alert", QDialogButtonBox.ButtonRole.ActionRole)
+        self.remove_button = self.buttons.addButton("Remove", QDialogButtonBox.ButtonRole.DestructiveRole)
+        self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        form = QFormLayout()
+        form.addRow("Webhook URL", self.url)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.state)
+        layout.addWidget(self.buttons)
+        self.setMinimumWidth(560)
+        # a word-wrapped label gets its height for the dialog's width only when asked
+        intro.setMinimumHeight(intro.heightForWidth(560 - 24))
+        self.save_button.clicked.connect(self.save)
+        self.test_button.clicked.connect(self.send_test)
+        self.remove_button.clicked.connect(self.remove)
+        self.buttons.rejected.connect(self.reject)
+        self._busy(True)
+        self.state.setText("Reading the keyring…")
+        from esg_workbench import alerts
+
+        self._run("loaded", alerts.webhook_url, self.workspace, done=self._loaded)
+
+    def _busy(self, busy: bool) -> None:
+        for b in (self.save_button, self.test_button, self.remove_button):
+            b.setEnabled(not busy)
+
+    def _run(self, what: str, fn, *args, done) -> None:
+        def ok(result) -> None:
+            self._busy(False)
+            done(result)
+            self.finished_work.emit(what)
+
+        def failed(message: str) -> None:
+            self._busy(False)
+            self._say(message, error=True)
+            self.finished_work.emit(what)
+
+        self.pool.run(fn, *args, on_done=ok, on_error=failed, owner=self)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.state.setStyleSheet("color: #b71c1c;" if error else "color: #2e7d32;")
+        self.state.setText(text)
+
+    def _loaded(self, url: str | None) -> None:
+        from esg_workbench import alerts
+
+        self.url.setText(url or "")
+        self._say(f"Alerts go to {alerts.describe_url(url)}." if url else "No webhook set: alerts show only "
+                  "as desktop notifications.")
+
+    def save(self) -> None:
+        from esg_workbench import alerts
+
+        text = self.url.text().strip()
+        try:
+            alerts.validate_webhook_url(text)
+        except Exception as exc:  # a ConfigError: say it here, keep the dialog open
+            from esg_workbench.gui.workers import describe_error
+
+            self._say(describe_error(exc), error=True)
+            return
+        self._busy(True)
+
+        def done(_):
+            where = alerts.describe_url(text)
+            self._say(f"Saved: alerts go to {where}.")
+            self.saved.emit(f"Alert webhook set to {where}.")
+
+        self._run("saved", alerts.set_webhook_url, self.workspace, text, done=done)
+
+    def remove(self) -> None:
+        from esg_workbench import alerts
+
+        self._busy(True)
+
+        def done(_):
+            self.url.clear()
+            self._say("Removed: alerts show only as desktop notifications.")
+            self.saved.emit("Alert webhook removed.")
+
+        self._run("removed", alerts.set_webhook_url, self.workspace, None, done=done)
+
+    def send_test(self) -> None:
+        from esg_workbench import alerts
+
+        self._busy(True)
+        self._say("Sending a test alert…")
+
+        def done(error: str | None) -> None:
+            if error:
+                self._say(f"Not delivered: {error}", error=True)
+            else:
+                self._say("Test alert delivered.")
+
+        def test(workspace):
+            if not alerts.webhook_url(workspace):
+                return "No webhook is saved yet: save the URL first."
+            return alerts.dispatch(workspace, alerts.sample_alert(workspace))
+
+        self._run("tested", test, self.workspace, done=done)
 
 
 def health_icon():
