@@ -33,7 +33,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import ConfigError, EsgError
-from esg_workbench.core.specs import ChunkStatus, SyncStatus
+from esg_workbench.core.keys import decode_key
+from esg_workbench.core.specs import ChunkRange, ChunkStatus, SyncStatus
 from esg_workbench.workspace.database import Workspace
 
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0)
@@ -163,7 +164,6 @@ def alert_for_run(ws: Workspace, connector_name: str, result) -> Alert | None:
     from esg_workbench.workspace import connectors_store
     from esg_workbench.workspace.schema import connector_sync_chunks as chunks
     from esg_workbench.workspace.schema import connector_sync_logs as logs
-    from esg_workbench.workspace.sync_records import _chunk
 
     org = ws.organization_id
     with ws.read() as conn:
@@ -183,9 +183,10 @@ def alert_for_run(ws: Workspace, connector_name: str, result) -> Alert | None:
     secrets = _connector_secrets(record)
     failed = []
     for row in rows:
-        chunk = _chunk(row)
-        failed.append({"stream": chunk.stream, "range": chunk.range.describe(), "attempts": chunk.attempts,
-                       "error": _shorten(scrub(chunk.error, secrets))})
+        bounds = ChunkRange(decode_key(json.loads(row.lower_bound)), decode_key(json.loads(row.upper_bound)),
+                            row.null_cursor)
+        failed.append({"stream": row.stream, "range": bounds.describe(), "attempts": row.attempts,
+                       "error": _shorten(scrub(row.error, secrets))})
     error = result.error if result.error is not None else (run.error if run is not None else None)
     return Alert(
         kind=status.value, connector=connector_name, run_id=result.run_id, status=status.value,

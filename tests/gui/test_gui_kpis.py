@@ -177,7 +177,7 @@ def test_main_window_mapping_and_kpi_tabs_from_apply_to_the_table(qtbot, make_wi
     window = make_window()
     assert isinstance(window.mapping, MappingPanel) and isinstance(window.kpis, KpiPanel)
     titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
-    assert titles[-2:] == ["Mapping", "KPIs"]
+    assert titles[4:6] == ["Mapping", "KPIs"]  # after them: Health
     qtbot.waitUntil(lambda: window.mapping.document.mapping is not None and bool(window.kpis.values), timeout=30000)
     window.tab_actions[4].trigger()  # Ctrl+5
     assert window.tabs.currentWidget() is window.mapping
