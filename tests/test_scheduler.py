@@ -137,28 +137,21 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("change, kind, error", BAD)
-def test_bad_new_jobs_are_refused_and_nothing_is_stored(ws, pg_database, change, kind, error):
-    add_erp(ws, pg_database)
-    scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
-    before, entries = scheduler.list_jobs(ws), len(chain.entries(ws))
-    args = {"name": "other", "cron": "0 3 * * *", "connector": "erp", "action": "sync", **change}
-    with pytest.raises(kind, match=error) as caught:
-        scheduler.add_job(ws, args.pop("name"), args.pop("cron"), args.pop("connector"), args.pop("action"), **args)
-    assert caught.value.hint
-    assert scheduler.list_jobs(ws) == before and len(chain.entries(ws)) == entries
-
-
-@pytest.mark.parametrize("change, kind, error", BAD)
-def test_bad_edits_are_refused_and_the_job_is_unchanged(ws, pg_database, change, kind, error):
+def test_bad_jobs_and_edits_are_refused_and_change_nothing(ws, pg_database):
     add_erp(ws, pg_database)
     scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
     scheduler.add_job(ws, "other", "0 3 * * *", "erp")
     before, entries = scheduler.list_jobs(ws), len(chain.entries(ws))
-    edit = {"new_name" if k == "name" else k: v for k, v in change.items()}
-    with pytest.raises(kind, match=error):
-        scheduler.update_job(ws, "other", **edit)
-    assert scheduler.list_jobs(ws) == before and len(chain.entries(ws)) == entries
+    for change, kind, error in BAD:
+        args = {"name": "new", "cron": "0 3 * * *", "connector": "erp", "action": "sync", **change}
+        with pytest.raises(kind, match=error) as caught:
+            scheduler.add_job(ws, args.pop("name"), args.pop("cron"), args.pop("connector"), args.pop("action"),
+                              **args)
+        assert caught.value.hint, change
+        edit = {"new_name" if k == "name" else k: v for k, v in change.items()}
+        with pytest.raises(kind, match=error):
+            scheduler.update_job(ws, "other", **edit)
+        assert scheduler.list_jobs(ws) == before and len(chain.entries(ws)) == entries, change
 
 
 # --- due jobs, claiming and running ---------------------------------------------------------
