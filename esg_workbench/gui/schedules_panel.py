@@ -115,6 +115,7 @@ class SchedulesPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
@@ -123,25 +124,35 @@ class SchedulesPanel(QWidget):
         self.empty.setObjectName("schedulesEmpty")
         self.empty_text = QLabel(EMPTY_TEXT)
         self.empty_text.setWordWrap(True)
-        self.empty_text.setMaximumWidth(640)
+        self.empty_text.setFixedWidth(600)  # a fixed width lets the wrapped text take its full height
         self.empty_new = QPushButton(icons.standard("SP_FileIcon"), "New schedule…")
         self.empty_new.setObjectName("emptyNewSchedule")
         el = QVBoxLayout(self.empty)
         el.addStretch(1)
-        el.addWidget(self.empty_text, 0, Qt.AlignmentFlag.AlignHCenter)
+        row = QHBoxLayout()  # centred by stretches, not alignment: the label keeps its height for width
+        row.addStretch(1)
+        row.addWidget(self.empty_text)
+        row.addStretch(1)
+        el.addLayout(row)
         el.addWidget(self.empty_new, 0, Qt.AlignmentFlag.AlignHCenter)
         el.addStretch(2)
 
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.table)
+        self.details = QLabel()
+        self.details.setObjectName("scheduleDetails")
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status = QLabel()
         self.status.setObjectName("schedulesStatus")
         self.status.setWordWrap(True)
+        self.status.setStyleSheet("color: #666;")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(bar)
         layout.addWidget(self.stack, 1)
+        layout.addWidget(self.details)
         layout.addWidget(self.status)
 
         self.new_button.clicked.connect(self.new_schedule)
@@ -202,8 +213,7 @@ class SchedulesPanel(QWidget):
             next_text = when_words(job.next_run_at, zone, now) if job.enabled else "— (disabled)"
             last = when_words(job.last_run_at, zone, now) if job.last_run_at else "never"
             status = (job.last_status or "").replace("_", " ")
-            result = QTableWidgetItem(f"{status}: {job.last_message}" if status and job.last_message
-                                      else status or "")
+            result = QTableWidgetItem(status)
             result.setToolTip(job.last_message or "")
             if job.last_status:
                 result.setIcon(icons.dot_icon(STATUS_KIND.get(job.last_status, "idle")))
@@ -266,8 +276,21 @@ class SchedulesPanel(QWidget):
                 return texts
         raise KeyError(name)
 
+    def _show_details(self, job) -> None:
+        """The selected schedule's last outcome in full (the table shows its status only)."""
+        if job is None:
+            self.details.setText("")
+            return
+        if job.last_status is None:
+            self.details.setText(f"'{job.name}' has not run yet.")
+            return
+        when = when_words(job.last_run_at, job.timezone or "UTC")
+        self.details.setText(f"'{job.name}' last ran {when}: {job.last_status.replace('_', ' ')}. "
+                             f"{job.last_message or ''}".strip())
+
     def _update_buttons(self) -> None:
         job = self.current_job()
+        self._show_details(job)
         has_ws = self.workspace is not None
         self.new_button.setEnabled(has_ws)
         self.empty_new.setEnabled(has_ws)

@@ -349,3 +349,28 @@ def test_presets_read_back_from_their_expressions():
     assert timing_of("0 2 * * 7").weekday == 0  # 7 is Sunday too
     for custom in ("*/15 * * * *", "0 2 * 1 *", "0 8-18 * * *", "@daily", "0 2 1 * 1", "bad"):
         assert timing_of(custom).preset == "custom"
+
+
+def test_run_now_rediscovers_a_disabled_schedule_and_keeps_its_times(qtbot, window, source):
+    add_connector(qtbot, window, source, "erp")
+    ws = window.workspace
+    scheduler.add_job(ws, "weekly-discovery", "0 6 * * 1", "erp", action="discover", timezone="UTC", enabled=False)
+    panel = show_schedules(qtbot, window)
+    panel.select("weekly-discovery")
+    assert panel.details.text() == "'weekly-discovery' has not run yet."
+    notices: list[str] = []
+    window.notice.connect(notices.append)
+    with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=30000) as blocker:
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    outcome = blocker.args[0]
+    assert outcome.status == "success" and outcome.message == "Discovered 2 tables.", outcome.message
+    assert "Scheduled rediscovery of 'erp' started (schedule 'weekly-discovery', run now)." in notices
+    job = scheduler.get_job(ws, "weekly-discovery")
+    assert job.last_status == "success" and not job.enabled and job.next_run_at is None
+    qtbot.waitUntil(lambda: panel_shows(window, "weekly-discovery", "success"), timeout=20000)
+    panel.select("weekly-discovery")
+    assert panel.details.text().startswith("'weekly-discovery' last ran ")
+    assert panel.details.text().endswith(f"{job.last_run_at:%H:%M} UTC: success. Discovered 2 tables.")
+    with window.workspace.read() as conn:
+        cached = conn.execute(sa.text("SELECT count(DISTINCT table_name) FROM source_schema_cache")).scalar()
+    assert cached == 2 and sync_runs(ws) == []
