@@ -16,6 +16,7 @@ docs/screenshots/*.png:
     mapping.png          the mapping canvas while a column is dragged (see mapping_screens)
     kpis.png             the KPI table by month and site, with the chart
     kpi-drill-down.png   a KPI value traced to its staging rows and source keys
+    about.png            Help > About: version, licences, where workspace, logs and settings live
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def main(out: Path) -> int:
         assert job.result is not None
 
         mapping_screens(window, out, shot)
+        about_screen(window, out)
 
         window.close()
         window.pool.shutdown()
@@ -247,6 +249,18 @@ def mapping_screens(window, out: Path, shot) -> None:
     print(f"wrote {out / 'kpi-drill-down.png'}")
     dialog.close()
     window.splitter.setSizes(sizes)
+
+
+def about_screen(window, out: Path) -> None:
+    """about.png: the About dialog (esg_workbench/gui/about_dialog.py) alone."""
+    from esg_workbench.gui.about_dialog import AboutDialog
+
+    window._about()
+    dialog = window.findChild(AboutDialog)
+    settle()
+    dialog.grab().save(str(out / "about.png"))
+    print(f"wrote {out / 'about.png'}")
+    dialog.close()
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ class AboutDialog(QDialog):
         self.versions = QLabel(runtime_versions())
         self.versions.setObjectName("aboutVersions")
         self.versions.setWordWrap(True)
+        self.versions.setStyleSheet("color: #555")
         self.versions.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.licences = QLabel(licences_html(app_licence()))
@@ -163,13 +164,15 @@ class AboutDialog(QDialog):
         buttons.rejected.connect(self.reject)
 
         layout = QVBoxLayout(self)
+        layout.setSpacing(10)
         layout.addLayout(header)
         layout.addWidget(description)
         layout.addWidget(self.versions)
         layout.addWidget(licence_box)
         layout.addWidget(where)
         layout.addWidget(buttons)
-        self.resize(720, self.sizeHint().height())
+        # the wrapped labels' height depends on the width: ask the layout at the width shown
+        self.resize(720, layout.totalHeightForWidth(720) if layout.hasHeightForWidth() else self.sizeHint().height())
 
     def open_folder(self, folder: Path) -> bool:
         """Show `folder` in the file manager (made first: the log folder may not exist yet)."""

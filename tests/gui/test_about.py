@@ -88,3 +88,14 @@ def test_about_a_postgresql_workspace_shows_its_url_without_a_folder(qtbot, make
     assert pg_database in dialog.fields["workspace"].text()
     assert "workspace" not in dialog.open_buttons
     dialog.close()
+
+
+def test_the_app_icon_is_drawn_at_every_window_manager_size(qtbot):
+    from PySide6.QtCore import QSize
+
+    from esg_workbench.gui.app import ICON_SIZES, app_icon
+
+    icon = app_icon()
+    assert set(icon.availableSizes()) == {QSize(s, s) for s in ICON_SIZES}
+    image = icon.pixmap(64, 64).toImage()
+    assert image.pixelColor(32, 32).alpha() == 255 and image.pixelColor(0, 0).alpha() == 0
