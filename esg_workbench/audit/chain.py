@@ -39,13 +39,16 @@ def os_user() -> str:
         return "unknown"
 
 
-def default_actor(workspace: Workspace | None = None) -> str:
+def default_actor(workspace: Workspace | None = None, label: str | None = None) -> str:
     """Who writes an entry: on PostgreSQL the database role and the OS user, as
     'alice_db (os: alice)' (a trigger on a shared workspace refuses an entry whose role
-    part is not the role writing it); on DuckDB the OS user."""
-    if workspace is not None and workspace.database_role:
-        return f"{workspace.database_role} (os: {os_user()})"
-    return os_user()
+    part is not the role writing it), plus the caller's own label when it says more
+    ('alice_db (os: alice; via: esg-workbench demo)'); on DuckDB the label or the OS user."""
+    user = os_user()
+    if workspace is None or not workspace.database_role:
+        return label or user
+    via = f"; via: {label[:80]}" if label and label != user else ""
+    return f"{workspace.database_role} (os: {user}{via})"
 
 
 def _entry_hash(previous: str, organization_id: str, actor: str, action: str,
@@ -70,7 +73,7 @@ def append(workspace: Workspace, conn: sa.Connection, action: str, *, metadata: 
     previous = conn.execute(
         sa.select(audit.c.entry_hash).where(audit.c.organization_id == org).order_by(audit.c.id.desc()).limit(1)
     ).scalar() or GENESIS
-    actor = actor or default_actor(workspace)
+    actor = default_actor(workspace, actor)
     meta_text = canonical(metadata)
     at = utcnow()
     entry = _entry_hash(previous, org, actor, action, input_hash, output_hash, meta_text, at)
