@@ -348,3 +348,29 @@ def test_an_alert_that_cannot_be_delivered_is_named_in_the_outcome(ws, pg_databa
     assert "The alert could not be sent: " in outcome.message and "HTTP 500" in outcome.message
     assert "s3cr3t" not in outcome.message and "T0KEN" not in outcome.message
     assert scheduler.get_job(ws, "nightly").last_message == outcome.message
+
+
+def test_rows_written_outside_the_app_are_scheduled_or_explained(ws, pg_database, source):
+    """A version-1 workspace's job has no time zone nor next slot; a hand-edited one may not parse."""
+    add_erp(ws, pg_database)
+    config = json.dumps({"connector": "erp", "action": "sync"})  # as version 1 knew it: no connector_id
+    with ws.transaction() as conn:
+        conn.execute(sa.insert(scheduled_jobs).values(organization_id=ws.organization_id, name="old", cron="0 4 * * *",
+                                                      enabled=True, config=config))
+        conn.execute(sa.insert(scheduled_jobs).values(organization_id=ws.organization_id, name="broken",
+                                                      cron="0 4 * *", enabled=True, config=config))
+    assert scheduler.due_jobs(ws) == []
+    old = scheduler.get_job(ws, "old")
+    assert old.timezone == "UTC" and old.next_run_at == cron.next_run_utc("0 4 * * *", "UTC", utcnow())
+    assert scheduler.request_for(ws, old).connector == "erp" and old.connector_id is None
+    broken = scheduler.get_job(ws, "broken")
+    assert broken.next_run_at is None and broken.last_status == "failed"
+    assert broken.last_message == "This job cannot run: '0 4 * *' has 4 fields; a cron expression has 5: " \
+                                  "minute hour day-of-month month day-of-week."
+    [outcome] = scheduler.run_due(ws, old.next_run_at, retry_delays=FAST)
+    assert (outcome.job_name, outcome.status, outcome.result.rows_written) == ("old", "success", 300)  # found by name
+
+    set_next_run(ws, "broken", utcnow() - dt.timedelta(minutes=1))  # due, but its cron does not parse
+    [failed] = scheduler.run_due(ws, retry_delays=FAST)
+    assert failed.status == "failed" and "has 4 fields" in failed.message
+    assert scheduler.get_job(ws, "broken").last_message == failed.message

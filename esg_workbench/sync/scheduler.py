@@ -275,9 +275,28 @@ def _naive_utc(moment: dt.datetime | None) -> dt.datetime:
     return moment
 
 
+def _schedule_unscheduled(ws: Workspace, now: dt.datetime) -> None:
+    """Enabled jobs without a next slot (rows of a version-1 workspace, or written by hand)
+    get one after now; a row whose cron or zone no longer parses is left alone and says why."""
+    with ws.read() as conn:  # almost always none: no write transaction for nothing
+        rows = conn.execute(sa.select(table.c.id, table.c.cron, table.c.timezone).where(
+            table.c.organization_id == ws.organization_id, table.c.enabled.is_(True),
+            table.c.next_run_at.is_(None), table.c.last_status.is_distinct_from("failed"))).all()
+    if not rows:
+        return
+    with ws.transaction() as conn:
+        for row in rows:
+            try:
+                values = {"next_run_at": cronlib.next_run_utc(row.cron, row.timezone or "UTC", now)}
+            except EsgError as exc:
+                values = {"last_status": "failed", "last_message": f"This job cannot run: {exc.message}"}
+            conn.execute(sa.update(table).where(table.c.id == row.id, table.c.next_run_at.is_(None)).values(**values))
+
+
 def due_jobs(ws: Workspace, now: dt.datetime | None = None) -> list[ScheduledJob]:
     """Enabled jobs whose next slot is at or before ``now`` (naive UTC or aware), oldest first."""
     now = _naive_utc(now)
+    _schedule_unscheduled(ws, now)
     with ws.read() as conn:
         names = _connector_names(ws, conn)
         rows = conn.execute(_select(ws).where(table.c.enabled.is_(True), table.c.next_run_at.is_not(None),
@@ -430,5 +449,10 @@ def run_due(ws: Workspace, now: dt.datetime | None = None, **kw) -> list[JobOutc
         cancel = kw.get("cancel")
         if cancel is not None and cancel.cancelled:
             break
-        outcomes.append(run_job(ws, job, now=now, **kw))
+        try:
+            outcomes.append(run_job(ws, job, now=now, **kw))
+        except EsgError as exc:  # e.g. a row edited by hand whose cron no longer parses
+            outcome = JobOutcome(job.name, job.connector, job.action, "failed", exc.describe())
+            record_outcome(ws, outcome)
+            outcomes.append(outcome)
     return outcomes
