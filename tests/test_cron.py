@@ -226,6 +226,12 @@ def test_next_run_utc_is_naive_utc_for_the_workspace():
     ("0 12 * 1-3 *", "At 12:00 every day in January to March"),
     ("0 0 13 * FRI", "At 00:00 on day 13 of every month and on every Friday"),
     ("0,30 * * * *", "At 0 and 30 minutes past every hour"),
+    ("0,30 9 * * *", "Every day at 09:00 and 09:30"),
+    ("0 9-17 * * *", "Every hour from 09:00 to 17:00"),
+    ("15 9-17 * * MON-FRI", "Every hour from 09:15 to 17:15 on Monday to Friday"),
+    ("0 1,3,5,7,9,11,13 * * *", "Every day at 01:00, 03:00, 05:00, 07:00, 09:00, 11:00 and 13:00"),
+    ("*/10 9-12,14-17 * * *", "Every 10 minutes from 09:00 to 12:59 and 14:00 to 17:59"),
+    ("0 */6 1 * *", "At 00:00, 06:00, 12:00 and 18:00 on day 1 of every month"),
 ])
 def test_describe_reads_as_plain_english(expr, text):
     assert cron.describe(expr) == text

@@ -420,9 +420,13 @@ def _time_part(s: CronSchedule) -> tuple[str, bool]:
     """(text, is_fixed_times): 'at 02:00 and 14:00' or 'every 15 minutes'."""
     minutes, hours = sorted(s.minutes), sorted(s.hours)
     all_hours = len(hours) == 24
-    if len(minutes) == 1 and len(hours) <= 6:
-        times = [f"{h:02d}:{minutes[0]:02d}" for h in hours]
+    if len(minutes) * len(hours) <= 6:  # a few times a day: name them
+        times = [f"{h:02d}:{m:02d}" for h in hours for m in minutes]
         return "at " + _join(times), True
+    if len(minutes) == 1 and len(_runs(hours)) == 1 and not all_hours:  # 0 9-17 * * *
+        return f"every hour from {hours[0]:02d}:{minutes[0]:02d} to {hours[-1]:02d}:{minutes[0]:02d}", False
+    if len(minutes) == 1 and not all_hours and _step_of(s.fields[1]) is None:  # 0 1,3,5,7,9,11,13 * * *
+        return "at " + _join([f"{h:02d}:{minutes[0]:02d}" for h in hours]), True
     if len(minutes) == 60:
         minute_text = "every minute"
     elif (step := _step_of(s.fields[0])) is not None:
