@@ -193,6 +193,22 @@ class Workspace:
             cursor.execute("SELECT set_config(%s, %s, false)", (SETTING, self.organization_id or ""))
         dbapi_conn.commit()  # a setting made in a transaction that is rolled back would be undone
 
+    def _check_access(self) -> None:
+        """Before anything else on an existing PostgreSQL workspace: a role that may not
+        read it gets a plain answer, not a "permission denied" for some table."""
+        from esg_workbench.workspace import postgres_security as sec
+
+        with self.engine.connect() as conn:
+            if not conn.execute(sa.text("SELECT to_regclass('workspace_meta') IS NOT NULL")).scalar():
+                return  # a new workspace: migrate() makes it
+            if conn.execute(sa.text("SELECT has_table_privilege('workspace_meta', 'SELECT')")).scalar():
+                return
+            role = conn.execute(sa.text("SELECT current_user")).scalar()
+            sec.refuse_rls_exempt(role, sec.role_attributes(conn, role))
+        raise WorkspaceError(
+            f"The database role '{role}' has no access to this shared workspace.",
+            hint="An administrator adds it with: esg-workbench user add ROLE --organization ORG --admin-url ADMIN_URL")
+
     def _choose_organization(self, requested: str | None) -> None:
         """Pick the session's organization on a PostgreSQL workspace: the one asked for (it
         must be one of the role's), else the role's only one; several: OrganizationChoiceNeeded."""
@@ -246,6 +262,7 @@ def open_workspace(url: str | None = None, *, organization_id: str | None = None
             engine = sa.create_engine(engine_url, pool_pre_ping=True, connect_args={"options": "-c TimeZone=UTC"})
             workspace = Workspace(kind, engine_url, engine, organization_id="")
             sa.event.listen(engine, "connect", workspace._on_connect)
+            workspace._check_access()
         workspace.migrate()
         if not workspace.is_duckdb:
             workspace._choose_organization(organization_id or os.environ.get(ENV_ORGANIZATION) or None)

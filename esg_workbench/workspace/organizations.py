@@ -133,10 +133,10 @@ def init_postgres(app_url: str, admin_url: str, *, organization: str = DEFAULT_O
     password = password or app.password
     with admin_connection(admin_url, app.database) as conn:
         admin = _check_admin(conn)
+        sec.refuse_rls_exempt(role, sec.role_attributes(conn, role))
         if admin == role:
             raise ConfigError(f"The workspace URL uses the administrator's role '{admin}'.",
                               hint="The app connects as an analyst's own role; give one in the workspace URL.")
-        sec.refuse_rls_exempt(role, sec.role_attributes(conn, role))
         existing = sec.configured_roles(conn)
         roles = existing or sec.Roles(sec.default_prefix(app.database))
         changes: list[str] = []

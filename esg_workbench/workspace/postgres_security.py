@@ -23,13 +23,14 @@ once per row.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -99,6 +100,13 @@ class Roles:
     @property
     def organization_role_prefix(self) -> str:
         return f"{self.prefix}_org_"
+
+
+def _execute_plain(conn: sa.Connection, sql: str) -> None:
+    """A DDL statement as it is, in the caller's transaction: without parameters, so that
+    neither SQLAlchemy (':name') nor psycopg ('%') reads placeholders into its text."""
+    with conn.connection.driver_connection.cursor() as cursor:
+        cursor.execute(sql)
 
 
 def _quote(conn: sa.Connection, name: str) -> str:
@@ -214,8 +222,8 @@ class _Setup:
     def q(self, name: str) -> str:
         return _quote(self.conn, name)
 
-    def run(self, sql: str, change: str, params: dict | None = None) -> None:
-        self.conn.execute(sa.text(sql), params or {})
+    def run(self, sql: str, change: str) -> None:
+        _execute_plain(self.conn, sql)
         self.changes.append(change)
 
     def scalar(self, sql: str, **params) -> Any:
@@ -235,9 +243,9 @@ class _Setup:
             refuse_rls_exempt(role, attrs)
             return False
         sql = f"CREATE ROLE {self.q(role)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
-        if password:
-            sql += f" PASSWORD {_literal(scram_verifier(password))}"
-        self.run(sql, f"created login role {role}")
+        with _no_statement_in_errors(f"Cannot create the role '{role}'"):
+            self.run(sql + (f" PASSWORD {_literal(scram_verifier(password))}" if password else ""),
+                     f"created login role {role}")
         return True
 
     def membership(self, member: str, group: str) -> None:
@@ -417,7 +425,20 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
 
 
 def set_password(conn: sa.Connection, role: str, password: str) -> None:
-    conn.execute(sa.text(f"ALTER ROLE {_quote(conn, check_role_name(role))} PASSWORD {_literal(scram_verifier(password))}"))
+    with _no_statement_in_errors(f"Cannot set the password of '{role}'"):
+        _execute_plain(conn, f"ALTER ROLE {_quote(conn, check_role_name(role))} PASSWORD "
+                             f"{_literal(scram_verifier(password))}")
+
+
+@contextlib.contextmanager
+def _no_statement_in_errors(what: str) -> Iterator[None]:
+    """A failed statement that holds a password verifier is reported by the server's
+    reason alone: SQLAlchemy's message would quote the statement (into logs, crash reports)."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise WorkspaceError(f"{what}: {reason}") from None
 
 
 # --- a picture of the security state (what init-postgres compares before and after) ----------
