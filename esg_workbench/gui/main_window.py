@@ -268,12 +268,19 @@ class MainWindow(QMainWindow):
         if self.jobs.running_count():
             self.show_message("Wait for the running syncs to finish (or cancel them) before switching workspace.")
             return
-        from esg_workbench.workspace import open_workspace
+        from esg_workbench.gui import organization_dialog as signin
 
         target = url or self.settings.value("last_workspace") or None
         self.workspace_label.setText(f"Opening workspace {target or '(default)'}…")
 
         def done(ws) -> None:
+            if isinstance(ws, signin.NeedsOrganization):  # a role in several organizations: ask which
+                dialog = signin.OrganizationDialog(ws, self.settings, self)
+                dialog.chosen.connect(lambda org: self.pool.run(signin.open_signed_in, target, org,
+                                                                on_done=done, on_error=failed, owner=self))
+                dialog.rejected.connect(lambda: failed("No organization was chosen."))
+                dialog.open()
+                return
             self.set_workspace(ws, url=target or ws.display_url)
 
         def failed(message: str) -> None:
@@ -282,7 +289,7 @@ class MainWindow(QMainWindow):
                                   [("Choose another…", self.choose_workspace)], topic="workspace")
             self.workspace_failed.emit(message)
 
-        self.pool.run(open_workspace, target, on_done=done, on_error=failed, owner=self)
+        self.pool.run(signin.open_signed_in, target, on_done=done, on_error=failed, owner=self)
 
     def set_workspace(self, workspace, url: str | None = None) -> None:
         old = self.workspace
@@ -296,7 +303,9 @@ class MainWindow(QMainWindow):
         if old is not None and old is not workspace:
             old.close()
         self._remember_workspace(self.workspace_url)
-        shown = workspace.display_url.replace("duckdb:///", "")
+        from esg_workbench.gui.organization_dialog import organization_caption
+
+        shown = workspace.display_url.replace("duckdb:///", "") + organization_caption(workspace)
         self.setWindowTitle(f"ESG Workbench — {shown}")
         self.workspace_label.setText(f"Workspace: {shown} ({'DuckDB' if workspace.is_duckdb else 'PostgreSQL'})")
         self.schema.set_workspace(workspace)

@@ -60,6 +60,7 @@ class OrganizationChoiceNeeded(WorkspaceError):
         super().__init__(
             f"The database role '{role}' belongs to several organizations: {', '.join(organizations)}.",
             hint="Choose one with --organization ORG or ESG_WORKBENCH_ORGANIZATION=ORG.")
+        self.role = role
         self.organizations = organizations
 
 
