@@ -290,7 +290,8 @@ def _schedule_unscheduled(ws: Workspace, now: dt.datetime) -> None:
                 values = {"next_run_at": cronlib.next_run_utc(row.cron, row.timezone or "UTC", now)}
             except EsgError as exc:
                 values = {"last_status": "failed", "last_message": f"This job cannot run: {exc.message}"}
-            conn.execute(sa.update(table).where(table.c.id == row.id, table.c.next_run_at.is_(None)).values(**values))
+            conn.execute(sa.update(table).where(table.c.id == row.id, table.c.organization_id == ws.organization_id,
+                                                table.c.next_run_at.is_(None)).values(**values))
 
 
 def due_jobs(ws: Workspace, now: dt.datetime | None = None) -> list[ScheduledJob]:
