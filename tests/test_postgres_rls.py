@@ -11,7 +11,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 

@@ -440,31 +440,3 @@ def _no_statement_in_errors(what: str) -> Iterator[None]:
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
         raise WorkspaceError(f"{what}: {reason}") from None
-
-
-# --- a picture of the security state (what init-postgres compares before and after) ----------
-
-def snapshot(conn: sa.Connection, roles: Roles, extra_roles: tuple[str, ...] = ()) -> dict[str, list]:
-    prefix = roles.prefix + "\\_%"
-    names = list(extra_roles)
-    query = lambda sql, **p: [tuple(r) for r in conn.execute(sa.text(sql), p)]
-    return {
-        "roles": query("SELECT rolname, rolsuper, rolbypassrls, rolcanlogin, rolinherit FROM pg_roles "
-                       "WHERE rolname LIKE :p OR rolname = ANY(:n) ORDER BY 1", p=prefix, n=names),
-        "members": query("SELECT g.rolname, u.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-                         "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname LIKE :p ORDER BY 1, 2", p=prefix),
-        "tables": query("SELECT relname, relrowsecurity, relforcerowsecurity, pg_get_userbyid(relowner), relacl::text "
-                        "FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'S') "
-                        "ORDER BY 1"),
-        "policies": query("SELECT tablename, policyname, roles::text, qual, with_check FROM pg_policies "
-                          "WHERE schemaname = current_schema() ORDER BY 1, 2"),
-        "grants": query("SELECT grantee, table_name, privilege_type FROM information_schema.role_table_grants "
-                        "WHERE table_schema = current_schema() ORDER BY 1, 2, 3"),
-        "functions": query("SELECT proname, md5(pg_get_functiondef(oid)) FROM pg_proc "
-                           "WHERE pronamespace = current_schema()::regnamespace ORDER BY 1"),
-        "defaults": query("SELECT c.relname, a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
-                          "JOIN pg_class c ON c.oid = d.adrelid JOIN pg_attribute a ON a.attrelid = d.adrelid "
-                          "AND a.attnum = d.adnum WHERE c.relnamespace = current_schema()::regnamespace ORDER BY 1, 2"),
-        "triggers": query("SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2"),
-        "schema": query("SELECT nspacl::text FROM pg_namespace WHERE oid = current_schema()::regnamespace"),
-    }
