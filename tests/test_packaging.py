@@ -73,7 +73,7 @@ def test_a_workspace_that_cannot_open_exits_1_with_the_reason(tmp_path):
     assert "opened" not in result.stdout
 
 
-def test_the_icon_renders_at_every_size(tmp_path):
+def test_the_icon_renders_at_every_size(qapp, tmp_path):  # qapp: a QApplication, so later widget tests can run
     sys.path.insert(0, str(ROOT / "packaging"))
     try:
         from make_icons import PNG_SIZES, render_pngs

@@ -70,6 +70,7 @@ def _exit_after_open(app, window) -> None:
 
     def failed(message: str) -> None:
         print(f"ESG Workbench {__version__} could not open the workspace: {message}", file=sys.stderr, flush=True)
+        window.close()  # waits for the worker threads: none may outlive the app
         app.exit(1)
 
     window.connectors_loaded.connect(opened)
