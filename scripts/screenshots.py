@@ -17,6 +17,8 @@ docs/screenshots/*.png:
     kpis.png             the KPI table by month and site, with the chart
     kpi-drill-down.png   a KPI value traced to its staging rows and source keys
     about.png            Help > About: version, licences, where workspace, logs and settings live
+    schedules.png        the Schedules tab: three schedules, one of them just run by the app
+    schedule-dialog.png  editing a schedule: preset, time zone, the next five runs
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def main(out: Path) -> int:
 
         mapping_screens(window, out, shot)
         about_screen(window, out)
+        schedule_screens(window, out, shot)
 
         window.close()
         window.pool.shutdown()
@@ -261,6 +264,52 @@ def about_screen(window, out: Path) -> None:
     dialog.grab().save(str(out / "about.png"))
     print(f"wrote {out / 'about.png'}")
     dialog.close()
+
+
+def schedule_screens(window, out: Path, shot) -> None:
+    """schedules.png and schedule-dialog.png (esg_workbench/gui/schedules_panel.py,
+    schedule_dialog.py): schedules of the sample connector; the nightly one was due, so
+    the in-app scheduler runs it before the shot."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QColor, QPainter
+
+    from esg_workbench.sync import scheduler
+    from esg_workbench.workspace.database import utcnow
+    from esg_workbench.workspace.schema import scheduled_jobs
+
+    ws = window.workspace
+    zone = "Europe/Berlin"
+    scheduler.add_job(ws, "nightly-erp", "0 2 * * *", "sample-erp", timezone=zone)
+    scheduler.add_job(ws, "weekday-retries", "30 7 * * 1-5", "sample-erp", action="retry_failed", timezone=zone)
+    scheduler.add_job(ws, "weekly-discovery", "0 6 * * 1", "sample-erp", action="discover", timezone=zone,
+                      enabled=False)
+    with ws.transaction() as conn:  # as if the app had been closed over its last slot
+        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == "nightly-erp")
+                     .values(next_run_at=utcnow() - dt.timedelta(hours=3)))
+    panel = window.schedules
+    window.tabs.setCurrentWidget(panel)
+    window.scheduler.check_now()
+    wait_for(window.scheduler.outcome_recorded)
+    wait_for(panel.loaded)
+    panel.select("nightly-erp")
+    shot("schedules.png")
+
+    dialog = panel.edit_schedule()
+    settle()
+    picture = window.grab()  # the dialog over the window, as a user sees it
+    pane = dialog.grab()
+    painter = QPainter(picture)
+    at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
+    painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
+    painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
+    painter.drawPixmap(at, pane)
+    painter.end()
+    picture.save(str(out / "schedule-dialog.png"))
+    print(f"wrote {out / 'schedule-dialog.png'}")
+    dialog.reject()
 
 
 if __name__ == "__main__":
