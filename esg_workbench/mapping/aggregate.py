@@ -20,6 +20,9 @@
   months: robust z-score over median and MAD), `not_period_end` (a stock taken from an
   earlier month), `no_factor` / `market_uses_location_factor` (emission rows without a
   factor, or market-based without supplier data).
+* On a shared workspace recomputes of one organization take turns, and wait for the
+  applies under way (workspace/concurrency.py): every recompute sees one settled set of
+  staging rows and replaces all the values, so the last one is what a single run gives.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from esg_workbench.mapping import periods, units
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
+from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import kpi_lineage, kpi_values
 
@@ -142,8 +146,16 @@ def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_st
     """Recompute every KPI value of the organization from its staging rows."""
     started = time.monotonic()
     catalog = catalog or load_catalog()
-    d = dialect_of(workspace)
     say = progress or (lambda text: None)
+    return concurrency.retrying(
+        lambda: _aggregate_once(workspace, catalog, fiscal_start, actor, say, started),
+        what="Recomputing the KPIs")
+
+
+def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, actor: str | None,
+                    say: Callable[[str], None], started: float) -> AggregateResult:
+    """One recompute's transaction (repeatable as a whole: it replaces every value)."""
+    d = dialect_of(workspace)
     run_id = uuid.uuid4().hex[:16]
     org = workspace.organization_id
     cells: dict[tuple, Cell] = {}
@@ -151,6 +163,10 @@ def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_st
     with workspace.transaction() as conn:
         from esg_workbench.mapping.apply import drop_legacy_duckdb_indexes
 
+        # One recompute per organization at a time, and none while an apply changes staging
+        # rows: without it two recomputes would each delete the old values and both insert
+        # theirs (twice the KPIs), and the sums and their lineage could see different rows.
+        concurrency.lock_kpis(workspace, conn, shared=False)
         drop_legacy_duckdb_indexes(workspace, conn)
         conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
         conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))
@@ -161,10 +177,15 @@ def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_st
             factors = _unit_factors(conn, d, workspace, kpi)
             inputs = _inputs_sql(d, workspace, kpi, factors)
             base_inputs[kpi.id] = inputs
+            # sum(v ORDER BY v) and ORDER BY site, period: floating-point addition depends on
+            # the order of the terms, and rows come in their physical order, which an
+            # incremental apply or a concurrent writer changes. In a fixed order the same
+            # staging rows always give the same value to the last bit, hence the same hash.
             rows = conn.exec_driver_sql(
-                f"SELECT site, period, sum(v), count(*), count(*) FILTER (WHERE v IS NULL), "
+                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL), "
                 f"count(*) FILTER (WHERE v < 0), md5(string_agg(rt, '|' ORDER BY rt)), "
-                f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM ({inputs}) i GROUP BY site, period").all()
+                f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM ({inputs}) i GROUP BY site, period "
+                f"ORDER BY site, period").all()
             for site, period, total, n, unusable, negatives, digest, row_flags in rows:
                 if not periods.is_month(period):
                     continue

@@ -12,6 +12,10 @@ that landed the raw row, the mapping name and version; emission and energy rows 
 factor set, factor id and value. Re-applying replaces the mapping's staging rows; an
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
+
+On a shared workspace two applies of one mapping take turns (workspace/concurrency.py),
+an apply never maps the rows of a sync still landing (that sync maps them when it ends),
+and an apply rolled back by PostgreSQL to resolve a conflict is simply run again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import EsgError
+from esg_workbench.core.specs import SyncStatus
 from esg_workbench.mapping import units
 from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, FieldDef, load_catalog
 from esg_workbench.mapping.errors import MappingError, UnknownUnit
@@ -34,6 +39,7 @@ from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only
 from esg_workbench.mapping.sql import (ANY, BOOLEAN, DATE, DUCKDB, NULL, NUMBER, TEXT, TIMESTAMP, Dialect, dialect_of,
                                        value_type)
 from esg_workbench.mapping.transforms import Context
+from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
 
 UNASSIGNED_SITE = "(unassigned)"
@@ -384,9 +390,22 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
         raise MappingInvalid(f"The mapping '{mapping.name}' v{mapping.version} has {len(problems)} problem(s):", problems)
     factor_set = load_factor_set(workspace, mapping.factor_set, mapping.factor_set_version)
     say = progress or (lambda text: None)
+    return concurrency.retrying(
+        lambda: _apply_once(workspace, mapping, incremental, catalog, factor_set, actor, say, started),
+        what=f"Applying the mapping '{mapping.name}'")
+
+
+def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catalog: Catalog, factor_set: FactorSet,
+                actor: str | None, say: Callable[[str], None], started: float) -> ApplyResult:
+    """One apply's transaction (repeatable as a whole: it replaces what it writes)."""
     d = dialect_of(workspace)
     results: list[TableResult] = []
     with workspace.transaction() as conn:
+        # Another apply of this mapping (an analyst's, or a sync's) commits first: its
+        # delete + insert of the same staging rows never interleaves with ours. The KPI
+        # lock, shared, keeps a recompute from reading staging rows while we change them.
+        concurrency.lock_mapping_apply(workspace, conn, mapping.name)
+        concurrency.lock_kpis(workspace, conn, shared=True)
         drop_legacy_duckdb_indexes(workspace, conn)
         connector_id = resolve_connector_id(workspace, conn, mapping.connector)
         org = workspace.organization_id
@@ -406,6 +425,8 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
             result = TableResult(table.id, table.stream, table.entity)
             where = []
             scope = (f"{mine} AND source_table = {d.literal(source.stream)} AND entity = {d.literal(table.entity)}")
+            if "_esg_sync_id" in source.columns:
+                where.append(_not_landing(d))
             if incremental:
                 last = conn.exec_driver_sql(f"SELECT max(sync_id) FROM staging_rows WHERE {scope}").scalar()
                 if last is not None and "_esg_sync_id" in source.columns:
@@ -422,6 +443,16 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
                          "tables": [{"stream": r.stream, "entity": r.entity, "source_rows": r.source_rows,
                                      "staging_rows": r.staging_rows, "quality": r.quality} for r in results]})
     return ApplyResult(mapping.name, mapping.version, results, time.monotonic() - started, incremental, output_hash)
+
+
+def _not_landing(d: Dialect) -> str:
+    """Rows of a sync still landing are left to that sync, which maps them when it has
+    landed them all (sync/engine.py). Mapping some of them here would move the
+    incremental watermark (the largest sync id in staging) past the run, and its later
+    chunks would never be mapped. The same statement reads the run's status and its
+    rows, so both come from one snapshot."""
+    return (f"NOT EXISTS (SELECT 1 FROM connector_sync_logs l WHERE l.id = src.{d.quote('_esg_sync_id')} "
+            f"AND l.status = {d.literal(SyncStatus.RUNNING.value)})")
 
 
 def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping: Mapping, connector_id: str,

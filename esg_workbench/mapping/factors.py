@@ -250,6 +250,7 @@ def import_factor_set(workspace, path: Path | str, *, name: str | None = None, v
     """Store a factor file's factors in the workspace (replacing a set of the same name and
     version) with an audit entry."""
     from esg_workbench.audit import chain
+    from esg_workbench.workspace import concurrency
     from esg_workbench.workspace.database import utcnow
     from esg_workbench.workspace.schema import emission_factors as table
 
@@ -258,6 +259,9 @@ def import_factor_set(workspace, path: Path | str, *, name: str | None = None, v
         raise ConfigError(f"{BUILTIN_NAME}@{BUILTIN_VERSION} is shipped with the app; give the import another name or version.")
     now = utcnow()
     with workspace.transaction() as conn:
+        # two imports of one set at once: the second waits, then replaces the first's rows
+        # (without the lock each would delete only the rows it saw, and both sets would stay)
+        concurrency.xact_lock(workspace, conn, "factor-set", fs.name, fs.version)
         conn.execute(sa.delete(table).where(table.c.organization_id == workspace.organization_id,
                                             table.c.factor_set == fs.name, table.c.version == fs.version))
         conn.execute(sa.insert(table), [dict(

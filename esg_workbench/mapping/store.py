@@ -2,7 +2,9 @@
 
 Every save is a new version (1, 2, 3, ...) with its author, time and an audit entry
 whose output hash is the hash of the definition. Old versions stay readable; staging
-rows record the version that produced them.
+rows record the version that produced them. Two analysts saving the same mapping at
+once both land, as consecutive versions: the second save waits for the first (a lock
+per organization and mapping name) and then numbers itself after it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from esg_workbench.core.errors import NotFound
 from esg_workbench.mapping.catalog import Catalog, load_catalog
 from esg_workbench.mapping.model import Mapping
 from esg_workbench.mapping.resources import resources_dir
+from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import mappings as table
 
@@ -40,7 +43,21 @@ def save_mapping(workspace: Workspace, mapping: Mapping, *, author: str | None =
     definition = mapping.to_json()
     digest = mapping.definition_hash()
     now = utcnow()
+    saved = concurrency.retrying(
+        lambda: _insert_version(workspace, mapping, author, comment, catalog, definition, digest, now),
+        what=f"Saving the mapping '{mapping.name}'",
+        # a version number taken meanwhile (by an app without the lock) is simply retaken
+        codes=concurrency.RETRYABLE | {concurrency.UNIQUE_VIOLATION})
+    mapping.version, mapping.author, mapping.created_at, mapping.mapping_id = saved[0], author, now, saved[1]
+    return mapping
+
+
+def _insert_version(workspace: Workspace, mapping: Mapping, author: str, comment: str, catalog: Catalog,
+                    definition: dict, digest: str, now) -> tuple[int, int]:
+    """One save's transaction: (version, mappings.id)."""
     with workspace.transaction() as conn:
+        # a concurrent save of this name commits first; max(version) below then sees it
+        concurrency.lock_mapping_save(workspace, conn, mapping.name)
         version = (conn.execute(sa.select(sa.func.max(table.c.version)).where(
             table.c.organization_id == workspace.organization_id, table.c.name == mapping.name)).scalar() or 0) + 1
         single = mapping.tables[0] if len(mapping.tables) == 1 else None
@@ -54,8 +71,7 @@ def save_mapping(workspace: Workspace, mapping: Mapping, *, author: str | None =
         chain.append(workspace, conn, "mapping.save", output_hash=digest, actor=author, metadata={
             "mapping": mapping.name, "version": version, "mapping_id": mapping_id, "tables": len(mapping.tables),
             "edges": sum(len(t.edges) for t in mapping.tables), "comment": comment, "catalog_version": catalog.version})
-    mapping.version, mapping.author, mapping.created_at, mapping.mapping_id = version, author, now, mapping_id
-    return mapping
+    return version, mapping_id
 
 
 def _from_row(row) -> Mapping:

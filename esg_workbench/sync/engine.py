@@ -180,7 +180,7 @@ class SyncEngine:
 
             with self.workspace.engine.connect() as conn:
                 lock_key = connector_lock_key(connector_id)
-                if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar():
+                if not self._try_lock(conn, lock_key):
                     raise SyncBusy("This connector is already syncing in another ESG Workbench process.")
                 try:
                     yield
@@ -188,6 +188,22 @@ class SyncEngine:
                     conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
         finally:
             lock.release()
+
+    @staticmethod
+    def _try_lock(conn, lock_key: int, attempts: int = 10, wait: float = 0.1) -> bool:
+        """The connector's session lock, if no sync holds it. Another process opening the
+        workspace holds it for a moment while it checks for dead runs
+        (sync_records.mark_dead_runs): a short second try tells that apart from a sync."""
+        import sqlalchemy as sa
+
+        for attempt in range(attempts):
+            if conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar():
+                conn.commit()  # the session lock outlives this statement's transaction
+                return True
+            conn.rollback()
+            if attempt + 1 < attempts:
+                time.sleep(wait)
+        return False
 
     def _sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
@@ -241,19 +257,25 @@ class SyncEngine:
                     connector.close()
             if status is SyncStatus.SUCCESS:
                 status, error = self._overall(results)
+            # The run is finished before its rows are mapped: an apply leaves the rows of a
+            # run still 'running' to that run (mapping/apply.py), so from here on any apply
+            # (this one, or another analyst's) takes all of them or none.
+            details = {"streams": [r.__dict__ for r in results], "mapped": []}
+            with ws.transaction() as conn:
+                sync_records.finish_run(conn, run_id, status, error, details)
+                connectors_store.update(ws, conn, record.id, status=f"sync_{status.value}", status_message=error)
+                chain.append(ws, conn, "sync.finish", metadata={
+                    "connector_id": record.id, "run_id": run_id, "status": status.value,
+                    "rows_written": sum(r.rows_written for r in results)})
             mapped = []
             if any(r.rows_written for r in results):
                 try:
                     mapped = self._map_new_rows(record, results)
                 except Exception as exc:  # mapping must never lose the run's record
                     mapped = [f"saved mappings not applied: {type(exc).__name__}: {exc}"]
-            with ws.transaction() as conn:
-                details = {"streams": [r.__dict__ for r in results], "mapped": mapped}
-                sync_records.finish_run(conn, run_id, status, error, details)
-                connectors_store.update(ws, conn, record.id, status=f"sync_{status.value}", status_message=error)
-                chain.append(ws, conn, "sync.finish", metadata={
-                    "connector_id": record.id, "run_id": run_id, "status": status.value,
-                    "rows_written": sum(r.rows_written for r in results)})
+                if mapped:
+                    with ws.transaction() as conn:
+                        sync_records.set_details(conn, run_id, {**details, "mapped": mapped})
         return SyncResult(run_id, record.name, status, results, time.monotonic() - started, error, mapped)
 
     def _map_new_rows(self, record, results: list[StreamResult]) -> list[str]:

@@ -37,13 +37,18 @@ def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str
 
 
 def update_connector(workspace: Workspace, name: str, options: dict[str, Any],
-                     password: str | None = None, new_name: str | None = None) -> ConnectorRecord:
+                     password: str | None = None, new_name: str | None = None,
+                     expected_updated_at=None) -> ConnectorRecord:
+    """Save an edited connector. An editor passes the `updated_at` of the record it
+    showed as `expected_updated_at`: if another analyst saved the connector meanwhile,
+    this raises ChangedElsewhere ("reload") instead of overwriting their change."""
     LoadSettings.from_options(options, own_cursor=get_connector(workspace, name).type in OWN_CURSOR)
     with workspace.transaction() as conn:
         record = connectors_store.get(workspace, conn, name)
         if password or record.config.get(PASSWORD_MARKER):
             options = {**options, PASSWORD_MARKER: True}
-        connectors_store.update(workspace, conn, record.id, name=new_name, config=options)
+        connectors_store.update(workspace, conn, record.id, name=new_name, config=options,
+                                expected_updated_at=expected_updated_at)
         if password:
             from esg_workbench import credentials
 

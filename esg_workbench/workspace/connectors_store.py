@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import ConfigError, NotFound
 from esg_workbench.core.specs import SECRET_OPTIONS
+from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import connectors as table
 
@@ -50,17 +52,41 @@ def add(workspace: Workspace, conn: sa.Connection, name: str, type_: str, config
     exists = conn.execute(sa.select(table.c.id).where(
         table.c.organization_id == workspace.organization_id, table.c.name == name)).first()
     if exists:
-        raise ConfigError(f"A connector named '{name}' already exists.", hint="Pick another name, or edit the existing one.")
+        raise _name_taken(name)
     config = _clean(config)
     now = utcnow()
     record = ConnectorRecord(id=uuid.uuid4().hex, name=name, type=type_, config=config,
                              load_type=config.get("load_type", "full"), created_at=now, updated_at=now)
-    conn.execute(sa.insert(table).values(
-        id=record.id, organization_id=workspace.organization_id, type=type_, name=name,
-        config=json.dumps(config, sort_keys=True), load_type=record.load_type, status="new",
-        created_at=now, updated_at=now,
-    ))
+    with _name_guard(workspace, conn, name):
+        conn.execute(sa.insert(table).values(
+            id=record.id, organization_id=workspace.organization_id, type=type_, name=name,
+            config=json.dumps(config, sort_keys=True), load_type=record.load_type, status="new",
+            created_at=now, updated_at=now,
+        ))
     return record
+
+
+def _name_taken(name: str) -> ConfigError:
+    return ConfigError(f"A connector named '{name}' already exists.", hint="Pick another name, or edit the existing one.")
+
+
+@contextlib.contextmanager
+def _name_guard(workspace: Workspace, conn: sa.Connection, name: str) -> Iterator[None]:
+    """Two analysts adding (or renaming to) one name at once: the check above passes for
+    both, and PostgreSQL's unique index stops the second at its INSERT once the first has
+    committed. Inside a savepoint, so that this becomes the same plain "already exists"
+    as the check's, and the caller's transaction stays usable. (DuckDB has one process,
+    whose writers take turns: the check suffices.)"""
+    if workspace.is_duckdb:
+        yield
+        return
+    try:
+        with conn.begin_nested():
+            yield
+    except sa.exc.IntegrityError as exc:
+        if concurrency.sqlstate(exc) == concurrency.UNIQUE_VIOLATION:
+            raise _name_taken(name) from None
+        raise
 
 
 def get(workspace: Workspace, conn: sa.Connection, name_or_id: str) -> ConnectorRecord:
@@ -84,19 +110,46 @@ def list_all(workspace: Workspace, conn: sa.Connection) -> list[ConnectorRecord]
 
 def update(workspace: Workspace, conn: sa.Connection, connector_id: str, *, name: str | None = None,
            config: dict[str, Any] | None = None, status: str | None = None,
-           status_message: str | None = None) -> None:
-    values: dict[str, Any] = {"updated_at": utcnow()}
+           status_message: str | None = None, expected_updated_at: dt.datetime | None = None) -> None:
+    """Change a connector. `updated_at` is the time of the last change of its definition
+    (name, settings); a status change (sync ended, validated) leaves it alone.
+
+    Two analysts editing one connector: pass the `updated_at` of the record the editor
+    was opened with as `expected_updated_at`. If someone else saved the connector since,
+    nothing is written and `ChangedElsewhere` says so (reload, then edit again) rather
+    than the later save silently undoing the earlier one."""
+    values: dict[str, Any] = {}
     if name is not None:
         values["name"] = name.strip()
     if config is not None:
         config = _clean(config)
         values["config"] = json.dumps(config, sort_keys=True)
         values["load_type"] = config.get("load_type", "full")
+    if values:
+        values["updated_at"] = utcnow()
     if status is not None:
         values["status"] = status
         values["status_message"] = status_message
-    conn.execute(sa.update(table).where(table.c.id == connector_id,
-                                        table.c.organization_id == workspace.organization_id).values(**values))
+    where = (table.c.id == connector_id, table.c.organization_id == workspace.organization_id)
+    if expected_updated_at is not None:
+        current = sa.select(table.c.name, table.c.updated_at).where(*where)
+        # FOR UPDATE: a concurrent editor waits here until we commit, then sees our time
+        row = conn.execute(current if workspace.is_duckdb else current.with_for_update()).first()
+        if row is None:
+            raise NotFound("This connector was removed by someone else meanwhile.",
+                           hint="Close the editor; add the connector again if it is still needed.")
+        if row.updated_at != expected_updated_at:
+            raise concurrency.ChangedElsewhere(
+                f"The connector '{row.name}' was changed by someone else at {row.updated_at:%H:%M:%S} UTC "
+                "since you opened it; your changes were not saved.")
+    if not values:
+        return
+    if "name" in values and conn.execute(sa.select(table.c.id).where(
+            table.c.organization_id == workspace.organization_id, table.c.name == values["name"],
+            table.c.id != connector_id)).first():
+        raise _name_taken(values["name"])
+    with _name_guard(workspace, conn, values.get("name", "")) if "name" in values else contextlib.nullcontext():
+        conn.execute(sa.update(table).where(*where).values(**values))
 
 
 def delete(workspace: Workspace, conn: sa.Connection, connector_id: str) -> None:

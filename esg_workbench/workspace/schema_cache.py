@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from esg_workbench.core.specs import ColumnInfo, Drift, ForeignKey, StreamRef, TableInfo
+from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import source_schema_cache as cache
 
@@ -36,7 +37,13 @@ def save(workspace: Workspace, conn: sa.Connection, connector_id: str, tables: l
          *, complete: bool) -> dict[str, Drift]:
     """Store discovered tables; return the drift of each table seen before.
     With `complete`, tables no longer in the source are removed from the cache and
-    reported as dropped entirely. Samples of an unchanged table are kept."""
+    reported as dropped entirely. Samples of an unchanged table are kept.
+
+    Two discoveries of one connector at once (two analysts, or a discovery and a sync)
+    take turns: the second waits for the first to commit, then compares with and replaces
+    what the first stored. Without the wait each would delete only the rows it saw and
+    both would insert, leaving every table twice in the cache."""
+    concurrency.xact_lock(workspace, conn, "schema-cache", connector_id)
     previous = {StreamRef(r.schema_name, r.table_name): r
                 for r in conn.execute(sa.select(cache).where(*_where(workspace, connector_id)))}
     drift: dict[str, Drift] = {}

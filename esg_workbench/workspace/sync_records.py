@@ -43,6 +43,11 @@ def finish_run(conn: sa.Connection, run_id: int, status: SyncStatus, error: str 
         status=status.value, finished_at=utcnow(), error=error, details=json.dumps(details, default=str)))
 
 
+def set_details(conn: sa.Connection, run_id: int, details: dict[str, Any]) -> None:
+    """Replace a finished run's details (what its saved mappings made of its rows)."""
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(details=json.dumps(details, default=str)))
+
+
 def mark_interrupted(workspace: Workspace, conn: sa.Connection, connector_id: str) -> None:
     """Runs still 'running' when we hold the connector's lock died with their process."""
     conn.execute(sa.update(logs).where(
