@@ -190,6 +190,7 @@ def main(out: Path) -> int:
         mapping_screens(window, out, shot)
         about_screen(window, out)
         schedule_screens(window, out, shot)
+        organization_screen(out)
 
         window.close()
         window.pool.shutdown()
@@ -252,6 +253,23 @@ def mapping_screens(window, out: Path, shot) -> None:
     print(f"wrote {out / 'kpi-drill-down.png'}")
     dialog.close()
     window.splitter.setSizes(sizes)
+
+
+def organization_screen(out: Path) -> None:
+    """organization-dialog.png (esg_workbench/gui/organization_dialog.py): what a role in two
+    organizations of a shared PostgreSQL workspace is asked at sign-in."""
+    from esg_workbench.gui.organization_dialog import NeedsOrganization, OrganizationDialog
+    from esg_workbench.workspace.organizations import Organization
+
+    dialog = OrganizationDialog(NeedsOrganization(
+        "postgresql://alice@db.example.com/esg", "alice",
+        [Organization("acme", "Acme Ltd"), Organization("acme-uk", "Acme UK")]))
+    dialog.resize(440, 260)
+    dialog.show()
+    settle()
+    dialog.grab().save(str(out / "organization-dialog.png"))
+    print(f"wrote {out / 'organization-dialog.png'}")
+    dialog.close()
 
 
 def about_screen(window, out: Path) -> None:
