@@ -29,7 +29,8 @@ from esg_workbench.gui.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_MS = 30_000
-WHAT = {"sync": "Scheduled sync", "retry_failed": "Scheduled retry of failed chunks", "discover": "Scheduled rediscovery"}
+WHAT = {"sync": "Scheduled sync", "retry_failed": "Scheduled retry of failed chunks",
+        "discover": "Scheduled rediscovery"}
 
 
 @dataclass
@@ -206,7 +207,8 @@ class InAppScheduler(QObject):
             self._announce(f"{label} could not start ({via}): {_first_line(c.failed.message)}")
             self.outcome_recorded.emit(c.failed)
             return
-        if not self.can_start():
+        if not self.can_start():  # the window is closing: say so rather than lose the claimed run silently
+            self._record(job, "skipped", f"{label} skipped ({via}): ESG Workbench was closing.")
             return
         if self.busy(job.connector):
             text = f"{label} skipped ({via}): '{job.connector}' is already " + (

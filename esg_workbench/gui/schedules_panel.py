@@ -272,7 +272,8 @@ class SchedulesPanel(QWidget):
         for row, job in enumerate(self.jobs):
             if job.name == name:
                 texts = {COLUMNS[c]: self.table.item(row, c).text() for c in range(len(COLUMNS))}
-                texts["Enabled"] = "yes" if self.table.item(row, ENABLED).checkState() == Qt.CheckState.Checked else "no"
+                checked = self.table.item(row, ENABLED).checkState() == Qt.CheckState.Checked
+                texts["Enabled"] = "yes" if checked else "no"
                 return texts
         raise KeyError(name)
 

@@ -54,7 +54,8 @@ def reload(qtbot, panel) -> None:
         panel.refresh()
 
 
-def make_due(workspace, name: str, ago: dt.timedelta = dt.timedelta(minutes=1), last_run_ago: dt.timedelta | None = None):
+def make_due(workspace, name: str, ago: dt.timedelta = dt.timedelta(minutes=1),
+             last_run_ago: dt.timedelta | None = None):
     """As if the slot passed `ago` ago (the app was closed, or the machine off)."""
     now = utcnow()
     values = {"next_run_at": now - ago}
