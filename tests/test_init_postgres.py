@@ -41,8 +41,9 @@ def security_state(shared) -> dict[str, list]:
         return {
             "roles": q(f"SELECT rolname, rolsuper, rolbypassrls, rolcanlogin, rolcreaterole, rolpassword "
                        f"FROM pg_authid WHERE rolname LIKE {like} ORDER BY 1"),
-            "members": q("SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members "
-                         "ORDER BY 1, 2"),
+            "members": q(f"SELECT g.rolname, u.rolname, m.admin_option FROM pg_auth_members m "
+                         f"JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
+                         f"WHERE g.rolname LIKE '{prefix}\\_%' OR u.rolname LIKE 't{shared.tag}\\_%' ORDER BY 1, 2"),
             "policies": q("SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies "
                           "ORDER BY 1, 2"),
             "rls": q("SELECT relname, relrowsecurity, relforcerowsecurity, relowner::regrole::text, relacl::text "
@@ -55,7 +56,8 @@ def security_state(shared) -> dict[str, list]:
             "triggers": q("SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2"),
             "meta": q("SELECT key, value, organization_id FROM workspace_meta ORDER BY 1"),
             "organizations": q("SELECT organization_id, name, created_at FROM organizations ORDER BY 1"),
-            "schema": q("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'"),
+            "schemas": q(f"SELECT nspname, nspowner::regrole::text, nspacl::text FROM pg_namespace "
+                         f"WHERE nspname = 'public' OR nspname LIKE '{prefix}\\_%' ORDER BY 1"),
         }
 
 
@@ -69,6 +71,7 @@ def test_init_postgres_twice_changes_nothing_the_second_time(shared):
     assert {t for t, *_ in state["policies"]} >= {"connectors", "esg_ingestion_audit", "workspace_meta", "organizations"}
     tables = [(name, enabled, forced) for name, enabled, forced, *_ in state["rls"] if not name.endswith("_seq")]
     assert len(tables) == 14 and all(enabled and forced for _, enabled, forced in tables), tables
+    assert sorted(name for name, *_ in state["schemas"]) == [f"{state['meta'][2][1]}_org_acme", "public"]
 
     second = cli("workspace", "init-postgres", shared.url(alice), "--admin-url", shared.admin_url,
                  "--organization", "acme", "--organization-name", "Acme Ltd", "--json")

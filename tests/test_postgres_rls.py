@@ -181,7 +181,8 @@ def test_plain_sql_on_org_a_connection_is_refused_for_org_b(two_orgs):
     assert refused(ws_a, "UPDATE esg_ingestion_audit SET action = 'x'") == INSUFFICIENT_PRIVILEGE
     assert refused(ws_a, "DELETE FROM esg_ingestion_audit") == INSUFFICIENT_PRIVILEGE
     # B's raw table: no privilege at all
-    b_raw = raw["org-b"]  # a plain ASCII name (raw_table_name)
+    b_raw = f'"{ws_a.roles.raw_schema("org-b")}".{raw["org-b"]}'  # in B's schema, by its full name
+    assert sqlstate(pytest.raises(sa.exc.DBAPIError, scalar, ws_a, f"SELECT 1 FROM {raw['org-b']}").value) == "42P01"
     for sql in (f"SELECT * FROM {b_raw}", f"SELECT count(*) FROM {b_raw}", f"UPDATE {b_raw} SET site = 'x'",
                 f"DELETE FROM {b_raw}", f"INSERT INTO {b_raw} (id) VALUES (1)", f"TRUNCATE {b_raw}",
                 f"DROP TABLE {b_raw}", f"ALTER TABLE {b_raw} ADD COLUMN evil int",
@@ -199,6 +200,10 @@ def test_plain_sql_on_org_a_connection_is_refused_for_org_b(two_orgs):
             conn.execute(sa.text("INSERT INTO mappings (organization_id, name, version, definition, created_at) "
                                  "VALUES ('org-b', 'evil', 1, '{}', now())"))
     assert sqlstate(caught.value) == INSUFFICIENT_PRIVILEGE
+    # no objects of one's own where other analysts' queries would find them (CVE-2018-1058)
+    assert refused(ws_a, "CREATE TABLE public.evil (x int)") == INSUFFICIENT_PRIVILEGE
+    assert refused(ws_a, "CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT 1::text'") \
+        == INSUFFICIENT_PRIVILEGE
     assert refused(ws_a, f"SET ROLE \"{shared.role('bob')}\"") == INSUFFICIENT_PRIVILEGE
     org_b_role = organizations.sec.Roles(ws_a.roles.prefix).organization("org-b")
     assert refused(ws_a, f'SET ROLE "{org_b_role}"') == INSUFFICIENT_PRIVILEGE
@@ -247,11 +252,15 @@ def test_a_second_analyst_of_the_organization_resyncs_and_follows_drift(two_orgs
         with ws_c.read() as conn:
             rows = conn.execute(sa.text(f"SELECT count(*), count(co2) FROM {raw['org-a']}")).one()
         assert tuple(rows) == (500, 10)
+        a_raw = f'"{ws_a.roles.raw_schema("org-a")}".{raw["org-a"]}'
         with shared.admin() as conn:
             owner = conn.execute("SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity "
-                                 "FROM pg_class WHERE oid = %s::regclass", (raw["org-a"],)).fetchone()
+                                 "FROM pg_class WHERE oid = %s::regclass", (a_raw,)).fetchone()
+            leftovers = conn.execute("SELECT relnamespace::regnamespace::text, relname, relkind FROM pg_class "
+                                     "WHERE relname LIKE '%%\\_\\_shadow\\_%%'").fetchall()
         assert owner == (ws_a.roles.organization("org-a"), True, True)
-        assert refused(ws_b, f"SELECT count(*) FROM {raw['org-a']}") == INSUFFICIENT_PRIVILEGE
+        assert leftovers == []  # the shadow table was swapped in
+        assert refused(ws_b, f"SELECT count(*) FROM {a_raw}") == INSUFFICIENT_PRIVILEGE
         with ws_a.read() as conn:  # alice still reads what carol landed
             assert conn.execute(sa.text(f"SELECT count(co2) FROM {raw['org-a']}")).scalar() == 10
         assert chain.verify(ws_c).ok

@@ -85,6 +85,7 @@ class Workspace:
         self.roles = None
         #: the database role the session runs as (PostgreSQL), for the audit chain's actor
         self.database_role: str | None = None
+        self._search_path: str | None = None
         self._write_lock = threading.RLock()
 
     @property
@@ -191,6 +192,8 @@ class Workspace:
 
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SELECT set_config(%s, %s, false)", (SETTING, self.organization_id or ""))
+            if self._search_path:  # the organization's raw tables first, then the workspace's tables
+                cursor.execute("SELECT set_config('search_path', %s, false)", (self._search_path,))
         dbapi_conn.commit()  # a setting made in a transaction that is rolled back would be undone
 
     def _check_access(self) -> None:
@@ -223,6 +226,7 @@ class Workspace:
                 return
             sec.refuse_rls_exempt(self.database_role, sec.role_attributes(conn, self.database_role))
             mine = sec.member_organizations(conn, self.roles)
+            tables_schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         if requested:
             sec.check_organization_id(requested)
             if requested not in mine:
@@ -239,6 +243,8 @@ class Workspace:
                 hint="An administrator adds it with: esg-workbench user add ROLE --organization ORG --admin-url ADMIN_URL")
         else:
             raise sec.OrganizationChoiceNeeded(self.database_role, mine)
+        quote = self.engine.dialect.identifier_preparer.quote
+        self._search_path = f"{quote(self.roles.raw_schema(self.organization_id))}, {quote(tables_schema)}"
         self.engine.dispose()  # connections made before the choice carry no organization
 
 

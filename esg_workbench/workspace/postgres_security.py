@@ -4,12 +4,18 @@ Who is who (roles are cluster-wide, so theirs start with the workspace's prefix)
 
 * ``<prefix>_analysts`` (NOLOGIN): every analyst. Reads and writes rows of the workspace
   tables, no DDL on them; appends to the audit chain but never changes or deletes it.
-* ``<prefix>_org_<id>`` (NOLOGIN), one per organization: its analysts are members; it owns
-  the organization's raw tables, so every analyst of the organization can sync, widen and
-  swap them, and nobody else has any privilege on them.
+* ``<prefix>_org_<id>`` (NOLOGIN), one per organization: its analysts are members. It owns
+  the organization's raw tables, in a schema of the same name only it may use, so
+  every analyst of the organization can sync, widen and swap them, and nobody else has any
+  privilege on them. Sessions find them first on their search_path.
 * analysts: LOGIN roles of their own name, members of the group and of their organizations.
   Never superuser, never BYPASSRLS (row-level security would not apply to them).
 * the owner: the ``--admin-url`` role that ran init-postgres. Owns the fixed tables.
+
+Analysts cannot create objects in the workspace's schema (``public``): a role that could
+would be able to plant functions or operators that other analysts' queries call
+(CVE-2018-1058); init-postgres also revokes that right from PUBLIC where an older server
+grants it.
 
 The session's organization is a setting (``esg.organization_id``) the app sets on each new
 connection. Plain SQL on the same connection can change it, so the policies never trust it
@@ -97,6 +103,10 @@ class Roles:
 
     def organization(self, org: str) -> str:
         return f"{self.prefix}_org_{check_organization_id(org)}"
+
+    def raw_schema(self, org: str) -> str:
+        """The schema of the organization's raw tables (named like its role)."""
+        return self.organization(org)
 
     @property
     def organization_role_prefix(self) -> str:
@@ -255,11 +265,28 @@ class _Setup:
                            g=group, u=member):
             self.run(f"GRANT {self.q(group)} TO {self.q(member)}", f"made {member} a member of {group}")
 
-    def schema_privileges(self, role: str, privileges: tuple[str, ...] = ("USAGE", "CREATE")) -> None:
-        for privilege in privileges:
-            if not self.scalar("SELECT has_schema_privilege(:r, current_schema(), :p)", r=role, p=privilege):
-                self.run(f"GRANT {privilege} ON SCHEMA {self.q(self.scalar('SELECT current_schema()'))} "
-                         f"TO {self.q(role)}", f"granted {privilege} on the schema to {role}")
+    def schema_usage(self, role: str) -> None:
+        if not self.scalar("SELECT has_schema_privilege(:r, current_schema(), 'USAGE')", r=role):
+            self.run(f"GRANT USAGE ON SCHEMA {self.q(self.scalar('SELECT current_schema()'))} TO {self.q(role)}",
+                     f"granted USAGE on the schema to {role}")
+
+    def no_create_for_public(self) -> None:
+        """PostgreSQL before 15 lets every role create objects in public."""
+        if self.scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a "
+                       "WHERE n.oid = current_schema()::regnamespace AND a.grantee = 0 AND a.privilege_type = 'CREATE')"):
+            self.run(f"REVOKE CREATE ON SCHEMA {self.q(self.scalar('SELECT current_schema()'))} FROM PUBLIC",
+                     "revoked CREATE on the schema from PUBLIC")
+
+    def organization_schema(self, name: str, role: str) -> None:
+        """The administrator owns it (a CREATEROLE administrator may not give it away to a
+        role it is no member of); the organization's role may use it and create in it."""
+        if self.scalar("SELECT to_regnamespace(:n) IS NULL", n=self.q(name)):
+            self.run(f"CREATE SCHEMA {self.q(name)}", f"created schema {name}")
+        for privilege in ("USAGE", "CREATE"):
+            if not self.scalar("SELECT has_schema_privilege(:r, to_regnamespace(:n), :p)", r=role, n=self.q(name),
+                               p=privilege):
+                self.run(f"GRANT {privilege} ON SCHEMA {self.q(name)} TO {self.q(role)}",
+                         f"granted {privilege} on schema {name} to {role}")
 
     # tables
 
@@ -279,26 +306,30 @@ class _Setup:
             self.run(f"ALTER TABLE {self.q(table)} ALTER COLUMN {self.q(column)} SET DEFAULT {expression}",
                      f"{table}.{column} defaults to the session's organization")
 
-    def row_security(self, table: str) -> None:
+    def row_security(self, table: str, relation: str | None = None) -> None:
+        """`relation`: the table's quoted (schema-qualified) name, when not in the search path."""
+        relation = relation or self.q(table)
         enabled, forced = self.conn.execute(sa.text(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = to_regclass(:t)"),
-            {"t": self.q(table)}).one()
+            {"t": relation}).one()
         if not enabled:
-            self.run(f"ALTER TABLE {self.q(table)} ENABLE ROW LEVEL SECURITY", f"enabled row-level security on {table}")
+            self.run(f"ALTER TABLE {relation} ENABLE ROW LEVEL SECURITY", f"enabled row-level security on {table}")
         if not forced:
-            self.run(f"ALTER TABLE {self.q(table)} FORCE ROW LEVEL SECURITY", f"forced row-level security on {table}")
+            self.run(f"ALTER TABLE {relation} FORCE ROW LEVEL SECURITY", f"forced row-level security on {table}")
 
-    def policy(self, table: str, name: str, using: str, check: str, to: str | None = None) -> None:
+    def policy(self, table: str, name: str, using: str, check: str, to: str | None = None,
+               relation: str | None = None) -> None:
+        relation = relation or self.q(table)
         row = self.conn.execute(sa.text(
             "SELECT pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) "
             "FROM pg_policy p WHERE p.polrelid = to_regclass(:t) AND p.polname = :n"),
-            {"t": self.q(table), "n": name}).first()
+            {"t": relation, "n": name}).first()
         target = f" TO {self.q(to)}" if to else ""
         if row is not None and _same_expression(row[0], using) and _same_expression(row[1], check):
             return
         if row is not None:
-            self.run(f"DROP POLICY {self.q(name)} ON {self.q(table)}", f"replaced policy {name} on {table}")
-        self.run(f"CREATE POLICY {self.q(name)} ON {self.q(table)}{target} USING {using} WITH CHECK {check}",
+            self.run(f"DROP POLICY {self.q(name)} ON {relation}", f"replaced policy {name} on {table}")
+        self.run(f"CREATE POLICY {self.q(name)} ON {relation}{target} USING {using} WITH CHECK {check}",
                  f"created policy {name} on {table}")
 
     def table_grants(self, table: str, role: str, privileges: set[str]) -> None:
@@ -348,7 +379,8 @@ def secure_tables(conn: sa.Connection, roles: Roles, owner: str) -> list[str]:
 
     setup = _Setup(conn, roles, owner)
     setup.group_role(roles.analysts)
-    setup.schema_privileges(roles.analysts)
+    setup.schema_usage(roles.analysts)
+    setup.no_create_for_public()
     setup.functions()
     for table in schema.metadata.sorted_tables:
         name = table.name
@@ -369,12 +401,11 @@ def secure_tables(conn: sa.Connection, roles: Roles, owner: str) -> list[str]:
 
 
 def add_organization_role(conn: sa.Connection, roles: Roles, org: str) -> list[str]:
-    """The organization's role (it owns the organization's raw tables: it needs CREATE on
-    the schema for that)."""
+    """The organization's role and the schema it owns for the organization's raw tables."""
     setup = _Setup(conn, roles, "")
     role = roles.organization(org)
     setup.group_role(role)
-    setup.schema_privileges(role)
+    setup.organization_schema(roles.raw_schema(org), role)
     return setup.changes
 
 
@@ -391,23 +422,30 @@ def add_analyst(conn: sa.Connection, roles: Roles, role: str, orgs: list[str], p
 
 
 def secure_raw_table(conn: sa.Connection, roles: Roles, table: str, org: str) -> list[str]:
-    """A raw table of a secured workspace: the organization column, owned by the
+    """A raw table of a secured workspace: in the organization's schema (one landed before
+    the workspace was shared moves there), with the organization column, owned by the
     organization's role, row-level security like every other table."""
     q = lambda name: _quote(conn, name)
     setup = _Setup(conn, roles, "")
+    schema_name = roles.raw_schema(org)
+    current = conn.execute(sa.text("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass(:t)"),
+                           {"t": q(table)}).scalar()
+    if current is not None and current != q(schema_name):
+        setup.run(f"ALTER TABLE {current}.{q(table)} SET SCHEMA {q(schema_name)}", f"{table} moved to {schema_name}")
+    qualified = f"{q(schema_name)}.{q(table)}"
     columns = set(conn.execute(sa.text(
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"),
-        {"t": q(table)}).scalars())
+        {"t": qualified}).scalars())
     if RAW_ORGANIZATION_COLUMN not in columns:
-        setup.run(f"ALTER TABLE {q(table)} ADD COLUMN {q(RAW_ORGANIZATION_COLUMN)} varchar(64) "
+        setup.run(f"ALTER TABLE {qualified} ADD COLUMN {q(RAW_ORGANIZATION_COLUMN)} varchar(64) "
                   f"DEFAULT {_literal(check_organization_id(org))}", f"{table} gets its organization")
     owner = roles.organization(org)
     if conn.execute(sa.text("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(:t)"),
-                    {"t": q(table)}).scalar() != owner:
-        setup.run(f"ALTER TABLE {q(table)} OWNER TO {q(owner)}", f"{table} is owned by {owner}")
-    setup.row_security(table)
+                    {"t": qualified}).scalar() != owner:
+        setup.run(f"ALTER TABLE {qualified} OWNER TO {q(owner)}", f"{table} is owned by {owner}")
+    setup.row_security(table, qualified)
     mine = f"({RAW_ORGANIZATION_COLUMN} = (SELECT {SESSION_FUNCTION}()))"
-    setup.policy(table, POLICY, mine, mine)
+    setup.policy(table, POLICY, mine, mine, relation=qualified)
     return setup.changes
 
 
