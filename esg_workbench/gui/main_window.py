@@ -443,12 +443,15 @@ class MainWindow(QMainWindow):
         from esg_workbench.sync import operations
 
         ws = self.workspace
+        record = operations.get_connector(ws, name)  # as stored now, not as last listed
 
         def save(new_name, type_, options, password):
+            # refused with "changed by someone else" if another analyst saved it meanwhile
             return operations.update_connector(ws, name, options, password,
-                                               new_name=new_name if new_name != name else None)
+                                               new_name=new_name if new_name != name else None,
+                                               expected_updated_at=record.updated_at)
 
-        return self._open_dialog(ConnectorDialog(self.pool, save, record=self._record(name),
+        return self._open_dialog(ConnectorDialog(self.pool, save, record=record,
                                                  taken_names=self._taken_names(), parent=self))
 
     def duplicate_connector(self) -> ConnectorDialog | None:

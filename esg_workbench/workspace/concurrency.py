@@ -53,7 +53,7 @@ class WorkspaceBusy(EsgError):
 class ChangedElsewhere(EsgError):
     """An edit based on a version someone else has replaced since it was loaded."""
 
-    hint = "Reload to see the other change, then make yours again."
+    hint = "Reload (close the editor and open it again) to see the other change, then make yours again."
 
 
 def lock_key(kind: str, *names: str) -> int:
