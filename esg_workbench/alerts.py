@@ -419,10 +419,17 @@ def retry_delays_from_env() -> tuple[float, ...]:
 def dispatch(ws: Workspace, alert: Alert, *, retry_delays: tuple[float, ...] | None = None,
              timeout: float = 10.0) -> str | None:
     """Send the alert to the configured webhook, if any. Returns an error text, or None
-    when it was delivered or no webhook is set. Never raises; records alert_sent or
-    alert_failed in the audit chain (without the URL)."""
+    when it was delivered or no webhook is set (or can be: no system keyring). Never
+    raises; records alert_sent or alert_failed in the audit chain (without the URL)."""
     if retry_delays is None:
         retry_delays = retry_delays_from_env()
+    from esg_workbench import credentials
+
+    try:
+        credentials.check_backend()
+    except Exception:
+        # no usable keyring on this machine: no webhook can have been set here either
+        return None
     try:
         url = webhook_url(ws)
     except Exception as exc:

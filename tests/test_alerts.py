@@ -287,3 +287,29 @@ def test_scrub_leaves_ordinary_text_alone():
     text = "Chunk 3 [2024-01-01 00:00:00 .. 2024-02-01 00:00:00) of public.t failed after 4 attempt(s): lost"
     assert alerts.scrub(text) == text
     assert alerts.scrub("password authentication failed for user \"x\"") == "password authentication failed for user \"x\""
+
+
+def test_dispatch_without_a_keyring_is_quiet_and_a_locked_one_is_reported(ws, keyring_ready, monkeypatch):
+    import keyring
+    from keyring.backends import fail
+
+    from esg_workbench import credentials
+
+    alert = sample_alert()
+    with WebhookReceiver() as hook:
+        alerts.set_webhook_url(ws, hook.url)
+        real = keyring.get_keyring()
+        keyring.set_keyring(fail.Keyring())  # no system keyring: nothing can have been set here
+        try:
+            assert alerts.dispatch(ws, alert, retry_delays=FAST) is None
+        finally:
+            keyring.set_keyring(real)
+        assert hook.requests == [] and audit_actions(ws)[0]["action"] == "alert_webhook_set"
+
+        def locked(key):
+            raise KeyringUnavailable("Could not read the secret: the system keyring is locked and was not unlocked.")
+
+        monkeypatch.setattr(credentials, "load_secret", locked)  # a keyring that exists but refuses
+        error = alerts.dispatch(ws, alert, retry_delays=FAST)
+    assert "could not be read" in error and "locked" in error
+    assert audit_actions(ws)[0]["action"] == "alert_failed"
