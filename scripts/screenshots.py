@@ -19,6 +19,7 @@ docs/screenshots/*.png:
     about.png            Help > About: version, licences, where workspace, logs and settings live
     schedules.png        the Schedules tab: three schedules, one of them just run by the app
     schedule-dialog.png  editing a schedule: preset, time zone, the next five runs
+    health.png           the Health tab after syncs that partly failed, with the notice they raised
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def main(out: Path) -> int:
         mapping_screens(window, out, shot)
         about_screen(window, out)
         schedule_screens(window, out, shot)
+        health_screen(window, out, shot)
         organization_screen(out)
 
         window.close()
@@ -328,6 +330,41 @@ def schedule_screens(window, out: Path, shot) -> None:
     picture.save(str(out / "schedule-dialog.png"))
     print(f"wrote {out / 'schedule-dialog.png'}")
     dialog.reject()
+
+
+def health_screen(window, out: Path, shot) -> None:
+    """health.png: the Health tab after syncs that partly failed (a source table renamed
+    away in the sample database), with the notice they raised; a connector never synced."""
+    from esg_workbench.sync import operations
+
+    source = Path(window.connectors.overview("sample-erp").config["path"])
+    operations.add_connector(window.workspace, "erp-archive", "sqlite", {"path": str(source)})
+    window.refresh_connectors(select="sample-erp")
+    wait_for(window.connectors_loaded)
+    panel = window.sync
+    window.tabs.setCurrentWidget(panel)
+    panel.refresh_status()
+    wait_for(panel.status_loaded)
+    panel.set_checked(["business_travel", "waste"])
+    panel.sync_button.click()
+    wait_for(window.jobs.ended)
+    with sqlite3.connect(source) as con:
+        con.execute("ALTER TABLE waste RENAME TO waste_archived")
+    try:
+        for _ in range(2):
+            settle(300)
+            panel.refresh_status()
+            wait_for(panel.status_loaded)
+            panel.sync_button.click()
+            wait_for(window.notifier.notified)
+        window.tabs.setCurrentWidget(window.health)
+        wait_for(window.health.loaded)
+        window.health.select("sample-erp")
+        shot("health.png")
+    finally:
+        with sqlite3.connect(source) as con:
+            con.execute("ALTER TABLE waste_archived RENAME TO waste")
+        window.info.dismiss()
 
 
 if __name__ == "__main__":
