@@ -204,6 +204,15 @@ def test_plain_sql_on_org_a_connection_is_refused_for_org_b(two_orgs):
     assert refused(ws_a, "CREATE TABLE public.evil (x int)") == INSUFFICIENT_PRIVILEGE
     assert refused(ws_a, "CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT 1::text'") \
         == INSUFFICIENT_PRIVILEGE
+    own_schema = f'"{ws_a.roles.raw_schema("org-a")}"'
+    for sql in (f"CREATE FUNCTION {own_schema}.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                f"CREATE VIEW {own_schema}.connectors AS SELECT 1 AS id",
+                f"CREATE TYPE {own_schema}.mood AS ENUM ('ok')"):
+        assert refused(ws_a, sql) == INSUFFICIENT_PRIVILEGE, sql
+    with ws_a.transaction() as conn:  # a table of one's own cannot stand in for a workspace table
+        conn.execute(sa.text(f"CREATE TABLE {own_schema}.connectors (id text)"))
+        assert conn.execute(sa.text("SELECT count(*) FROM connectors")).scalar() == 2
+        conn.execute(sa.text(f"DROP TABLE {own_schema}.connectors"))
     assert refused(ws_a, f"SET ROLE \"{shared.role('bob')}\"") == INSUFFICIENT_PRIVILEGE
     org_b_role = organizations.sec.Roles(ws_a.roles.prefix).organization("org-b")
     assert refused(ws_a, f'SET ROLE "{org_b_role}"') == INSUFFICIENT_PRIVILEGE

@@ -192,7 +192,7 @@ class Workspace:
 
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SELECT set_config(%s, %s, false)", (SETTING, self.organization_id or ""))
-            if self._search_path:  # the organization's raw tables first, then the workspace's tables
+            if self._search_path:  # the workspace's tables, then the organization's raw tables
                 cursor.execute("SELECT set_config('search_path', %s, false)", (self._search_path,))
         dbapi_conn.commit()  # a setting made in a transaction that is rolled back would be undone
 
@@ -244,7 +244,9 @@ class Workspace:
         else:
             raise sec.OrganizationChoiceNeeded(self.database_role, mine)
         quote = self.engine.dialect.identifier_preparer.quote
-        self._search_path = f"{quote(self.roles.raw_schema(self.organization_id))}, {quote(tables_schema)}"
+        # the workspace's tables first: a table an analyst makes in the organization's schema
+        # cannot stand in for one of them
+        self._search_path = f"{quote(tables_schema)}, {quote(self.roles.raw_schema(self.organization_id))}"
         self.engine.dispose()  # connections made before the choice carry no organization
 
 

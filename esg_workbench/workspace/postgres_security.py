@@ -49,6 +49,13 @@ AUDIT_TRIGGER_FUNCTION = "esg_audit_actor_check"
 POLICY = "esg_organization"
 OWNER_POLICY = "esg_owner"
 AUDIT_TRIGGER = "esg_audit_actor"
+DDL_GUARD_FUNCTION = "esg_refuse_analyst_code"
+DDL_GUARD = "esg_analyst_code"
+#: what analysts may not create: anything that runs code in a caller's session
+GUARDED_COMMANDS = ("CREATE FUNCTION", "CREATE PROCEDURE", "CREATE AGGREGATE", "CREATE OPERATOR",
+                    "CREATE OPERATOR CLASS", "CREATE OPERATOR FAMILY", "CREATE CAST", "CREATE TYPE",
+                    "CREATE DOMAIN", "CREATE CONVERSION", "CREATE TRIGGER", "CREATE RULE", "CREATE VIEW",
+                    "CREATE MATERIALIZED VIEW", "ALTER FUNCTION", "ALTER OPERATOR", "ALTER TYPE")
 META_PREFIX = "rls_role_prefix"
 META_OWNER = "rls_owner"
 #: the column every raw table of a secured workspace gets (its lineage columns are _esg_* too,
@@ -196,6 +203,18 @@ BEGIN
             current_user, NEW.actor USING ERRCODE = '42501';
     END IF;
     RETURN NEW;
+END
+$fn$"""),
+        (DDL_GUARD_FUNCTION, f"""
+CREATE OR REPLACE FUNCTION {DDL_GUARD_FUNCTION}() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    -- code of an analyst's own would run as whoever calls it: as a colleague who also works
+    -- for another organization, it could read that organization's rows
+    IF pg_has_role(current_user, {_literal(roles.analysts)}, 'MEMBER')
+       AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'analysts of this workspace may not run %', tg_tag USING ERRCODE = '42501';
+    END IF;
 END
 $fn$"""),
     ]
@@ -347,6 +366,22 @@ class _Setup:
             self.run(f"GRANT USAGE, SELECT ON SEQUENCE {self.q(sequence)} TO {self.q(role)}",
                      f"granted USAGE on sequence {sequence} to {role}")
 
+    def ddl_guard(self) -> None:
+        """An event trigger refusing analysts' code objects (event triggers need a superuser:
+        a CREATEROLE administrator's workspace goes without, see the README)."""
+        if not self.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            return
+        tags = ", ".join(_literal(tag) for tag in GUARDED_COMMANDS)
+        current = self.scalar("SELECT array_to_string(evttags, ',') FROM pg_event_trigger WHERE evtname = :n",
+                              n=DDL_GUARD)
+        if current == ",".join(GUARDED_COMMANDS):
+            return
+        if current is not None:
+            self.run(f"DROP EVENT TRIGGER {DDL_GUARD}", f"replaced event trigger {DDL_GUARD}")
+        self.run(f"CREATE EVENT TRIGGER {DDL_GUARD} ON ddl_command_start WHEN TAG IN ({tags}) "
+                 f"EXECUTE FUNCTION {DDL_GUARD_FUNCTION}()", "analysts may not create functions, operators, types, "
+                 "triggers, rules or views")
+
     def audit_trigger(self) -> None:
         if not self.scalar("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('esg_ingestion_audit') "
                            "AND tgname = :n)", n=AUDIT_TRIGGER):
@@ -397,6 +432,7 @@ def secure_tables(conn: sa.Connection, roles: Roles, owner: str) -> list[str]:
             if isinstance(column.default, sa.Sequence):
                 setup.sequence_grants(column.default.name, roles.analysts)
     setup.audit_trigger()
+    setup.ddl_guard()
     return setup.changes
 
 

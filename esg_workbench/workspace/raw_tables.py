@@ -142,7 +142,10 @@ def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: 
     landed_default = "" if workspace.is_duckdb else " DEFAULT (now() AT TIME ZONE 'UTC')"
     columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
                 f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
-    conn.exec_driver_sql(f"CREATE TABLE {_q(workspace, table)} ({', '.join(columns)})")
+    where = ""
+    if workspace.secured:  # in the organization's schema (the second on the session's search path)
+        where = _q(workspace, workspace.roles.raw_schema(workspace.organization_id)) + "."
+    conn.exec_driver_sql(f"CREATE TABLE {where}{_q(workspace, table)} ({', '.join(columns)})")
     if workspace.secured:
         from esg_workbench.workspace import postgres_security
 
