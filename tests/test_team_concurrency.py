@@ -3,9 +3,12 @@
 Real PostgreSQL throughout. The fine-grained races (two saves of one mapping, two
 recomputes, two applies, one connector name added twice, ...) run in threads of this
 process behind a `threading.Barrier`, each thread on its own connection, so they start
-together. The whole-session scenario runs real processes (tests/team_driver.py, which
-calls the CLI's `main`) that wait at a file barrier, so their syncs, applies and
-aggregations overlap; a sequential re-run in the same workspace is the reference.
+together (on a superuser workspace: the races do not depend on row-level security).
+The whole sessions run as real processes (tests/team_driver.py, which calls the CLI's
+`main`) signed in as analyst roles of a workspace secured by organization (two in org-a,
+one in org-b), with OS users of their own; they wait at a file barrier, so their syncs,
+applies and aggregations overlap. A sequential re-run in the same workspace is the
+reference for the KPIs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -31,10 +35,11 @@ from esg_workbench.core.errors import ConfigError
 from esg_workbench.mapping import aggregate, apply, factors, store
 from esg_workbench.sample_data import TABLES, ensure_sample_erp
 from esg_workbench.sync import operations
-from esg_workbench.workspace import connectors_store, open_workspace
+from esg_workbench.workspace import connectors_store, open_workspace, organizations
 from esg_workbench.workspace.concurrency import ChangedElsewhere
 from esg_workbench.workspace.database import connector_lock_key
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, port_open, service_missing
+from tests.pg_shared import SharedDatabase, shared_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).resolve().parent / "team_driver.py"
@@ -318,31 +323,49 @@ def raw_counts(ws, connector: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-@pytest.fixture
-def team_source(pg_conn, pg_database, tmp_path):
-    """The sample ERP twice in one PostgreSQL source (schemas erp_a and erp_b), and an
-    empty shared PostgreSQL workspace with a connector to each."""
-    sample = ensure_sample_erp(tmp_path / "erp")
-    counts = {schema: load_sample_into_postgres(pg_conn, sample, schema) for schema in ("erp_a", "erp_b")}
-    name = f"esg_team_ws_{uuid.uuid4().hex[:10]}"
-    with admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url(name)
-    ws = open_workspace(url)
-    try:
-        for connector, schema in (("erp-a", "erp_a"), ("erp-b", "erp_b")):
-            operations.add_connector(ws, connector, "postgres", {
-                "host": PG_HOST, "port": PG_PORT, "database": pg_database, "username": PG_USER, "schema": schema,
-                "load_type": "delta", "cursor_field": "updated_at", "chunk_strategy": "id", "chunk_size": 500})
-        yield {"url": url, "ws": ws, "counts": counts, "pg": pg_conn}
-    finally:
-        ws.close()
-        with admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 #: the sample tables the sessions sync and map (business travel and gas left out for speed)
 SYNCED = ("sites", "meters", "electricity_readings", "fuel_purchases", "waste", "water", "headcount")
+
+
+@dataclass
+class Team:
+    """A shared workspace secured by organization: org-a with analysts ana and cleo, org-b
+    with ben; each organization has a connector 'erp' to its own copy of the sample ERP
+    (schemas erp_a and erp_b of a PostgreSQL source) and a saved mapping 'erp'."""
+
+    shared: SharedDatabase
+    roles: dict[str, str]  # OS user -> database role
+    pg: psycopg.Connection  # the source, as the administrator
+
+    def url(self, user: str) -> str:
+        return self.shared.url(self.roles[user])
+
+    def open(self, user: str):
+        return open_workspace(self.url(user))
+
+
+@pytest.fixture
+def team(tmp_path):
+    with shared_database() as shared:
+        roles = {user: shared.role(user) for user in ("ana", "ben", "cleo")}
+        organizations.init_postgres(shared.url(roles["ana"]), shared.admin_url, organization="org-a")
+        organizations.add_organization(shared.admin_url, "org-b")
+        organizations.add_user(shared.admin_url, roles["ben"], ["org-b"])
+        organizations.add_user(shared.admin_url, roles["cleo"], ["org-a"])
+        sample = ensure_sample_erp(tmp_path / "erp")
+        with shared.admin() as pg:
+            for user, schema in (("ana", "erp_a"), ("ben", "erp_b")):
+                load_sample_into_postgres(pg, sample, schema)
+                ws = open_workspace(shared.url(roles[user]))
+                try:
+                    operations.add_connector(ws, "erp", "postgres", {
+                        "host": PG_HOST, "port": PG_PORT, "database": shared.database, "username": PG_USER,
+                        "schema": schema, "load_type": "delta", "cursor_field": "updated_at",
+                        "chunk_strategy": "id", "chunk_size": 500})
+                    store.save_mapping(ws, store.read_mapping_file(mapping_file(tmp_path, "erp", "erp")))
+                finally:
+                    ws.close()
+            yield Team(shared, roles, pg)
 
 
 def mapping_file(tmp_path: Path, name: str, connector: str) -> Path:
@@ -350,7 +373,7 @@ def mapping_file(tmp_path: Path, name: str, connector: str) -> Path:
     mapping = store.shipped_mapping(demo.SAMPLE_MAPPING)
     mapping.name, mapping.connector = name, connector
     mapping.tables = [t for t in mapping.tables if t.stream in SYNCED]
-    path = tmp_path / f"{name}.json"
+    path = tmp_path / f"{name}-{connector}.json"
     store.write_mapping_file(mapping, path)
     return path
 
@@ -367,86 +390,114 @@ def add_source_rows(pg_conn, schema: str, offset: int) -> None:
     """)
 
 
-def test_two_analysts_sync_map_and_aggregate_at_once(team_source, tmp_path):
-    url, ws, pg = team_source["url"], team_source["ws"], team_source["pg"]
-    for connector in ("erp-a", "erp-b"):  # each analyst's own mapping, saved before the day starts
-        store.save_mapping(ws, store.read_mapping_file(mapping_file(tmp_path, connector.replace("-", "_"), connector)),
-                           author="setup")
-    shared = mapping_file(tmp_path, "team_notes", "not-synced")  # both analysts edit this one
+def source_counts(pg_conn, schema: str, tables=SYNCED) -> dict[str, tuple[int, int]]:
+    return {t: (n, n) for t in tables for n in [pg_conn.execute(f'SELECT count(*) FROM "{schema}"."{t}"').fetchone()[0]]}
 
-    def session(connector: str, user: str) -> list[list[str]]:
-        cli = ["cli", "--workspace", url]
-        tables = [arg for table in SYNCED for arg in ("--table", table)]
-        return [["save", url, str(shared), f"{user} 1"],
-                cli + ["sync", connector, "--json", *tables],
-                ["save", url, str(shared), f"{user} 2"],
-                cli + ["mapping", "apply", connector.replace("-", "_")]]  # and aggregates the KPIs
 
-    for round_ in range(2):  # a first full landing, then delta syncs of new and changed rows
+def test_two_analysts_sync_map_and_aggregate_at_once(team, tmp_path):
+    """Two organizations and two analysts of one of them, at once: ana syncs org-a's ERP
+    and applies its mapping while cleo (org-a too) edits a mapping, recomputes and
+    re-applies, and ben does ana's work in org-b."""
+    shared_mapping = mapping_file(tmp_path, "team_notes", "not-synced")  # ana and cleo both edit it
+    tables = [arg for table in SYNCED for arg in ("--table", table)]
+
+    def cli(user: str, *args: str) -> list[str]:
+        return ["cli", "--workspace", team.url(user), *args]
+
+    def save(user: str, n: int) -> list[str]:
+        return ["save", team.url(user), str(shared_mapping), f"{user} {n}"]
+
+    for round_ in range(2):  # a first landing, then delta syncs of new and changed rows
         if round_:
             for schema in ("erp_a", "erp_b"):
-                add_source_rows(pg, schema, 100_000)
-        results = start_sessions(tmp_path, {"ana": session("erp-a", "ana"), "ben": session("erp-b", "ben")})
+                add_source_rows(team.pg, schema, 100_000)
+        results = start_sessions(tmp_path, {
+            "ana": [save("ana", 1), cli("ana", "sync", "erp", "--json", *tables), save("ana", 2),
+                    cli("ana", "mapping", "apply", "erp")],  # the apply aggregates the KPIs too
+            "ben": [cli("ben", "sync", "erp", "--json", *tables), cli("ben", "mapping", "apply", "erp")],
+            # cleo's apply needs landed rows: in the first round she recomputes what there is
+            "cleo": [save("cleo", 1), cli("cleo", "kpi", "aggregate") if not round_ else cli("cleo", "mapping", "apply", "erp"),
+                     save("cleo", 2)],
+        })
         assert failed_steps(results) == []
-        print({u: [(r["step"][-1] if r["step"][0] == "save" else " ".join(r["step"][3:]), r["seconds"]) for r in steps]
-               for u, steps in results.items()})
         syncs = [json.loads(r["stdout"]) for steps in results.values() for r in steps if "sync" in r["step"]]
-
-        # every source row landed exactly once
-        for connector, schema in (("erp-a", "erp_a"), ("erp-b", "erp_b")):
-            expected = {t: pg.execute(f'SELECT count(*) FROM "{schema}"."{t}"').fetchone()[0] for t in SYNCED}
-            assert raw_counts(ws, connector) == {t: (n, n) for t, n in expected.items()}
+        for user, schema in (("ana", "erp_a"), ("ben", "erp_b")):  # every source row landed exactly once
+            ws = team.open(user)
+            try:
+                assert raw_counts(ws, "erp") == source_counts(team.pg, schema)
+            finally:
+                ws.close()
         if round_:  # the delta syncs mapped their new rows as they landed
             assert all(s["mapped"] and "not applied" not in " ".join(s["mapped"]) for s in syncs), syncs
 
-    # the saved mapping got every analyst's versions, numbered without a gap
-    history = store.history(ws, "team_notes")
-    assert sorted(h["version"] for h in history) == list(range(1, 9))
-    assert sorted(h["comment"] for h in history) == sorted([f"{u} {i}" for u in ("ana", "ben") for i in (1, 2)] * 2)
+    ws_a, ws_b = team.open("cleo"), team.open("ben")
+    try:
+        # the mapping both analysts of org-a saved has all their versions, without a gap
+        history = store.history(ws_a, "team_notes")
+        assert sorted(h["version"] for h in history) == list(range(1, 9))
+        assert sorted(h["comment"] for h in history) == sorted([f"{u} {i}" for u in ("ana", "cleo") for i in (1, 2)] * 2)
+        assert store.history(ws_b, "team_notes") == []
 
-    # what the two sessions left is what one analyst doing it all in turn would get
-    concurrent = kpi_hashes(ws)
-    staging = scalar(ws, "SELECT count(*) FROM staging_rows")
-    for name in ("erp_a", "erp_b"):
-        apply.apply_mapping(ws, name)
-    aggregate.aggregate(ws)
-    assert scalar(ws, "SELECT count(*) FROM staging_rows") == staging
-    assert kpi_hashes(ws) == concurrent and len(concurrent) > 100
+        # what the sessions left is what one analyst doing it all in turn gets
+        for ws in (ws_a, ws_b):
+            concurrent = kpi_hashes(ws)
+            staging = scalar(ws, "SELECT count(*) FROM staging_rows")
+            apply.apply_mapping(ws, "erp")
+            aggregate.aggregate(ws)
+            assert scalar(ws, "SELECT count(*) FROM staging_rows") == staging
+            assert kpi_hashes(ws) == concurrent and len(concurrent) > 100
+    finally:
+        ws_a.close()
+        ws_b.close()
 
-    # the audit chain is one chain, naming each analyst for what they did
-    verify = subprocess.run([sys.executable, "-m", "esg_workbench.cli", "--workspace", url, "audit", "verify"],
-                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert verify.returncode == 0 and "intact" in verify.stdout, verify.stdout + verify.stderr
-    with ws.read() as conn:
-        actors = dict(conn.execute(sa.text(
-            "SELECT actor, count(*) FROM esg_ingestion_audit WHERE action = 'sync.start' GROUP BY actor")).all())
-    assert sorted(actors.values()) == [2, 2] and all(any(f"os: {u}" in a for a in actors) for u in ("ana", "ben")), actors
+    # one audit chain per organization, each intact; every entry names the analyst's role
+    for user in ("ana", "ben"):
+        verify = subprocess.run([sys.executable, "-m", "esg_workbench.cli", "--workspace", team.url(user),
+                                 "audit", "verify"], cwd=ROOT, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert verify.returncode == 0 and "intact" in verify.stdout, verify.stdout + verify.stderr
+    with team.shared.admin() as conn:
+        actors = conn.execute("SELECT organization_id, action, actor FROM esg_ingestion_audit "
+                              "WHERE action IN ('sync.start', 'mapping.save', 'mapping.apply')").fetchall()
+    role = team.roles
+    starts = sorted((org, actor) for org, action, actor in actors if action == "sync.start")
+    assert starts == sorted([("org-a", f"{role['ana']} (os: ana)")] * 2 + [("org-b", f"{role['ben']} (os: ben)")] * 2)
+    saves = {(org, actor) for org, action, actor in actors if action == "mapping.save"}
+    assert {("org-a", f"{role['ana']} (os: ana)"), ("org-a", f"{role['cleo']} (os: cleo)")} <= saves
+    assert ("org-a", f"{role['cleo']} (os: cleo)") in {(org, actor) for org, action, actor in actors
+                                                         if action == "mapping.apply"}
 
 
-def test_the_same_connector_synced_from_two_processes(team_source, tmp_path):
-    url, ws, pg = team_source["url"], team_source["ws"], team_source["pg"]
-    cli = [sys.executable, "-m", "esg_workbench.cli", "--workspace", url]
+def test_the_same_connector_synced_from_two_processes(team, tmp_path):
+    cli = [sys.executable, "-m", "esg_workbench.cli", "--workspace", team.url("ana")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # while another process holds the connector's sync, a sync is refused plainly
-    record = operations.get_connector(ws, "erp-a")
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=url.rsplit("/", 1)[1],
-                         autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (connector_lock_key(record.id),))
-        busy = subprocess.run(cli + ["sync", "erp-a", "--table", "waste"], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert busy.returncode == 1
-    assert "already syncing in another ESG Workbench process" in busy.stderr and "Traceback" not in busy.stderr
-    assert raw_counts(ws, "erp-a") == {}
+    ws = team.open("ana")
+    try:
+        record = operations.get_connector(ws, "erp")
+        with team.shared.admin() as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (connector_lock_key(record.id),))
+            busy = subprocess.run(cli + ["sync", "erp", "--table", "waste"], cwd=ROOT, capture_output=True,
+                                  text=True, env=env)
+        assert busy.returncode == 1
+        assert "already syncing in another ESG Workbench process" in busy.stderr and "Traceback" not in busy.stderr
+        assert raw_counts(ws, "erp") == {}
 
-    # two at once: one lands everything, the other lands it too or is told it is busy
-    for round_ in range(2):
-        if round_:
-            add_source_rows(pg, "erp_a", 200_000)
-        results = start_sessions(tmp_path, {user: [["cli", "--workspace", url, "sync", "erp-a", "--table", "waste"]]
-                                            for user in ("ana", "ben")})
-        outcomes = [steps[0] for steps in results.values()]
-        assert any(o["rc"] == 0 for o in outcomes), outcomes
-        for o in outcomes:
-            assert o["rc"] == 0 or "already syncing" in o["stderr"], o
-        expected = pg.execute('SELECT count(*) FROM erp_a.waste').fetchone()[0]
-        assert raw_counts(ws, "erp-a") == {"waste": (expected, expected)}
-    assert chain.verify(ws).ok
+        # ana and cleo sync org-a's connector at once: one lands everything, the other lands
+        # it too or is told it is busy; ben's sync of org-b's connector is never held up
+        for round_ in range(2):
+            if round_:
+                add_source_rows(team.pg, "erp_a", 200_000)
+                add_source_rows(team.pg, "erp_b", 200_000)
+            results = start_sessions(tmp_path, {
+                user: [["cli", "--workspace", team.url(user), "sync", "erp", "--table", "waste"]]
+                for user in ("ana", "cleo", "ben")})
+            same = [results["ana"][0], results["cleo"][0]]
+            assert any(o["rc"] == 0 for o in same), json.dumps(same, indent=1)
+            for o in same:
+                assert o["rc"] == 0 or "already syncing" in o["stderr"], o
+            assert results["ben"][0]["rc"] == 0, results["ben"]
+            assert raw_counts(ws, "erp") == source_counts(team.pg, "erp_a", ["waste"])
+        assert chain.verify(ws).ok
+    finally:
+        ws.close()
