@@ -3,6 +3,7 @@
     esg-workbench workspace init-postgres postgresql://alice@db/esg --admin-url postgresql://postgres@db/esg
     esg-workbench org add acme --name "Acme Ltd" --admin-url postgresql://postgres@db/esg
     esg-workbench user add bob --organization acme --admin-url postgresql://postgres@db/esg --password-stdin
+    esg-workbench user remove bob --admin-url postgresql://postgres@db/esg
     esg-workbench --workspace postgresql://bob@db/esg org list
 
 These commands run as the administrator (--admin-url) and do not open the workspace as
@@ -108,6 +109,16 @@ def cmd_user_add(ws, args, out: Output) -> int:
     return 0
 
 
+def cmd_user_remove(ws, args, out: Output) -> int:
+    from esg_workbench.workspace import organizations
+
+    changes = organizations.remove_user(args.admin_url, args.role, args.member_of, database=_workspace_database(args))
+    where = ", ".join(args.member_of) if args.member_of else "the workspace"
+    out.emit({"role": args.role, "organizations": args.member_of, "changes": changes}, _changes_text(
+        changes, f"Analyst '{args.role}':", f"'{args.role}' was not in {where}: nothing changed."))
+    return 0
+
+
 def add_commands(sub, common) -> None:
     admin_help = "an administrator's postgresql:// URL (a superuser, or a role with CREATEROLE owning the database)"
 
@@ -146,3 +157,10 @@ def add_commands(sub, common) -> None:
     p.add_argument("--admin-url", required=True, help=admin_help)
     p.add_argument("--password-stdin", action="store_true", help="read the role's password from standard input")
     p.set_defaults(func=cmd_user_add, opens_workspace=True)
+    p = usub.add_parser("remove", parents=[common],
+                        help="take an analyst out of organizations (without --organization: out of the workspace)")
+    p.add_argument("role")
+    p.add_argument("--organization", dest="member_of", action="append", metavar="ORG",
+                   help="an organization to leave (repeatable)")
+    p.add_argument("--admin-url", required=True, help=admin_help)
+    p.set_defaults(func=cmd_user_remove, opens_workspace=True)

@@ -218,6 +218,14 @@ def test_an_administrator_without_superuser_sets_up_and_runs_the_workspace(share
             assert [c.name for c in operations.list_connectors(ws)] == ["files"] and ws.organization_id == org
         finally:
             ws.close()
+    # bob leaves: his organization, then the workspace
+    assert organizations.remove_user(admin_url, bob, ["beta"]) == [f"took {bob} out of {first.role_prefix}_org_beta"]
+    with pytest.raises(WorkspaceError, match="belongs to no organization"):
+        open_workspace(shared.url(bob))
+    gone = cli("user", "remove", bob, "--admin-url", admin_url)
+    assert gone.returncode == 0 and f"took {bob} out of {first.role_prefix}_analysts" in gone.stdout, gone.stderr
+    with pytest.raises(WorkspaceError, match="has no access to this shared workspace"):
+        open_workspace(shared.url(bob))
     with shared.admin() as conn:  # the owner itself sees no organization's rows
         conn.execute(f'SET ROLE "{admin}"')
         assert conn.execute("SELECT count(*) FROM connectors").fetchone()[0] == 0

@@ -197,6 +197,21 @@ def add_user(admin_url: str, role: str, organizations: list[str], *, password: s
         return changes
 
 
+def remove_user(admin_url: str, role: str, organizations: list[str] | None = None, *,
+                database: str | None = None) -> list[str]:
+    """Take an analyst out of organizations (None: out of the whole workspace). Their
+    audit entries stay, naming them."""
+    for org in organizations or []:
+        sec.check_organization_id(org)
+    with admin_connection(admin_url, database) as conn:
+        _check_admin(conn)
+        roles = _secured_roles(conn)
+        if sec.role_attributes(conn, role) is None:
+            raise NotFound(f"There is no database role '{role}'.", hint="See the analysts with: esg-workbench org list "
+                                                                        "--admin-url ADMIN_URL")
+        return sec.remove_analyst(conn, roles, role, organizations)
+
+
 def all_organizations(admin_url: str, *, database: str | None = None) -> list[Organization]:
     """Every organization with the analysts' roles in it (the administrator's view)."""
     with admin_connection(admin_url, database) as conn:

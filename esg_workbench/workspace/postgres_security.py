@@ -457,6 +457,21 @@ def add_analyst(conn: sa.Connection, roles: Roles, role: str, orgs: list[str], p
     return setup.changes
 
 
+def remove_analyst(conn: sa.Connection, roles: Roles, role: str, orgs: list[str] | None) -> list[str]:
+    """Take the analyst out of the given organizations (None: out of every one, and out of
+    the analysts role, so that the workspace is closed to them). The login role stays."""
+    setup = _Setup(conn, roles, "")
+    member_of = set(conn.execute(sa.text(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = :u"), {"u": role}).scalars())
+    groups = [roles.organization(o) for o in orgs] if orgs is not None else sorted(
+        g for g in member_of if g.startswith(roles.organization_role_prefix)) + [roles.analysts]
+    for group in groups:
+        if group in member_of:
+            setup.run(f"REVOKE {_quote(conn, group)} FROM {_quote(conn, role)}", f"took {role} out of {group}")
+    return setup.changes
+
+
 def secure_raw_table(conn: sa.Connection, roles: Roles, table: str, org: str) -> list[str]:
     """A raw table of a secured workspace: in the organization's schema (one landed before
     the workspace was shared moves there), with the organization column, owned by the
