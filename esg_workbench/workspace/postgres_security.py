@@ -150,12 +150,6 @@ def role_attributes(conn: sa.Connection, role: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def bypasses_rls(conn: sa.Connection) -> bool:
-    """Whether the session's role is exempt from row-level security (superuser or BYPASSRLS)."""
-    attrs = role_attributes(conn, conn.execute(sa.text("SELECT current_user")).scalar())
-    return bool(attrs and (attrs["rolsuper"] or attrs["rolbypassrls"]))
-
-
 def member_organizations(conn: sa.Connection, roles: Roles) -> list[str]:
     """The organizations the session's role may use, sorted."""
     return sorted(conn.execute(sa.text(f"SELECT {MEMBER_FUNCTION}()")).scalars().all())
