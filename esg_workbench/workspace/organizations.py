@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from esg_workbench.core.errors import ConfigError, NotFound, WorkspaceError
 from esg_workbench.workspace import postgres_security as sec
 from esg_workbench.workspace import schema
-from esg_workbench.workspace.database import DEFAULT_ORGANIZATION, Workspace, _engine_url, utcnow
+from esg_workbench.workspace.database import (DEFAULT_ORGANIZATION, MIGRATION_LOCK_KEY, Workspace, _engine_url,
+                                              utcnow)
 
 
 @dataclass
@@ -41,11 +42,10 @@ class InitResult:
 
 
 def _pg_url(url: str, what: str) -> sa.engine.URL:
-    kind, engine_url = _engine_url(url)
-    if kind != "postgresql":
+    if not (url or "").startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise ConfigError(f"The {what} must be a postgresql:// URL.",
                           hint="e.g. postgresql://alice@db.example.com/esg (a DuckDB workspace needs no set-up)")
-    return sa.engine.make_url(engine_url)
+    return sa.engine.make_url(_engine_url(url)[1])
 
 
 @contextlib.contextmanager
@@ -62,19 +62,13 @@ def admin_connection(admin_url: str, database: str | None = None) -> Iterator[sa
     engine = sa.create_engine(url, connect_args={"options": "-c TimeZone=UTC"})
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _migration_lock_key()})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             yield conn
     except sa.exc.OperationalError as exc:
         raise WorkspaceError(f"Cannot connect with the admin URL: {str(exc.orig).splitlines()[0]}",
                              hint="Check the admin URL's host, database, role and password.") from exc
     finally:
         engine.dispose()
-
-
-def _migration_lock_key() -> int:
-    from esg_workbench.workspace.database import MIGRATION_LOCK_KEY
-
-    return MIGRATION_LOCK_KEY
 
 
 def _check_admin(conn: sa.Connection) -> str:
