@@ -103,6 +103,10 @@ def test_an_app_role_exempt_from_row_level_security_is_refused(shared):
                                         "and row-level security would not apply to it.")
     with shared.admin() as conn:  # refused before anything was made
         assert conn.execute("SELECT to_regclass('workspace_meta')").fetchone()[0] is None
+        conn.execute(f'CREATE ROLE "{shared.role("early")}" LOGIN')
+    with pytest.raises(WorkspaceError, match="holds no workspace yet") as early:  # an analyst before the set-up
+        open_workspace(shared.url(shared.role("early")))
+    assert "init-postgres" in early.value.hint
     refused = cli("workspace", "init-postgres", shared.url(sneaky), "--admin-url", shared.admin_url)
     assert refused.returncode == 1 and "row-level security would not apply to it" in refused.stderr
 

@@ -203,7 +203,13 @@ class Workspace:
 
         with self.engine.connect() as conn:
             if not conn.execute(sa.text("SELECT to_regclass('workspace_meta') IS NOT NULL")).scalar():
-                return  # a new workspace: migrate() makes it
+                if conn.execute(sa.text("SELECT has_schema_privilege(current_schema(), 'CREATE')")).scalar():
+                    return  # a new workspace: migrate() makes it
+                role = conn.execute(sa.text("SELECT current_user")).scalar()
+                raise WorkspaceError(
+                    f"This database holds no workspace yet, and the database role '{role}' may not make one.",
+                    hint="An administrator sets it up with: esg-workbench workspace init-postgres WORKSPACE_URL "
+                         "--admin-url ADMIN_URL")
             if conn.execute(sa.text("SELECT has_table_privilege('workspace_meta', 'SELECT')")).scalar():
                 return
             role = conn.execute(sa.text("SELECT current_user")).scalar()
