@@ -501,3 +501,35 @@ def test_the_same_connector_synced_from_two_processes(team, tmp_path):
         assert chain.verify(ws).ok
     finally:
         ws.close()
+
+
+def test_a_transaction_rolled_back_by_a_conflict_is_run_again(team_ws):
+    """`retrying` on a real serialization failure: two REPEATABLE READ transactions
+    change one row; PostgreSQL rolls the later one back (40001), and its second run,
+    on a fresh snapshot, lands."""
+    from esg_workbench.workspace.concurrency import retrying
+
+    with team_ws.transaction() as conn:
+        conn.execute(sa.text("CREATE TABLE team_counter (id int PRIMARY KEY, n int NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO team_counter VALUES (1, 0)"))
+    first_updated, attempts = threading.Event(), []
+
+    def increment(hold: threading.Event | None = None):
+        def run():
+            attempts.append(1)
+            with team_ws.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                with conn.begin():
+                    conn.execute(sa.text("SELECT n FROM team_counter"))  # the snapshot is taken here
+                    if hold is None:
+                        first_updated.wait(10)  # the other transaction has changed the row
+                    conn.execute(sa.text("UPDATE team_counter SET n = n + 1 WHERE id = 1"))
+                    if hold is not None:
+                        hold.set()
+                        time.sleep(0.3)  # the second one now waits on the row, then fails at our commit
+        return run
+
+    outcomes = together(lambda: retrying(increment(first_updated), what="Counting"),
+                        lambda: retrying(increment(), what="Counting"))
+    assert outcomes == [None, None]
+    assert len(attempts) == 3  # the second transaction ran twice
+    assert scalar(team_ws, "SELECT n FROM team_counter") == 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -39,7 +40,7 @@ from esg_workbench.core.specs import (
     Drift,
 )
 from esg_workbench.sync import planner
-from esg_workbench.workspace import connectors_store, raw_tables, schema_cache, sync_records
+from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace, connector_lock_key
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
 
@@ -464,7 +465,7 @@ class SyncEngine:
                     self._fail_chunk(record, chunk, run_id, outcome[0], outcome[1], result)
                 else:
                     try:
-                        self._land_chunk(record, stream, scope, load_type, chunk, outcome, run_id, st, result)
+                        self._land_with_retries(record, stream, scope, load_type, chunk, outcome, run_id, st, result)
                     except EsgError as exc:
                         self._fail_chunk(record, chunk, run_id, exc, outcome[1], result)
                     except Exception as exc:  # a workspace write failed: the chunk fails, nothing half-landed
@@ -502,6 +503,20 @@ class SyncEngine:
         except Exception as exc:  # Cancelled, a permanent error, or retries used up: reported
             return exc, attempts, None
         return table, attempts, arrow_hash(table) if table is not None and table.num_rows else None
+
+    def _land_with_retries(self, record, stream: StreamRef, scope: ReadScope, load_type: LoadType,
+                           chunk: LedgerChunk, read: tuple, run_id: int, st: StreamState,
+                           result: StreamResult) -> None:
+        """Land a chunk; when PostgreSQL rolled its transaction back to resolve a conflict
+        with another analyst's work (a deadlock, a serialization failure), land it again.
+        Nothing of the rolled-back attempt stays, in the workspace or in `st`."""
+        before = dataclasses.replace(st)
+
+        def attempt() -> None:
+            vars(st).update(vars(before))  # the checkpoint as it was before the failed attempt
+            self._land_chunk(record, stream, scope, load_type, chunk, read, run_id, st, result)
+
+        concurrency.retrying(attempt, what=f"Landing chunk {chunk.seq + 1} of {chunk.stream}")
 
     def _land_chunk(self, record, stream: StreamRef, scope: ReadScope, load_type: LoadType, chunk: LedgerChunk,
                     read: tuple, run_id: int, st: StreamState, result: StreamResult) -> None:
