@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
-from fault_proxy import FaultProxy
-from webhook_receiver import WebhookReceiver
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
+from tests.fault_proxy import FaultProxy
+from tests.webhook_receiver import WebhookReceiver
 
 from esg_workbench import alerts
 from esg_workbench.alerts import Alert, AlertDeliveryError, send_webhook

@@ -13,9 +13,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from conftest import PG_HOST, PG_PORT, PG_USER, service_missing
-from fault_proxy import FaultProxy
-from webhook_receiver import WebhookReceiver
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, service_missing
+from tests.fault_proxy import FaultProxy
+from tests.webhook_receiver import WebhookReceiver
 
 from esg_workbench.core.errors import KeyringUnavailable
 from esg_workbench.sync import operations
