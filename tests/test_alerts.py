@@ -123,6 +123,14 @@ def test_webhook_client_error_is_not_retried():
     assert "T0KEN" not in err.value.describe()
 
 
+def test_webhook_redirect_is_not_followed():
+    with WebhookReceiver(default=307) as hook:
+        with pytest.raises(AlertDeliveryError) as err:
+            send_webhook(hook.url, sample_alert(), retry_delays=FAST)
+        assert len(hook.requests) == 1
+    assert "HTTP 307" in err.value.message and "redirect" in err.value.message
+
+
 def test_webhook_404_hints_at_the_address():
     with WebhookReceiver(default=404) as hook:
         with pytest.raises(AlertDeliveryError) as err:

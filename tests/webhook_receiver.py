@@ -39,6 +39,8 @@ class WebhookReceiver:
                 answer = b'{"ok": true}' if status < 300 else b'{"error": "receiver says no"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if 300 <= status < 400:
+                    self.send_header("Location", f"http://127.0.0.1:{receiver.port}/elsewhere")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
