@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import sqlalchemy as sa
 
-from conftest import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
 
 from esg_workbench.workspace import open_workspace
 from esg_workbench.workspace.database import utcnow

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
 from fault_proxy import FaultProxy
 from webhook_receiver import WebhookReceiver
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import PG_HOST, PG_PORT, PG_USER
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
