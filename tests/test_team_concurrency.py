@@ -533,3 +533,22 @@ def test_a_transaction_rolled_back_by_a_conflict_is_run_again(team_ws):
     assert outcomes == [None, None]
     assert len(attempts) == 3  # the second transaction ran twice
     assert scalar(team_ws, "SELECT n FROM team_counter") == 2
+
+
+def test_an_apply_that_must_wait_says_for_what(team_ws):
+    """While a recompute holds the organization's KPIs, an apply waits, and says so."""
+    from esg_workbench.workspace.concurrency import lock_key
+
+    said: list[str] = []
+    with team_ws.engine.connect() as other:  # another analyst's recompute under way
+        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("kpis", team_ws.organization_id)})
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            applying = pool.submit(apply.apply_mapping, team_ws, demo.SAMPLE_MAPPING, progress=said.append)
+            deadline = time.monotonic() + 20
+            while not said and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert said == ["Waiting for a KPI recompute (another analyst's or a sync's) to finish..."]
+            assert not applying.done()
+            other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("kpis", team_ws.organization_id)})
+            assert applying.result(timeout=60).staging_rows > 0
+    assert said[1].startswith("Mapping ")

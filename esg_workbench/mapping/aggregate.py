@@ -166,7 +166,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         # One recompute per organization at a time, and none while an apply changes staging
         # rows: without it two recomputes would each delete the old values and both insert
         # theirs (twice the KPIs), and the sums and their lineage could see different rows.
-        concurrency.lock_kpis(workspace, conn, shared=False)
+        concurrency.lock_kpis(workspace, conn, shared=False, say=say)
         drop_legacy_duckdb_indexes(workspace, conn)
         conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
         conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))

@@ -404,8 +404,8 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
         # Another apply of this mapping (an analyst's, or a sync's) commits first: its
         # delete + insert of the same staging rows never interleaves with ours. The KPI
         # lock, shared, keeps a recompute from reading staging rows while we change them.
-        concurrency.lock_mapping_apply(workspace, conn, mapping.name)
-        concurrency.lock_kpis(workspace, conn, shared=True)
+        concurrency.lock_mapping_apply(workspace, conn, mapping.name, say)
+        concurrency.lock_kpis(workspace, conn, shared=True, say=say)
         drop_legacy_duckdb_indexes(workspace, conn)
         connector_id = resolve_connector_id(workspace, conn, mapping.connector)
         org = workspace.organization_id

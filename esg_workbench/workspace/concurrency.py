@@ -62,13 +62,20 @@ def lock_key(kind: str, *names: str) -> int:
     return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
 
 
-def xact_lock(workspace: Workspace, conn: sa.Connection, kind: str, *names: str, shared: bool = False) -> None:
+def xact_lock(workspace: Workspace, conn: sa.Connection, kind: str, *names: str, shared: bool = False,
+              waiting: Callable[[], None] | None = None) -> None:
     """Wait for, then hold until `conn` commits, the lock of (kind, organization, names).
-    PostgreSQL only: DuckDB's writers are serialized already."""
+    `waiting` is called first if someone else holds it (to tell the user why nothing
+    moves). PostgreSQL only: DuckDB's writers are serialized already."""
     if workspace.is_duckdb:
         return
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    conn.execute(sa.text(f"SELECT {function}(:k)"), {"k": lock_key(kind, workspace.organization_id, *names)})
+    mode = "_shared" if shared else ""
+    key = {"k": lock_key(kind, workspace.organization_id, *names)}
+    if waiting is not None:
+        if conn.execute(sa.text(f"SELECT pg_try_advisory_xact_lock{mode}(:k)"), key).scalar():
+            return
+        waiting()
+    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock{mode}(:k)"), key)
 
 
 def lock_mapping_save(workspace: Workspace, conn: sa.Connection, name: str) -> None:
@@ -76,15 +83,20 @@ def lock_mapping_save(workspace: Workspace, conn: sa.Connection, name: str) -> N
     xact_lock(workspace, conn, "mapping-save", name)
 
 
-def lock_mapping_apply(workspace: Workspace, conn: sa.Connection, name: str) -> None:
+def lock_mapping_apply(workspace: Workspace, conn: sa.Connection, name: str,
+                       say: Callable[[str], None] | None = None) -> None:
     """Applies of one mapping, one at a time (each replaces the mapping's staging rows).
     Not the save lock: saving a new version need not wait for a long apply."""
-    xact_lock(workspace, conn, "mapping-apply", name)
+    xact_lock(workspace, conn, "mapping-apply", name, waiting=say and (lambda: say(
+        f"Waiting for another apply of the mapping '{name}' (an analyst's or a sync's) to finish...")))
 
 
-def lock_kpis(workspace: Workspace, conn: sa.Connection, *, shared: bool) -> None:
+def lock_kpis(workspace: Workspace, conn: sa.Connection, *, shared: bool,
+              say: Callable[[str], None] | None = None) -> None:
     """Exclusive: a KPI recompute. Shared: a writer of staging rows (an apply)."""
-    xact_lock(workspace, conn, "kpis", shared=shared)
+    what = "a KPI recompute" if shared else "a KPI recompute or a mapping apply under way"
+    xact_lock(workspace, conn, "kpis", shared=shared,
+              waiting=say and (lambda: say(f"Waiting for {what} (another analyst's or a sync's) to finish...")))
 
 
 def sqlstate(exc: BaseException) -> str | None:
