@@ -570,6 +570,9 @@ class MainWindow(QMainWindow):
             self.refresh_connectors()
             self.history.refresh()
             self.audit.refresh()
+            if job.result is not None and job.result.mapped:
+                # the run mapped its new rows and recomputed the KPIs: the values shown are gone
+                self.kpis.refresh()
 
     def _running_changed(self, count: int) -> None:
         self.syncs_label.setText(f"{count} sync{'s' if count != 1 else ''} running" if count else "")

@@ -199,3 +199,23 @@ def test_main_window_mapping_and_kpi_tabs_from_apply_to_the_table(qtbot, make_wi
     assert window.tabs.currentWidget() is window.kpis
     window.save_state()
     assert window.settings.value("window/tab") == "kpis"
+
+
+def test_a_sync_that_recomputes_the_kpis_refreshes_the_kpi_table(qtbot, make_window, tmp_path_factory, tmp_path):
+    from esg_workbench.sync.engine import SyncRequest
+
+    copy_demo(tmp_path_factory, tmp_path / "workspace.duckdb")  # the window's workspace_url
+    window = make_window()
+    kpis = window.kpis
+    qtbot.waitUntil(lambda: bool(kpis.values), timeout=30000)
+    shown_before = kpis.model.cell(kpis.index_of("energy_total", "2023-01", "DE-MUC"))["id"]
+
+    # a full reload maps the landed rows again and recomputes every KPI under new ids
+    with qtbot.waitSignal(kpis.loaded, timeout=120000):
+        window.jobs.start(window.workspace, SyncRequest("sample-erp", tables=["business_travel"], load_type="full"))
+    cell = kpis.model.cell(kpis.index_of("energy_total", "2023-01", "DE-MUC"))
+    assert cell["id"] != shown_before
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as drilled:
+        kpis.drill_down(cell["id"])
+    assert drilled.args[0]["value"]["id"] == cell["id"]
+    kpis.drill_dialog.close()
