@@ -39,7 +39,9 @@ class SyncNotifier(QObject):
             return
         result = job.result
         if result is None:
-            if job.error:  # the sync could not start (busy, connector gone): no run to alert on
+            # the sync could not start (connector gone, ...): no run to alert on; a connector
+            # busy elsewhere is no failure (the Sync tab and the scheduler say so)
+            if job.error and not job.busy:
                 self.notify(f"Sync of '{job.connector}' failed", job.error.splitlines()[0], "error")
             return
         if result.status not in ALERT_STATUSES:

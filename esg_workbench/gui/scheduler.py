@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from esg_workbench.core.errors import EsgError, SyncBusy
+from esg_workbench.core.errors import EsgError
 from esg_workbench.gui.sync_jobs import SyncJob, SyncJobs
 from esg_workbench.gui.workers import WorkerPool
 
@@ -95,7 +95,7 @@ def discover_and_record(workspace, job):
     from esg_workbench.sync import scheduler
     from esg_workbench.sync.engine import SyncEngine
 
-    return finish(workspace, scheduler._execute(workspace, job, SyncEngine(workspace)))
+    return finish(workspace, scheduler.execute(workspace, job, SyncEngine(workspace)))
 
 
 def sync_outcome(sync_job: SyncJob) -> tuple[str, str, int | None, Any]:
@@ -104,10 +104,9 @@ def sync_outcome(sync_job: SyncJob) -> tuple[str, str, int | None, Any]:
 
     result = sync_job.result
     if result is not None:
-        return result.status.value, scheduler._sync_message(result), result.run_id, result
+        return result.status.value, scheduler.sync_message(result), result.run_id, result
     error = sync_job.error or "The sync failed."
-    # the worker hands the error over as text; SyncBusy's hint tells it apart
-    if SyncBusy.hint in error:
+    if sync_job.busy:
         return "skipped", f"{_first_line(error)} This run was skipped.", None, None
     return "failed", error, None, None
 

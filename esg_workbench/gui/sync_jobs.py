@@ -76,8 +76,10 @@ class SyncJob(QObject):
         self.running = True
         self.result = None
         self.error: str | None = None
+        self.error_kind: str | None = None  # the error's class name when the sync could not run
         self.worker.progress.connect(self._progress)
         self.worker.finished.connect(self._finished)
+        self.worker.failed_kind.connect(self._failed_kind)
         self.worker.failed.connect(self._failed)
 
     @property
@@ -145,11 +147,20 @@ class SyncJob(QObject):
         self.changed.emit(self)
         self.ended.emit(self)
 
+    @property
+    def busy(self) -> bool:
+        """The connector was already syncing in another window or process: nothing ran."""
+        return self.error_kind == "SyncBusy"
+
+    @Slot(str)
+    def _failed_kind(self, kind: str) -> None:
+        self.error_kind = kind
+
     @Slot(str)
     def _failed(self, message: str) -> None:
         self.running = False
         self.error = message
-        self._log(f"Sync failed: {message}")
+        self._log(f"Not started: {message}" if self.busy else f"Sync failed: {message}")
         self.changed.emit(self)
         self.ended.emit(self)
 

@@ -68,6 +68,7 @@ class SyncWorker(QObject):
 
     progress = Signal(object)  # ProgressEvent
     finished = Signal(object)  # SyncResult
+    failed_kind = Signal(str)  # the error's class name (e.g. "SyncBusy"), just before `failed`
     failed = Signal(str)
 
     def __init__(self, workspace, request, retry_delays: tuple[float, ...] | None = None):
@@ -97,6 +98,7 @@ class SyncWorker(QObject):
         except BaseException as exc:  # noqa: BLE001
             if not isinstance(exc, EsgError):
                 log.error("sync failed:\n%s", traceback.format_exc())
+            self.failed_kind.emit(type(exc).__name__)
             self.failed.emit(describe_error(exc))
         else:
             self.finished.emit(result)

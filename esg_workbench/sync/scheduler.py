@@ -361,7 +361,7 @@ def _busy_message(connector: str) -> str:
     return f"'{connector}' is already syncing in another window or process; this run was skipped."
 
 
-def _sync_message(result: SyncResult) -> str:
+def sync_message(result: SyncResult) -> str:
     tables = len(result.streams)
     text = (f"Landed {result.rows_written:,} rows from {tables} table{'s' if tables != 1 else ''} "
             f"in {result.seconds:.1f} s (run {result.run_id}).")
@@ -370,7 +370,7 @@ def _sync_message(result: SyncResult) -> str:
     return text
 
 
-def _execute(ws: Workspace, job: ScheduledJob, engine: SyncEngine) -> JobOutcome:
+def execute(ws: Workspace, job: ScheduledJob, engine: SyncEngine) -> JobOutcome:
     """Run the job's action; every failure becomes an outcome."""
     def outcome(status: str, message: str, **kw) -> JobOutcome:
         return JobOutcome(job.name, job.connector, job.action, status, message, **kw)
@@ -382,7 +382,7 @@ def _execute(ws: Workspace, job: ScheduledJob, engine: SyncEngine) -> JobOutcome
         request = request_for(ws, job)
         if request is not None:
             result = engine.run(request)
-            return outcome(result.status.value, _sync_message(result), run_id=result.run_id, result=result)
+            return outcome(result.status.value, sync_message(result), run_id=result.run_id, result=result)
         from esg_workbench.sync import operations
 
         # discovery takes the connector's sync lock too: one job per connector at a time
@@ -435,7 +435,7 @@ def run_job(ws: Workspace, job: ScheduledJob, *, now: dt.datetime | None = None,
                           "Another window or process started this run first.")
     engine = SyncEngine(ws, retry_delays=retry_delays or DEFAULT_RETRY_DELAYS, on_progress=on_progress,
                         cancel=cancel)
-    outcome = _execute(ws, job, engine)
+    outcome = execute(ws, job, engine)
     problem = _alert(ws, outcome)
     if problem:
         outcome.message += f" The alert could not be sent: {problem}"

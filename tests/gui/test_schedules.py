@@ -337,6 +337,7 @@ def test_a_schedule_whose_connector_syncs_in_another_process_is_skipped(qtbot, m
     assert outcome.status == "skipped"
     assert "already syncing in another ESG Workbench process" in outcome.message
     assert any("skipped (schedule 'nightly')" in n and "another ESG Workbench process" in n for n in notices)
+    assert not any("failed" in n for n in notices)  # a busy connector is no failed sync to alert on
     assert sync_runs(ws) == []
     assert scheduler.get_job(ws, "nightly").last_status == "skipped"
 
