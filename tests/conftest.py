@@ -29,6 +29,18 @@ def service_missing(what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+@pytest.fixture
+def keyring_ready():
+    """A secure keyring to store secrets in (the tests run in scripts/test.sh's own session)."""
+    from esg_workbench import credentials
+    from esg_workbench.core.errors import KeyringUnavailable
+
+    try:
+        credentials.check_backend()
+    except KeyringUnavailable as exc:
+        service_missing(f"a secure keyring ({exc.message})")
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

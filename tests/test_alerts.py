@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
 from tests.fault_proxy import FaultProxy
 from tests.webhook_receiver import WebhookReceiver
 
@@ -30,16 +30,6 @@ def sample_alert(**changes) -> Alert:
                   failed_chunks=[{"stream": "public.t", "range": "[1 .. 100)", "attempts": 4, "error": "lost"}],
                   workspace="duckdb:////tmp/w.duckdb", organization="default")
     return dataclasses.replace(alert, **changes)
-
-
-@pytest.fixture
-def keyring_ready():
-    from esg_workbench import credentials
-
-    try:
-        credentials.check_backend()
-    except KeyringUnavailable as exc:
-        service_missing(f"a secure keyring ({exc.message})")
 
 
 @pytest.fixture

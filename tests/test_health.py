@@ -13,11 +13,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, service_missing
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.fault_proxy import FaultProxy
 from tests.webhook_receiver import WebhookReceiver
 
-from esg_workbench.core.errors import KeyringUnavailable
 from esg_workbench.sync import operations
 from esg_workbench.sync.health import connector_health, plain_duration
 
@@ -31,16 +30,6 @@ def ws(tmp_path):
     workspace = open_workspace(str(tmp_path / "ws.duckdb"))
     yield workspace
     workspace.close()
-
-
-@pytest.fixture
-def keyring_ready():
-    from esg_workbench import credentials
-
-    try:
-        credentials.check_backend()
-    except KeyringUnavailable as exc:
-        service_missing(f"a secure keyring ({exc.message})")
 
 
 def make_table(pg_conn, table: str, rows: int) -> None:

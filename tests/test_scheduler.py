@@ -12,12 +12,12 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port, service_missing
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
 from fault_proxy import FaultProxy
 from webhook_receiver import WebhookReceiver
 
 from esg_workbench.audit import chain
-from esg_workbench.core.errors import ConfigError, KeyringUnavailable, NotFound
+from esg_workbench.core.errors import ConfigError, NotFound
 from esg_workbench.sync import cron, operations, scheduler
 from esg_workbench.sync.engine import SyncEngine
 from esg_workbench.workspace import open_workspace, sync_records
@@ -290,16 +290,6 @@ def test_failed_sync_is_an_outcome_not_an_exception(ws, pg_database):
     assert [(r.id, r.status) for r in runs_of(ws)] == [(down.run_id, "failed")]
     assert "There is no connector named" in gone.message and "schedule edit b-gone --connector" in gone.message
     assert scheduler.get_job(ws, "b-gone").last_status == "failed"
-
-
-@pytest.fixture
-def keyring_ready():
-    from esg_workbench import credentials
-
-    try:
-        credentials.check_backend()
-    except KeyringUnavailable as exc:
-        service_missing(f"a secure keyring ({exc.message})")
 
 
 def test_partial_scheduled_sync_alerts_then_a_retry_job_finishes_it(ws, pg_database, source, keyring_ready, monkeypatch):

@@ -8,22 +8,12 @@ import sys
 
 import pytest
 
-from esg_workbench.core.errors import AuthenticationFailed, KeyringUnavailable
+from esg_workbench.core.errors import AuthenticationFailed
 from esg_workbench.sync import operations
 from esg_workbench.workspace import open_workspace
 from tests.conftest import PG_HOST, PG_PORT, service_missing
 
 PASSWORD = "esg-test-pw"  # esg_pw_user's password (scripts/setup-test-servers.sh)
-
-
-@pytest.fixture
-def keyring_ready():
-    from esg_workbench import credentials
-
-    try:
-        credentials.check_backend()
-    except KeyringUnavailable as exc:
-        service_missing(f"a secure keyring ({exc.message})")
 
 
 @pytest.fixture

@@ -27,18 +27,6 @@ def small_source(pg_conn, pg_database):
     return {"database": pg_database, "host": PG_HOST, "port": PG_PORT, "user": PG_USER}
 
 
-@pytest.fixture
-def keyring_ready():
-    from esg_workbench import credentials
-    from esg_workbench.core.errors import KeyringUnavailable
-    from tests.conftest import service_missing
-
-    try:
-        credentials.check_backend()
-    except KeyringUnavailable as exc:
-        service_missing(f"a secure keyring ({exc.message})")
-
-
 def click_sync(qtbot, window, timeout: int = 60000):
     panel = window.sync
     window.tabs.setCurrentWidget(panel)
