@@ -63,7 +63,7 @@ def drop_roles(shared: SharedDatabase) -> None:
         roles = [r[0] for r in conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolname LIKE %s OR rolname LIKE %s ORDER BY rolname", patterns)]
         conn.execute(f'ALTER DATABASE "{shared.database}" OWNER TO "{PG_USER}"')
-        conn.execute(f'ALTER SCHEMA public OWNER TO pg_database_owner')
+        conn.execute('ALTER SCHEMA public OWNER TO pg_database_owner')
         for role in roles:
             conn.execute(f'DROP OWNED BY "{role}" CASCADE')
         for role in roles:

@@ -612,9 +612,9 @@ def test_reads_see_rows_committed_since_the_last_read(kind, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_hostile_identifiers(kind, tmp_path):
     src = make_source(kind, tmp_path)
-    src.run(f'CREATE TABLE "we""ird \'tab\' ünï" (id INTEGER PRIMARY KEY, "select" TEXT, "a b" DOUBLE, "from" TIMESTAMP)')
+    src.run('CREATE TABLE "we""ird \'tab\' ünï" (id INTEGER PRIMARY KEY, "select" TEXT, "a b" DOUBLE, "from" TIMESTAMP)')
     rows = [(i, f"s{i % 3}", i * 1.5, dt.datetime(2024, 1, 1, i)) for i in range(1, 11)]
-    src.run(f'INSERT INTO "we""ird \'tab\' ünï" VALUES (?, ?, ?, ?)', rows)
+    src.run('INSERT INTO "we""ird \'tab\' ünï" VALUES (?, ?, ?, ?)', rows)
     conn = src.connector()
     stream = src.ref(HOSTILE)
     assert stream in conn.list_streams()

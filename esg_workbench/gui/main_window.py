@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.gui import catalog, dialogs, icons
 from esg_workbench.gui.audit_panel import AuditPanel
-from esg_workbench.gui.connector_dialog import ConnectorDialog, test_connection
+from esg_workbench.gui.connector_dialog import ConnectorDialog
 from esg_workbench.gui.connectors_panel import ConnectorsPanel
 from esg_workbench.gui.history_panel import HistoryPanel
 from esg_workbench.gui.schema_browser import SchemaBrowser

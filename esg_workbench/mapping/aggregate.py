@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import statistics
 import time

@@ -36,7 +36,7 @@ from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, F
 from esg_workbench.mapping.errors import MappingError, UnknownUnit
 from esg_workbench.mapping.factors import FactorSet, load_factor_set
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only, validate
-from esg_workbench.mapping.sql import (ANY, BOOLEAN, DATE, DUCKDB, NULL, NUMBER, TEXT, TIMESTAMP, Dialect, dialect_of,
+from esg_workbench.mapping.sql import (ANY, BOOLEAN, DUCKDB, NULL, NUMBER, Dialect, dialect_of,
                                        value_type)
 from esg_workbench.mapping.transforms import Context
 from esg_workbench.workspace import concurrency

@@ -37,7 +37,6 @@ from esg_workbench.core.specs import (
     StreamRef,
     SyncStatus,
     TableInfo,
-    Drift,
 )
 from esg_workbench.sync import planner
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records

@@ -20,7 +20,7 @@ from esg_workbench.mapping.model import (
     propose_edges, validate,
 )
 from esg_workbench.mapping.sql import DATE, NUMBER, TEXT
-from esg_workbench.mapping.transforms import Cast, Constant, Unit, ValueMap
+from esg_workbench.mapping.transforms import Cast, Constant, Unit
 from tests.mapping.conftest import land
 
 CATALOG = load_catalog()
