@@ -73,7 +73,8 @@ class Workspace:
 
     DuckDB allows one writing process; inside it, write transactions are serialized by
     a lock so that parallel syncs never conflict. On PostgreSQL, writers run in
-    parallel and only the audit append is serialized (an advisory lock).
+    parallel; where two would step on each other (a mapping's versions, its staging
+    rows, the KPIs, the audit chain) advisory locks make one wait: see concurrency.py.
     """
 
     def __init__(self, kind: str, url: str, engine: sa.Engine, organization_id: str = DEFAULT_ORGANIZATION):
