@@ -7,6 +7,7 @@ Every command takes --json for machine-readable output and exits non-zero on fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -164,9 +165,11 @@ def _sync_exit(result) -> int:
     return {"success": 0, "partial_success": EXIT_PARTIAL, "cancelled": EXIT_CANCELLED}.get(result.status.value, EXIT_FAILED)
 
 
-def cmd_sync(ws, args, out: Output) -> int:
+@contextlib.contextmanager
+def cancel_on_ctrl_c(out: Output):
+    """A CancelToken that the first Ctrl+C sets (the sync stops after the current chunk);
+    a second Ctrl+C stops at once."""
     from esg_workbench.core.specs import CancelToken
-    from esg_workbench.sync.engine import SyncEngine, SyncRequest
 
     cancel = CancelToken()
 
@@ -178,13 +181,20 @@ def cmd_sync(ws, args, out: Output) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_sync(ws, args, out: Output) -> int:
+    from esg_workbench.sync.engine import SyncEngine, SyncRequest
+
+    with cancel_on_ctrl_c(out) as cancel:
         engine = SyncEngine(ws, cancel=cancel, on_progress=_progress_printer(out), retry_delays=_retry_delays())
         result = engine.run(SyncRequest(
             connector=args.name, tables=args.table, load_type=args.load_type, chunk_size=args.chunk_size,
             chunk_strategy=args.chunk_strategy, window=args.window, resume=args.resume,
             retry_failed=args.retry_failed))
-    finally:
-        signal.signal(signal.SIGINT, previous)
     out.emit({"run_id": result.run_id, "status": result.status.value, "seconds": result.seconds,
               "rows_written": result.rows_written, "error": result.error, "mapped": result.mapped,
               "streams": [s.__dict__ for s in result.streams]}, _describe_sync(result))

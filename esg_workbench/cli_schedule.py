@@ -4,7 +4,6 @@ OS schedulers (cron, Windows Task Scheduler, launchd) on machines where the app 
 from __future__ import annotations
 
 import datetime as dt
-import signal
 from typing import Any
 
 from esg_workbench.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_PARTIAL, Output, _retry_delays, _table
@@ -159,8 +158,7 @@ def cmd_schedule_run_due(workspace_url, args, out: Output) -> int:
 
 
 def _run_due(ws, args, out: Output) -> int:
-    from esg_workbench.cli import _progress_printer
-    from esg_workbench.core.specs import CancelToken
+    from esg_workbench.cli import _progress_printer, cancel_on_ctrl_c
     from esg_workbench.sync import scheduler
 
     if args.dry_run:
@@ -169,20 +167,9 @@ def _run_due(ws, args, out: Output) -> int:
                  "\n".join(f"due: {j.name} ({scheduler.ACTION_WORDS[j.action]} of '{j.connector}'), "
                            f"slot {_when(j.next_run_local)}" for j in due) or "No job is due.")
         return 0
-    cancel = CancelToken()
-
-    def on_sigint(signum, frame):
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        out.info("Cancelling after the current chunk... (Ctrl+C again to stop at once)")
-        cancel.cancel()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with cancel_on_ctrl_c(out) as cancel:
         outcomes = scheduler.run_due(ws, cancel=cancel, on_progress=_progress_printer(out),
                                      retry_delays=_retry_delays())
-    finally:
-        signal.signal(signal.SIGINT, previous)
     out.emit({"outcomes": [_outcome_data(o) for o in outcomes]},
              "\n".join(o.describe() for o in outcomes) or "No job is due.")
     return _run_due_exit(outcomes)

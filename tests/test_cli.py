@@ -80,3 +80,32 @@ def test_failures_exit_non_zero_with_a_readable_message(ws_path, pg_database):
     assert invalid.returncode == 1 and "does not exist" in invalid.stderr and "What to do" in invalid.stderr
     failed_sync = cli(ws_path, "sync", "gone", "--json")
     assert failed_sync.returncode == 1 and json.loads(failed_sync.stdout)["status"] == "failed"
+
+
+def test_ctrl_c_cancels_after_the_current_chunk_and_resume_finishes(ws_path, pg_conn, pg_database):
+    import signal
+
+    pg_conn.execute("CREATE TABLE readings (id int PRIMARY KEY, kwh float8);"
+                    "INSERT INTO readings SELECT g, g * 0.5 FROM generate_series(1, 200000) g")
+    ok_json(cli(ws_path, "connector", "add", "erp", "--type", "postgres", "--json",
+                "--option", f"host={PG_HOST}", "--option", f"port={PG_PORT}", "--option", f"database={pg_database}",
+                "--option", f"username={PG_USER}", "--option", "chunk_strategy=id", "--option", "chunk_size=2000"))
+    sync = subprocess.Popen([sys.executable, "-m", "esg_workbench", "--workspace", ws_path, "sync", "erp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = sync.stderr.readline()
+        while "chunks 0/" in line:  # the plan; then the first chunk's line: the sync is under way
+            line = sync.stderr.readline()
+        assert "chunks 1/100" in line, line
+        sync.send_signal(signal.SIGINT)
+        out, err = sync.communicate(timeout=60)
+    finally:
+        sync.kill()
+    assert sync.returncode == 4, out + err  # cancelled
+    assert "Cancelling after the current chunk" in err and "cancelled" in out
+
+    resumed = ok_json(cli(ws_path, "sync", "erp", "--resume", "--json"))
+    assert resumed["status"] == "success"
+    logs = ok_json(cli(ws_path, "logs", "--json"))
+    assert [r["status"] for r in logs] == ["success", "cancelled"]
+    assert sum(r["items_written"] for r in logs) == 200000  # each row landed once over both runs
