@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.core.errors import EsgError
 from esg_workbench.gui import dialogs, icons
-from esg_workbench.gui.schedule_dialog import ACTION_LABELS, ScheduleDialog, ScheduleValues
+from esg_workbench.gui.schedule_dialog import ACTION_LABELS, ScheduleDialog, ScheduleValues, action_text
 
 COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Last run", "Result")
 ENABLED, NAME, CONNECTOR, ACTION, WHEN, NEXT, LAST, RESULT = range(len(COLUMNS))
@@ -220,13 +220,15 @@ class SchedulesPanel(QWidget):
             cells = {
                 NAME: QTableWidgetItem(job.name),
                 CONNECTOR: QTableWidgetItem(job.connector),
-                ACTION: QTableWidgetItem(ACTION_LABELS.get(job.action, job.action)),
+                ACTION: QTableWidgetItem(action_text(job.action, job.options)),
                 WHEN: QTableWidgetItem(describe_cron(job.cron)),
                 NEXT: QTableWidgetItem(next_text),
                 LAST: QTableWidgetItem(last + (f" (run {job.last_run_id})" if job.last_run_id else "")),
                 RESULT: result,
             }
             cells[WHEN].setToolTip(f"cron: {job.cron}   time zone: {zone}")
+            if job.action != "discover" and job.options.get("tables"):
+                cells[ACTION].setToolTip("Tables: " + ", ".join(job.options["tables"]))
             if job.enabled and job.next_run_at is not None:
                 cells[NEXT].setToolTip(f"{_utc(job.next_run_at):%Y-%m-%d %H:%M} UTC")
             self.table.setItem(row, ENABLED, enabled)
@@ -343,10 +345,11 @@ class SchedulesPanel(QWidget):
         ws = self.workspace
 
         def save(v: ScheduleValues):
-            return scheduler.add_job(ws, v.name, v.cron, v.connector, v.action, timezone=v.timezone, enabled=v.enabled)
+            return scheduler.add_job(ws, v.name, v.cron, v.connector, v.action, timezone=v.timezone,
+                                     enabled=v.enabled, options=v.options)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names,
-                                         taken_names=set(self.names()), parent=self))
+                                         taken_names=set(self.names()), workspace=ws, parent=self))
 
     def edit_schedule(self) -> ScheduleDialog | None:
         job = self.current_job()
@@ -359,10 +362,10 @@ class SchedulesPanel(QWidget):
         def save(v: ScheduleValues):
             return scheduler.update_job(ws, name, new_name=v.name if v.name != name else None, cron=v.cron,
                                         timezone=v.timezone, connector=v.connector, action=v.action,
-                                        enabled=v.enabled)
+                                        enabled=v.enabled, options=v.options)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names, job=job,
-                                         taken_names=set(self.names()), parent=self))
+                                         taken_names=set(self.names()), workspace=ws, parent=self))
 
     def toggle_selected(self) -> None:
         job = self.current_job()

@@ -1,7 +1,8 @@
 """Schedules in the app: the dialog (presets, live preview, inline cron errors, save
 errors), the Schedules tab (edit, disable, enable, remove), and the in-app scheduler
 starting due syncs against a real PostgreSQL source: once for many missed slots, skipped
-(and saying so) while the connector is busy here or in another process."""
+(and saying so) while the connector is busy here or in another process; a sync's load type
+and tables chosen in the dialog, and what it does with an undiscovered connector."""
 
 from __future__ import annotations
 
@@ -376,3 +377,142 @@ def test_run_now_rediscovers_a_disabled_schedule_and_keeps_its_times(qtbot, wind
     with window.workspace.read() as conn:
         cached = conn.execute(sa.text("SELECT count(DISTINCT table_name) FROM source_schema_cache")).scalar()
     assert cached == 2 and sync_runs(ws) == []
+
+
+# --- what a scheduled sync loads: load type and tables ----------------------------------------
+
+
+def open_table_picker(qtbot, dialog):
+    from esg_workbench.gui.schedule_dialog import TablePicker
+
+    qtbot.mouseClick(dialog.choose_tables, Qt.MouseButton.LeftButton)
+    pickers = [p for p in dialog.findChildren(TablePicker) if p.isVisible()]
+    assert len(pickers) == 1, "the table checklist did not open"
+    qtbot.waitExposed(pickers[0])
+    return pickers[0]
+
+
+def click_check(qtbot, picker, name: str) -> None:
+    """Click the item's check box, as a user does."""
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
+
+    view, item = picker.list, picker.item(name)
+    option = QStyleOptionViewItem()
+    view.initViewItemOption(option)
+    option.rect = view.visualItemRect(item)
+    option.features |= QStyleOptionViewItem.ViewItemFeature.HasCheckIndicator
+    box = view.style().subElementRect(QStyle.SubElement.SE_ItemViewItemCheckIndicator, option, view)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=box.center())
+
+
+def wait_connector_read(qtbot, dialog) -> None:
+    qtbot.waitUntil(lambda: dialog._info is not None, timeout=20000)
+
+
+def test_a_schedule_that_reloads_two_chosen_tables_lands_only_those_in_full(qtbot, window, source, pg_conn):
+    from esg_workbench.sync import operations
+
+    pg_conn.execute("CREATE TABLE waste (id int PRIMARY KEY, kg numeric, updated_at timestamptz);"
+                    "INSERT INTO waste SELECT g, g * 2.5, now() FROM generate_series(1, 40) g;")
+    add_connector(qtbot, window, source, "erp", chunk_size=10_000)
+    ws = window.workspace
+    # the connector itself loads deltas; the schedule asks for a full reload of two tables
+    config = operations.get_connector(ws, "erp").config
+    operations.update_connector(ws, "erp", {**config, "load_type": "delta", "cursor_field": "updated_at"})
+    operations.discover_connector(ws, "erp")
+    panel = show_schedules(qtbot, window)
+
+    dialog = open_schedule_dialog(qtbot, panel, panel.new_button)
+    wait_connector_read(qtbot, dialog)
+    assert dialog.load_type.currentText() == "As the connector is set up (delta)"
+    assert dialog.tables_label.text() == "All tables" and dialog.choose_tables.isEnabled()
+    assert not dialog.tables_note.isVisible()
+    qtbot.keyClicks(dialog.name, "reload-two")
+    choose(dialog.load_type, "full")
+    picker = open_table_picker(qtbot, dialog)
+    assert [i.text() for i in picker.items()] == ["public.energy_use", "public.sites", "public.waste"]
+    assert picker.count.text() == "All tables (also ones discovered later)"
+    qtbot.mouseClick(picker.none_button, Qt.MouseButton.LeftButton)
+    assert picker.count.text() == "Check at least one table."
+    assert not picker.buttons.button(picker.buttons.StandardButton.Ok).isEnabled()
+    click_check(qtbot, picker, "public.energy_use")
+    click_check(qtbot, picker, "public.waste")
+    assert picker.count.text() == "2 of 3 tables"
+    qtbot.mouseClick(picker.buttons.button(picker.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert dialog.tables_label.text() == "2 of 3 tables: energy_use, waste"
+    with qtbot.waitSignal(dialog.finished, timeout=20000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "reload-two" in panel.names(), timeout=20000)
+    assert panel.row_texts("reload-two")["Action"] == "Sync new and changed data (full, 2 tables)"
+    job = scheduler.get_job(ws, "reload-two")
+    assert job.options == {"load_type": "full", "tables": ["public.energy_use", "public.waste"]}
+
+    make_due(ws, "reload-two")
+    with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=60000) as blocker:
+        window.scheduler.check_now()
+    outcome = blocker.args[0]
+    assert outcome.status == "success", outcome.message
+    assert sorted((s.stream, s.rows_written) for s in outcome.result.streams) == \
+        [("public.energy_use", SOURCE_ROWS), ("public.waste", 40)]
+    with ws.read() as conn:
+        runs = conn.execute(sa.text("SELECT load_type, status FROM connector_sync_logs")).all()
+    assert [tuple(r) for r in runs] == [("full", "success")]
+
+
+def test_switching_a_job_with_sync_options_to_rediscover_saves_without_error(qtbot, window, source):
+    from esg_workbench.sync import operations
+
+    add_connector(qtbot, window, source, "erp")
+    add_connector(qtbot, window, source, "crm")
+    ws = window.workspace
+    operations.discover_connector(ws, "erp")
+    scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="UTC",
+                      options={"load_type": "full", "tables": ["energy_use"], "chunk_size": 500})
+    panel = show_schedules(qtbot, window)
+    assert panel.row_texts("nightly")["Action"] == "Sync new and changed data (full, 1 table)"
+
+    panel.select("nightly")
+    dialog = open_schedule_dialog(qtbot, panel, panel.edit_button)
+    wait_connector_read(qtbot, dialog)
+    assert dialog.load_type.currentText() == "Full reload"
+    assert dialog.tables_label.text() == "1 of 2 tables: energy_use"  # as the CLI stored it, no schema
+    picker = open_table_picker(qtbot, dialog)  # the stored name is checked in the list
+    assert picker.checked() == ["public.energy_use"]
+    qtbot.mouseClick(picker.buttons.button(picker.buttons.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+
+    # another connector: its tables are not these, so the choice goes back to all and says so
+    choose(dialog.connector, "crm")
+    assert dialog.tables_label.text() == "All tables"
+    assert "The table choice was reset to all tables: it was made for 'erp'." in dialog.tables_note.text()
+    wait_connector_read(qtbot, dialog)
+    assert dialog.options() == {"load_type": "full", "chunk_size": 500}  # what the dialog does not show stays
+    choose(dialog.connector, "erp")
+
+    choose(dialog.action, "discover")
+    assert not dialog.form.isRowVisible(dialog.load_type) and not dialog.form.isRowVisible(dialog.tables_widget)
+    assert dialog.save_button.isEnabled()
+    with qtbot.waitSignal(dialog.finished, timeout=20000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert dialog.saved_job is not None
+    job = scheduler.get_job(ws, "nightly")
+    assert (job.action, job.connector, job.options) == ("discover", "erp", {})
+    qtbot.waitUntil(lambda: panel.row_texts("nightly")["Action"] == "Rediscover tables", timeout=20000)
+
+
+def test_an_undiscovered_connector_offers_all_tables_only(qtbot, window, source):
+    add_connector(qtbot, window, source, "erp")
+    panel = show_schedules(qtbot, window)
+    dialog = open_schedule_dialog(qtbot, panel, panel.empty_new)
+    wait_connector_read(qtbot, dialog)
+    assert dialog.tables_label.text() == "All tables" and not dialog.choose_tables.isEnabled()
+    assert dialog.tables_note.text() == ("'erp' has not been discovered yet, so it syncs all its tables. "
+                                         "Discover it (Connectors tab) to choose some.")
+    assert dialog.load_type.currentText() == "As the connector is set up (full)"
+    # a delta needs a cursor field the connector lacks: said before anything is stored
+    qtbot.keyClicks(dialog.name, "deltas")
+    choose(dialog.load_type, "delta")
+    assert "A delta load needs 'erp' to have a cursor field" in dialog.problems.text()
+    assert not dialog.save_button.isEnabled()
+    choose(dialog.load_type, "")
+    assert dialog.save_button.isEnabled()
+    dialog.reject()
