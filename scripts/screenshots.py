@@ -18,7 +18,7 @@ docs/screenshots/*.png:
     kpi-drill-down.png   a KPI value traced to its staging rows and source keys
     about.png            Help > About: version, licences, where workspace, logs and settings live
     schedules.png        the Schedules tab: three schedules, one of them just run by the app
-    schedule-dialog.png  editing a schedule: preset, time zone, the next five runs
+    schedule-dialog.png  editing a schedule: load, tables, preset, time zone, the next five runs
     health.png           the Health tab after syncs that partly failed, with the notice they raised
 """
 
