@@ -66,6 +66,25 @@ def settle(ms: int = 150) -> None:
     loop.exec()
 
 
+def shot_over_window(window, dialog, path: Path):
+    """A dialog is a window of its own: draw it over the dimmed main window, as a user
+    sees it, save that as `path` and return the dialog's own picture."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QColor, QPainter
+
+    picture = window.grab()
+    pane = dialog.grab()
+    painter = QPainter(picture)
+    at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
+    painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
+    painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
+    painter.drawPixmap(at, pane)
+    painter.end()
+    picture.save(str(path))
+    print(f"wrote {path}")
+    return pane
+
+
 def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = create_app()
@@ -100,20 +119,7 @@ def main(out: Path) -> int:
         dialog.test_button.click()
         wait_for(dialog.tested)
         settle()
-        # the dialog is a window of its own: draw it over the main window, as a user sees it
-        from PySide6.QtCore import QPoint
-        from PySide6.QtGui import QColor, QPainter
-
-        picture = window.grab()
-        pane = dialog.grab()
-        painter = QPainter(picture)
-        at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
-        painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
-        painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
-        painter.drawPixmap(at, pane)
-        painter.end()
-        picture.save(str(out / "connectors.png"))
-        print(f"wrote {out / 'connectors.png'}")
+        pane = shot_over_window(window, dialog, out / "connectors.png")
         dialog_path = out / "connector-dialog.png"
         pane.save(str(dialog_path))
         print(f"wrote {dialog_path}")
@@ -206,8 +212,6 @@ def main(out: Path) -> int:
 def mapping_screens(window, out: Path, shot) -> None:
     """mapping.png, kpis.png and kpi-drill-down.png from the sample mapping the sample data
     applied. The connectors list is folded away so the canvas gets the window's width."""
-    from PySide6.QtCore import QPoint
-    from PySide6.QtGui import QColor, QPainter
 
     panel, kpis = window.mapping, window.kpis
     sizes = window.splitter.sizes()
@@ -243,16 +247,7 @@ def mapping_screens(window, out: Path, shot) -> None:
     dialog = kpis.drill_dialog
     dialog.tabs.setCurrentIndex(1)  # the staging rows behind the value
     settle()
-    picture = window.grab()
-    pane = dialog.grab()
-    painter = QPainter(picture)
-    at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
-    painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
-    painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
-    painter.drawPixmap(at, pane)
-    painter.end()
-    picture.save(str(out / "kpi-drill-down.png"))
-    print(f"wrote {out / 'kpi-drill-down.png'}")
+    shot_over_window(window, dialog, out / "kpi-drill-down.png")
     dialog.close()
     window.splitter.setSizes(sizes)
 
@@ -293,8 +288,6 @@ def schedule_screens(window, out: Path, shot) -> None:
     import datetime as dt
 
     import sqlalchemy as sa
-    from PySide6.QtCore import QPoint
-    from PySide6.QtGui import QColor, QPainter
 
     from esg_workbench.sync import scheduler
     from esg_workbench.workspace.database import utcnow
@@ -319,16 +312,7 @@ def schedule_screens(window, out: Path, shot) -> None:
 
     dialog = panel.edit_schedule()
     settle()
-    picture = window.grab()  # the dialog over the window, as a user sees it
-    pane = dialog.grab()
-    painter = QPainter(picture)
-    at = QPoint((picture.width() - pane.width()) // 2, (picture.height() - pane.height()) // 2)
-    painter.fillRect(picture.rect(), QColor(0, 0, 0, 60))
-    painter.fillRect(at.x() - 1, at.y() - 1, pane.width() + 2, pane.height() + 2, QColor("#555"))
-    painter.drawPixmap(at, pane)
-    painter.end()
-    picture.save(str(out / "schedule-dialog.png"))
-    print(f"wrote {out / 'schedule-dialog.png'}")
+    shot_over_window(window, dialog, out / "schedule-dialog.png")
     dialog.reject()
 
 
