@@ -158,10 +158,12 @@ def test_bad_jobs_and_edits_are_refused_and_change_nothing(ws, pg_database):
 
 def test_due_jobs_are_the_enabled_ones_whose_slot_has_come(ws, pg_database):
     add_erp(ws, pg_database)
-    daily = scheduler.add_job(ws, "daily", "0 2 * * *", "erp", timezone="UTC")
+    scheduler.add_job(ws, "daily", "0 2 * * *", "erp", timezone="UTC")
     scheduler.add_job(ws, "hourly", "@hourly", "erp", timezone="UTC")
     scheduler.add_job(ws, "off", "* * * * *", "erp", enabled=False)
-    slot = daily.next_run_at
+    # slots days ahead, so that "the real now" below is before both at any time of day
+    slot = (utcnow() + dt.timedelta(days=3)).replace(hour=2, minute=0, second=0, microsecond=0)
+    set_next_run(ws, "daily", slot)
     set_next_run(ws, "hourly", slot - dt.timedelta(hours=1))
     assert scheduler.due_jobs(ws, slot - dt.timedelta(hours=1, seconds=1)) == []
     assert [j.name for j in scheduler.due_jobs(ws, slot - dt.timedelta(seconds=1))] == ["hourly"]
