@@ -80,13 +80,14 @@ def test_add_edit_enable_disable_remove(ws, pg_database):
     add_erp(ws, pg_database)
     add_erp(ws, pg_database, name="hr")
     before = utcnow()
-    job = scheduler.add_job(ws, "nightly", "30 2 * * *", "erp", timezone="Europe/Berlin")
+    # 04:30: a time Europe/Berlin's DST changes (02:00-03:00) never skip or repeat, whatever today is
+    job = scheduler.add_job(ws, "nightly", "30 4 * * *", "erp", timezone="Europe/Berlin")
     assert (job.name, job.cron, job.timezone, job.connector, job.action, job.enabled) == \
-        ("nightly", "30 2 * * *", "Europe/Berlin", "erp", "sync", True)
-    assert job.next_run_at == cron.next_run_utc("30 2 * * *", "Europe/Berlin", before)
-    assert (job.next_run_local.hour, job.next_run_local.minute) == (2, 30)
-    assert job.description == "Every day at 02:30"
-    assert [t.strftime("%H:%M") for t in job.upcoming(5)] == ["02:30"] * 5
+        ("nightly", "30 4 * * *", "Europe/Berlin", "erp", "sync", True)
+    assert job.next_run_at == cron.next_run_utc("30 4 * * *", "Europe/Berlin", before)
+    assert (job.next_run_local.hour, job.next_run_local.minute) == (4, 30)
+    assert job.description == "Every day at 04:30"
+    assert [t.strftime("%H:%M") for t in job.upcoming(5)] == ["04:30"] * 5
     assert job.last_status is None and job.last_run_at is None
 
     job = scheduler.update_job(ws, "nightly", new_name="weekday-mornings", cron="0 6 * * MON-FRI",
@@ -175,7 +176,7 @@ def test_due_jobs_are_the_enabled_ones_whose_slot_has_come(ws, pg_database):
 
 def test_run_due_runs_a_real_sync_and_records_it(ws, pg_database, source):
     add_erp(ws, pg_database, cursor_field="updated_at", chunk_size=100)
-    job = scheduler.add_job(ws, "nightly", "30 2 * * *", "erp", timezone="Europe/Berlin")
+    job = scheduler.add_job(ws, "nightly", "30 4 * * *", "erp", timezone="Europe/Berlin")
     assert scheduler.run_due(ws, retry_delays=FAST) == []  # not due yet
     slot = job.next_run_at
     events = []
@@ -190,7 +191,9 @@ def test_run_due_runs_a_real_sync_and_records_it(ws, pg_database, source):
     assert (after.last_status, after.last_run_id, after.last_message) == ("success", outcome.run_id, outcome.message)
     assert after.last_run_at is not None
     assert after.next_run_at == cron.next_run_utc(job.cron, job.timezone, slot + dt.timedelta(minutes=1))
-    assert after.next_run_at - slot == dt.timedelta(days=1)  # no DST change this late in November
+    # the next day at 04:30 on the wall clock (23, 24 or 25 hours later, by the DST calendar)
+    assert (after.next_run_local.date() - job.next_run_local.date()).days == 1
+    assert after.next_run_local.strftime("%H:%M") == "04:30"
     [entry] = [e for e in schedule_entries(ws) if e["action"] == "schedule.run"]
     assert entry["metadata"] == {"job": "nightly", "connector": "erp", "action": "sync", "status": "success",
                                  "run_id": outcome.run_id, "message": outcome.message}

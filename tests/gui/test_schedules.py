@@ -206,7 +206,8 @@ def test_edit_disable_enable_remove(qtbot, window, source, answers):
 def test_a_due_schedule_starts_by_itself_and_is_recorded(qtbot, window, source):
     add_connector(qtbot, window, source, "erp", chunk_size=10_000)
     ws = window.workspace
-    scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="Europe/Paris")
+    # 04:00: never skipped by a DST change (02:00-03:00 in Paris), whatever day the test runs
+    scheduler.add_job(ws, "nightly", "0 4 * * *", "erp", timezone="Europe/Paris")
     make_due(ws, "nightly")
     notices: list[str] = []
     window.notice.connect(notices.append)
@@ -227,7 +228,7 @@ def test_a_due_schedule_starts_by_itself_and_is_recorded(qtbot, window, source):
     job = scheduler.get_job(ws, "nightly")
     assert job.last_status == "success" and job.last_run_id == sync.result.run_id
     assert f"{SOURCE_ROWS + 3:,} rows" in job.last_message
-    assert job.next_run_at > utcnow() and job.next_run_local.strftime("%H:%M") == "02:00"
+    assert job.next_run_at > utcnow() and job.next_run_local.strftime("%H:%M") == "04:00"
     assert sync_runs(ws) == [(sync.result.run_id, "success")]
     qtbot.waitUntil(lambda: panel_shows(window, "nightly", "success"), timeout=20000)
     qtbot.wait(5 * FAST)  # later checks find nothing due
