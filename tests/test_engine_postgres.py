@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -234,3 +235,30 @@ def test_cursor_that_is_the_key_itself_checkpoints_exactly(ws, pg_conn, pg_spec)
     assert sync(ws).rows_written == 0  # nothing new: the last row is not re-read
     pg_conn.execute("INSERT INTO log VALUES (501, 'new')")
     assert sync(ws).rows_written == 1
+
+
+def test_uuid_keys_are_planned_checkpointed_and_landed(ws, pg_conn, pg_spec):
+    """PostgreSQL has no min() or max() of uuid: measuring the key must not need them."""
+    pg_conn.execute("""CREATE TABLE things (id uuid PRIMARY KEY, n int);
+        INSERT INTO things SELECT md5(g::text)::uuid, g FROM generate_series(1, 97) g""")
+    add_pg(ws, pg_spec, chunk_size=10)
+    result = sync(ws)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert result.streams[0].chunks_planned == 10 and result.streams[0].rows_written == 97
+    # ADBC hands uuid over as its 16 bytes, and they land as such
+    landed = {uuid.UUID(bytes=bytes(k)): n for k, n in raw_rows(ws, result.streams[0].raw_table, ["id", "n"])}
+    assert landed == dict(source_rows(pg_conn, "things", ["id", "n"]))
+
+
+def test_bytea_keys_with_quote_and_backslash_bytes_are_chunk_bounds(ws, pg_conn, pg_spec):
+    """Bytes bounds are rendered as decode('..', 'hex'): as text literals, the backslash
+    (0x5c) and quote (0x27) bytes in these keys would break or shift the bounds."""
+    pg_conn.execute("""CREATE TABLE blobs (k bytea PRIMARY KEY, n int);
+        INSERT INTO blobs SELECT decode(lpad(to_hex(g * 2654435761 % 4294967296), 8, '0') || '5c27', 'hex'), g
+        FROM generate_series(1, 97) g""")
+    add_pg(ws, pg_spec, chunk_size=10)
+    result = sync(ws)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert result.streams[0].chunks_planned == 10
+    assert [(bytes(k), n) for k, n in raw_rows(ws, result.streams[0].raw_table, ["k", "n"])] == \
+        [(bytes(k), n) for k, n in source_rows(pg_conn, "blobs", ["k", "n"])]

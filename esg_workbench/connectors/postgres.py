@@ -28,7 +28,7 @@ from esg_workbench.core.errors import (
 )
 from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
 from esg_workbench.connectors.base import close_quietly
-from esg_workbench.connectors.sql import SqlConnector
+from esg_workbench.connectors.sql import SqlConnector, prefix_compare
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,6 +40,25 @@ _TRANSIENT_WORDS = ("connection refused", "could not connect", "server closed th
                     "connection reset", "terminating connection", "timeout expired",
                     "timed out", "broken pipe", "no connection to the server",
                     "connection to server", "the database system is")
+
+
+class _ByteaLiteral(sa.types.UserDefinedType):
+    """Bytes rendered as `decode('00ff', 'hex')`: SQLAlchemy's literal for bytes is a text
+    literal, which PostgreSQL reads as bytea escapes (a backslash in the key breaks it)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "BYTEA"
+
+    def literal_processor(self, dialect):
+        return lambda value: f"decode('{bytes(value).hex()}', 'hex')"
+
+
+class _Bytea(bytes):
+    """A bytea key value: `sa.literal()` gives it the type above."""
+
+    __sa_type_engine__ = _ByteaLiteral()
 
 
 class PostgresConnector(SqlConnector):
@@ -148,6 +167,10 @@ class PostgresConnector(SqlConnector):
         scaled = self._scaled_numerics(stream, scope.columns)
         for batch in super().read(stream, scope, chunk, cancel):
             yield _unscale(batch, scaled) if scaled else batch
+
+    def compare_prefix(self, columns: list[sa.ColumnElement], bound: tuple, op: str) -> sa.ColumnElement:
+        bound = tuple(_Bytea(v) if isinstance(v, (bytes, bytearray, memoryview)) else v for v in bound)
+        return prefix_compare(columns, bound, op)
 
     @property
     def literal_dialect(self) -> sa.Dialect:

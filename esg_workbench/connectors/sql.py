@@ -301,8 +301,15 @@ class SqlConnector(TranslatesErrors):
     def key_range(self, stream: StreamRef, scope: ReadScope) -> tuple[Any, Any, int]:
         t, key_cols, conds = self._filtered(stream, scope, None)
         col = key_cols[0]
+
+        # The first and last value by ORDER BY, not min()/max(): PostgreSQL has no min or
+        # max of uuid or bytea (common key types), and a key's index answers either way.
+        def end(order) -> sa.ScalarSelect:
+            return sa.select(col).select_from(t).where(*conds, col.is_not(None)).order_by(order).limit(1).scalar_subquery()
+
         row = self._scalar_row(
-            sa.select(sa.func.min(col), sa.func.max(col), sa.func.count()).select_from(t).where(*conds),
+            sa.select(end(col.asc()), end(col.desc()),
+                      sa.select(sa.func.count()).select_from(t).where(*conds).scalar_subquery()),
             f"Measuring {stream.qualified}",
         )
         return row[0], row[1], int(row[2])

@@ -7,6 +7,7 @@ its zone (aware values are stored in UTC); a Decimal keeps every digit.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,8 @@ def encode_value(value: Any) -> Any:
         return {"b": value.hex()}
     if isinstance(value, dt.time):
         return {"t": value.isoformat()}
+    if isinstance(value, uuid.UUID):
+        return {"uuid": str(value)}
     raise TypeError(f"cannot store a key value of type {type(value).__name__}")
 
 
@@ -50,6 +53,8 @@ def decode_value(value: Any) -> Any:
         return bytes.fromhex(text)
     if tag == "t":
         return dt.time.fromisoformat(text)
+    if tag == "uuid":
+        return uuid.UUID(text)
     raise ValueError(f"unknown key tag {tag!r}")
 
 
