@@ -128,20 +128,8 @@ class HanaConnector(SqlConnector):
         normalize = self.engine.dialect.normalize_name
         return {normalize(name): int(n) for name, n in rows if n is not None}
 
-    def boundaries(self, stream: StreamRef, scope: ReadScope, every: int,
-                   within: ChunkRange | None = None) -> list[tuple]:
-        """Every `every`-th key: as the base class, with MOD() (HANA has no `%`)."""
-        t, key_cols, conds = self._filtered(stream, scope, within)
-        rn = sa.func.row_number().over(order_by=key_cols).label("_rn")
-        inner = sa.select(*key_cols, rn).select_from(t).where(*conds).subquery()
-        cols = [inner.c[c.name] for c in key_cols]
-        query = (
-            sa.select(*cols)
-            .where(inner.c._rn > 1, sa.func.MOD(inner.c._rn - 1, every) == 0)
-            .order_by(*cols)
-        )
-        with self.errors(f"Planning chunks of {stream.qualified}"), self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]
+    def modulo(self, value: sa.ColumnElement, divisor: int) -> sa.ColumnElement:
+        return sa.func.MOD(value, divisor)  # HANA has no `%`
 
     # --- reading ------------------------------------------------------------------------------
 

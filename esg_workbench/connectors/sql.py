@@ -314,15 +314,20 @@ class SqlConnector(TranslatesErrors):
         )
         return row[0], row[1], int(row[2])
 
+    def modulo(self, value: sa.ColumnElement, divisor: int) -> sa.ColumnElement:
+        """`value % divisor`; a dialect without the operator overrides this."""
+        return value % divisor
+
     def boundaries(self, stream: StreamRef, scope: ReadScope, every: int,
                    within: ChunkRange | None = None) -> list[tuple]:
+        """Every `every`-th key of the scope, in key order: the bounds of key chunks."""
         t, key_cols, conds = self._filtered(stream, scope, within)
         rn = sa.func.row_number().over(order_by=key_cols).label("_rn")
         inner = sa.select(*key_cols, rn).select_from(t).where(*conds).subquery()
         cols = [inner.c[c.name] for c in key_cols]
         query = (
             sa.select(*cols)
-            .where(inner.c._rn > 1, (inner.c._rn - 1) % every == 0)
+            .where(inner.c._rn > 1, self.modulo(inner.c._rn - 1, every) == 0)
             .order_by(*cols)
         )
         with self.errors(f"Planning chunks of {stream.qualified}"), self.engine.connect() as conn:
