@@ -33,16 +33,74 @@ TICK_MS = 10
 GOAL_MS = 50
 
 
-def _source_database() -> None:
+def _connect(database: str):
+    """An autocommit connection to `database`, made first if it does not exist."""
     psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL is not available: {exc}")
     with admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
-            admin.execute(f'CREATE DATABASE "{DB}"')
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DB, autocommit=True) as conn:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{database}"')
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=database, autocommit=True)
+
+
+def _window_on(qtbot, tmp_path, connector: str, database: str):
+    """The main window on a new workspace with one PostgreSQL connector, selected."""
+    from PySide6.QtCore import QSettings
+
+    from esg_workbench.gui.main_window import MainWindow
+    from esg_workbench.sync import operations
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(f"duckdb:///{tmp_path / 'ws.duckdb'}", settings=settings)
+    window.show()
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        pass
+    operations.add_connector(window.workspace, connector, "postgres", {
+        "host": PG_HOST, "port": PG_PORT, "database": database, "schema": "public", "username": PG_USER})
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        window.refresh_connectors(select=connector)
+    return window
+
+
+def _close(qtbot, window) -> None:
+    window.close()
+    qtbot.waitUntil(lambda: not window.pool.busy, timeout=30000)
+    window.pool.shutdown()
+    window.deleteLater()
+
+
+class LagMeter:
+    """A timer every TICK_MS on the GUI thread: how late each tick comes is how long the
+    event loop was blocked."""
+
+    def __init__(self):
+        from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+
+        self.lags: list[float] = []
+        self._clock = QElapsedTimer()
+        self._timer = QTimer()
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        elapsed = self._clock.nsecsElapsed() / 1e6
+        self._clock.restart()
+        self.lags.append(max(0.0, elapsed - TICK_MS))
+
+    def start(self) -> None:
+        self._clock.start()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+
+def _source_database() -> None:
+    with _connect(DB) as conn:
         have = conn.execute("SELECT to_regclass('public.readings') IS NOT NULL").fetchone()[0]
         if have and conn.execute("SELECT count(*) FROM readings").fetchone()[0] == ROWS:
             return
@@ -66,43 +124,21 @@ def _source_database() -> None:
 
 
 def test_gui_event_loop_lag_during_a_million_row_sync(qtbot, tmp_path):
-    from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
-
-    from esg_workbench.gui.main_window import MainWindow
-    from esg_workbench.sync import operations
+    from PySide6.QtCore import Qt
 
     _source_database()
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(f"duckdb:///{tmp_path / 'ws.duckdb'}", settings=settings)
-    window.show()
-    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
-        pass
-    operations.add_connector(window.workspace, "bench", "postgres", {
-        "host": PG_HOST, "port": PG_PORT, "database": DB, "schema": "public", "username": PG_USER})
-    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
-        window.refresh_connectors(select="bench")
+    window = _window_on(qtbot, tmp_path, "bench", DB)
     panel = window.sync
     window.tabs.setCurrentWidget(panel)
     qtbot.waitUntil(lambda: panel.sync_button.isEnabled(), timeout=30000)
 
-    lags: list[float] = []
-    clock = QElapsedTimer()
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(TICK_MS)
-
-    def tick() -> None:
-        elapsed = clock.nsecsElapsed() / 1e6
-        clock.restart()
-        lags.append(max(0.0, elapsed - TICK_MS))
-
-    timer.timeout.connect(tick)
+    meter = LagMeter()
+    lags = meter.lags
     started = time.monotonic()
-    clock.start()
-    timer.start()
+    meter.start()
     with qtbot.waitSignal(window.jobs.ended, timeout=1_500_000):
         qtbot.mouseClick(panel.sync_button, Qt.MouseButton.LeftButton)
-    timer.stop()
+    meter.stop()
     seconds = time.monotonic() - started
     job = window.jobs.job("bench")
     result = job.result
@@ -118,10 +154,7 @@ def test_gui_event_loop_lag_during_a_million_row_sync(qtbot, tmp_path):
     print(f"  max lag {max(lags):.1f} ms, p99 {p99:.1f} ms, median {statistics.median(lags):.1f} ms; "
           f"{over} tick(s) over the {GOAL_MS} ms goal")
 
-    window.close()
-    qtbot.waitUntil(lambda: not window.pool.busy, timeout=30000)
-    window.pool.shutdown()
-    window.deleteLater()
+    _close(qtbot, window)
 
 
 TABLES = int(os.environ.get("ESG_BENCH_GUI_TABLES", "5000"))
@@ -130,15 +163,7 @@ WIDE_DB = DB + "_wide"
 
 def _wide_database() -> None:
     """A database with TABLES small tables (built once, reused)."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not available: {exc}")
-    with admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (WIDE_DB,)).fetchone():
-            admin.execute(f'CREATE DATABASE "{WIDE_DB}"')
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=WIDE_DB, autocommit=True) as conn:
+    with _connect(WIDE_DB) as conn:
         have = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
         if have == TABLES:
             return
@@ -157,38 +182,14 @@ def _wide_database() -> None:
 def test_gui_event_loop_lag_while_browsing_thousands_of_tables(qtbot, tmp_path):
     """Discover a database with thousands of tables and fill the schema tree's table
     level, then filter it: the timer's lag shows whether the window ever froze."""
-    from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
-
-    from esg_workbench.gui.main_window import MainWindow
-    from esg_workbench.sync import operations
-
     _wide_database()
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(f"duckdb:///{tmp_path / 'ws.duckdb'}", settings=settings)
-    window.show()
-    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
-        pass
-    operations.add_connector(window.workspace, "wide", "postgres", {
-        "host": PG_HOST, "port": PG_PORT, "database": WIDE_DB, "schema": "public", "username": PG_USER})
-    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
-        window.refresh_connectors(select="wide")
+    window = _window_on(qtbot, tmp_path, "wide", WIDE_DB)
     browser = window.schema
     window.tabs.setCurrentWidget(browser)
 
-    lags: list[float] = []
-    clock = QElapsedTimer()
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(TICK_MS)
-
-    def tick() -> None:
-        elapsed = clock.nsecsElapsed() / 1e6
-        clock.restart()
-        lags.append(max(0.0, elapsed - TICK_MS))
-
-    timer.timeout.connect(tick)
-    clock.start()
-    timer.start()
+    meter = LagMeter()
+    lags = meter.lags
+    meter.start()
     started = time.monotonic()
     with qtbot.waitSignal(browser.level_loaded, timeout=600000, check_params_cb=lambda k: k == "schema"):
         browser.tree.expand(browser.proxy.index(0, 0))
@@ -201,7 +202,7 @@ def test_gui_event_loop_lag_while_browsing_thousands_of_tables(qtbot, tmp_path):
     qtbot.waitUntil(lambda: browser.proxy.rowCount(browser.proxy.index(0, 0, browser.proxy.index(0, 0))) == 10,
                     timeout=30000)
     filtered = time.monotonic() - started
-    timer.stop()
+    meter.stop()
 
     def figures(values: list[float]) -> str:
         ordered = sorted(values)
@@ -212,7 +213,4 @@ def test_gui_event_loop_lag_while_browsing_thousands_of_tables(qtbot, tmp_path):
     print(f"Schema browser on {TABLES:,} tables: discovered and listed in {loaded:.1f} s "
           f"({figures(fill_lags)}); filtered in {filtered:.2f} s; overall {figures(lags)}")
 
-    window.close()
-    qtbot.waitUntil(lambda: not window.pool.busy, timeout=30000)
-    window.pool.shutdown()
-    window.deleteLater()
+    _close(qtbot, window)
