@@ -41,7 +41,20 @@ def upgrade_1_to_2(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ALTER COLUMN organization_id SET DEFAULT 'default'"))
 
 
+#: The steps from version 2 to 3, one function per feature, in the order they run. Each
+#: feature of this round appends its own step here (a function above this list).
+STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
+]
+
+
+def upgrade_2_to_3(conn: sa.Connection) -> None:
+    """Version 3: the steps of STEPS_2_TO_3, in order."""
+    for step in STEPS_2_TO_3:
+        step(conn)
+
+
 #: version -> function upgrading a workspace from that version to the next one
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: upgrade_1_to_2,
+    2: upgrade_2_to_3,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: bump with a migration in migrations.py whenever the tables below change
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
