@@ -98,7 +98,7 @@ def cmd_kpi_report(ws, args, out: Output) -> int:
     elif fmt == "csv":
         sys.stdout.write(report.format_csv(rows, kpis))
     else:
-        print(report.formattable(rows, kpis) if rows else
+        print(report.format_table(rows, kpis) if rows else
               "No KPI values. Apply a mapping first: esg-workbench mapping apply NAME")
     return 0
 
