@@ -291,6 +291,22 @@ def webhook_url(ws: Workspace) -> str | None:
     return credentials.load_secret(_keyring_key(ws))
 
 
+def webhook_was_set(ws: Workspace) -> bool:
+    """Whether the last webhook change this organization's audit chain records is a set
+    (not a clear): answers "is there a webhook?" without the keyring."""
+    import sqlalchemy as sa
+
+    from esg_workbench.workspace.schema import esg_ingestion_audit as audit
+
+    with ws.read() as conn:
+        last = conn.execute(
+            sa.select(audit.c.action)
+            .where(audit.c.organization_id == ws.organization_id,
+                   audit.c.action.in_(("alert_webhook_set", "alert_webhook_cleared")))
+            .order_by(audit.c.id.desc()).limit(1)).scalar()
+    return last == "alert_webhook_set"
+
+
 def set_webhook_url(ws: Workspace, url: str | None) -> None:
     """Set (validated) or clear (None or "") the webhook of this workspace and organization."""
     from esg_workbench import credentials

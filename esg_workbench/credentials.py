@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 # keyring picks its backend once per process, so a keyring installed or a package
 # removed only counts after a restart.
-_RESTART_HINT = "After fixing the keyring, restart ESG Workbench: it picks the keyring when it starts."
+_RESTART_HINT = ("After fixing the keyring, run the command again, or restart the ESG Workbench app: "
+                 "the keyring is chosen when the program starts.")
 
 __all__ = ["SERVICE", "store_secret", "load_secret", "delete_secret", "check_backend"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,11 +69,11 @@ def test_failures_exit_non_zero_with_a_readable_message(ws_path, pg_database):
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["kind"] == "NotFound"
 
     secret_option = cli(ws_path, "connector", "add", "x", "--type", "postgres", "--option", "password=hunter2")
-    assert secret_option.returncode == 1 and "--password-stdin" in secret_option.stderr
+    assert secret_option.returncode == 2 and "--password-stdin" in secret_option.stderr
     assert "hunter2" not in secret_option.stderr
 
     bad_type = cli(ws_path, "connector", "add", "x", "--type", "oracle")
-    assert bad_type.returncode == 1 and "Known types" in bad_type.stderr
+    assert bad_type.returncode == 2 and "Known types" in bad_type.stderr
 
     ok_json(cli(ws_path, "connector", "add", "gone", "--type", "postgres", "--json", "--option", f"host={PG_HOST}",
                 "--option", f"port={PG_PORT}", "--option", "database=esg_missing_db", "--option", f"username={PG_USER}"))
@@ -136,3 +137,141 @@ def test_command_modules_share_output_and_never_import_each_other():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esg_workbench.cli"):
                 imported = node.module.split(".")[2:] or [a.name for a in node.names]
                 assert set(imported) <= shared, f"{path.name} imports {node.module} {[a.name for a in node.names]}"
+
+
+def test_connector_add_refuses_bad_values_with_the_valid_keys(ws_path):
+    def add(type_, *options):
+        return cli(ws_path, "connector", "add", "x", "--type", type_, *[a for o in options for a in ("--option", o)])
+
+    refusals = {
+        "unknown type": (add("oracle"), "Known types: postgres"),
+        "unknown key": (add("postgres", "host=h", "database=d", "prot=5"), "'prot' is not an option of a postgres"),
+        "port not a number": (add("postgres", "host=h", "database=d", "port=abc"), "port must be a whole number"),
+        "chunk size too big": (add("postgres", "host=h", "database=d", "chunk_size=1e20"), "chunk_size must be"),
+        "files without path": (add("files"), "A files connector needs 'path'"),
+        "load type": (add("postgres", "host=h", "database=d", "load_type=sometimes"), "load_type must be one of"),
+        "delta without cursor": (add("mysql", "host=h", "database=d", "load_type=delta"), "cursor_field"),
+        "not key=value": (add("postgres", "host"), "is not key=value"),
+    }
+    for case, (proc, words) in refusals.items():
+        assert proc.returncode == 2, (case, proc.stderr)
+        assert words in proc.stderr and "Traceback" not in proc.stderr, (case, proc.stderr)
+    # the valid keys of the type are listed (required ones starred)
+    assert "host*, port, database*, schema, username" in refusals["unknown key"][0].stderr
+    # a value typed into the wrong option is not repeated (it may be a password)
+    wrong_field = add("postgres", "host=h", "database=d", "lookback=hunter2")
+    assert wrong_field.returncode == 2 and "lookback must be a duration" in wrong_field.stderr
+    assert "hunter2" not in wrong_field.stderr
+    as_json = cli(ws_path, "--json", "connector", "add", "x", "--type", "files")
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["kind"] == "UsageError"
+    assert ok_json(cli(ws_path, "--json", "connector", "list")) == []  # nothing was stored
+    # the tuning keys a type reads are accepted; files take their own cursor (no cursor_field for delta)
+    ok_json(cli(ws_path, "--json", "connector", "add", "f", "--type", "files", "--option", "path=/data",
+                "--option", "load_type=delta", "--option", "header_row=2"))
+
+
+def test_option_help_lists_the_keys_of_every_type(ws_path):
+    from esg_workbench.connectors.options import REQUIRED_OPTIONS
+    from esg_workbench.connectors.registry import TYPE_OPTIONS, connector_types
+
+    text = cli(ws_path, "connector", "add", "--help").stdout
+    for type_ in connector_types():
+        line = next(x for x in text.splitlines() if x.strip().startswith(type_ + " "))
+        for key in TYPE_OPTIONS[type_]:
+            assert (key + "*" if key in REQUIRED_OPTIONS[type_] else key) in line, (type_, key)
+
+
+def test_workspace_in_a_missing_folder_is_refused_unless_create(tmp_path):
+    typo = tmp_path / "Reprots" / "esg.duckdb"
+    refused = cli(str(typo), "connector", "list")
+    assert refused.returncode == 2 and "There is no folder" in refused.stderr and "--create" in refused.stderr
+    assert not typo.parent.exists()  # nothing was made
+    made = subprocess.run([sys.executable, "-m", "esg_workbench", "--workspace", str(typo), "--create",
+                           "connector", "list"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert typo.exists()
+    assert cli(str(typo), "connector", "list").returncode == 0  # it exists now: no --create needed
+
+
+def test_missing_files_and_malformed_periods_get_plain_messages(ws_path, tmp_path):
+    missing = cli(ws_path, "factors", "import", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 1, missing.stderr
+    assert "nope.csv: no such file or folder" in missing.stderr and "Unexpected" not in missing.stderr
+    folder = cli(ws_path, "factors", "import", str(tmp_path))
+    assert folder.returncode == 1 and "Unexpected" not in folder.stderr, folder.stderr
+    for bad in ("2024-13", "March", "2024-Q5"):
+        proc = cli(ws_path, "kpi", "report", "--period", bad)
+        assert proc.returncode == 2 and "is not a period" in proc.stderr and "No KPI values" not in proc.stdout
+    assert cli(ws_path, "kpi", "show", "energy_total", "--period", "24-03").returncode == 2
+    assert cli(ws_path, "kpi", "report", "--period", "2024-Q1").returncode == 0
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _all_parsers(child)
+
+
+def test_every_option_and_argument_has_a_help_text():
+    import argparse
+
+    from esg_workbench.cli.entry import build_parser
+
+    missing = [f"{p.prog} {a.dest}" for p in _all_parsers(build_parser()) for a in p._actions
+               if not a.help and not isinstance(a, argparse._SubParsersAction)]
+    assert missing == []
+
+
+def test_readme_and_cron_help_name_what_the_code_takes():
+    import pathlib
+    import re
+
+    from esg_workbench.cli.entry import build_parser
+    from esg_workbench.connectors.registry import connector_types
+    from esg_workbench.sync import cron
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    listed = re.search(r"# TYPE: (.*)", readme).group(1).split()
+    assert sorted(listed) == sorted(connector_types())
+    schedule_add = next(p for p in _all_parsers(build_parser()) if p.prog.endswith("schedule add"))
+    cron_help = next(a.help for a in schedule_add._actions if a.dest == "cron")
+    for shorthand in cron._SHORTHANDS:
+        assert shorthand in cron_help
+
+
+def test_alerts_show_without_a_keyring(ws_path):
+    no_keyring = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    shown = cli(ws_path, "alerts", "show", env=no_keyring)
+    assert shown.returncode == 0 and "No webhook set" in shown.stdout, shown.stderr
+    assert ok_json(cli(ws_path, "--json", "alerts", "show", env=no_keyring))["webhook"] is None
+
+    assert cli(ws_path, "alerts", "set-webhook", "https://hooks.example.com/T0/secret-token").returncode == 0
+    unreadable = cli(ws_path, "alerts", "show", env=no_keyring)
+    assert unreadable.returncode == 1 and "A webhook was set" in unreadable.stderr
+    assert "run the command again" in unreadable.stderr and "secret-token" not in unreadable.stderr
+    assert "hooks.example.com" in cli(ws_path, "alerts", "show").stdout
+
+
+def test_demo_and_human_output_read_as_text(ws_path):
+    demo = cli(ws_path, "demo")  # stderr is a pipe here, not a terminal
+    assert demo.returncode == 0, demo.stderr
+    assert len(demo.stderr.splitlines()) <= 8 and "chunk" not in demo.stderr
+    assert "Demo sync success" in demo.stdout and "KPIs by site and month" in demo.stdout
+
+    status = cli(ws_path, "status", "sample-erp").stdout
+    assert re.search(r"checkpoint cursor \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, key \d+", status), status
+    assert "(" not in "".join(x for x in status.splitlines() if "checkpoint" in x)  # no tuples
+
+    aggregated = cli(ws_path, "kpi", "aggregate").stdout
+    assert "Flags: " in aggregated and "{" not in aggregated and "'" not in aggregated
+
+    shown = cli(ws_path, "kpi", "show", "energy_total", "--period", "2024-03").stdout
+    value = re.match(r"energy_total 2024-03 \(all sites\): ([\d,.]+) MWh", shown).group(1)
+    assert re.fullmatch(r"[\d,]+\.\d", value), value  # MWh to one decimal
+    kpis = cli(ws_path, "kpi", "list").stdout
+    assert re.search(r"energy_total\s+Total energy consumption\s+MWh\s+E1-5 §37\s+302-1\(e\)", kpis), kpis
+    assert cli(ws_path, "kpi", "report").stdout.startswith("period")

@@ -5,19 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from esg_workbench.cli.output import Output, table
+from esg_workbench.cli.output import Output, UsageError, table
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    from esg_workbench.core.errors import ConfigError
-
     options: dict[str, Any] = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
-            raise ConfigError(f"'{pair}' is not key=value.", hint="Write options as --option host=db.example.com")
+            raise UsageError(f"'{pair}' is not key=value.", hint="Write options as --option host=db.example.com")
         if key.strip() == "password":
-            raise ConfigError("Passwords are not accepted as options (they would show in shell history).",
+            raise UsageError("Passwords are not accepted as options (they would show in shell history).",
                               hint="Use --password-stdin, e.g.: printf %s \"$PW\" | esg-workbench connector add ... --password-stdin")
         options[key.strip()] = value
     return options
@@ -26,7 +24,14 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 def cmd_connector_add(ws, args, out: Output) -> int:
     from esg_workbench.sync import operations
 
+    from esg_workbench.connectors.options import check_options
+    from esg_workbench.core.errors import ConfigError
+
     options = _parse_options(args.option)
+    try:
+        check_options(args.type, options)
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
     password = sys.stdin.read().rstrip("\r\n") if args.password_stdin else None
     record = operations.add_connector(ws, args.name, args.type, options, password)
     out.emit({"id": record.id, "name": record.name, "type": record.type, "config": record.config},
@@ -85,32 +90,48 @@ def cmd_connector_discover(ws, args, out: Output) -> int:
 
 
 
+def _options_by_type() -> str:
+    from esg_workbench.connectors.options import describe_keys
+    from esg_workbench.connectors.registry import connector_types
+
+    from esg_workbench.connectors.options import LOAD_OPTIONS
+
+    lines = ["options of each type (--option KEY=VALUE; * = required):"]
+    lines += [f"  {t:<11} {describe_keys(t, loading=False)}" for t in connector_types()]
+    lines += [f"  {'every type':<11} {', '.join(LOAD_OPTIONS)} (how the tables are loaded)"]
+    return "\n".join(lines)
+
+
 def add_commands(sub, common) -> None:
+    import argparse
+
     from esg_workbench.connectors.registry import connector_types
 
     con = sub.add_parser("connector", help="add, list, validate, discover or remove connectors")
     csub = con.add_subparsers(dest="connector_command", metavar="ACTION", required=True)
-    p = csub.add_parser("add", parents=[common], help="add a connector")
-    p.add_argument("name")
+    p = csub.add_parser("add", parents=[common], help="add a connector", epilog=_options_by_type(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="a name of your choice, e.g. erp-production")
     p.add_argument("--type", required=True, metavar="TYPE",
                    help="one of: " + ", ".join(connector_types()))
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="host, port, database, schema, username, path; load_type, cursor_field, "
-                        "chunk_strategy (time|id|auto), window (day|week|month), chunk_size, lookback")
+                   help="a setting of the connector (repeatable); the keys of each type are listed below. "
+                        "Loading: load_type (full|delta), cursor_field, chunk_strategy (time|id|auto), "
+                        "window (day|week|month), chunk_size, lookback (e.g. 15m)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input into the keyring")
     p.set_defaults(func=cmd_connector_add)
     p = csub.add_parser("list", parents=[common], help="list connectors")
     p.set_defaults(func=cmd_connector_list)
     p = csub.add_parser("validate", parents=[common], help="test the connection")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.set_defaults(func=cmd_connector_validate)
     p = csub.add_parser("discover", parents=[common], help="discover tables, columns, keys and samples")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("--table", action="append", help="only this table (repeatable); samples load for these")
     p.add_argument("--sample-rows", type=int, default=100, metavar="N",
                    help="sample rows per table (default 100; 0 for none). For more than 50 tables, samples "
                         "load only for the tables named with --table, or later on demand")
     p.set_defaults(func=cmd_connector_discover)
     p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.set_defaults(func=cmd_connector_remove)

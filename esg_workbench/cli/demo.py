@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+
 from esg_workbench.cli.output import EXIT_FAILED, Output
 
 
 def cmd_demo(ws, args, out: Output) -> int:
     from esg_workbench import demo
 
-    summary = demo.run_demo(ws, progress=out.info)
+    # in a terminal every step shows; in a log or pipe only the headlines (the indented
+    # per-chunk lines would be some 200 lines that say nothing afterwards)
+    progress = out.info if sys.stderr.isatty() else _headlines(out.info)
+    summary = demo.run_demo(ws, progress=progress)
     out.emit(summary, demo.describe(summary))
     return 0 if summary["status"] == "success" else EXIT_FAILED
+
+
+def _headlines(say):
+    def show(text: str) -> None:
+        if not text.startswith(" "):
+            say(text)
+    return show
 
 
 def add_commands(sub, common) -> None:

@@ -10,7 +10,7 @@ import os
 import sys
 
 from esg_workbench.cli import audit, connector, demo, health, mapping, schedule, sync, workspace
-from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, Output
+from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, Output, UsageError
 
 # Each module adds its commands to the parser with add_commands(sub, common); the order
 # is the order of `esg-workbench --help`.
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--organization", metavar="ORG",
                         help="the organization to work in on a shared PostgreSQL workspace "
                              "(default: $ESG_WORKBENCH_ORGANIZATION, else the only one your role belongs to)")
+    parser.add_argument("--create", action="store_true",
+                        help="make a new DuckDB workspace (and its folder) if --workspace names none yet; "
+                             "without it, a --workspace in a folder that does not exist is refused")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_commands(sub, common)
@@ -45,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from esg_workbench.workspace.database import ENV_WORKSPACE
+
+    try:
+        _check_workspace_location(args.workspace or os.environ.get(ENV_WORKSPACE), args.create)
+    except UsageError as exc:
+        _report(args, exc)
+        return EXIT_USAGE
     if args.organization:  # for every workspace this process opens (the app, schedule run-due)
         from esg_workbench.workspace.database import ENV_ORGANIZATION
 
@@ -66,22 +76,58 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             workspace.close()
     except EsgError as exc:
-        if args.json:
-            print(json.dumps({"error": exc.message, "hint": exc.hint, "code": exc.code, "kind": type(exc).__name__}))
-        else:
-            print(f"Error: {exc.describe()}", file=sys.stderr)
-        return EXIT_FAILED
+        _report(args, exc)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
         return EXIT_CANCELLED
-    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
-        log = _write_crash_log()
-        message = f"Unexpected error ({type(exc).__name__}). Details were written to {log}; please report them."
-        if args.json:
-            print(json.dumps({"error": message, "kind": "InternalError"}))
-        else:
-            print(f"Error: {message}", file=sys.stderr)
+    except BrokenPipeError:  # `esg-workbench ... | head`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit)
+        return 0
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: treat as a bug
+            return _unexpected(args, exc)
+        _report(args, EsgError(f"{exc.filename}: {_FILE_PROBLEMS.get(type(exc), exc.strerror or 'cannot be read')}.",
+                               hint="Check the path (relative paths start in the current folder)."))
         return EXIT_FAILED
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        return _unexpected(args, exc)
+
+
+#: plain words for the file errors a user causes by naming a wrong path
+_FILE_PROBLEMS = {FileNotFoundError: "no such file or folder", IsADirectoryError: "is a folder, not a file",
+                  NotADirectoryError: "a part of the path is not a folder", PermissionError: "permission denied"}
+
+
+def _report(args, exc) -> None:
+    if args.json:
+        print(json.dumps({"error": exc.message, "hint": exc.hint, "code": exc.code, "kind": type(exc).__name__}))
+    else:
+        print(f"Error: {exc.describe()}", file=sys.stderr)
+
+
+def _unexpected(args, exc: Exception) -> int:
+    log = _write_crash_log()
+    message = f"Unexpected error ({type(exc).__name__}). Details were written to {log}; please report them."
+    if args.json:
+        print(json.dumps({"error": message, "kind": "InternalError"}))
+    else:
+        print(f"Error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _check_workspace_location(url: str | None, create: bool) -> None:
+    """A DuckDB path in a folder that does not exist is most likely a typo: refuse it
+    (instead of silently starting an empty workspace) unless --create asks for one."""
+    from pathlib import Path
+
+    if not url or ("://" in url and not url.startswith("duckdb:///")):
+        return  # the default workspace, or a server URL
+    path = Path(url.removeprefix("duckdb:///")).expanduser()
+    if create or path.parent.is_dir():
+        return
+    raise UsageError(f"There is no folder {path.parent}, so there is no workspace {path.name} in it.",
+                     hint="Check the --workspace path, or add --create to make a new workspace there.")
 
 
 def _write_crash_log() -> str:

@@ -75,7 +75,16 @@ def cmd_alerts_clear_webhook(ws, args, out: Output) -> int:
 def cmd_alerts_show(ws, args, out: Output) -> int:
     from esg_workbench import alerts
 
-    url = alerts.webhook_url(ws)
+    from esg_workbench.core.errors import KeyringUnavailable
+
+    try:
+        url = alerts.webhook_url(ws)
+    except KeyringUnavailable as exc:
+        if not alerts.webhook_was_set(ws):  # nothing to read: the keyring's state does not matter
+            url = None
+        else:
+            raise KeyringUnavailable("A webhook was set for this workspace, but it cannot be read: " + exc.message,
+                                     hint=exc.hint) from None
     where = alerts.describe_url(url) if url else None
     out.emit({"webhook": where, "organization": ws.organization_id, "workspace": ws.display_url},
              f"Webhook: {where} (path and token hidden)" if where
@@ -111,7 +120,7 @@ def add_commands(sub, common) -> None:
     p = asub.add_parser("set-webhook", parents=[common],
                         help="set the webhook URL (http/https) of this workspace; without URL (or '-') it is "
                              "read from standard input, out of the shell history")
-    p.add_argument("url", nargs="?", metavar="URL")
+    p.add_argument("url", nargs="?", metavar="URL", help="the webhook URL; without it (or with -) it is read from standard input")
     p.set_defaults(func=cmd_alerts_set_webhook)
     p = asub.add_parser("clear-webhook", parents=[common], help="remove the webhook")
     p.set_defaults(func=cmd_alerts_clear_webhook)

@@ -3,10 +3,34 @@ factor sets and the KPIs with their lineage (esg_workbench/mapping)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
-from esg_workbench.cli.output import Output, json_default, table
+from esg_workbench.cli.output import Output, json_default, plain, table
+
+#: decimals a KPI value is shown with, by unit (the JSON output keeps every digit)
+UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
+                 "per 1,000,000 h": 2}
+
+
+def _rounded(value, unit: str | None) -> str:
+    if value is None:
+        return "no value"
+    return f"{float(value):,.{UNIT_DECIMALS.get(unit or '', 3)}f}"
+
+
+def period(text: str) -> str:
+    """argparse type of --period: a period label, or exit 2 saying how to write one."""
+    from esg_workbench.mapping.periods import parse_period
+
+    try:
+        parse_period(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a period: write a month (2024-03), a quarter (2024-Q1), a year (2024) "
+            "or a fiscal year (FY2024, FY2024-Q2)") from None
+    return text.strip()
 
 
 def cmd_mapping_list(ws, args, out: Output) -> int:
@@ -69,7 +93,7 @@ def cmd_mapping_apply(ws, args, out: Output) -> int:
     lines = [f"Applied '{result.mapping}' v{result.version}: {result.source_rows:,} landed rows -> "
              f"{result.staging_rows:,} staging rows in {result.seconds:.1f} s."]
     lines += [f"  {t.stream} → {t.entity}: {t.source_rows:,} rows -> {t.staging_rows:,}"
-              + (f"  flags: {t.quality}" if t.quality else "") for t in result.tables]
+              + (f"  flags: {plain(t.quality)}" if t.quality else "") for t in result.tables]
     if not args.no_aggregate:
         agg = aggregate.aggregate(ws)
         data["kpis"] = {"values": agg.values, "lineage_rows": agg.lineage_rows, "flags": agg.flags}
@@ -83,7 +107,7 @@ def cmd_kpi_aggregate(ws, args, out: Output) -> int:
 
     agg = aggregate.aggregate(ws, fiscal_start=args.fiscal_year_start)
     out.emit(agg.__dict__, f"Aggregated {agg.values:,} KPI values ({agg.lineage_rows:,} lineage links) "
-                           f"in {agg.seconds:.1f} s. Flags: {agg.flags or 'none'}")
+                           f"in {agg.seconds:.1f} s. Flags: {plain(agg.flags)}")
     return 0
 
 
@@ -112,14 +136,26 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
         raise NotFound(f"No value of {args.kpi} for {args.period} at {args.site or 'the organization'}.",
                        hint="See what exists with: esg-workbench kpi report")
     found = aggregate.drill_down(ws, value["id"], limit=args.limit)
-    lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {value['value']} {value['unit']} "
+    lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {_rounded(value['value'], value['unit'])} {value['unit']} "
              f"({value['rule']}; flags: {', '.join(value['quality']) or 'none'}; hash {value['result_hash'][:16]})",
              f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:"]
     for r in found["staging_rows"][:args.limit]:
         lines.append(f"  {r['source_table']}#{r['source_key']} {r['period']} {r['site']} {r['field']} "
-                     f"{r['value']} {r['unit'] or ''} -> {r['normalized_value']} {r['normalized_unit']}"
+                     f"{plain(r['value'])} {r['unit'] or ''} -> {_rounded(r['normalized_value'], r['normalized_unit'])} "
+                     f"{r['normalized_unit']}"
                      + (f" (factor {r['factor_id']})" if r["factor_id"] else ""))
     out.emit(found, "\n".join(lines))
+    return 0
+
+
+def cmd_kpi_list(ws, args, out: Output) -> int:
+    from esg_workbench.mapping.catalog import load_catalog
+
+    kpis = load_catalog().kpis_in_order()
+    out.emit([{"id": k.id, "label": k.label, "unit": k.unit, "rule": k.rule, "topic": k.topic,
+               "standards": k.standards} for k in kpis],
+             table([[k.id, k.label, k.unit, k.standards.get("ESRS", ""), k.standards.get("GRI", "")] for k in kpis],
+                   ["kpi", "label", "unit", "ESRS", "GRI"]))
     return 0
 
 
@@ -147,39 +183,42 @@ def add_commands(sub, common) -> None:
     p = msub.add_parser("list", parents=[common], help="saved mappings (newest versions)")
     p.set_defaults(func=cmd_mapping_list)
     p = msub.add_parser("show", parents=[common], help="a mapping's tables, edges, versions and problems")
-    p.add_argument("name")
-    p.add_argument("--version", type=int)
+    p.add_argument("name", help="a saved or shipped mapping (see: esg-workbench mapping list)")
+    p.add_argument("--version", type=int, help="a saved version (default: the newest)")
     p.set_defaults(func=cmd_mapping_show)
     p = msub.add_parser("apply", parents=[common], help="map landed rows into staging rows and aggregate KPIs")
     p.add_argument("name", help="a saved mapping, or a shipped one such as sample_erp")
-    p.add_argument("--version", type=int)
+    p.add_argument("--version", type=int, help="a saved version (default: the newest)")
     p.add_argument("--incremental", action="store_true", help="only rows landed since the last apply")
     p.add_argument("--no-aggregate", action="store_true", help="do not recompute the KPIs afterwards")
     p.set_defaults(func=cmd_mapping_apply)
 
     kp = sub.add_parser("kpi", help="aggregate, report and trace KPIs")
     ksub = kp.add_subparsers(dest="kpi_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("list", parents=[common], help="the KPIs of the catalog with their ESRS and GRI references")
+    p.set_defaults(func=cmd_kpi_list)
     p = ksub.add_parser("aggregate", parents=[common], help="recompute every KPI from the staging rows")
-    p.add_argument("--fiscal-year-start", type=int, default=1, metavar="MONTH")
+    p.add_argument("--fiscal-year-start", type=int, default=1, choices=range(1, 13), metavar="MONTH",
+                   help="the month (1-12) the fiscal year starts in (default 1: calendar years)")
     p.set_defaults(func=cmd_kpi_aggregate)
     p = ksub.add_parser("report", parents=[common], help="KPIs by site and month (or one period)")
-    p.add_argument("--period", help="2024-03, 2024-Q1 or 2024 (default: every month)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--period", type=period, help="2024-03, 2024-Q1 or 2024 (default: every month)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
     p.add_argument("--kpi", action="append", help="a KPI id (repeatable; default: the headline KPIs)")
     p.set_defaults(func=cmd_kpi_report)
     p = ksub.add_parser("show", parents=[common], help="one KPI value and the staging rows and source keys behind it")
-    p.add_argument("kpi")
-    p.add_argument("--period", required=True)
+    p.add_argument("kpi", help="a KPI id (see: esg-workbench kpi list)")
+    p.add_argument("--period", required=True, type=period, help="2024-03, 2024-Q1 or 2024")
     p.add_argument("--site", help="default: the whole organization")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="staging rows to list (default 20)")
     p.set_defaults(func=cmd_kpi_show)
 
     fp = sub.add_parser("factors", help="emission factor sets")
     fsub = fp.add_subparsers(dest="factors_command", metavar="ACTION", required=True)
     p = fsub.add_parser("import", parents=[common], help="import a factor set (CSV or XLSX, DESNZ columns)")
-    p.add_argument("file")
-    p.add_argument("--name")
-    p.add_argument("--version")
+    p.add_argument("file", help="a .csv or .xlsx file")
+    p.add_argument("--name", help="the factor set's name (default: from the file)")
+    p.add_argument("--version", help="its version label (default: from the file)")
     p.set_defaults(func=cmd_factors_import)
     p = fsub.add_parser("list", parents=[common], help="the shipped and imported factor sets")
     p.set_defaults(func=cmd_factors_list)

@@ -9,7 +9,13 @@ import sys
 from decimal import Decimal
 from typing import Any
 
+from esg_workbench.core.errors import EsgError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 2, 3, 4
+
+
+class UsageError(EsgError):
+    """A value on the command line is wrong (exit 2, like argparse's own errors)."""
 
 
 def json_default(value: Any) -> Any:
@@ -41,6 +47,21 @@ class Output:
     def info(self, text: str) -> None:
         if not self.as_json:
             print(text, file=sys.stderr, flush=True)
+
+
+def plain(value: Any) -> str:
+    """A value as a person reads it: no Python reprs (tuples, dicts, None, microseconds)."""
+    if value is None:
+        return "none"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (tuple, list, set)):
+        return ", ".join(plain(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {plain(v)}" for k, v in value.items()) or "none"
+    return str(value)
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:

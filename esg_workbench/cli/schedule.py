@@ -185,7 +185,7 @@ def add_commands(sub, common) -> None:
         p.add_argument("--connector", required=not editing, help="the connector the job works on")
         p.add_argument("--cron", required=not editing, metavar="EXPR",
                        help='five fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *" '
-                            "(every day at 02:00); or @hourly, @daily, @weekly, @monthly")
+                            "(every day at 02:00); or @hourly, @daily (@midnight), @weekly, @monthly, @yearly (@annually)")
         p.add_argument("--action", choices=ACTIONS, default=None if editing else "sync",
                        help="sync (default), retry_failed (only the failed chunks) or discover")
         p.add_argument("--timezone", metavar="ZONE",
@@ -195,26 +195,26 @@ def add_commands(sub, common) -> None:
         p.add_argument("--load-type", choices=["full", "delta"], help="override the connector's load type")
 
     p = ssub.add_parser("add", parents=[common], help="add a scheduled job")
-    p.add_argument("name")
+    p.add_argument("name", help="the job's name")
     job_options(p, editing=False)
     p.add_argument("--disabled", action="store_true", help="add it switched off")
     p.set_defaults(func=cmd_schedule_add)
     p = ssub.add_parser("list", parents=[common], help="jobs with their schedule, next run and last outcome")
     p.set_defaults(func=cmd_schedule_list)
     p = ssub.add_parser("show", parents=[common], help="one job, with its next five run times")
-    p.add_argument("name")
+    p.add_argument("name", help="the job's name")
     p.set_defaults(func=cmd_schedule_show)
     p = ssub.add_parser("edit", parents=[common], help="change a job (only what is given)")
-    p.add_argument("name")
+    p.add_argument("name", help="the job's name")
     p.add_argument("--name", dest="new_name", metavar="NEW_NAME", help="rename the job")
     job_options(p, editing=True)
     p.set_defaults(func=cmd_schedule_edit)
     for verb, enabled in (("enable", True), ("disable", False)):
         p = ssub.add_parser(verb, parents=[common], help=f"{verb} a job")
-        p.add_argument("name")
+        p.add_argument("name", help="the job's name")
         p.set_defaults(func=_cmd_set_enabled(enabled))
     p = ssub.add_parser("remove", parents=[common], help="remove a job")
-    p.add_argument("name")
+    p.add_argument("name", help="the job's name")
     p.set_defaults(func=cmd_schedule_remove)
     p = ssub.add_parser("run-due", parents=[common],
                         help="run the jobs that are due, then exit (for cron, Task Scheduler, launchd)")

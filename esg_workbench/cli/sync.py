@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from esg_workbench.cli.output import Output, table
+from esg_workbench.cli.output import Output, plain, table
 from esg_workbench.cli.runs import cancel_on_ctrl_c, progress_printer, retry_delays, sync_exit
 
 
@@ -17,7 +17,7 @@ def _describe_sync(result) -> str:
         if s.chunks_failed:
             line += f", {s.chunks_failed} failed"
         if s.drift:
-            line += f"; schema drift: {s.drift}"
+            line += f"; schema drift: {plain(s.drift)}"
         if s.error:
             line += f"\n    error: {s.error}"
         for w in s.warnings:
@@ -54,7 +54,7 @@ def cmd_status(ws, args, out: Output) -> int:
         lines.append(f"  {status['status_message']}")
     lines.append("Streams:")
     for s in status["streams"]:
-        lines.append(f"  {s['stream']} -> {s['raw_table']}: checkpoint {s['last_cursor']} / {s['last_row_id']}"
+        lines.append(f"  {s['stream']} -> {s['raw_table']}: checkpoint {_checkpoint(s)}"
                      + (f", sync {s['sync_under_way']} unfinished" if s["sync_under_way"] else ""))
     lines.append("Chunks: " + (", ".join(f"{k} {v}" for k, v in sorted(status["chunks"].items())) or "none"))
     for c in status["failed_chunks"]:
@@ -65,6 +65,17 @@ def cmd_status(ws, args, out: Output) -> int:
                      f"read {r['items_read']:,} written {r['items_written']:,}" + (f" — {r['error']}" if r["error"] else ""))
     out.emit(status, "\n".join(lines))
     return 0
+
+
+def _checkpoint(stream: dict) -> str:
+    if stream["last_cursor"] is None and stream["last_row_id"] is None:
+        return "none yet"
+    parts = []
+    if stream["last_cursor"] is not None:
+        parts.append(f"cursor {plain(stream['last_cursor'])}")
+    if stream["last_row_id"] is not None:
+        parts.append(f"key {plain(stream['last_row_id'])}")
+    return ", ".join(parts)
 
 
 def cmd_logs(ws, args, out: Output) -> int:
@@ -88,21 +99,22 @@ def cmd_logs(ws, args, out: Output) -> int:
 
 def add_commands(sub, common) -> None:
     p = sub.add_parser("sync", parents=[common], help="land a connector's tables in the workspace")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("--table", action="append", help="only this table (repeatable)")
-    p.add_argument("--load-type", choices=["full", "delta"])
-    p.add_argument("--chunk-size", type=int)
-    p.add_argument("--chunk-strategy", choices=["time", "id", "auto"])
-    p.add_argument("--window", choices=["day", "week", "month"])
+    p.add_argument("--load-type", choices=["full", "delta"], help="override the connector's load type for this run")
+    p.add_argument("--chunk-size", type=int, metavar="ROWS", help="rows per chunk for this run (default: the connector's)")
+    p.add_argument("--chunk-strategy", choices=["time", "id", "auto"],
+                   help="cut the tables by time windows, id ranges, or choose by table size")
+    p.add_argument("--window", choices=["day", "week", "month"], help="size of a time window (time strategy)")
     p.add_argument("--resume", action="store_true", help="continue the last unfinished sync")
     p.add_argument("--retry-failed", action="store_true", help="retry only the chunks that failed")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="checkpoints, chunk ledger and last runs of a connector")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", parents=[common], help="sync runs")
-    p.add_argument("--connector")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--connector", metavar="NAME", help="only this connector's runs")
+    p.add_argument("--limit", type=int, default=20, help="how many runs, newest first (default 20)")
     p.set_defaults(func=cmd_logs)

@@ -159,7 +159,7 @@ def add_commands(sub, common) -> None:
     p.set_defaults(func=cmd_user_add, opens_workspace=True)
     p = usub.add_parser("remove", parents=[common],
                         help="take an analyst out of organizations (without --organization: out of the workspace)")
-    p.add_argument("role")
+    p.add_argument("role", help="the analyst's database role")
     p.add_argument("--organization", dest="member_of", action="append", metavar="ORG",
                    help="an organization to leave (repeatable)")
     p.add_argument("--admin-url", required=True, help=admin_help)
