@@ -178,3 +178,36 @@ def sync_status(workspace: Workspace, name: str) -> dict[str, Any]:
     status["tables"] = table_names(workspace, record.id)
     status["config"] = record.config
     return status
+
+
+def search(workspace: Workspace, text: str, limit: int = 100) -> list[tuple[str, str | None, str, list[str]]]:
+    """Cached tables whose name, or one of whose column names, contains `text` (any case):
+    (connector id, schema, table, matching column names), at most `limit` tables. The
+    schema filter uses it to find what the tree has not loaded yet."""
+    needle = text.strip().lower()
+    if not needle:
+        return []
+    with workspace.read() as conn:
+        rows = conn.execute(sa.select(cache.c.connector_id, cache.c.schema_name, cache.c.table_name, cache.c.columns)
+                            .where(_org(workspace, cache),
+                                   sa.or_(sa.func.lower(cache.c.table_name).contains(needle, autoescape=True),
+                                          sa.func.lower(cache.c.columns).contains(needle, autoescape=True)))
+                            .order_by(cache.c.connector_id, cache.c.schema_name, cache.c.table_name)).all()
+    found = []
+    for r in rows:
+        columns = [c["name"] for c in json.loads(r.columns) if needle in c["name"].lower()]
+        if needle in r.table_name.lower() or columns:  # (the JSON also holds types: check the names)
+            found.append((r.connector_id, r.schema_name, r.table_name, columns))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def rediscover(workspace: Workspace, name: str, connector_id: str):
+    """Discover a connector again: (DiscoveryResult, tables new since the last discovery)."""
+    from esg_workbench.sync import operations
+
+    before = {qualified for qualified, _ in table_names(workspace, connector_id)}
+    result = operations.discover_connector(workspace, name)
+    added = sorted(t.stream.qualified for t in result.tables if t.stream.qualified not in before)
+    return result, added

@@ -1,5 +1,9 @@
 """The connector setup dialog: one form per connector type, inline validation, a
-password field whose value goes straight to the keyring, and Test connection."""
+password field whose value goes straight to the keyring, and Test connection.
+
+Validation speaks only of fields the user has touched, or of all of them once Save was
+pressed; its messages name the field and never repeat what was typed (a password typed
+into the wrong field must not show up in clear). Tab goes down the form as it is drawn."""
 
 from __future__ import annotations
 
@@ -73,6 +77,9 @@ class ConnectorDialog(QDialog):
         self._testing = False
         self._saving = False
         self._fields: dict[str, QLineEdit] = {}
+        self._touched: set[QWidget] = set()  # fields the user has edited
+        self._save_pressed = False
+        self._ready = False  # (filling the form is no touch)
 
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. erp-production")
@@ -145,13 +152,16 @@ class ConnectorDialog(QDialog):
         self.type.currentTextChanged.connect(self._build_location)
         for w in (self.name, self.cursor_field, self.lookback, self.password):
             w.textChanged.connect(self._revalidate)
+            w.textEdited.connect(lambda _=None, w=w: self._touch(w))
         for w in (self.load_type, self.chunk_strategy, self.window):
             w.currentIndexChanged.connect(self._revalidate)
+            w.currentIndexChanged.connect(lambda _=None, w=w: self._touch(w))
         self.chunk_size.valueChanged.connect(self._revalidate)
 
         self._build_location(self.type.currentText())
         if record is not None:
             self._fill(record, duplicate)
+        self._ready = True
         self._revalidate()
 
     # --- form ---------------------------------------------------------------------------
@@ -174,6 +184,7 @@ class ConnectorDialog(QDialog):
                 if not field.text():
                     field.setText(DEFAULT_PORTS.get(type_, ""))
             field.textChanged.connect(self._revalidate)
+            field.textEdited.connect(lambda _=None, f=field: self._touch(f))
             self._fields[key] = field
             label = LABELS.get(key, key) + (" *" if key in REQUIRED else "")
             if key == "path":
@@ -192,8 +203,25 @@ class ConnectorDialog(QDialog):
                 "unchanged (stored in the keyring)" if self.record is not None and self._has_secret()
                 else "kept in the system keyring, never in the workspace")
             self.location.addRow("Password", self.password)
+        self._order_tabs()
         self._revalidate()
 
+    def _order_tabs(self) -> None:
+        """Tab follows the form as drawn: name, type, the connection fields (and their
+        Browse buttons), the password, then the loading settings and the buttons. (Qt's
+        default is creation order, and the connection rows are rebuilt per type.)"""
+        chain: list[QWidget] = [self.name, self.type]
+        for row in range(self.location.rowCount()):
+            item = self.location.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            widget = item.widget() if item is not None else None
+            if widget is None:
+                continue
+            chain += [w for w in widget.findChildren(QWidget) if w.focusPolicy() & Qt.FocusPolicy.TabFocus] \
+                if not isinstance(widget, QLineEdit) else [widget]
+        chain += [self.load_type, self.cursor_field, self.chunk_strategy, self.window, self.chunk_size,
+                  self.lookback, self.buttons]
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
     def _browse(self, field: QLineEdit) -> None:
         if self.type.currentText() in OWN_CURSOR:  # a folder of files
             path = QFileDialog.getExistingDirectory(self, "Choose the folder", field.text())
@@ -248,7 +276,7 @@ class ConnectorDialog(QDialog):
         if not name:
             problems[self.name] = "Give the connector a name."
         elif name in self.taken:
-            problems[self.name] = f"A connector named '{name}' already exists."
+            problems[self.name] = "Another connector already has this name."
         for key, field in self._fields.items():
             if key in REQUIRED and not field.text().strip():
                 problems[field] = f"{LABELS.get(key, key)} is required."
@@ -257,8 +285,8 @@ class ConnectorDialog(QDialog):
         if self.lookback.text().strip():
             try:
                 parse_duration(self.lookback.text())
-            except ConfigError as exc:
-                problems[self.lookback] = exc.message
+            except ConfigError:  # (its message repeats the text: say it without)
+                problems[self.lookback] = "Look-back must be a duration such as 90 (seconds), 15m, 2h or 1d."
         if not problems:
             try:
                 LoadSettings.from_options(self.values()[2], own_cursor=self.type.currentText() in OWN_CURSOR)
@@ -266,17 +294,35 @@ class ConnectorDialog(QDialog):
                 problems[self.cursor_field if "cursor" in exc.message else self.load_type] = exc.message
         return problems
 
+    def _touch(self, widget: QWidget) -> None:
+        if self._ready:
+            self._touched.add(widget)
+            self._revalidate()
+
+    def shown_problems(self) -> dict[QWidget, str]:
+        """The problems to show now: of touched fields, or all once Save was pressed."""
+        problems = self.validation_problems()
+        if self._save_pressed:
+            return problems
+        touched = set(self._touched)
+        if touched & {self.load_type, self.chunk_strategy, self.window, self.cursor_field}:
+            touched |= {self.load_type, self.cursor_field}  # the load settings are checked together
+        return {w: m for w, m in problems.items() if w in touched}
+
     def _revalidate(self, *_: Any) -> None:
         if not hasattr(self, "buttons"):
             return
         problems = self.validation_problems()
+        shown = self.shown_problems()
         for widget in [self.name, self.cursor_field, self.lookback, self.load_type, *self._fields.values()]:
-            widget.setStyleSheet(INVALID_STYLE if widget in problems else "")
-            widget.setToolTip(problems.get(widget, ""))
-        self.problems.setText("\n".join(problems.values()))
-        self.problems.setVisible(bool(problems))
+            widget.setStyleSheet(INVALID_STYLE if widget in shown else "")
+            widget.setToolTip(shown.get(widget, ""))
+            widget.setAccessibleDescription(shown.get(widget, ""))
+        self.problems.setText("\n".join(shown.values()))
+        self.problems.setVisible(bool(shown))
         location_ok = not any(w in problems for w in self._fields.values())
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not problems and not self._saving)
+        # Save stays pressable while the form is incomplete: pressing it shows what is missing
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not self._saving)
         self.test_button.setEnabled(location_ok and not self._testing)
 
     # --- actions --------------------------------------------------------------------------
@@ -310,8 +356,11 @@ class ConnectorDialog(QDialog):
                       on_done=done, on_error=failed, owner=self)
 
     def _save(self) -> None:
-        if self.validation_problems():
+        problems = self.validation_problems()
+        if problems:
+            self._save_pressed = True
             self._revalidate()
+            next(iter(problems)).setFocus()  # the first field to fix
             return
         self._saving = True
         self._revalidate()

@@ -79,6 +79,60 @@ def dot_icon(kind: str) -> QIcon:
     return QIcon(pixmap)
 
 
+@lru_cache(maxsize=None)
+def plug_icon() -> QIcon:
+    """Test connection: a plug (not a tick, which is the audit chain's)."""
+    pixmap, p = _canvas()
+    p.setPen(QPen(QColor("#37474f"), 2.6))
+    p.setBrush(QColor("#90caf9"))
+    p.drawRoundedRect(QRectF(8, 12, 16, 12), 3, 3)
+    p.drawLine(QPointF(12, 12), QPointF(12, 5))
+    p.drawLine(QPointF(20, 12), QPointF(20, 5))
+    p.drawLine(QPointF(16, 24), QPointF(16, 30))
+    p.end()
+    return QIcon(pixmap)
+
+
+@lru_cache(maxsize=None)
+def chain_icon() -> QIcon:
+    """Verify audit chain: two chain links."""
+    pixmap, p = _canvas()
+    p.setPen(QPen(QColor("#2e7d32"), 3))
+    p.setBrush(Qt.BrushStyle.NoBrush)
+    p.drawRoundedRect(QRectF(3, 11, 16, 10), 5, 5)
+    p.drawRoundedRect(QRectF(13, 11, 16, 10), 5, 5)
+    p.end()
+    return QIcon(pixmap)
+
+
+#: the glyph and colour of each column family (ColumnInfo.family) in the schema tree
+TYPE_GLYPHS = {
+    "integer": ("123", "#1565c0"), "decimal": ("1.5", "#1565c0"), "float": ("1.5", "#1565c0"),
+    "text": ("Abc", "#6a1b9a"), "boolean": ("T/F", "#00838f"), "date": ("Dt", "#ef6c00"),
+    "timestamp": ("⏱", "#ef6c00"), "timestamptz": ("⏱", "#ef6c00"), "time": ("⏱", "#ef6c00"),
+    "binary": ("01", "#546e7a"), "json": ("{ }", "#2e7d32"), "other": ("?", "#757575"),
+}
+
+
+@lru_cache(maxsize=None)
+def type_icon(family: str, primary_key: bool = False) -> QIcon:
+    """A column's type family as a small glyph (123, Abc, ⏱ ...); a key column is underlined gold."""
+    from PySide6.QtGui import QFont
+
+    glyph, color = TYPE_GLYPHS.get(family, TYPE_GLYPHS["other"])
+    pixmap, p = _canvas()
+    font = QFont()
+    font.setPixelSize(15 if len(glyph) < 3 else 12)
+    font.setBold(True)
+    p.setFont(font)
+    p.setPen(QColor(color))
+    p.drawText(QRectF(0, 2, 32, 26), Qt.AlignmentFlag.AlignCenter, glyph)
+    if primary_key:
+        p.fillRect(QRectF(4, 27, 24, 3), QColor("#b8860b"))
+    p.end()
+    return QIcon(pixmap)
+
+
 def connector_icon() -> QIcon:
     return standard("SP_DriveNetIcon")
 

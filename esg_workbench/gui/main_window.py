@@ -107,12 +107,14 @@ class MainWindow(QMainWindow):
     # --- actions and menus ---------------------------------------------------------------
 
     def _action(self, text: str, slot, shortcut: str | QKeySequence.StandardKey | None = None,
-                icon: str | None = None, tip: str = "") -> QAction:
+                icon: str | object | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
-        if icon:
+        if isinstance(icon, str):
             action.setIcon(icons.standard(icon))
+        elif icon is not None:
+            action.setIcon(icon)
         if tip:
             action.setStatusTip(tip)
             action.setToolTip(f"{tip} ({action.shortcut().toString()})" if shortcut else tip)
@@ -133,7 +135,7 @@ class MainWindow(QMainWindow):
                                "Copy the selected connector's settings into a new one")
         self.act_delete = a("&Delete connector…", self.delete_connector, "Ctrl+Del", "SP_TrashIcon",
                             "Delete the selected connector and its keyring entry")
-        self.act_test = a("&Test connection", self.test_connector, "Ctrl+T", "SP_DialogApplyButton",
+        self.act_test = a("&Test connection", self.test_connector, "Ctrl+T", icons.plug_icon(),
                           "Validate the selected connector against its source")
         self.act_refresh_schema = a("&Refresh schema", self.schema.refresh_current, "F5", "SP_BrowserReload",
                                     "Re-discover the selected connector and highlight drift")
@@ -143,7 +145,7 @@ class MainWindow(QMainWindow):
         self.act_cancel = a("&Cancel sync", self.sync.cancel, "Ctrl+.", "SP_MediaStop", "Cancel the running sync")
         self.act_retry = a("Retry &failed chunks", self.sync.retry_failed, "Ctrl+Shift+R", "SP_BrowserReload",
                            "Run the failed chunks again")
-        self.act_verify = a("&Verify audit chain", self._verify, "Ctrl+Shift+V", "SP_DialogApplyButton",
+        self.act_verify = a("&Verify audit chain", self._verify, "Ctrl+Shift+V", icons.chain_icon(),
                             "Recompute every hash of the audit chain")
         self.act_reload = a("Reload &all", self.refresh_all, "Ctrl+R", "SP_BrowserReload",
                             "Reload connectors, history and audit from the workspace")
@@ -187,6 +189,9 @@ class MainWindow(QMainWindow):
         self.addToolBar(toolbar)
         for act in (self.act_add, self.act_edit, self.act_duplicate, self.act_delete, self.act_test):
             self.connectors.toolbar.addAction(act)
+            button = self.connectors.toolbar.widgetForAction(act)  # icon only: name it for screen readers
+            button.setAccessibleName(act.text().replace("&", "").rstrip("…"))
+            button.setToolTip(act.toolTip())
         self._update_recent_menu()
         self._update_actions()
 
@@ -199,6 +204,7 @@ class MainWindow(QMainWindow):
         self.jobs.running_changed.connect(self._running_changed)
         self.schema.message.connect(self.show_message)
         self.schema.refreshed.connect(lambda name, drift: self.sync.refresh_status())
+        self.connectors_loaded.connect(self._connectors_known)
         self.tabs.currentChanged.connect(self._tab_changed)
 
     # --- state ---------------------------------------------------------------------------
@@ -342,6 +348,14 @@ class MainWindow(QMainWindow):
         self.audit.refresh()
         self.sync.refresh_status()
 
+    def _connectors_known(self, overviews) -> None:
+        """Views that show a connector follow a change (an edit, a discovery, a sync):
+        the Sync tab re-reads its status; the empty-workspace notice goes once there is
+        a connector."""
+        if overviews and self.info.topic == "samples" and self.info.label.text().startswith("This workspace is empty"):
+            self.info.dismiss()
+        self.sync.refresh_status()
+
     def _first_look(self, overviews) -> None:
         """An empty workspace offers the sample data; an unfinished sync offers Resume."""
         if not overviews:
@@ -394,8 +408,13 @@ class MainWindow(QMainWindow):
             rows = sum(t.get("rows_in_workspace") or 0 for t in summary.get("tables", []))
             self.info.show_notice(
                 f"Sample data loaded: connector '{summary['connector']}', {len(summary.get('tables', []))} tables, "
-                f"{rows:,} rows landed (sync {summary['status'].replace('_', ' ')}). Browse them in the Schema tab.",
+                f"{rows:,} rows landed (sync {summary['status'].replace('_', ' ')})"
+                + (", mapped and turned into KPIs: here they are." if summary.get("kpis") else
+                   ". Browse them in the Schema tab."),
                 "ok", topic="samples")
+            if summary.get("kpis"):  # lead the analyst to what the demo produced
+                self.tabs.setCurrentWidget(self.kpis)
+                self.kpis.refresh()
             self.refresh_connectors(select=summary["connector"])
             self.history.refresh()
             self.audit.refresh()

@@ -80,6 +80,7 @@ class SchemaBrowser(QWidget):
     samples_loaded = Signal(str, int)  # qualified table, rows
     refreshed = Signal(str, object)  # connector name, {table: Drift}
     message = Signal(str)  # for the status bar
+    revealed = Signal(int)  # matches of a filter search shown in the tree (tests)
 
     def __init__(self, pool, parent: QWidget | None = None):
         super().__init__(parent)
@@ -87,10 +88,15 @@ class SchemaBrowser(QWidget):
         self.workspace = None
         self._sample_request = 0
         self._pending_batches = 0
+        self._search_request = 0
+        self._reveal: list[tuple[str, str | None, str, bool]] = []  # paths to open: (connector id, schema, table, columns)
+        self._revealed = 0
+        self.listed_connector: str | None = None  # the one chosen in the connector list
 
         self.filter = QLineEdit()
         self.filter.setObjectName("schemaFilter")
-        self.filter.setPlaceholderText("Filter tables and columns (loaded levels)…")
+        self.filter.setPlaceholderText("Find tables and columns…")
+        self.filter.setToolTip("Searches every discovered table and column and opens the tree to the matches")
         self.filter.setClearButtonEnabled(True)
         self.refresh_button = QPushButton(icons.standard("SP_BrowserReload"), "Refresh")
         self.refresh_button.setObjectName("refreshSchema")
@@ -154,9 +160,10 @@ class SchemaBrowser(QWidget):
         self._filter_timer = QTimer(self)
         self._filter_timer.setSingleShot(True)
         self._filter_timer.setInterval(200)
-        self._filter_timer.timeout.connect(lambda: self.proxy.setFilterFixedString(self.filter.text().strip()))
+        self._filter_timer.timeout.connect(self._apply_filter)
         self.filter.textChanged.connect(lambda _: self._filter_timer.start())
         self.tree.expanded.connect(self._expanded)
+        self.level_loaded.connect(lambda _: self._reveal_pending())
         self.tree.selectionModel().currentChanged.connect(self._current_changed)
         self.refresh_button.clicked.connect(self.refresh_current)
 
@@ -201,6 +208,7 @@ class SchemaBrowser(QWidget):
 
     def show_connector(self, name: str | None) -> None:
         """Select (and scroll to) a connector chosen in the connector list."""
+        self.listed_connector = name
         item = self.connector_item(name) if name else None
         if item is None:
             return
@@ -352,7 +360,7 @@ class SchemaBrowser(QWidget):
         added = set(drift.added) if drift else set()
         retyped = {c: (a, b) for c, a, b in drift.retyped} if drift else {}
         for c in columns:
-            icon = icons.key_icon() if c.primary_key else icons.column_icon(c.nullable)
+            icon = icons.type_icon(c.family, c.primary_key)
             note = "primary key" if c.primary_key else ""
             if c.name in added:
                 note = "new column"
@@ -363,6 +371,7 @@ class SchemaBrowser(QWidget):
             cells[0].setData(item.data(CONNECTOR), CONNECTOR)
             cells[0].setToolTip(f"{c.name}: {c.type} ({c.family}), {'nullable' if c.nullable else 'not null'}"
                                 + (", primary key" if c.primary_key else ""))
+            cells[1].setToolTip(f"type family: {c.family}")
             if c.name in added or c.name in retyped:
                 for cell in cells:
                     cell.setBackground(DRIFT_BRUSH)
@@ -377,27 +386,33 @@ class SchemaBrowser(QWidget):
     # --- refresh --------------------------------------------------------------------------
 
     def refresh_current(self) -> None:
+        """Refresh the connector selected in the tree, else the one chosen in the list."""
         overview = self.current_connector()
-        if overview is None:
+        name = overview.name if overview is not None else self.listed_connector
+        if name is None or self.connector_item(name) is None:
             self.status.setText("Select a connector in the tree or the list to refresh it.")
             return
-        self.refresh(overview.name)
+        self.refresh(name)
 
     def refresh(self, name: str) -> None:
         item = self.connector_item(name)
         if item is None or self.workspace is None:
             return
-        from esg_workbench.sync import operations
-
         self.refresh_button.setEnabled(False)
         self.status.setText(f"Re-discovering {name}…")
 
-        def done(result) -> None:
+        def done(found) -> None:
+            result, added = found
             self.refresh_button.setEnabled(True)
             drift = result.drift
+            changes = []
+            if added:
+                changes.append(f"{len(added)} new: " + ", ".join(added[:5]) + ("…" if len(added) > 5 else ""))
             if drift:
-                text = f"{name}: {len(result.tables)} tables; {len(drift)} changed: " + "; ".join(
-                    f"{t} ({d.describe()})" for t, d in list(drift.items())[:5])
+                changes.append(f"{len(drift)} changed: " + "; ".join(
+                    f"{t} ({d.describe()})" for t, d in list(drift.items())[:5]))
+            if changes:
+                text = f"{name}: {len(result.tables)} tables; " + "; ".join(changes)
             else:
                 text = f"{name}: {len(result.tables)} tables, no change since the last discovery."
             self._reload(name)
@@ -410,7 +425,8 @@ class SchemaBrowser(QWidget):
             self.status.setText(message)
             self.message.emit(message)
 
-        self.pool.run(operations.discover_connector, self.workspace, name, on_done=done, on_error=failed, owner=self)
+        self.pool.run(catalog.rediscover, self.workspace, name, item.data(INFO).id,
+                      on_done=done, on_error=failed, owner=self)
 
     def _reload(self, name: str) -> None:
         """Forget a connector's loaded levels; reopen them if it was expanded."""
@@ -425,6 +441,84 @@ class SchemaBrowser(QWidget):
         if was_open:
             self.tree.collapse(index)
             self.tree.expand(index)
+
+    # --- finding tables and columns in levels not loaded yet -------------------------------
+
+    def _apply_filter(self) -> None:
+        """Filter what is loaded at once; search the whole discovered catalog in a worker
+        and open the tree down to each match (loading levels as needed)."""
+        text = self.filter.text().strip()
+        self.proxy.setFilterFixedString(text)
+        self._search_request += 1
+        self._reveal = []
+        if len(text) < 2 or self.workspace is None:
+            return
+        request = self._search_request
+
+        def done(matches) -> None:
+            if request != self._search_request:
+                return  # typed on meanwhile
+            self._reveal = [(cid, schema, table, bool(cols)) for cid, schema, table, cols in matches]
+            self._revealed = 0
+            self.status.setText(f"{len(matches)}{'+' if len(matches) >= 100 else ''} table(s) match '{text}'."
+                                if matches else f"Nothing discovered matches '{text}'.")
+            if matches:
+                self._reveal_pending()
+            else:
+                self.revealed.emit(0)
+
+        self.pool.run(catalog.search, self.workspace, text, on_done=done, on_error=self.status.setText, owner=self)
+
+    def _child(self, parent: QStandardItem, kind: str, test) -> QStandardItem | None:
+        for i in range(parent.rowCount()):
+            child = parent.child(i)
+            if child is not None and child.data(KIND) == kind and test(child.data(INFO)):
+                return child
+        return None
+
+    def _reveal_pending(self) -> None:
+        """Walk each pending match down the tree: expand a level that is not loaded (its
+        load calls back here) and stop; drop a path once its table is shown."""
+        if not self._reveal:
+            return
+        still = []
+        for path in self._reveal:
+            cid, schema, table, into_columns = path
+            item = next((self.model.item(i) for i in range(self.model.rowCount())
+                         if self.model.item(i).data(INFO).id == cid), None)
+            waiting = False
+            for kind, test in (("schema", lambda v: v == schema), ("table", lambda v: v.name == table), (None, None)):
+                if item is None:  # gone since the search (a refresh, a removed connector)
+                    break
+                if kind is None and not into_columns:
+                    break  # a table's own name matched: its columns need not load
+                if item.data(STATE) != "loaded":
+                    if item.data(STATE) is None:
+                        self.load_children(item)  # (the filter hides an unloaded level: load it directly)
+                    waiting = True
+                    break
+                if kind is None:
+                    break
+                item = self._child(item, kind, test)
+            if waiting:
+                still.append(path)
+                continue
+            if item is not None:
+                self._revealed += 1
+                self._expand_to(item, expand_self=into_columns)
+        self._reveal = still
+        if not still:
+            self.revealed.emit(self._revealed)
+
+    def _expand_to(self, item: QStandardItem, expand_self: bool) -> None:
+        chain, parent = [], item.parent()
+        while parent is not None:
+            chain.insert(0, parent)
+            parent = parent.parent()
+        for ancestor in chain + ([item] if expand_self else []):
+            self.tree.expand(self.proxy.mapFromSource(ancestor.index()))
+        if self._revealed == 1:
+            self.tree.scrollTo(self.proxy.mapFromSource(item.index()))
 
     # --- samples --------------------------------------------------------------------------
 

@@ -258,11 +258,8 @@ class SyncPanel(QWidget):
         def done(status: dict[str, Any]) -> None:
             if request != self._status_request or name != self.connector:
                 return
-            first = self.status is None
-            self.status = status
-            if first:
-                self._fill_tables(status["tables"])
-                self._fill_settings(status.get("config", {}))
+            previous, self.status = self.status, status
+            self._follow_connector(previous, status)
             self._describe_status()
             self.update_buttons()
             self.status_loaded.emit(name, status)
@@ -295,6 +292,24 @@ class SyncPanel(QWidget):
         if not runs:
             parts.append("Never synced.")
         self.state.setText(" ".join(parts))
+
+    def _follow_connector(self, previous: dict[str, Any] | None, status: dict[str, Any]) -> None:
+        """Show the connector as stored now: after a discovery the table list, after an
+        edit the connector's own settings (choices made here for the next run are kept
+        when the connector's setting did not change)."""
+        if previous is None or previous["tables"] != status["tables"]:
+            unchecked = self._unchecked_tables() if previous is not None else set()
+            self._fill_tables(status["tables"])
+            if unchecked:
+                self.set_checked([name for name, _ in status["tables"] if name not in unchecked])
+        config = status.get("config", {})
+        if previous is None or previous.get("config", {}) != config:
+            self._fill_settings(config)
+
+    def _unchecked_tables(self) -> set[str]:
+        return {self.tables.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.tables.count())
+                if self.tables.item(i).flags() & Qt.ItemFlag.ItemIsUserCheckable
+                and self.tables.item(i).checkState() != Qt.CheckState.Checked}
 
     def _fill_tables(self, tables: list[tuple[str, int | None]]) -> None:
         self.tables.blockSignals(True)

@@ -20,6 +20,8 @@ def test_first_start_offers_and_loads_sample_data(qtbot, window):
     assert summary["status"] == "success"
     qtbot.waitUntil(lambda: window.connectors.names() == ["sample-erp"], timeout=20000)
     assert "Sample data loaded" in window.info.label.text()
+    # the window leads to what the demo produced: the KPIs, not an empty Schema tab
+    assert window.tabs.currentWidget() is window.kpis
     badge = window.connectors.list.item(0).data(Qt.ItemDataRole.UserRole + 2)
     assert badge == ("synced", "ok")
     # the history shows the finished sync

@@ -1,0 +1,149 @@
+"""What a new analyst trips over (issue 15): screens that go stale, the connector
+dialog's tab order and its errors, the schema filter that finds what is not loaded yet,
+icons that say what they do."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QAbstractSpinBox, QWidget
+
+from esg_workbench.gui.schema_browser import KIND
+from tests.gui.conftest import add_connector, fill_connector_dialog, ok_button, open_dialog
+
+
+def _named(model, parent, name):
+    for r in range(model.rowCount(parent)):
+        index = model.index(r, 0, parent)
+        if index.data() == name:
+            return index
+    raise AssertionError(f"{name} not under {parent.data()}")
+
+
+def test_views_follow_a_connector_as_it_changes(qtbot, window, source, pg_conn):
+    assert "This workspace is empty" in window.info.label.text()
+    add_connector(qtbot, window, source, "erp")
+    assert not window.info.isVisible()  # the empty-workspace notice went with the first connector
+
+    # Sync tab: never discovered yet ...
+    sync = window.sync
+    qtbot.waitUntil(lambda: sync.status is not None, timeout=20000)
+    assert sync.tables.item(0).text().startswith("Not discovered yet")
+    assert sync.load_type.itemText(0) == "Connector setting (full)"
+
+    # ... a discovery (Refresh schema with the connector chosen in the list, nothing picked
+    # in the tree) fills its table list without a restart
+    window.schema.tree.setCurrentIndex(window.schema.proxy.index(-1, -1))
+    with qtbot.waitSignal(window.schema.refreshed, timeout=30000):
+        window.act_refresh_schema.trigger()
+    qtbot.waitUntil(lambda: sync.tables.count() == 2, timeout=20000)
+    assert [sync.tables.item(i).data(Qt.ItemDataRole.UserRole) for i in range(2)] == \
+        ["public.energy_use", "public.sites"]
+
+    # a new source table is reported as new, not as "no change"
+    pg_conn.execute("CREATE TABLE waste (id int PRIMARY KEY, kg numeric)")
+    with qtbot.waitSignal(window.schema.refreshed, timeout=30000):
+        window.act_refresh_schema.trigger()
+    assert "1 new: public.waste" in window.schema.status.text()
+    assert "no change" not in window.schema.status.text()
+    qtbot.waitUntil(lambda: sync.tables.count() == 3, timeout=20000)
+
+    # an edit of the load type shows in the Sync tab at once
+    dialog = open_dialog(qtbot, window, window.act_edit)
+    dialog.load_type.setCurrentIndex(dialog.load_type.findData("delta"))
+    qtbot.keyClicks(dialog.cursor_field, "updated_at")
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: sync.load_type.itemText(0) == "Connector setting (delta)", timeout=20000)
+
+
+def _tab_chain(dialog, start: QWidget, count: int) -> list[QWidget]:
+    chain, widget = [start], start
+    while len(chain) < count:
+        widget = widget.nextInFocusChain()
+        inner = isinstance(widget.parent(), QAbstractSpinBox)  # a spin box's own line edit: the same stop
+        if widget.focusPolicy() & Qt.FocusPolicy.TabFocus and widget.isVisibleTo(dialog) and widget.isEnabled() \
+                and not inner:
+            chain.append(widget)
+    return chain
+
+
+def test_connector_dialog_tabs_down_the_form_and_keeps_values_out_of_errors(qtbot, window):
+    dialog = open_dialog(qtbot, window, window.act_add)
+    dialog.type.setCurrentText("postgres")
+    f = dialog._fields
+    qtbot.waitUntil(lambda: f["host"].isVisibleTo(dialog))
+    expected = [dialog.name, dialog.type, f["host"], f["port"], f["database"], f["schema"], f["username"],
+                dialog.password, dialog.load_type, dialog.cursor_field, dialog.chunk_strategy, dialog.window,
+                dialog.chunk_size, dialog.lookback]
+    chain = _tab_chain(dialog, dialog.name, len(expected))
+    assert [w.objectName() or type(w).__name__ for w in chain] == \
+        [w.objectName() or type(w).__name__ for w in expected]
+    assert chain == expected
+
+    # nothing touched: no error shown, though the form is incomplete
+    assert dialog.validation_problems() and dialog.problems.isHidden() and not f["host"].styleSheet()
+    # a password typed into Look-back: the error names the field, not what was typed
+    qtbot.keyClicks(dialog.lookback, "s3cret-pw")
+    assert "Look-back must be a duration" in dialog.problems.text()
+    assert "s3cret-pw" not in dialog.problems.text() and "s3cret-pw" not in dialog.lookback.toolTip()
+    assert "Host is required" not in dialog.problems.text()  # host was not touched yet
+    # Save shows every problem and puts the cursor in the first field to fix
+    dialog.activateWindow()
+    qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    assert dialog.isVisible()
+    text = dialog.problems.text()
+    assert "Give the connector a name" in text and "Host is required" in text and "Database is required" in text
+    assert f["host"].styleSheet() and dialog.name.styleSheet()
+    dialog.reject()
+
+    # the type's rows are rebuilt on a type change: the order follows them
+    dialog = open_dialog(qtbot, window, window.act_add)
+    dialog.type.setCurrentText("files")
+    qtbot.waitUntil(lambda: dialog._fields["path"].isVisibleTo(dialog))  # (new rows show on the next turn)
+    chain = _tab_chain(dialog, dialog.name, 4)
+    assert chain[2] is dialog._fields["path"] and chain[3].text() == "Browse…"
+    dialog.reject()
+
+
+def test_schema_filter_finds_columns_not_loaded_and_opens_the_tree(qtbot, window, source):
+    add_connector(qtbot, window, source, "erp")
+    from esg_workbench.sync import operations
+
+    operations.discover_connector(window.workspace, "erp")
+    browser = window.schema
+    window.tabs.setCurrentWidget(browser)
+    assert browser.connector_item("erp").data(Qt.ItemDataRole.UserRole + 3) is None  # nothing loaded yet
+
+    with qtbot.waitSignal(browser.revealed, timeout=30000) as blocker:
+        qtbot.keyClicks(browser.filter, "kwh")  # a column of energy_use
+    assert blocker.args == [1]
+    proxy, tree = browser.proxy, browser.tree
+    erp = _named(proxy, tree.rootIndex(), "erp")
+    energy = _named(proxy, _named(proxy, erp, "public"), "energy_use")
+    assert tree.isExpanded(erp) and tree.isExpanded(energy)
+    kwh = _named(proxy, energy, "kwh")  # shown, and only the matching column
+    assert proxy.rowCount(energy) == 1 and kwh.data(Qt.ItemDataRole.UserRole + 1) == "column"
+    assert "1 table(s) match 'kwh'" in browser.status.text()
+
+    browser.filter.clear()
+    qtbot.waitUntil(lambda: proxy.rowCount(_named(proxy, _named(proxy, _named(proxy, tree.rootIndex(), "erp"),
+                                                                 "public"), "energy_use")) == 7)
+    # type icons: a number, a text and a timestamp column look different
+    energy = _named(proxy, _named(proxy, _named(proxy, tree.rootIndex(), "erp"), "public"), "energy_use")
+    keys = {name: _named(proxy, energy, name).data(Qt.ItemDataRole.DecorationRole).cacheKey()
+            for name in ("id", "kwh", "note", "updated_at")}
+    assert len(set(keys.values())) == 4
+    with qtbot.waitSignal(browser.revealed, timeout=30000) as blocker:
+        qtbot.keyClicks(browser.filter, "zzz_nothing")
+    assert blocker.args == [0] and "Nothing discovered matches" in browser.status.text()
+    assert browser.connector_item("erp").child(0).data(KIND) == "schema"
+
+
+def test_icons_are_distinct_and_icon_buttons_are_named(window):
+    assert window.act_test.icon().cacheKey() != window.act_verify.icon().cacheKey()
+    bar = window.connectors.toolbar
+    for act in bar.actions():
+        button = bar.widgetForAction(act)
+        assert button.accessibleName() and button.toolTip(), act.text()
+    assert {bar.widgetForAction(a).accessibleName() for a in bar.actions()} >= {
+        "Add connector", "Edit connector", "Test connection"}
