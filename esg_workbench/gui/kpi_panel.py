@@ -18,7 +18,6 @@ from PySide6.QtGui import QAction, QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDialog,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -27,7 +26,6 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QTableView,
-    QTabWidget,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -36,26 +34,15 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.gui import icons
 from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
-from esg_workbench.gui.sample_model import RecordsModel
+from esg_workbench.gui.drill_down import FLAG_TEXT, ORG, DrillDownDialog, drill, format_value
 from esg_workbench.mapping.catalog import Catalog, load_catalog
 
-ORG = "(all sites)"
 HEADLINE = ["energy_total", "ghg_scope1", "ghg_scope2_location", "ghg_scope2_market", "water_withdrawal",
             "waste_total", "headcount"]
 SHORT = {"energy_total": "Energy", "ghg_scope1": "Scope 1", "ghg_scope2_location": "Scope 2 location",
          "ghg_scope2_market": "Scope 2 market", "water_withdrawal": "Water withdrawal", "waste_total": "Waste",
          "headcount": "Headcount", "ghg_total_location": "GHG total location", "ghg_total_market": "GHG total market",
          "energy_renewable_share": "Renewable share"}
-FLAG_TEXT = {
-    "missing": "no data for this site and month",
-    "partial": "some months or sites are missing from this total",
-    "unit_mismatch": "some rows had a unit that could not be converted (left out)",
-    "negative": "negative input rows or a negative result",
-    "outlier": "far from the site's usual months",
-    "not_period_end": "a stock taken from an earlier month than the period's end",
-    "no_factor": "emission rows without a factor",
-    "market_uses_location_factor": "market-based without supplier data: the location factor was used",
-}
 PERIOD_TYPES = [("month", "Months"), ("quarter", "Quarters"), ("year", "Years")]
 ALL, TOTAL_ONLY = "__all__", "__total__"
 
@@ -68,34 +55,12 @@ def short_label(catalog: Catalog, kpi: str) -> str:
     return label.split(" (")[0].split(",")[0]
 
 
-def format_value(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    if unit in ("persons", "count"):
-        return f"{value:,.0f}"
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
-
-
 # --- background work (no Qt) -------------------------------------------------------------------
 
 def load_values(workspace, period_type: str) -> list[dict[str, Any]]:
     from esg_workbench.mapping.aggregate import kpi_rows
 
     return kpi_rows(workspace, period_type=period_type)
-
-
-def drill(workspace, value_id: int) -> dict[str, Any]:
-    """drill_down() with the connectors' names next to their ids."""
-    from esg_workbench.mapping.aggregate import drill_down
-    from esg_workbench.workspace import connectors_store
-
-    found = drill_down(workspace, value_id)
-    with workspace.read() as conn:
-        names = {r.id: r.name for r in connectors_store.list_all(workspace, conn)}
-    found["connectors"] = names
-    found["source_keys"] = [{"connector": names.get(c, c), "source_table": t, "source_key": k}
-                            for c, t, k in found["source_keys"]]
-    return found
 
 
 def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
@@ -285,128 +250,12 @@ class KpiTableModel(QAbstractTableModel):
         }
 
 
-class NumbersModel(RecordsModel):
-    """Records with floats shown to 9 significant digits (the exact value in the tooltip)."""
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if index.isValid() and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            value = self.raw(index.row(), index.column())
-            if isinstance(value, float):
-                return f"{value:,.9g}" if role == Qt.ItemDataRole.DisplayRole else repr(value)
-        return super().data(index, role)
-
-
-# --- drill-down -------------------------------------------------------------------------------------
-
-class DrillDownDialog(QDialog):
-    """A KPI value, what it was computed from, its staging rows and their source keys.
-    Double-click a part to drill into it; Back returns."""
-
-    navigate = Signal(int, bool)  # a kpi_values id to show; True: deeper (Back returns), False: back
-
-    STAGING = ["id", "source_table", "source_key", "period", "site", "field", "category", "normalized_value",
-               "normalized_unit", "factor_id", "factor_value", "factor_unit", "scope", "method", "subcategory",
-               "value", "unit", "activity_date", "entity", "mapping_name", "mapping_version", "sync_id", "quality"]
-    PARTS = ["id", "kpi", "site", "period", "value", "unit", "rule", "input_rows", "quality"]
-
-    def __init__(self, catalog: Catalog, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("drillDownDialog")
-        self.setWindowTitle("Drill down")
-        self.catalog = catalog
-        self.history: list[int] = []
-        self.current: dict[str, Any] | None = None
-        self.summary = QLabel()
-        self.summary.setObjectName("drillSummary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.back = QPushButton(icons.standard("SP_ArrowBack"), "Back")
-        self.back.setEnabled(False)
-        self.parts_model = NumbersModel([], self.PARTS, parent=self)
-        self.staging_model = NumbersModel([], self.STAGING, parent=self)
-        self.keys_model = NumbersModel([], ["connector", "source_table", "source_key"], parent=self)
-        self.tabs = QTabWidget()
-        self.views: dict[str, QTableView] = {}
-        for name, model, title in (("parts", self.parts_model, "Computed from"),
-                                   ("staging", self.staging_model, "Staging rows"),
-                                   ("keys", self.keys_model, "Source keys")):
-            view = QTableView()
-            view.setObjectName(f"drill_{name}")
-            view.setModel(model)
-            view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-            view.setAlternatingRowColors(True)
-            view.verticalHeader().setDefaultSectionSize(20)
-            view.horizontalHeader().setStretchLastSection(True)
-            self.views[name] = view
-            self.tabs.addTab(view, title)
-        self.views["parts"].doubleClicked.connect(self._part_chosen)
-        close = QPushButton("Close")
-        close.clicked.connect(self.close)
-        self.back.clicked.connect(self._back)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.back)
-        buttons.addStretch(1)
-        buttons.addWidget(close)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.tabs, 1)
-        layout.addLayout(buttons)
-        self.resize(980, 520)
-
-    def show_result(self, found: dict[str, Any], mode: str = "new") -> None:
-        """mode: "new" (a value chosen in the table or chart: a new trail), "into" (a part
-        of the value shown), "back"."""
-        v = found["value"]
-        if mode == "new":
-            self.history = []
-        elif mode == "into" and self.current is not None:
-            self.history.append(self.current["value"]["id"])
-        self.back.setEnabled(bool(self.history))
-        self.current = found
-        kpi = self.catalog.kpi(v["kpi"])
-        flags = json.loads(v["quality"]) if isinstance(v["quality"], str) and v["quality"] else (v["quality"] or [])
-        site = v["site"] or ORG
-        self.setWindowTitle(f"Drill down: {v['kpi']} {v['period']} {site}")
-        text = (f"<b>{kpi.label if kpi else v['kpi']}</b> — {site}, {v['period']} ({v['period_type']}): "
-                f"<b>{format_value(v['value'], v['unit'])} {v['unit']}</b><br>"
-                f"Rule: {v['rule']} · {kpi.standard_ids() if kpi else ''}<br>"
-                + (f"Computed from {len(found['parts'])} value{'s' if len(found['parts']) != 1 else ''}, down to "
-                   if found["parts"] else "Computed directly from ")
-                + f"{found['staging_row_count']:,} staging rows and {len(found['source_keys']):,} source keys"
-                + (f" (first {len(found['staging_rows']):,} shown)" if found['staging_row_count'] > len(found['staging_rows'])
-                   else "")
-                + f"<br>Result hash <code>{v['result_hash']}</code>")
-        if flags:
-            text += "<br><span style='color:#ef6c00'>⚠ " + "; ".join(f"{f}: {FLAG_TEXT.get(f, f)}" for f in flags) + "</span>"
-        self.summary.setText(text)
-        parts = [dict(p, site=p["site"] or ORG) for p in found["parts"]]
-        self.parts_model.set_rows(parts, self.PARTS)
-        self.staging_model.set_rows(found["staging_rows"], self.STAGING)
-        self.keys_model.set_rows(found["source_keys"], ["connector", "source_table", "source_key"])
-        self.tabs.setTabText(0, f"Computed from ({len(parts)})")
-        self.tabs.setTabText(1, f"Staging rows ({found['staging_row_count']:,})")
-        self.tabs.setTabText(2, f"Source keys ({len(found['source_keys']):,})")
-        self.tabs.setTabEnabled(0, bool(parts))
-        if not parts and self.tabs.currentIndex() == 0:
-            self.tabs.setCurrentIndex(1)
-        for view in self.views.values():
-            view.resizeColumnsToContents()
-
-    def _part_chosen(self, index: QModelIndex) -> None:
-        value_id = self.parts_model.raw(index.row(), self.PARTS.index("id"))
-        if value_id is not None:
-            self.navigate.emit(int(value_id), True)
-
-    def _back(self) -> None:
-        if self.history:
-            self.navigate.emit(self.history.pop(), False)
-
-
 # --- the panel ---------------------------------------------------------------------------------------
 
 class KpiPanel(QWidget):
     loaded = Signal(int)  # values shown
     drilled = Signal(dict)  # a drill-down result
+    source_shown = Signal(object)  # the landed row of a chosen source key, or None (tests)
     exported = Signal(str)  # the file written
     failed = Signal(str)
     message = Signal(str)
@@ -671,13 +520,15 @@ class KpiPanel(QWidget):
                 self.table.scrollTo(index)
             self.drill_down(v["id"])
 
-    def drill_down(self, value_id: int, mode: str = "new") -> None:
+    def drill_down(self, value_id: int, mode: str = "new", limit: int | None = None) -> None:
         """Open the drill-down of a KPI value (in a worker); `drilled(result)` when shown."""
         if self.workspace is None:
             return
         if self.drill_dialog is None:
             self.drill_dialog = DrillDownDialog(self.catalog, self)
             self.drill_dialog.navigate.connect(self._navigate)
+            self.drill_dialog.more.connect(lambda vid, n: self.drill_down(vid, "more", n))
+            self.drill_dialog.source_wanted.connect(self._source_row)
             self.drill_dialog.finished.connect(self._drill_closed)
 
         def done(found: dict[str, Any]) -> None:
@@ -688,7 +539,23 @@ class KpiPanel(QWidget):
             self.drill_dialog.raise_()
             self.drilled.emit(found)
 
-        self.pool.run(drill, self.workspace, value_id, on_done=done, on_error=self._error, owner=self)
+        self.pool.run(drill, self.workspace, value_id, *([limit] if limit else []),
+                      on_done=done, on_error=self._error, owner=self)
+
+    def _source_row(self, connector_id: str, table: str, key: str) -> None:
+        from esg_workbench.gui.drill_down import source_row
+
+        def done(row: dict[str, Any]) -> None:
+            if self.drill_dialog is not None:
+                self.drill_dialog.show_source_row(key, row)
+                self.source_shown.emit(row)
+
+        def failed(message: str) -> None:
+            if self.drill_dialog is not None:
+                self.drill_dialog.show_source_row(key, None, message)
+                self.source_shown.emit(None)
+
+        self.pool.run(source_row, self.workspace, connector_id, table, key, on_done=done, on_error=failed, owner=self)
 
     def _navigate(self, value_id: int, deeper: bool) -> None:
         self.drill_down(value_id, "into" if deeper else "back")

@@ -2,7 +2,9 @@
 
 Rows are handed to the view a page at a time (`canFetchMore`/`fetchMore`, like
 Spyder's DataFrameModel), so a long result never makes the view lay out everything at
-once. Every cell is rendered defensively: NULL shows greyed, long text is cut with the
+once. Every cell is rendered defensively: NULL shows greyed and in italics (empty text
+shows empty, with a tooltip saying so), numbers are right-aligned (also DECIMALs that
+arrive as text, when the whole column is numeric), long text is cut with the
 whole value in the tooltip, and a value that cannot be rendered shows
 "Display error" instead of raising inside paint.
 """
@@ -11,15 +13,30 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from decimal import Decimal
 from typing import Any, Sequence
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont
 
 PAGE_SIZE = 200
 MAX_CELL_CHARS = 120
 DISPLAY_ERROR = "Display error"
 NULL_TEXT = "NULL"
+EMPTY_TIP = "Empty text (not NULL)"
+_NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def _numeric_column(values: list[Any]) -> bool:
+    """Every value present is a number, or text that reads as one (DECIMAL as JSON text)."""
+    present = [v for v in values if v is not None]
+    return bool(present) and all(is_number(v) or (isinstance(v, str) and _NUMBER_TEXT.match(v)) for v in present)
 
 
 def render(value: Any) -> str:
@@ -51,6 +68,7 @@ class RecordsModel(QAbstractTableModel):
         self._rows: list[Any] = []
         self._columns: list[str] = []
         self._loaded = 0
+        self._numeric: set[int] = set()  # columns whose values are all numbers
         self.set_rows(rows, columns)
 
     # --- content --------------------------------------------------------------------------
@@ -67,6 +85,13 @@ class RecordsModel(QAbstractTableModel):
             columns = list(seen)
         self._columns = [str(c) for c in columns]
         self._loaded = min(self.page_size, len(self._rows))
+        self._numeric = set()
+        for c in range(len(self._columns)):
+            try:
+                if _numeric_column([self.raw(r, c) for r in range(min(PAGE_SIZE, len(self._rows)))]):
+                    self._numeric.add(c)
+            except Exception:  # noqa: BLE001 - a ragged record: leave the column left-aligned
+                pass
         self.endResetModel()
 
     def clear(self) -> None:
@@ -134,6 +159,10 @@ class RecordsModel(QAbstractTableModel):
                 return DISPLAY_ERROR if role != Qt.ItemDataRole.ToolTipRole else \
                     f"This value cannot be shown ({type(exc).__name__})."
             if role == Qt.ItemDataRole.ToolTipRole:
+                if value == "":
+                    return EMPTY_TIP
+                if value is None:
+                    return "NULL: no value"
                 return text if len(text) > MAX_CELL_CHARS else None
             return text if len(text) <= MAX_CELL_CHARS else text[:MAX_CELL_CHARS - 1] + "…"
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -142,9 +171,15 @@ class RecordsModel(QAbstractTableModel):
             if isinstance(value, _Broken):
                 return QBrush(QColor("#c62828"))
             return None
+        if role == Qt.ItemDataRole.FontRole:
+            if value is None:
+                font = QFont()
+                font.setItalic(True)
+                return font
+            return None
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if is_number(value) or index.column() in self._numeric:
+                return RIGHT
             return None
         return None
 

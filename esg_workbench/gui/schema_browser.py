@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSplitter,
-    QTableView,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.gui import catalog, icons
 from esg_workbench.gui.catalog import ConnectorOverview, TableRow
+from esg_workbench.gui.data_grid import DataGrid
 from esg_workbench.gui.sample_model import RecordsModel
 
 KIND = Qt.ItemDataRole.UserRole + 1  # connector | schema | table | column | placeholder
@@ -127,12 +127,9 @@ class SchemaBrowser(QWidget):
         self.sample_title = QLabel("Select a table to see sample rows.")
         self.sample_title.setObjectName("sampleTitle")
         self.samples = RecordsModel(parent=self)
-        self.sample_view = QTableView()
-        self.sample_view.setObjectName("sampleGrid")
-        self.sample_view.setModel(self.samples)
-        self.sample_view.setAlternatingRowColors(True)
+        self.sample_grid = DataGrid(self.samples, "sampleGrid")  # sorts, filters
+        self.sample_view = self.sample_grid.view
         self.sample_view.horizontalHeader().setDefaultSectionSize(130)
-        self.sample_view.verticalHeader().setDefaultSectionSize(22)
 
         top = QHBoxLayout()
         top.addWidget(self.filter, 1)
@@ -147,7 +144,7 @@ class SchemaBrowser(QWidget):
         low = QVBoxLayout(lower)
         low.setContentsMargins(0, 0, 0, 0)
         low.addWidget(self.sample_title)
-        low.addWidget(self.sample_view, 1)
+        low.addWidget(self.sample_grid, 1)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
         self.splitter.addWidget(lower)

@@ -147,3 +147,33 @@ def test_icons_are_distinct_and_icon_buttons_are_named(window):
         assert button.accessibleName() and button.toolTip(), act.text()
     assert {bar.widgetForAction(a).accessibleName() for a in bar.actions()} >= {
         "Add connector", "Edit connector", "Test connection"}
+
+
+def test_data_grid_sorts_naturally_filters_and_keeps_null_apart(qtbot):
+    from decimal import Decimal
+
+    from esg_workbench.gui.data_grid import DataGrid
+    from esg_workbench.gui.sample_model import EMPTY_TIP, NULL_TEXT, RIGHT, RecordsModel
+
+    rows = [{"key": "row 10", "amount": "10.5", "note": ""}, {"key": "row 9", "amount": None, "note": None},
+            {"key": "row 100", "amount": "2", "note": "x"}, {"key": "row 1", "amount": Decimal("-3"), "note": "y"}]
+    model = RecordsModel(rows)
+    grid = DataGrid(model, "testGrid")
+    qtbot.addWidget(grid)
+    grid.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    assert [grid.proxy.index(r, 0).data() for r in range(4)] == ["row 1", "row 9", "row 10", "row 100"]
+    grid.view.sortByColumn(1, Qt.SortOrder.AscendingOrder)  # numbers as numbers (text "10.5" > "2"), NULL first
+    assert [grid.proxy.index(r, 1).data() for r in range(4)] == [NULL_TEXT, "-3", "2", "10.5"]
+    # the amount column is numeric (text DECIMALs too): right-aligned; text is not
+    assert grid.proxy.index(3, 1).data(Qt.ItemDataRole.TextAlignmentRole) == RIGHT
+    assert grid.proxy.index(3, 0).data(Qt.ItemDataRole.TextAlignmentRole) is None
+    # NULL and empty text look different
+    null = model.index(1, 2)
+    empty = model.index(0, 2)
+    assert null.data() == NULL_TEXT and null.data(Qt.ItemDataRole.FontRole).italic()
+    assert empty.data() == "" and empty.data(Qt.ItemDataRole.ToolTipRole) == EMPTY_TIP
+    assert empty.data(Qt.ItemDataRole.FontRole) is None
+    with qtbot.waitSignal(grid.filtered, timeout=5000) as shown:
+        qtbot.keyClicks(grid.filter, "ROW 1")
+    assert shown.args == [3]  # row 1, row 10, row 100
+    assert grid.count.text() == "3 of 4 rows"

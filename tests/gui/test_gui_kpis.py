@@ -113,7 +113,7 @@ def test_drill_down_from_a_value_to_its_staging_rows_and_source_keys(qtbot, kpis
         kpis.drill_button.click()
     assert [p["period"] for p in drilled.args[0]["parts"]] == [f"2023-{m:02d}" for m in range(1, 13)]
     assert dialog.parts_model.total_rows == 12 and dialog.tabs.isTabEnabled(0)
-    march = dialog.parts_model.index(2, 0)
+    march = dialog.grids["parts"].proxy.mapFromSource(dialog.parts_model.index(2, 0))
     at = dialog.views["parts"].visualRect(march).center()
     qtbot.mouseClick(dialog.views["parts"].viewport(), LEFT, NOMOD, at)
     with qtbot.waitSignal(kpis.drilled, timeout=30000) as part:
@@ -219,3 +219,64 @@ def test_a_sync_that_recomputes_the_kpis_refreshes_the_kpi_table(qtbot, make_win
         kpis.drill_down(cell["id"])
     assert drilled.args[0]["value"]["id"] == cell["id"]
     kpis.drill_dialog.close()
+
+
+def test_drill_down_grids_sort_filter_page_and_trace_a_key(qtbot, kpis, ws):
+    from esg_workbench.gui.data_grid import sort_key
+    from esg_workbench.gui.sample_model import RIGHT
+
+    with qtbot.waitSignal(kpis.loaded, timeout=30000):
+        kpis.period_type.setCurrentIndex(kpis.period_type.findData("year"))
+    value = next(v for v in kpis.values  # (a total over every site: some 1,800 staging rows)
+                 if v["kpi"] == "ghg_total_location" and v["period"] == "2023" and v["site"] is None)
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as drilled:
+        kpis.drill_down(value["id"])
+    found = drilled.args[0]
+    assert found["staging_row_count"] > 1000
+    dialog = kpis.drill_dialog
+    model, grid = dialog.staging_model, dialog.grids["staging"]
+    assert model.total_rows == 1000 and not dialog.load_more.isHidden()
+    # pages on past the first 1,000 rows
+    with qtbot.waitSignal(kpis.drilled, timeout=30000) as more:
+        dialog.load_more.click()
+    assert model.total_rows == found["staging_row_count"] == len(more.args[0]["staging_rows"])
+    assert dialog.load_more.isHidden() and dialog.back.isEnabled() is False
+
+    # only the flagged rows, and back
+    quality = dialog.STAGING.index("quality")
+    flagged = sum(1 for r in range(model.total_rows) if model.raw(r, quality))
+    assert 0 < flagged < model.total_rows
+    dialog.flagged_only.setChecked(True)
+    assert grid.proxy.rowCount() == flagged
+    dialog.flagged_only.setChecked(False)
+    assert grid.proxy.rowCount() == model.total_rows
+
+    # sort by a number column: numerically, not as text; numbers right-aligned
+    column = dialog.STAGING.index("normalized_value")
+    grid.view.sortByColumn(column, Qt.SortOrder.DescendingOrder)
+    values = [model.raw(grid.source_row(r), column) for r in range(grid.proxy.rowCount())]
+    assert values == sorted(values, key=sort_key, reverse=True) and values[0] > values[-1]
+    assert grid.proxy.index(0, column).data(Qt.ItemDataRole.TextAlignmentRole) == RIGHT
+    assert grid.proxy.index(0, dialog.STAGING.index("site")).data(Qt.ItemDataRole.TextAlignmentRole) is None
+
+    # the filter keeps rows with the text in any column
+    qtbot.keyClicks(grid.filter, "de-muc")
+    qtbot.waitUntil(lambda: 0 < grid.proxy.rowCount() < model.total_rows)
+    for r in range(grid.proxy.rowCount()):
+        assert any("de-muc" in str(grid.proxy.index(r, c).data()).lower() for c in range(len(dialog.STAGING)))
+    assert "of" in grid.count.text()
+
+    # source keys in natural order (row 9 before row 10), and a key's landed row
+    keys = [(k["connector"], k["source_table"], k["source_key"]) for k in found["source_keys"]]
+    for table in {t for _, t, _ in keys}:
+        numbers = [int(k) for _, t, k in keys if t == table]
+        assert numbers == sorted(numbers), table
+    dialog.tabs.setCurrentIndex(2)
+    key_view = dialog.views["keys"]
+    with qtbot.waitSignal(kpis.source_shown, timeout=30000) as source:
+        key_view.setCurrentIndex(key_view.model().index(3, 0))
+    row = source.args[0]
+    chosen = dialog.keys_model._rows[dialog.grids["keys"].source_row(3)]
+    assert row is not None and str(row["id"]) == str(chosen["source_key"])
+    assert f"Landed row of key {chosen['source_key']}" in dialog.source_title.text()
+    assert dialog.source_model.total_rows == len(row)
