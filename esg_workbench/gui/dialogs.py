@@ -33,6 +33,21 @@ def ask(parent: QWidget | None, title: str, text: str, yes: str = "Yes", no: str
     return box.clickedButton() is yes_button
 
 
+def last_folder(settings, key: str) -> str:
+    """The folder a file dialog of this kind last used (the home folder at first)."""
+    from pathlib import Path
+
+    folder = settings.value(f"folders/{key}") if settings is not None else None
+    return folder if folder and Path(folder).is_dir() else str(Path.home())
+
+
+def remember_folder(settings, key: str, path: str) -> None:
+    from pathlib import Path
+
+    if settings is not None and path:
+        settings.setValue(f"folders/{key}", str(Path(path).parent))
+
+
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
     """A readable error (message and what to do); never a traceback."""
     box = QMessageBox(QMessageBox.Icon.Warning, title, message.split("\nWhat to do:")[0], QMessageBox.StandardButton.Ok, parent)

@@ -265,6 +265,7 @@ class KpiPanel(QWidget):
         self.setObjectName("kpiPanel")
         self.pool = pool
         self.workspace = None
+        self.settings = None  # the window's QSettings (remembered export folder), set by install_mapping_tabs
         self.catalog = load_catalog()
         self.values: list[dict[str, Any]] = []
         self.chosen_kpis: list[str] = list(HEADLINE)
@@ -344,8 +345,9 @@ class KpiPanel(QWidget):
                 head.addWidget(widget)
         for combo in (self.site, self.chart_kpi):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.site.setMinimumContentsLength(16)
-        self.chart_kpi.setMinimumContentsLength(24)
+        # narrow enough that Refresh, Drill down, CSV and XLSX keep their labels at 1280 px
+        self.site.setMinimumContentsLength(12)
+        self.chart_kpi.setMinimumContentsLength(16)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setObjectName("kpiSplitter")
         self.splitter.addWidget(self.table)
@@ -568,11 +570,15 @@ class KpiPanel(QWidget):
     # --- export ----------------------------------------------------------------------------------------
 
     def _ask_export(self, kind: str) -> None:
+        from esg_workbench.gui.dialogs import last_folder, remember_folder
+
         stamp = dt.date.today().isoformat()
-        suggested = str(Path.home() / f"esg-kpis-{self.period_type.currentData()}-{stamp}.{kind}")
+        folder = last_folder(self.settings, "kpi_export")
+        suggested = str(Path(folder) / f"esg-kpis-{self.period_type.currentData()}-{stamp}.{kind}")
         path, _ = QFileDialog.getSaveFileName(self, f"Export KPIs to {kind.upper()}", suggested,
                                               "CSV (*.csv)" if kind == "csv" else "Excel workbook (*.xlsx)")
         if path:
+            remember_folder(self.settings, "kpi_export", path)
             if not path.lower().endswith(f".{kind}"):
                 path += f".{kind}"
             self.export(path, kind)

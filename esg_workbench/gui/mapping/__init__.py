@@ -25,6 +25,7 @@ def install_mapping_tabs(window) -> None:
 
     window.mapping = MappingPanel(window.pool)
     window.kpis = KpiPanel(window.pool)
+    window.mapping.settings = window.kpis.settings = window.settings  # (remembered folders)
     window.tabs.addTab(window.mapping, mapping_icon(), "Mapping")
     window.tabs.addTab(window.kpis, chart_icon(), "KPIs")
 

@@ -157,14 +157,15 @@ class AutoMapDialog(QDialog):
     undo step. The canvas shows them dashed meanwhile."""
 
     def __init__(self, proposals: list[tuple[str, Edge]], tables: dict[str, str], columns: dict[str, dict[str, str]],
-                 parent: QWidget | None = None):
+                 parent: QWidget | None = None, none_because: str = ""):
         super().__init__(parent)
         self.setWindowTitle("Auto-map")
         self.setObjectName("autoMapDialog")
         self.proposals = proposals
         intro = QLabel(f"{len(proposals)} edge{'s' if len(proposals) != 1 else ''} proposed by name and type "
                        "similarity (shown dashed on the canvas). Untick the ones that are wrong, then accept."
-                       if proposals else "No proposals: every field that a column resembles is mapped already.")
+                       if proposals else none_because or "No proposals.")
+        intro.setObjectName("autoMapIntro")
         intro.setWordWrap(True)
         self.tree = QTreeWidget()
         self.tree.setObjectName("autoMapList")

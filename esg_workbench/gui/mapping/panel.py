@@ -8,13 +8,16 @@ their errors arrive as readable messages (EsgError.describe()) in the info bar.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QLabel,
+    QMenu,
     QSizePolicy,
     QSplitter,
     QStackedWidget,
@@ -53,6 +56,8 @@ class MappingPanel(QWidget):
     apply_failed = Signal(str)
     message = Signal(str)  # for the main window's status bar
     kpis_requested = Signal()  # "Show KPIs" after an apply
+    exported = Signal(str)  # the file written
+    imported = Signal(str)  # the mapping saved from a file
 
     def __init__(self, pool, parent: QWidget | None = None):
         super().__init__(parent)
@@ -62,6 +67,7 @@ class MappingPanel(QWidget):
         self.listed: list[dict[str, Any]] = []
         self.versions: list[dict[str, Any]] = []
         self.applying = False
+        self.settings = None  # the window's QSettings (remembered folders), set by install_mapping_tabs
         self._selecting_problem = False
         self.document = MappingDocument(parent=self)
         self.scene = MappingScene(self.document, self)
@@ -79,12 +85,14 @@ class MappingPanel(QWidget):
         self.hint.setObjectName("canvasHint")
         self.hint.setStyleSheet("color: #455a64; padding: 1px 4px;")
         self.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
-        self.hint.setText("Drag a source column onto an ESG field. Click an edge to edit its transforms. "
-                          "Ctrl+wheel zooms, middle button (or Space + drag) pans, Delete removes the selection.")
+        self.hint.setText("Drag a source column onto an ESG field, or select a column (↑/↓) and press Enter to "
+                          "pick its field. Click an edge to edit its transforms. Ctrl+wheel zooms, middle button "
+                          "(or Space + drag) pans, Delete removes the selection.")
+        self.map_menu: QMenu | None = None  # the field menu of Enter on a column
 
         self.combo = QComboBox()
         self.combo.setObjectName("mappingCombo")
-        self.combo.setMinimumWidth(220)
+        self.combo.setMinimumWidth(170)
         self.combo.setToolTip("The mapping on the canvas (newest saved version)")
         self._build_actions()
 
@@ -124,6 +132,7 @@ class MappingPanel(QWidget):
         self.scene.selectionChanged.connect(self._selection_changed)
         self.scene.current_table_changed.connect(self.preview.set_table)
         self.scene.edge_activated.connect(self._edge_activated)
+        self.scene.map_requested.connect(self.show_map_menu)
         self.validation.problem_activated.connect(self.select_problem)
         self.validation.counts_changed.connect(self._counts)
         self.document.problems_changed.connect(self._problems)
@@ -194,6 +203,11 @@ class MappingPanel(QWidget):
                           "Save the mapping as a new version (author, time, audit entry)", "saveMapping")
         self.act_history = a("History…", self.show_history, None, "SP_FileDialogContentsView",
                              "Saved versions of this mapping", "mappingHistory")
+        self.act_export = a("Export…", self.export_file, None, "SP_DialogSaveButton",
+                            "Write the saved mapping to a file (to share it or keep it in version control)",
+                            "exportMapping")
+        self.act_import = a("Import…", self.import_file, None, "SP_DialogOpenButton",
+                            "Read a mapping file and save it as a new version", "importMapping")
         self.act_apply = a("Apply", self.apply, "Ctrl+Return", "SP_MediaPlay",
                            "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
         self.zoom_label = QLabel("100 %")
@@ -203,7 +217,7 @@ class MappingPanel(QWidget):
         bar = QToolBar("Mapping")
         bar.setObjectName("mappingToolbar")
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        bar.addWidget(QLabel(" Mapping "))
+        self.combo.setAccessibleName("Mapping")
         bar.addWidget(self.combo)
         bar.addAction(self.act_new)
         bar.addSeparator()
@@ -226,8 +240,27 @@ class MappingPanel(QWidget):
         bar.addAction(self.act_fit)
         bar.addSeparator()
         bar.addAction(self.act_save)
-        bar.addAction(self.act_history)
         bar.addAction(self.act_apply)
+        # the less frequent file actions share one labelled menu button, so that Save and
+        # Apply keep their labels at 1280 px (the smallest supported width)
+        more = QToolButton()
+        more.setObjectName("mappingMore")
+        more.setText("Versions && files")
+        more.setAccessibleName("Versions and files")
+        more.setToolTip("History of saved versions, export to a file, import from a file")
+        more.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        more.setAutoRaise(True)
+        menu = QMenu(more)
+        for act in (self.act_history, self.act_export, self.act_import):
+            menu.addAction(act)
+        more.setMenu(menu)
+        bar.addWidget(more)
+        # undo, redo and delete as icons (their names are in the tooltips and for screen readers)
+        for act in (self.act_undo, self.act_redo, self.act_delete, self.act_new):
+            button = bar.widgetForAction(act)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+            button.setAccessibleName(act.text().rstrip("…"))
         self.toolbar = bar
 
     def _update_actions(self) -> None:
@@ -239,6 +272,8 @@ class MappingPanel(QWidget):
         self.act_automap.setEnabled(has and bool(mapping.tables))
         self.act_save.setEnabled(has and self.document.modified)
         self.act_history.setEnabled(has and mapping.version is not None)
+        self.act_export.setEnabled(has and mapping.version is not None)
+        self.act_import.setEnabled(has_ws)
         self.act_apply.setEnabled(has and not self.applying and bool(mapping.tables))
         self.act_delete.setEnabled(has and bool(self.scene.selectedItems()))
         self._update_combo_text()
@@ -525,15 +560,18 @@ class MappingPanel(QWidget):
         return dialog
 
     def auto_map(self) -> AutoMapDialog | None:
-        """Propose edges for the selected table mapping (all tables when none is selected)."""
+        """Propose edges for the selected table mapping (all tables when none is selected).
+        A selected edge does not choose its table: the analyst may be looking at another."""
         m = self.document.mapping
         if m is None or not m.tables:
             return None
-        selected = {getattr(i, "table_id", None) for i in self.scene.selectedItems()} - {None}
+        selected = {i.table_id for i in self.scene.selectedItems()
+                    if isinstance(i, (it.NodeItem, it.PortRow, it.FieldItem)) and getattr(i, "table_id", None)}
         proposals = self.document.proposals(sorted(selected) or None)
         names = self._table_names()
         columns = {t.id: self.document.columns_of(t) or {} for t in m.tables}
-        dialog = AutoMapDialog(proposals, names, columns, self)
+        dialog = AutoMapDialog(proposals, names, columns, self,
+                               none_because=self._why_no_proposals(selected or {t.id for t in m.tables}, columns))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.scene.show_proposals(proposals)
 
@@ -549,6 +587,53 @@ class MappingPanel(QWidget):
         dialog.open()
         self.automap_dialog = dialog
         return dialog
+
+    def show_map_menu(self, table_id: str, column: str) -> QMenu:
+        """Mapping by keyboard: the fields this column may map onto, as a menu at the column
+        (the same rules as a drop: incompatible fields are left out)."""
+        targets = self.document.drop_targets(table_id, column)
+        table = self.document.mapping.table(table_id)
+        entity = self.document.catalog.entity(table.entity)
+        menu = QMenu(self)
+        menu.setObjectName("mapColumnMenu")
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        for fdef in entity.fields if entity else ():
+            kind = targets.get(fdef.name)
+            if kind is None:
+                continue
+            label = fdef.name + ("   (replaces its edge)" if kind == "replace" else "")
+            act = menu.addAction(label)
+            act.setData(fdef.name)
+            act.triggered.connect(lambda _=False, f=fdef.name: self._map_by_keyboard(table_id, column, f))
+        if menu.isEmpty():
+            menu.addAction(f"No field of {table.entity} accepts {column}").setEnabled(False)
+        self.map_menu = menu
+        item = self.scene.column_item(table_id, column)
+        at = self.view.viewport().mapToGlobal(self.view.mapFromScene(item.sceneBoundingRect().topRight())) \
+            if item is not None else self.view.mapToGlobal(self.view.rect().center())
+        menu.popup(at)
+        return menu
+
+    def _map_by_keyboard(self, table_id: str, column: str, field: str) -> None:
+        edge = self.document.connect_column(table_id, column, field)
+        if edge is not None:
+            self.hint.setText(f"Mapped {column} onto {field}.")
+            self.view.setFocus()
+
+    def _why_no_proposals(self, table_ids: set[str], columns: dict[str, dict[str, str]]) -> str:
+        """What Auto-map says when it has nothing to propose, table by table."""
+        m, names = self.document.mapping, self._table_names()
+        lines = []
+        for t in (t for t in m.tables if t.id in table_ids):
+            if not columns.get(t.id):
+                lines.append(f"{names[t.id]}: its source table has not landed yet, so its columns are unknown "
+                             "(sync the connector first).")
+            elif not t.edges:
+                lines.append(f"{names[t.id]}: no column name resembles a field of the entity. Drag a column onto "
+                             "a field, or select the column and press Enter to pick its field.")
+            else:
+                lines.append(f"{names[t.id]}: every field that a column resembles is mapped already.")
+        return "No proposals.\n" + "\n".join(lines)
 
     def save(self) -> SaveDialog | None:
         m = self.document.mapping
@@ -600,6 +685,56 @@ class MappingPanel(QWidget):
             self.mappings_listed.emit(rows)
 
         self.pool.run(tasks.list_mappings, self.workspace, on_done=done, on_error=self._error, owner=self)
+
+    # --- files ------------------------------------------------------------------------------------
+
+    def export_file(self, path: str | None = None) -> None:
+        """Write the saved mapping (as last saved: save edits first) to a JSON file."""
+        from esg_workbench.gui.dialogs import last_folder, remember_folder
+        from esg_workbench.mapping import exchange
+
+        m = self.document.mapping
+        if m is None or self.workspace is None or m.version is None:
+            return
+        if path is None:
+            suggested = str(Path(last_folder(self.settings, "mappings")) / f"{m.name}{exchange.SUFFIX}")
+            path, _ = QFileDialog.getSaveFileName(self, "Export mapping", suggested, "Mapping (*.json)")
+            if not path:
+                return
+        remember_folder(self.settings, "mappings", path)
+        unsaved = " (the unsaved edits are not in it: save first to include them)" if self.document.modified else ""
+
+        def done(written) -> None:
+            text = f"Exported '{m.name}' v{m.version} to {written}{unsaved}."
+            self.hint.setText(text)
+            self.message.emit(text)
+            self.exported.emit(str(written))
+
+        self.pool.run(exchange.export_mapping, self.workspace, m.name, path, m.version,
+                      on_done=done, on_error=self._error, owner=self)
+
+    def import_file(self, path: str | None = None) -> None:
+        """Save a mapping file as a new version, then open it."""
+        from esg_workbench.gui.dialogs import last_folder, remember_folder
+        from esg_workbench.mapping import exchange
+
+        if self.workspace is None or not self._may_discard():
+            return
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Import mapping", last_folder(self.settings, "mappings"),
+                                                  "Mapping (*.json);;All files (*)")
+            if not path:
+                return
+        remember_folder(self.settings, "mappings", path)
+
+        def done(saved) -> None:
+            text = f"Imported '{saved.name}' as version {saved.version} from {Path(path).name}."
+            self.hint.setText(text)
+            self.message.emit(text)
+            self.reload(select=saved.name)
+            self.imported.emit(saved.name)
+
+        self.pool.run(exchange.import_mapping, self.workspace, path, on_done=done, on_error=self._error, owner=self)
 
     def show_history(self) -> HistoryDialog | None:
         m = self.document.mapping

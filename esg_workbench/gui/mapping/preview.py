@@ -15,7 +15,8 @@ from esg_workbench.gui.mapping import tasks
 from esg_workbench.gui.mapping.document import MappingDocument
 from esg_workbench.gui.sample_model import RecordsModel
 
-COLUMNS = ["source_key", "period", "site", "category", "subcategory", "field", "value", "unit",
+# `method` tells location- from market-based rows (scope 2): without it they look duplicated
+COLUMNS = ["source_key", "period", "site", "category", "subcategory", "field", "method", "value", "unit",
            "normalized_value", "normalized_unit", "scope", "factor_id", "quality"]
 DELAY_MS = 250
 #: which preview column a field of each role fills

@@ -46,6 +46,7 @@ class MappingScene(QGraphicsScene):
     hint = Signal(str)  # what the user is dragging onto (and why a field is greyed)
     focus_item = Signal(object)  # an item to bring into view
     current_table_changed = Signal(str)  # the table of the selected item
+    map_requested = Signal(str, str)  # table_id, column: Enter on a selected column (map it by keyboard)
 
     def __init__(self, document: MappingDocument, parent=None):
         super().__init__(parent)
@@ -399,7 +400,29 @@ class MappingScene(QGraphicsScene):
             return
         super().mouseDoubleClickEvent(event)
 
+    def step_column(self, step: int) -> it.ColumnItem | None:
+        """Select the next (+1) or previous (-1) source column, across tables; the first
+        column when none is selected. The keyboard's way onto the canvas."""
+        columns = [c for row in self.rows.values() for c in row.source.columns.values()]
+        if not columns:
+            return None
+        selected = [i for i in self.selectedItems() if isinstance(i, it.ColumnItem)]
+        at = columns.index(selected[0]) + step if selected and selected[0] in columns else 0
+        column = columns[max(0, min(len(columns) - 1, at))]
+        self.select_item(column)
+        return column
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down) and self.interaction is None:
+            self.step_column(1 if event.key() == Qt.Key.Key_Down else -1)
+            event.accept()
+            return
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.interaction is None:
+            columns = [i for i in self.selectedItems() if isinstance(i, it.ColumnItem)]
+            if len(columns) == 1:
+                self.map_requested.emit(columns[0].table_id, columns[0].name)
+                event.accept()
+                return
         if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and self.interaction is None:
             if self.delete_selected():
                 event.accept()

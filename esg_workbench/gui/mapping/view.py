@@ -9,6 +9,9 @@ from PySide6.QtGui import QPainter, QWheelEvent
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsView
 
 MIN_ZOOM, MAX_ZOOM = 0.2, 3.0
+#: Fit never zooms out further than this: below it column names are too small to read
+#: (the rest is a scroll away; Ctrl+- still zooms out to MIN_ZOOM for an overview)
+READABLE_ZOOM = 0.7
 
 
 class MappingView(QGraphicsView):
@@ -57,8 +60,10 @@ class MappingView(QGraphicsView):
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         if self.zoom > 1.0:
             self.set_zoom(1.0)
-        elif self.zoom < MIN_ZOOM:
-            self.set_zoom(MIN_ZOOM)
+        elif self.zoom < READABLE_ZOOM:
+            self.set_zoom(READABLE_ZOOM)
+            self.centerOn(rect.left() + self.viewport().width() / self.zoom / 2,
+                          rect.top() + self.viewport().height() / self.zoom / 2)
         self.zoom_changed.emit(self.zoom)
 
     def fit_width(self) -> None:
@@ -67,7 +72,7 @@ class MappingView(QGraphicsView):
         if rect.isEmpty():
             return
         available = self.viewport().width() - 4
-        self.set_zoom(min(1.0, available / rect.width()))
+        self.set_zoom(max(READABLE_ZOOM, min(1.0, available / rect.width())))
         self.centerOn(rect.center().x(), rect.top() + self.viewport().height() / self.zoom / 2)
 
     def wheelEvent(self, event: QWheelEvent) -> None:
