@@ -4,6 +4,7 @@ and its error in a copyable box."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -70,13 +71,25 @@ class StatusModel(RecordsModel):
 
 
 def _with_duration(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's own time (start to finish of the landing). Mapping the new rows and
+    recomputing the KPIs come after it; the live log's total includes them, so say so."""
     for r in runs:
         if r.get("finished_at") and r.get("started_at"):
             seconds = (r["finished_at"] - r["started_at"]).total_seconds()
-            r["duration"] = f"{seconds:.1f} s"
+            r["duration"] = f"{seconds:.1f} s" + (" + mapping" if _mapped(r) else "")
         else:
             r["duration"] = ""
     return runs
+
+
+def _mapped(run: dict[str, Any]) -> bool:
+    details = run.get("details")
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            return False
+    return bool(details and details.get("mapped"))
 
 
 class HistoryPanel(QWidget):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -37,15 +38,33 @@ class Figures:
     stream: str = ""
     current_chunk: str = ""
     per_stream: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # done, planned, failed
+    #: every table the sync will read, with its estimated rows (None: unknown), when the
+    #: starter knows them: progress then counts all of them, not only those begun
+    planned: dict[str, int | None] = field(default_factory=dict)
+
+    def weights(self) -> dict[str, float]:
+        """Each table's share of the work: its estimated rows (the mean of the known
+        estimates when it has none; equal shares when none is known)."""
+        names = list(self.planned) + [s for s in self.per_stream if s not in self.planned]
+        known = [e for e in self.planned.values() if e and e > 0]
+        mean = sum(known) / len(known) if known else 1.0
+        weights = {}
+        for name in names:
+            estimate = self.planned.get(name)
+            weights[name] = float(estimate) if estimate and estimate > 0 else mean
+        return weights
 
     @property
     def fraction(self) -> float:
         if not self.per_stream:
             return 0.0
-        parts = [(d + f) / p if p else 1.0 for d, p, f in self.per_stream.values()]
+        parts = {s: (d + f) / p if p else 1.0 for s, (d, p, f) in self.per_stream.items()}
+        if self.planned:  # by rows over every planned table; those not begun count as 0
+            weights = self.weights()
+            return min(1.0, sum(weights[s] * parts.get(s, 0.0) for s in weights) / sum(weights.values()))
         total = max(self.streams_total or 0, len(parts))
         # the stream being read counts by its chunks; streams not begun count as 0
-        return min(1.0, sum(parts) / total)
+        return min(1.0, sum(parts.values()) / total)
 
     @property
     def rate(self) -> float:
@@ -53,9 +72,14 @@ class Figures:
 
     @property
     def eta(self) -> float | None:
+        """Seconds left at the measured rate: rows still to read over rows per second when
+        the tables' sizes are estimated, else the time so far scaled by what is left."""
         f = self.fraction
         if f <= 0 or self.elapsed <= 0:
             return None
+        estimated = sum(e for e in self.planned.values() if e and e > 0)
+        if estimated and all((e or 0) > 0 for e in self.planned.values()) and self.rate > 0:
+            return max(0.0, estimated - self.rows_read) / self.rate
         return self.elapsed / f * (1 - f)
 
 
@@ -74,6 +98,7 @@ class SyncJob(QObject):
         self.log: list[str] = []
         self._stream_rows: dict[str, tuple[int, int]] = {}
         self.running = True
+        self.cancel_requested_at: float | None = None  # time.monotonic() of the first Cancel
         self.result = None
         self.error: str | None = None
         self.error_kind: str | None = None  # the error's class name when the sync could not run
@@ -93,8 +118,20 @@ class SyncJob(QObject):
     def cancel(self) -> None:
         if self.running and not self.token.cancelled:
             self.token.cancel()
+            self.cancel_requested_at = time.monotonic()
             self._log("Cancelling: the sync stops after the chunk being written…")
             self.changed.emit(self)
+        elif self.cancelling:  # Cancel again: say what it waits for
+            self._log(self.cancel_wait_text())
+            self.changed.emit(self)
+
+    def cancel_wait_text(self) -> str:
+        """What a cancelling sync is waiting for, and since when."""
+        waited = time.monotonic() - (self.cancel_requested_at or time.monotonic())
+        f = self.figures
+        chunk = f" {f.stream} {f.current_chunk}".rstrip() if f.stream else ""
+        return (f"Still cancelling after {waited:.0f} s: the chunk being written{' (' + chunk.strip() + ')' if chunk else ''}"
+                " is finished first, so that nothing is half-landed; the sync stops right after it.")
 
     def _log(self, text: str) -> None:
         line = f"{dt.datetime.now():%H:%M:%S}  {text}"
@@ -142,7 +179,9 @@ class SyncJob(QObject):
                 self._log(f"{s.stream}: schema drift: {s.drift}")
             for w in s.warnings:
                 self._log(f"{s.stream}: note: {w}")
-        self._log(f"Sync {result.status.value.replace('_', ' ')} in {result.seconds:.1f} s (run {result.run_id}): "
+        took = (f"in {result.seconds:.1f} s, mapping the new rows and the KPIs included" if result.mapped
+                else f"in {result.seconds:.1f} s")
+        self._log(f"Sync {result.status.value.replace('_', ' ')} {took} (run {result.run_id}): "
                   f"{result.rows_written:,} rows landed." + (f" {result.error}" if result.error and result.status.value != "success" else ""))
         self.changed.emit(self)
         self.ended.emit(self)
@@ -186,11 +225,16 @@ class SyncJobs(QObject):
         self.pool = pool
         self.jobs: dict[str, SyncJob] = {}
 
-    def start(self, workspace, request) -> SyncJob:
+    def start(self, workspace, request, planned: list[tuple[str, int | None]] | None = None) -> SyncJob:
+        """`planned`: the tables the sync will read with their estimated rows (progress
+        and ETA then count all of them from the start)."""
         current = self.jobs.get(request.connector)
         if current is not None and current.running:
             raise RuntimeError(f"{request.connector} is already syncing")
         job = SyncJob(workspace, request, self)
+        if planned:
+            job.figures.planned = {name: estimate for name, estimate in planned
+                                   if not request.tables or name in request.tables}
         job.changed.connect(self.changed)
         job.logged.connect(self.logged)
         job.ended.connect(self._ended)

@@ -4,6 +4,7 @@ in the connector list. Syncs of other connectors go on in the background."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,9 @@ class SyncPanel(QWidget):
         self._repaint.setSingleShot(True)
         self._repaint.setInterval(100)
         self._repaint.timeout.connect(self._show_figures)
+        self._cancel_clock = QTimer(self)  # while cancelling: the wait counts up every second
+        self._cancel_clock.setInterval(1000)
+        self._cancel_clock.timeout.connect(self._show_figures)
 
         self.table_filter.textChanged.connect(self._filter_tables)
         self.all_button.clicked.connect(lambda: self._check_all(True))
@@ -411,7 +415,7 @@ class SyncPanel(QWidget):
     def _start(self, request) -> None:
         self.log.clear()
         self.progress.setValue(0)
-        self.jobs.start(self.workspace, request)
+        self.jobs.start(self.workspace, request, planned=(self.status or {}).get("tables"))
         self.start_requested.emit(request)
         self.update_buttons()
 
@@ -432,9 +436,25 @@ class SyncPanel(QWidget):
             self._show_figures()
             self.refresh_status()
 
+    def _show_cancelling(self, job: SyncJob) -> None:
+        """A cancel waits for the chunk being written: show how long, and what for, so a
+        second look (or a second Cancel) is answered."""
+        if job.cancelling:
+            waited = time.monotonic() - (job.cancel_requested_at or time.monotonic())
+            self.progress.setFormat(f"%p% — cancelling ({waited:.0f} s): finishing the chunk being written")
+            self.cancel_button.setText(f"Cancelling… {waited:.0f} s")
+            self.cancel_button.setToolTip(job.cancel_wait_text())
+            if not self._cancel_clock.isActive():
+                self._cancel_clock.start()
+        else:
+            self._cancel_clock.stop()
+            self.cancel_button.setText("&Cancel")
+            self.cancel_button.setToolTip("Stop after the chunk being written (Esc)")
+
     def _show_figures(self) -> None:
         job = self.jobs.job(self.connector)
         if job is None:
+            self._cancel_clock.stop()
             self.progress.setValue(0)
             self.progress.setFormat("%p%")
             for label in self.figures.values():
@@ -445,6 +465,7 @@ class SyncPanel(QWidget):
         percent = 100 if finished and job.result is not None and job.result.status.value == "success" else job.percent
         self.progress.setValue(percent)
         self.progress.setFormat(f"%p% — {job.status_text.replace('_', ' ')}")
+        self._show_cancelling(job)
         failed = f" ({f.chunks_failed} failed)" if f.chunks_failed else ""
         self.figures["chunks"].setText(f"{f.chunks_done:,} / {f.chunks_planned:,}{failed}")
         self.figures["rows_read"].setText(f"{f.rows_read:,}")

@@ -177,3 +177,49 @@ def test_data_grid_sorts_naturally_filters_and_keeps_null_apart(qtbot):
         qtbot.keyClicks(grid.filter, "ROW 1")
     assert shown.args == [3]  # row 1, row 10, row 100
     assert grid.count.text() == "3 of 4 rows"
+
+
+def test_progress_counts_every_planned_table_and_eta_uses_the_rate():
+    from esg_workbench.gui.sync_jobs import Figures
+
+    # the case: 12 of the first table's 54 chunks done, two more tables to come
+    f = Figures(planned={"erp.meter_readings": 540_000, "erp.sites": 100_000, "erp.travel": None})
+    f.per_stream["erp.meter_readings"] = (12, 54, 0)
+    f.rows_read = f.rows_written = 120_000
+    f.elapsed = 10.0
+    # by rows over all three tables (the unknown one weighs as the mean of the known): 12.5 %,
+    # not 22 % (12/54 of the one table begun)
+    assert round(f.fraction, 4) == 0.125
+    assert round(f.eta) == 70  # an estimate is missing: time so far scaled by what is left
+    f.planned["erp.travel"] = 320_000
+    assert round(f.eta) == 70  # (960,000 - 120,000) rows left at 12,000 rows/s
+    f.planned = {"erp.meter_readings": 540_000, "erp.sites": 100_000}
+    assert round(f.fraction, 4) == 0.1875 and round(f.eta, 1) == round(520_000 / 12_000, 1)
+    # without a plan (a scheduled sync): the old rule, by the streams begun
+    g = Figures(streams_total=None)
+    g.per_stream["x"] = (1, 2, 0)
+    assert g.fraction == 0.5
+
+
+def test_cancel_shows_what_it_waits_for(qtbot, window, source):
+    from esg_workbench.sync import operations
+
+    add_connector(qtbot, window, source, "erp", chunk_size=500, chunk_strategy="id")
+    operations.discover_connector(window.workspace, "erp")
+    panel = window.sync
+    window.tabs.setCurrentWidget(panel)
+    with qtbot.waitSignal(panel.status_loaded, timeout=20000):
+        panel.refresh_status()
+    qtbot.mouseClick(panel.sync_button, Qt.MouseButton.LeftButton)
+    job = window.jobs.job("erp")
+    assert set(job.figures.planned) == {"public.energy_use", "public.sites"}  # progress counts both
+    qtbot.waitUntil(lambda: job.figures.per_stream.get("public.energy_use", (0,))[0] >= 2, timeout=30000)
+    with qtbot.waitSignal(window.jobs.ended, timeout=60000):
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+        panel._show_figures()  # (the worker's end arrives through the event loop: still cancelling here)
+        assert "cancelling (" in panel.progress.format() and panel.cancel_button.text().startswith("Cancelling…")
+        assert "chunk being written" in panel.cancel_button.toolTip()
+        job.cancel()  # a second Cancel (Esc) is answered in the log
+        assert job.log[-1].split("  ", 1)[1].startswith("Still cancelling after")
+    assert job.result.status.value == "cancelled"
+    assert panel.cancel_button.text() == "&Cancel"
