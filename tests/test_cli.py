@@ -275,3 +275,20 @@ def test_demo_and_human_output_read_as_text(ws_path):
     kpis = cli(ws_path, "kpi", "list").stdout
     assert re.search(r"energy_total\s+Total energy consumption\s+MWh\s+E1-5 §37\s+302-1\(e\)", kpis), kpis
     assert cli(ws_path, "kpi", "report").stdout.startswith("period")
+
+
+def test_mapping_export_and_import(ws_path, tmp_path):
+    path = tmp_path / "sample.esgmap.json"
+    exported = ok_json(cli(ws_path, "--json", "mapping", "export", "sample_erp", str(path)))
+    assert exported["file"] == str(path)
+    data = json.loads(path.read_text())
+    assert data["format"] == 1 and data["exported"]["version"] == 1
+    imported = ok_json(cli(ws_path, "--json", "mapping", "import", str(path), "--name", "shared"))
+    assert imported == {"mapping": "shared", "version": 1}
+    again = ok_json(cli(ws_path, "--json", "mapping", "import", str(path), "--name", "shared"))
+    assert again["version"] == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    refused = cli(ws_path, "mapping", "import", str(bad))
+    assert refused.returncode == 1 and "is JSON, but not an ESG Workbench mapping" in refused.stderr
+    assert [r["name"] for r in ok_json(cli(ws_path, "--json", "mapping", "list"))].count("shared") == 1

@@ -102,6 +102,24 @@ def cmd_mapping_apply(ws, args, out: Output) -> int:
     return 0
 
 
+def cmd_mapping_export(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import exchange
+
+    _mapping_for(ws, args.name, args.version)  # a shipped mapping is saved first, as for show/apply
+    path = exchange.export_mapping(ws, args.name, args.file, args.version)
+    out.emit({"mapping": args.name, "file": str(path)}, f"Exported '{args.name}' to {path}.")
+    return 0
+
+
+def cmd_mapping_import(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import exchange
+
+    saved = exchange.import_mapping(ws, args.file, name=args.name)
+    out.emit({"mapping": saved.name, "version": saved.version},
+             f"Imported '{saved.name}' as version {saved.version}. Apply it with: esg-workbench mapping apply {saved.name}")
+    return 0
+
+
 def cmd_kpi_aggregate(ws, args, out: Output) -> int:
     from esg_workbench.mapping import aggregate
 
@@ -192,6 +210,16 @@ def add_commands(sub, common) -> None:
     p.add_argument("--incremental", action="store_true", help="only rows landed since the last apply")
     p.add_argument("--no-aggregate", action="store_true", help="do not recompute the KPIs afterwards")
     p.set_defaults(func=cmd_mapping_apply)
+
+    p = msub.add_parser("export", parents=[common], help="write a saved mapping to a JSON file (to share or version it)")
+    p.add_argument("name", help="the mapping")
+    p.add_argument("file", help="the file to write, e.g. sample_erp.esgmap.json")
+    p.add_argument("--version", type=int, help="a saved version (default: the newest)")
+    p.set_defaults(func=cmd_mapping_export)
+    p = msub.add_parser("import", parents=[common], help="save a mapping file as the next version of its mapping")
+    p.add_argument("file", help="a file written by mapping export (or the app's Export…)")
+    p.add_argument("--name", help="save it under this name instead of the one in the file")
+    p.set_defaults(func=cmd_mapping_import)
 
     kp = sub.add_parser("kpi", help="aggregate, report and trace KPIs")
     ksub = kp.add_subparsers(dest="kpi_command", metavar="ACTION", required=True)

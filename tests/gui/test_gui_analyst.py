@@ -223,3 +223,25 @@ def test_cancel_shows_what_it_waits_for(qtbot, window, source):
         assert job.log[-1].split("  ", 1)[1].startswith("Still cancelling after")
     assert job.result.status.value == "cancelled"
     assert panel.cancel_button.text() == "&Cancel"
+
+
+def test_export_dialogs_remember_the_last_folder(qtbot, window, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from esg_workbench.gui import kpi_panel
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    suggested: list[str] = []
+
+    def save_dialog(parent, title, path, filters):
+        suggested.append(path)
+        return str(folder / "kpis.csv"), filters
+
+    monkeypatch.setattr(kpi_panel.QFileDialog, "getSaveFileName", save_dialog)
+    monkeypatch.setattr(window.kpis, "export", lambda path, kind=None: None)  # (the dialog is what is tested)
+    window.kpis._ask_export("csv")
+    assert Path(suggested[0]).parent == Path.home()  # first time: the home folder
+    window.kpis._ask_export("xlsx")
+    assert Path(suggested[1]).parent == folder and suggested[1].endswith(".xlsx")
+    assert window.settings.value("folders/kpi_export") == str(folder)  # kept for the next start
