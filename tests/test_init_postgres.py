@@ -184,7 +184,7 @@ def test_an_unshared_workspace_with_data_becomes_shared(shared):
     ws.close()
     alice = shared.role("alice")
     result = organizations.init_postgres(shared.url(alice), shared.admin_url)
-    assert f"{raw} is owned by {result.role_prefix}_org_default" in result.changes
+    assert f"{raw} moved to {result.role_prefix}_org_default" in result.changes
     assert organizations.init_postgres(shared.url(alice), shared.admin_url).already_set_up
     ws = open_workspace(shared.url(alice))
     try:
