@@ -712,12 +712,15 @@ def remove_analyst(conn: sa.Connection, roles: Roles, role: str, orgs: list[str]
     return setup.changes
 
 
-def secure_raw_table(conn: sa.Connection, roles: Roles, table: str, org: str, owner: str) -> list[str]:
+def secure_raw_table(conn: sa.Connection, roles: Roles, table: str, org: str, owner: str,
+                     plain_types: bool = True) -> list[str]:
     """A raw table of a secured workspace, as esg_raw_create() makes one: in the
     organization's schema (one landed before the workspace was shared moves there), with the
     organization column, owned by the workspace's owner, row-level security like every
     other table, and nothing in it that runs code but the app's own defaults and policy.
-    The organization's role may read and write its rows, nothing else."""
+    The organization's role may read and write its rows, nothing else. `plain_types`: also
+    turn columns of types not of PostgreSQL's own into text (lock_down_organization does
+    that after dropping the views that would hold them)."""
     q = lambda name: _quote(conn, name)
     setup = _Setup(conn, roles, owner)
     schema_name = roles.raw_schema(org)
@@ -732,6 +735,8 @@ def secure_raw_table(conn: sa.Connection, roles: Roles, table: str, org: str, ow
         with setup.member_of(_table_owner(conn, qualified)):
             setup.run(f"ALTER TABLE {qualified} OWNER TO {q(owner)}", f"{table} is owned by {owner}")
     _strip_code(setup, table, qualified)
+    if plain_types:
+        _plain_types(setup, table, qualified)
     columns = set(conn.execute(sa.text(
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"),
         {"t": qualified}).scalars())
@@ -778,18 +783,29 @@ def _strip_code(setup: _Setup, table: str, qualified: str) -> None:
                   else f"ALTER TABLE {qualified} NO INHERIT {parent}", f"{table} no longer belongs to {parent}")
     for (child,) in rows("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = :oid"):
         setup.run(f"ALTER TABLE {child} NO INHERIT {qualified}", f"{child} no longer inherits from {table}")
-    for name, generated, default, foreign_type in rows(
-            "SELECT a.attname, a.attgenerated <> '', pg_get_expr(d.adbin, d.adrelid), "
-            "t.typnamespace <> 'pg_catalog'::regnamespace FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-            "WHERE a.attrelid = :oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"):
-        column = f"{qualified} ALTER COLUMN {q(name)}"
-        if generated:
-            setup.run(f"ALTER TABLE {column} DROP EXPRESSION", f"{table}.{name} is no longer generated")
-        elif default is not None and not _app_default(name, default):
-            setup.run(f"ALTER TABLE {column} DROP DEFAULT", f"dropped the default of {table}.{name}")
-        if foreign_type:  # a domain's CHECK, an enum's or composite's functions: keep the text
-            setup.run(f"ALTER TABLE {column} TYPE text USING {q(name)}::text", f"{table}.{name} is text now")
+    columns = rows("SELECT a.attname, a.attgenerated <> '', pg_get_expr(d.adbin, d.adrelid), "
+                   "t.typnamespace <> 'pg_catalog'::regnamespace FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                   "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                   "WHERE a.attrelid = :oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+    for name, generated, _, _ in columns:  # first: a generated column pins the type of those it reads
+        if generated:  # its values stay, as a plain column
+            setup.run(f"ALTER TABLE {qualified} ALTER COLUMN {q(name)} DROP EXPRESSION",
+                      f"{table}.{name} is no longer generated")
+    for name, generated, default, _ in columns:
+        if not generated and default is not None and not _app_default(name, default):
+            setup.run(f"ALTER TABLE {qualified} ALTER COLUMN {q(name)} DROP DEFAULT",
+                      f"dropped the default of {table}.{name}")
+
+
+def _plain_types(setup: _Setup, table: str, qualified: str) -> None:
+    """A column of a type of an analyst's (a domain's CHECK, an enum's or a composite's
+    functions) becomes text, keeping its values."""
+    for (name,) in setup.conn.execute(sa.text(
+            "SELECT a.attname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = "
+            "to_regclass(:t) AND a.attnum > 0 AND NOT a.attisdropped AND t.typnamespace <> 'pg_catalog'::regnamespace "
+            "ORDER BY a.attnum"), {"t": qualified}).all():
+        setup.run(f"ALTER TABLE {qualified} ALTER COLUMN {setup.q(name)} TYPE text USING {setup.q(name)}::text",
+                  f"{table}.{name} is text now")
 
 
 def _app_default(column: str, expression: str) -> bool:
@@ -831,8 +847,19 @@ def lock_down_organization(conn: sa.Connection, roles: Roles, org: str, owner: s
         "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(:s) AND relkind IN ('r', 'p') "
         "AND relname ~ :pattern ORDER BY 1"), {"s": q(schema_name), "pattern": RAW_TABLE_PATTERN}).scalars().all()
     for table in tables:
-        changes += secure_raw_table(conn, roles, table, org, owner)
+        changes += secure_raw_table(conn, roles, table, org, owner, plain_types=False)
     setup = _Setup(conn, roles, owner)
+    _drop_planted(setup, schema_name, ("VIEW", "MATERIALIZED VIEW"))  # they would pin the raw tables' types
+    for table in tables:
+        _plain_types(setup, table, f"{q(schema_name)}.{q(table)}")
+    _drop_planted(setup, schema_name, None)
+    return changes + setup.changes
+
+
+def _drop_planted(setup: _Setup, schema_name: str, kinds: tuple[str, ...] | None) -> None:
+    """Drop what is in the organization's schema besides its raw tables (of `kinds`, None:
+    of every kind): the app makes nothing else there."""
+    conn = setup.conn
     planted = conn.execute(sa.text(
         "SELECT 'TABLE', c.oid::regclass::text, c.relowner FROM pg_class c WHERE c.relnamespace = to_regnamespace(:s) "
         "  AND c.relkind IN ('r', 'p', 'f') AND NOT (c.relname ~ :pattern) "
@@ -848,12 +875,13 @@ def lock_down_organization(conn: sa.Connection, roles: Roles, org: str, owner: s
         "UNION ALL SELECT 'TYPE', t.oid::regtype::text, t.typowner FROM pg_type t "
         "  WHERE t.typnamespace = to_regnamespace(:s) AND t.typcategory <> 'A' AND (t.typrelid = 0 "
         "  OR EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = t.typrelid AND k.relkind = 'c')) "
-        "ORDER BY 1, 2"), {"s": q(schema_name), "pattern": RAW_TABLE_PATTERN}).all()
+        "ORDER BY 1, 2"), {"s": setup.q(schema_name), "pattern": RAW_TABLE_PATTERN}).all()
     for kind, name, object_owner in planted:
+        if kinds is not None and kind not in kinds:
+            continue
         with setup.member_of(conn.execute(sa.text("SELECT pg_get_userbyid(:o)"), {"o": object_owner}).scalar()):
             setup.run(f"DROP {kind} IF EXISTS {name} CASCADE",
                       f"dropped {kind.lower()} {name} (the app makes none in {schema_name})")
-    return changes + setup.changes
 
 
 # --- passwords ------------------------------------------------------------------------------
