@@ -419,3 +419,26 @@ def test_a_colleagues_sync_runs_no_code_of_alice(team):
         assert SECRET not in seen
     finally:
         alice.close()
+
+
+def test_every_type_the_app_lands_passes_the_raw_table_functions_check():
+    """esg_raw_create() takes only the types of RAW_COLUMN_TYPES: each the app makes of an
+    Arrow type must be one of them (else a sync would fail on a shared workspace)."""
+    import re
+
+    import pyarrow as pa
+
+    from esg_workbench.workspace.postgres_security import RAW_COLUMN_TYPE_PATTERN
+    from esg_workbench.workspace.raw_tables import _pg_type
+
+    arrow_types = [pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                   pa.uint64(), pa.float16(), pa.float32(), pa.float64(), pa.decimal128(38, 10), pa.decimal256(76, 0),
+                   pa.decimal128(5, 2), pa.timestamp("us"), pa.timestamp("ns", tz="UTC"), pa.date32(), pa.date64(),
+                   pa.time64("us"), pa.time32("s"), pa.binary(), pa.large_binary(), pa.binary(16), pa.duration("s"),
+                   pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string()), pa.list_(pa.int32()),
+                   pa.struct([("a", pa.int32())]), pa.null()]
+    for arrow_type in arrow_types:
+        assert re.fullmatch(RAW_COLUMN_TYPE_PATTERN, _pg_type(arrow_type)), (arrow_type, _pg_type(arrow_type))
+    for planted in ("text DEFAULT now()", "integer CHECK (true)", "text GENERATED ALWAYS AS ('x') STORED",
+                    "numeric(5,2) COLLATE \"C\"", "text[]", "public.mood", "integer, evil text"):
+        assert not re.fullmatch(RAW_COLUMN_TYPE_PATTERN, planted), planted
