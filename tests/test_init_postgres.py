@@ -223,6 +223,23 @@ def test_an_administrator_without_superuser_sets_up_and_runs_the_workspace(share
             assert [c.name for c in operations.list_connectors(ws)] == ["files"] and ws.organization_id == org
         finally:
             ws.close()
+    # raw tables are made, widened and replaced by the administrator's functions there too
+    with shared.admin() as conn:
+        conn.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, v text);"
+                     "INSERT INTO src.t SELECT g, g::text FROM generate_series(1, 20) g")
+    ws = open_workspace(shared.url(alice))
+    try:
+        operations.add_connector(ws, "src", "postgres", {"host": PG_HOST, "port": PG_PORT, "username": PG_USER,
+                                                         "database": shared.database, "schema": "src"})
+        for _ in range(2):  # the second full load lands in a shadow table and swaps it in
+            synced = SyncEngine(ws).run(SyncRequest(connector="src"))
+            assert synced.status.value == "success" and synced.rows_written == 20, synced.error
+        raw = synced.streams[0].raw_table
+    finally:
+        ws.close()
+    with shared.admin() as conn:
+        assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s", (raw,)).fetchall() \
+            == [(admin,)]
     # bob leaves: his organization, then the workspace
     assert organizations.remove_user(admin_url, bob, ["beta"]) == [f"took {bob} out of {first.role_prefix}_org_beta"]
     with pytest.raises(WorkspaceError, match="belongs to no organization"):
