@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -184,7 +185,7 @@ def test_an_unshared_workspace_with_data_becomes_shared(shared):
     ws.close()
     alice = shared.role("alice")
     result = organizations.init_postgres(shared.url(alice), shared.admin_url)
-    assert f"{raw} is owned by {result.role_prefix}_org_default" in result.changes
+    assert f"{raw} moved to {result.role_prefix}_org_default" in result.changes
     assert organizations.init_postgres(shared.url(alice), shared.admin_url).already_set_up
     ws = open_workspace(shared.url(alice))
     try:
@@ -222,6 +223,23 @@ def test_an_administrator_without_superuser_sets_up_and_runs_the_workspace(share
             assert [c.name for c in operations.list_connectors(ws)] == ["files"] and ws.organization_id == org
         finally:
             ws.close()
+    # raw tables are made, widened and replaced by the administrator's functions there too
+    with shared.admin() as conn:
+        conn.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, v text);"
+                     "INSERT INTO src.t SELECT g, g::text FROM generate_series(1, 20) g")
+    ws = open_workspace(shared.url(alice))
+    try:
+        operations.add_connector(ws, "src", "postgres", {"host": PG_HOST, "port": PG_PORT, "username": PG_USER,
+                                                         "database": shared.database, "schema": "src"})
+        for _ in range(2):  # the second full load lands in a shadow table and swaps it in
+            synced = SyncEngine(ws).run(SyncRequest(connector="src"))
+            assert synced.status.value == "success" and synced.rows_written == 20, synced.error
+        raw = synced.streams[0].raw_table
+    finally:
+        ws.close()
+    with shared.admin() as conn:
+        assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s", (raw,)).fetchall() \
+            == [(admin,)]
     # bob leaves: his organization, then the workspace
     assert organizations.remove_user(admin_url, bob, ["beta"]) == [f"took {bob} out of {first.role_prefix}_org_beta"]
     with pytest.raises(WorkspaceError, match="belongs to no organization"):
@@ -234,3 +252,120 @@ def test_an_administrator_without_superuser_sets_up_and_runs_the_workspace(share
         conn.execute(f'SET ROLE "{admin}"')
         assert conn.execute("SELECT count(*) FROM connectors").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM esg_ingestion_audit").fetchone()[0] == 0
+
+
+def as_version_2_left_it(shared, prefix: str, org: str) -> None:
+    """What init-postgres of the previous version made: the organization's role owned its raw
+    tables and could create in its schema, the DDL guard checked current_user only, analysts
+    could read the sequences and the statistics, and there were no raw-table functions."""
+    org_role, analysts = f"{prefix}_org_{org}", f"{prefix}_analysts"
+    with shared.admin() as conn:
+        for (table,) in conn.execute("SELECT oid::regclass::text FROM pg_class WHERE relnamespace = %s::regnamespace",
+                                     (f'"{org_role}"',)).fetchall():
+            conn.execute(f'ALTER TABLE {table} OWNER TO "{org_role}"')
+        conn.execute(f'GRANT CREATE ON SCHEMA "{org_role}" TO "{org_role}"')
+        for (sequence,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'S' "
+                                        "AND relnamespace = 'public'::regnamespace").fetchall():
+            conn.execute(f'GRANT SELECT ON SEQUENCE "{sequence}" TO "{analysts}"')
+        conn.execute("GRANT SELECT ON pg_stat_user_tables, pg_stat_database TO PUBLIC")
+        conn.execute("GRANT EXECUTE ON FUNCTION pg_stat_get_live_tuples(oid), pg_total_relation_size(regclass) TO PUBLIC")
+        conn.execute("DROP FUNCTION esg_raw_create, esg_raw_add_column, esg_raw_retype_column, esg_raw_drop, "
+                     "esg_raw_swap, esg_raw_relation, esg_raw_column, esg_raw_schema")
+        conn.execute(f"""CREATE OR REPLACE FUNCTION esg_refuse_analyst_code() RETURNS event_trigger
+            LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+            BEGIN
+                IF pg_has_role(current_user, '{analysts}', 'MEMBER')
+                   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                    RAISE EXCEPTION 'analysts of this workspace may not run %', tg_tag USING ERRCODE = '42501';
+                END IF;
+            END $fn$""")
+
+
+PLANTED_BY_ALICE = [  # issue 11, item 1, and the other places an expression runs, as the previous version let her
+    'CREATE TABLE {schema}.loot (organization_id text, config text)',
+    'GRANT ALL ON {schema}.loot TO PUBLIC',
+    """CREATE FUNCTION {schema}.steal() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+           PERFORM set_config('esg.organization_id', 'beta', true);
+           INSERT INTO {schema}.loot SELECT organization_id, config FROM public.connectors;
+           RETURN NULL;
+       END $$""",
+    "CREATE TRIGGER steal AFTER INSERT ON {raw} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.steal()",
+    "ALTER TABLE {raw} ALTER COLUMN _esg_landed_at SET DEFAULT now() + (set_config('esg.organization_id', 'beta', true) "
+    "|| '0 s')::interval",
+    "ALTER TABLE {raw} ADD CONSTRAINT evil CHECK (set_config('esg.organization_id', 'beta', true) IS NOT NULL)",
+    "CREATE RULE evil AS ON INSERT TO {raw} DO ALSO SELECT set_config('esg.organization_id', 'beta', true)",
+    "CREATE POLICY evil ON {raw} AS RESTRICTIVE USING (set_config('esg.organization_id', 'beta', true) IS NOT NULL)",
+    "CREATE DOMAIN {schema}.mood AS text CHECK (VALUE <> 'x')",
+    "ALTER TABLE {raw} ALTER COLUMN v TYPE {schema}.mood",
+    "ALTER TABLE {raw} ADD COLUMN evil text GENERATED ALWAYS AS (upper(v)) STORED",
+    "CREATE VIEW {schema}.peek AS SELECT * FROM {raw}",
+]
+
+
+def test_init_postgres_brings_a_workspace_of_the_previous_version_to_the_safe_state(shared):
+    """The organization's role of a version-2 workspace owned its raw tables, and alice had
+    planted code in them; init-postgres takes it all out, and a second run changes nothing."""
+    with shared.admin() as conn:
+        conn.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, v text, at timestamptz NOT NULL);"
+                     "INSERT INTO src.t SELECT g, g::text, now() - interval '1 day' FROM generate_series(1, 30) g")
+    alice, carol = shared.role("alice"), shared.role("carol")
+    made = organizations.init_postgres(shared.url(alice), shared.admin_url, organization="acme")
+    organizations.add_organization(shared.admin_url, "beta")
+    organizations.add_user(shared.admin_url, carol, ["acme", "beta"])
+    options = {"host": PG_HOST, "port": PG_PORT, "database": shared.database, "username": PG_USER, "schema": "src",
+               "cursor_field": "at", "load_type": "delta"}
+    ws = open_workspace(shared.url(alice))
+    try:
+        operations.add_connector(ws, "src", "postgres", options)
+        raw = SyncEngine(ws).run(SyncRequest(connector="src")).streams[0].raw_table
+    finally:
+        ws.close()
+    ws = open_workspace(shared.url(carol), organization_id="beta")
+    try:
+        operations.add_connector(ws, "theirs", "files", {"path": "/nonexistent/beta-secret"})
+    finally:
+        ws.close()
+    schema_name = f'"{made.role_prefix}_org_acme"'
+    as_version_2_left_it(shared, made.role_prefix, "acme")
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=alice, dbname=shared.database, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {schema_name}")  # the way around the old guard
+        for sql in PLANTED_BY_ALICE:
+            conn.execute(sql.format(schema=schema_name, raw=f"{schema_name}.{raw}"))
+
+    upgraded = cli("workspace", "init-postgres", shared.url(alice), "--admin-url", shared.admin_url,
+                   "--organization", "acme")
+    assert upgraded.returncode == 0, upgraded.stderr
+    for change in (f"{raw} is owned by {PG_USER}", f"revoked CREATE on schema {made.role_prefix}_org_acme",
+                   f"dropped trigger steal of {raw}", f"dropped rule evil of {raw}", f"dropped policy evil of {raw}",
+                   f"dropped constraint evil of {raw}", f"dropped the default of {raw}._esg_landed_at",
+                   f"{raw}.evil is no longer generated", f"{raw}.v is text now", "created function esg_raw_create()",
+                   "updated function esg_refuse_analyst_code()", "revoked the statistics views (2) from PUBLIC"):
+        assert change in upgraded.stdout, (change, upgraded.stdout)
+    again = cli("workspace", "init-postgres", shared.url(alice), "--admin-url", shared.admin_url, "--organization", "acme")
+    assert again.stdout.startswith("Already set up: nothing changed."), again.stdout
+    with shared.admin() as conn:
+        org_role = f"{made.role_prefix}_org_acme"
+        assert conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = %s AND c.relname IN ('loot', 'peek')", (org_role,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = %s::regnamespace",
+                            (schema_name,)).fetchone() == (0,)
+        assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s::regclass",
+                            (f"{schema_name}.{raw}",)).fetchone() == (PG_USER,)
+        assert not conn.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (org_role, org_role)).fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'evil'",
+                            (f"{schema_name}.{raw}",)).fetchone() == (1,)  # kept as a plain column: no data lost
+        conn.execute("INSERT INTO src.t SELECT g, g::text, now() FROM generate_series(31, 40) g")
+    # the colleague's sync now runs none of alice's code, and the analysts' own flows still work
+    ws = open_workspace(shared.url(carol), organization_id="acme")
+    try:
+        synced = SyncEngine(ws).run(SyncRequest(connector="src"))
+        assert synced.status.value == "success" and synced.rows_written == 10, synced.error
+        with ws.read() as conn:
+            assert conn.execute(sa.text(f"SELECT count(*), count(DISTINCT _esg_organization_id) FROM {raw}")).one() \
+                == (40, 1)
+            assert "beta-secret" not in str(conn.execute(sa.text("SELECT config FROM connectors")).all())
+        full = SyncEngine(ws).run(SyncRequest(connector="src", load_type="full"))
+        assert full.status.value == "success" and full.rows_written == 40, full.error
+    finally:
+        ws.close()

@@ -148,10 +148,16 @@ def init_postgres(app_url: str, admin_url: str, *, organization: str = DEFAULT_O
         for org in sorted({organization} | {o for o, _ in landed}):
             changes += sec.add_organization_role(conn, roles, org)
             _put_organization(conn, org, organization_name if org == organization else None, changes)
-        for org, raw_table in landed:
+        for org, raw_table in landed:  # those still in the workspace's schema move to their organization's
             quoted = conn.dialect.identifier_preparer.quote(raw_table)
             if conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": quoted}).scalar():
-                changes += sec.secure_raw_table(conn, roles, raw_table, org)
+                changes += sec.secure_raw_table(conn, roles, raw_table, org, owner)
+        # every organization's schema (also of one set up by an older version, whose
+        # organization roles owned and could alter their raw tables)
+        for org in conn.execute(sa.select(schema.organizations.c.organization_id)
+                                .order_by(schema.organizations.c.organization_id)).scalars().all():
+            changes += sec.add_organization_role(conn, roles, org)
+            changes += sec.lock_down_organization(conn, roles, org, owner)
         changes += sec.add_analyst(conn, roles, role, [organization], password)
         return InitResult(database=app.database, app_role=role, organization=organization,
                           role_prefix=roles.prefix, changes=changes)

@@ -5,8 +5,11 @@ in place (`INSERT ... BY NAME SELECT ... FROM batch`), and into PostgreSQL by CO
 Every raw row carries lineage: the sync run and the ledger chunk that landed it.
 
 On a shared (secured) PostgreSQL workspace a raw table also carries its organization
-(`_esg_organization_id`), belongs to the organization's role and has row-level security
-like every other table (postgres_security.py). PostgreSQL refuses COPY FROM into a
+(`_esg_organization_id`), belongs to the workspace's owner and has row-level security
+like every other table (postgres_security.py). Analysts may not alter it: its definition
+changes only through the owner's esg_raw_* functions, which take a table name, column
+names and types from a fixed list (so nothing an analyst adds to a raw table can run in
+a colleague's session). PostgreSQL refuses COPY FROM into a
 table with row-level security, so there a batch is copied into a temporary table (no
 security needed: only this session sees it) and inserted from it in one statement.
 """
@@ -119,6 +122,9 @@ def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields
             new_type = _common_type(existing[field.name], new_type)
             if new_type == existing[field.name]:
                 continue  # arriving values fit the landed type: they are cast on insert
+        if workspace.secured:
+            _call(conn, "esg_raw_retype_column", table, field.name, new_type)
+            continue
         using = f" USING {_q(workspace, field.name)}::{new_type}" if not workspace.is_duckdb else ""
         conn.exec_driver_sql(
             f"ALTER TABLE {_q(workspace, table)} ALTER COLUMN {_q(workspace, field.name)} TYPE {new_type}{using}"
@@ -137,34 +143,45 @@ def _common_type(old: str, new: str) -> str:
         return "VARCHAR" if "VARCHAR" in (old, new) else new
 
 
+def _call(conn: sa.Connection, function: str, *arguments) -> None:
+    """One of the secured workspace's raw-table functions (postgres_security.RAW_DDL_FUNCTIONS)."""
+    placeholders = ", ".join(f":a{i}" for i in range(len(arguments)))
+    conn.execute(sa.text(f"SELECT {function}({placeholders})"), {f"a{i}": a for i, a in enumerate(arguments)})
+
+
 def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: "pa.Schema") -> None:
+    if workspace.secured:  # in the organization's schema (the second on the session's search path)
+        _call(conn, "esg_raw_create", table, [f.name for f in schema], [column_type(workspace, f.type) for f in schema])
+        return
     columns = [f"{_q(workspace, f.name)} {column_type(workspace, f.type)}" for f in schema]
     landed_default = "" if workspace.is_duckdb else " DEFAULT (now() AT TIME ZONE 'UTC')"
     columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
                 f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
-    where = ""
-    if workspace.secured:  # in the organization's schema (the second on the session's search path)
-        where = _q(workspace, workspace.roles.raw_schema(workspace.organization_id)) + "."
-    conn.exec_driver_sql(f"CREATE TABLE {where}{_q(workspace, table)} ({', '.join(columns)})")
-    if workspace.secured:
-        from esg_workbench.workspace import postgres_security
-
-        postgres_security.secure_raw_table(conn, workspace.roles, table, workspace.organization_id)
+    conn.exec_driver_sql(f"CREATE TABLE {_q(workspace, table)} ({', '.join(columns)})")
 
 
 def add_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
     for field in fields:
+        if workspace.secured:
+            _call(conn, "esg_raw_add_column", table, field.name, column_type(workspace, field.type))
+            continue
         conn.exec_driver_sql(
             f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {column_type(workspace, field.type)}"
         )
 
 
 def drop_table(workspace: Workspace, conn: sa.Connection, table: str) -> None:
+    if workspace.secured:
+        _call(conn, "esg_raw_drop", table)
+        return
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_q(workspace, table)}")
 
 
 def swap_in(workspace: Workspace, conn: sa.Connection, shadow: str, target: str) -> None:
     """Replace `target` by `shadow` inside the caller's transaction."""
+    if workspace.secured:
+        _call(conn, "esg_raw_swap", shadow, target)
+        return
     drop_table(workspace, conn, target)
     conn.exec_driver_sql(f"ALTER TABLE {_q(workspace, shadow)} RENAME TO {_q(workspace, target)}")
 
