@@ -166,6 +166,7 @@ def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str
         states = sync_records.states(workspace, conn, record.id)
         summary = sync_records.ledger_summary(workspace, conn, record.id)
         last_runs = sync_records.runs(workspace, conn, record.id, runs)
+        resume = sync_records.resume_point(workspace, conn, record.id)
         failed = []
         for s in states:
             if s.active_sync_id:
@@ -179,6 +180,10 @@ def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str
             "sync_under_way": s.active_sync_id,
         } for s in states],
         "chunks": summary,
+        # what Resume would continue (None in the list: every table the interrupted run was asked for)
+        "resumable": not resume.empty,
+        "resume_streams": resume.streams() if not resume.empty else [],
+        "resume_of_run": resume.origin_run_id if not resume.empty else None,
         "failed_chunks": [{"stream": c.stream, "seq": c.seq, "range": c.range.describe(), "error": c.error} for c in failed],
         "runs": last_runs,
     }
