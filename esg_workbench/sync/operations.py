@@ -182,11 +182,22 @@ def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str
         "chunks": summary,
         # what Resume would continue (None in the list: every table the interrupted run was asked for)
         "resumable": not resume.empty,
-        "resume_streams": resume.streams() if not resume.empty else [],
+        "resume_streams": _resume_names(resume),
         "resume_of_run": resume.origin_run_id if not resume.empty else None,
         "failed_chunks": [{"stream": c.stream, "seq": c.seq, "range": c.range.describe(), "error": c.error} for c in failed],
         "runs": last_runs,
     }
+
+
+def _resume_names(resume: sync_records.ResumePoint) -> list[str]:
+    """The tables a resume would sync, as far as known without the source: an interrupted
+    run that never listed its tables is shown by the names it was given (none: all)."""
+    if resume.empty:
+        return []
+    streams = resume.streams()
+    if streams is None:
+        return list((resume.request or {}).get("tables") or [])
+    return streams
 
 
 def options_for(type_: str) -> tuple[str, ...]:
