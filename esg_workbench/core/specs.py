@@ -18,6 +18,8 @@ LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_
 #: the connector option holding per-table settings: {"schema.table" or "table": {LOAD_OPTIONS...}}
 TABLE_SETTINGS = "tables"
 SECRET_OPTIONS = ("password",)
+#: options that bound every wait on the source (seconds, or a duration like 2m)
+TIMEOUT_OPTIONS = ("connect_timeout", "statement_timeout", "lock_timeout", "read_timeout")
 
 
 class LoadType(str, enum.Enum):
@@ -147,6 +149,38 @@ class LoadSettings:
         values = {k: v for k, v in self.__dict__.items()}
         values.update({k: v for k, v in changes.items() if v is not None})
         return LoadSettings(**values)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a sync waits for the source, per connector (options TIMEOUT_OPTIONS).
+
+    connect: to open a connection; statement: for one query on the server; lock: for a
+    lock another session holds on a table; read: for the next batch of a read or the
+    answer to a planning query (a stalled connection is abandoned after it and the read
+    retried). keepalive: idle seconds before TCP keepalive probes, so a dead peer is found."""
+
+    connect: float = 10.0
+    statement: float = 900.0
+    lock: float = 60.0
+    read: float = 300.0
+    keepalive: float = 30.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Timeouts":
+        values = {}
+        for option in TIMEOUT_OPTIONS:
+            raw = options.get(option)
+            if raw in (None, ""):
+                continue
+            try:
+                seconds = parse_duration(raw)
+            except ConfigError:
+                seconds = 0
+            if seconds <= 0:
+                raise ConfigError(f"{option} must be a positive duration (e.g. 30 or 2m), not '{raw}'.")
+            values[option.removesuffix("_timeout")] = seconds
+        return cls(**values)
 
 
 def table_settings_of(tables: dict[str, Any] | None, stream: "StreamRef") -> dict[str, Any]:

@@ -39,9 +39,11 @@ from esg_workbench.core.specs import (
     StreamRef,
     SyncStatus,
     TableInfo,
+    Timeouts,
     table_settings_of,
 )
 from esg_workbench.sync import planner
+from esg_workbench.sync.source_calls import GuardedConnector
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace, connector_lock_key
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
@@ -80,6 +82,7 @@ class StreamResult:
     error: str | None = None
     drift: str | None = None
     warnings: list[str] = field(default_factory=list)
+    first_chunk_error: str | None = None  # why the first failed chunk failed (the run's message names it)
 
 
 @dataclass
@@ -237,7 +240,9 @@ class SyncEngine:
             status, error = SyncStatus.SUCCESS, None
             connector = None
             try:
-                connector = self.open_connector(record)
+                # every call into the source is watched: Cancel and the read timeout end it
+                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel,
+                                             Timeouts.from_options(record.config).read)
                 streams = self._streams(record, connector, request, asked, resume)
                 if asked.get("streams") is None:
                     asked["streams"] = [s.qualified for s in streams]
@@ -317,7 +322,12 @@ class SyncEngine:
         problems = [r for r in results if r.error or r.chunks_failed]
         if not problems:
             return SyncStatus.SUCCESS, None
-        text = "; ".join(f"{r.stream}: {r.error or f'{r.chunks_failed} chunk(s) failed'}" for r in problems)
+        def problem(r: StreamResult) -> str:
+            if r.error:
+                return r.error
+            first = f", the first: {r.first_chunk_error}" if r.first_chunk_error else ""
+            return f"{r.chunks_failed} chunk(s) failed{first}"
+        text = "; ".join(f"{r.stream}: {problem(r)}" for r in problems)
         landed = any(r.chunks_done for r in results)
         if len(problems) == len(results) and not landed:
             return SyncStatus.FAILED, text
@@ -342,7 +352,9 @@ class SyncEngine:
         if resume is not None and resume.origin_run_id is not None:
             return {**resume.request, "resumes": resume.origin_run_id,
                     "streams": resume.streams(), "tables": resume.request.get("tables")}
-        options = {k: record.config[k] for k in (*LOAD_OPTIONS, TABLE_SETTINGS) if k in record.config}
+        # (a connector-wide primary_key is the connector's own option, e.g. Databricks')
+        options = {k: record.config[k] for k in (*LOAD_OPTIONS, TABLE_SETTINGS)
+                   if k in record.config and k != "primary_key"}
         for key in ("load_type", "chunk_size", "chunk_strategy", "window"):
             value = getattr(request, key)
             if value is not None:
@@ -567,7 +579,7 @@ class SyncEngine:
             nonlocal attempts
             attempts += 1
             self.cancel.raise_if_cancelled()
-            batches = list(connector.read(stream, scope, chunk.range, self.cancel))
+            batches = connector.read_all(stream, scope, chunk.range)
             return pa.Table.from_batches(batches) if batches else None
 
         try:
@@ -655,6 +667,7 @@ class SyncEngine:
                 "connector_id": record.id, "stream": chunk.stream, "run_id": run_id, "chunk_id": chunk.id,
                 "error": text})
         result.chunks_failed += 1
+        result.first_chunk_error = result.first_chunk_error or text
 
     def _complete_if_done(self, record, st: StreamState, load_type: LoadType, run_id: int,
                           result: StreamResult) -> None:
