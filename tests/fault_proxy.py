@@ -7,6 +7,9 @@ can cut every connection on demand.
     proxy.restore()  # forward again
     proxy.close()
 
+    proxy.stall()    # every connection, live or new, goes silent: accepted, nothing forwarded
+    proxy.unstall()  # forward again (what was held back is delivered)
+
 While cut, the listening socket stays bound (so the port cannot be taken by someone
 else) but every new connection is reset immediately: a client sees "server closed the
 connection unexpectedly" or "connection reset", as when a server crashes.
@@ -52,6 +55,8 @@ class FaultProxy:
         self._closed = threading.Event()
         #: counters for assertions: connections forwarded, connections refused while cut,
         #: live connections reset by cut()
+        self._flowing = threading.Event()  # cleared while stalled
+        self._flowing.set()
         self.forwarded = 0
         self.refused = 0
         self.reset_live = 0
@@ -75,12 +80,25 @@ class FaultProxy:
             _reset(client)
             _reset(upstream)
 
+    @property
+    def is_stalled(self) -> bool:
+        return not self._flowing.is_set()
+
+    def stall(self) -> None:
+        """Hold back every byte in both directions, on live and new connections, as a
+        hung server or a silently dropping firewall does; the sockets stay open."""
+        self._flowing.clear()
+
+    def unstall(self) -> None:
+        self._flowing.set()
+
     def restore(self) -> None:
         with self._lock:
             self._is_cut = False
 
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()  # let held pumps run into the cut
         self.cut()
         self._thread.join(timeout=2)
         try:
@@ -137,6 +155,9 @@ class FaultProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                while not self._flowing.wait(0.05):  # stalled: hold the data back
+                    if self._closed.is_set():
+                        return
                 dst.sendall(data)
         except OSError:
             pass

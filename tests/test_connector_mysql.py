@@ -151,9 +151,9 @@ def test_special_characters_in_password_and_database_name_reach_both_drivers(mys
 def test_connectorx_url_quotes_and_brackets():
     spec = ConnectorSpec("mysql", "m", {"host": "::1", "port": 3307, "database": "d b", "username": "u@x"},
                          password="p/w@")
-    assert MySqlConnector(spec)._cx_url() == "mysql://u%40x:p%2Fw%40@[::1]:3307/d%20b?tcp_connect_timeout_ms=10000"
+    assert MySqlConnector(spec)._cx_url() == "mysql://u%40x:p%2Fw%40@[::1]:3307/d%20b?tcp_connect_timeout_ms=10000&tcp_keepalive_time_ms=30000"
     nopw = ConnectorSpec("mysql", "m", {"host": "db.example", "database": "d", "username": "u"})
-    assert MySqlConnector(nopw)._cx_url() == "mysql://u@db.example:3306/d?tcp_connect_timeout_ms=10000"
+    assert MySqlConnector(nopw)._cx_url() == "mysql://u@db.example:3306/d?tcp_connect_timeout_ms=10000&tcp_keepalive_time_ms=30000"
     assert MySqlConnector(nopw).sqlalchemy_url().render_as_string() == "mysql+pymysql://u@db.example:3306/d?charset=utf8mb4"
 
 
@@ -274,7 +274,8 @@ def test_real_lock_wait_timeout_and_deadlock_are_transient(mysql_conn, mysql_dat
             run(b, "UPDATE acc SET v = 2 WHERE id = 1")
         err = my.translate_error(lock_wait.value, "Reading acc")
         assert type(err) is TransientSourceError and err.code == "1205" and err.transient
-        assert err.message == f"Reading acc: the MySQL server at {MYSQL_HOST}:{MYSQL_PORT} aborted the query with a lock wait timeout."
+        assert err.message == (f"Reading acc: the table is locked by another session on the MySQL server at "
+                               f"{MYSQL_HOST}:{MYSQL_PORT} (waited 60 s, the connector's lock_timeout).")
         run(a, "ROLLBACK")
 
         run(b, "SET SESSION innodb_lock_wait_timeout = 20")

@@ -195,8 +195,14 @@ def test_empty_table_and_nothing_to_resume(ws, pg_conn, pg_spec):
     add_pg(ws, pg_spec)
     result = sync(ws)
     assert result.status is SyncStatus.SUCCESS and result.rows_written == 0
-    resumed = sync(ws, resume=True)
-    assert resumed.status is SyncStatus.SUCCESS and resumed.streams == []
+    from esg_workbench.core.errors import NothingToResume
+
+    with ws.read() as conn:
+        runs_before = sync_records.runs(ws, conn)
+    with pytest.raises(NothingToResume, match="Nothing to resume for pg"):
+        sync(ws, resume=True)
+    with ws.read() as conn:  # no run recorded: the last success stays the first sync
+        assert sync_records.runs(ws, conn) == runs_before
 
 
 def test_integer_version_cursor_pages_by_key_not_by_days(ws, pg_conn, pg_spec):

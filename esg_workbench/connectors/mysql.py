@@ -69,14 +69,13 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef, TableInfo
+from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef, TableInfo, Timeouts
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 #: rows per Arrow batch from ConnectorX (speed is flat from 10k to 100k; this bounds memory)
 BATCH_ROWS = 32_768
-CONNECT_TIMEOUT_SECONDS = 10
 #: run at the start of every session, PyMySQL and ConnectorX alike
 SESSION_SETUP = "SET time_zone = '+00:00'"
 
@@ -158,8 +157,23 @@ class MySqlConnector(SqlConnector):
             query={"charset": "utf8mb4"},
         )
 
+    @property
+    def _timeouts(self) -> Timeouts:
+        return Timeouts.from_options(self.spec.options)
+
+    def _session_setup(self) -> str:
+        """UTC, and the connector's lock and statement timeouts. MariaDB alone runs the
+        `/*M! */` part (max_statement_time); MySQL has no session-wide equivalent for all
+        statements, so there the read timeout bounds a query."""
+        t = self._timeouts
+        lock = max(1, int(round(t.lock)))
+        return (f"{SESSION_SETUP}, lock_wait_timeout = {lock}, innodb_lock_wait_timeout = {lock}"
+                f" /*M!100100 , max_statement_time = {t.statement:.3f} */")
+
     def engine_options(self) -> dict[str, Any]:
-        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "init_command": SESSION_SETUP}}
+        t = self._timeouts
+        return {"connect_args": {"connect_timeout": max(1, int(round(t.connect))), "init_command": self._session_setup(),
+                                 "read_timeout": max(1, int(round(t.read))), "write_timeout": max(1, int(round(t.read)))}}
 
     def _cx_url(self) -> str:
         user = quote(str(self.spec.option("username") or ""), safe="")
@@ -169,7 +183,9 @@ class MySqlConnector(SqlConnector):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 address
         database = quote(str(self.spec.option("database") or ""), safe="")
-        return f"mysql://{auth}{host}:{self._port}/{database}?tcp_connect_timeout_ms={CONNECT_TIMEOUT_SECONDS * 1000}"
+        t = self._timeouts
+        return (f"mysql://{auth}{host}:{self._port}/{database}?tcp_connect_timeout_ms={int(t.connect * 1000)}"
+                f"&tcp_keepalive_time_ms={int(t.keepalive * 1000)}")
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -239,10 +255,16 @@ class MySqlConnector(SqlConnector):
                 f"{what}: the MySQL server at {where} cannot be reached (user '{user}', database '{database}').",
                 code=code)
         if number in _TRANSIENT:
-            if number in (1205, 1213):
-                reason = "a deadlock" if number == 1213 else "a lock wait timeout"
+            if number == 1205:
                 return TransientSourceError(
-                    f"{what}: the MySQL server at {where} aborted the query with {reason}.", code=code)
+                    f"{what}: the table is locked by another session on the MySQL server at {where} "
+                    f"(waited {self._timeouts.lock:.0f} s, the connector's lock_timeout).",
+                    hint="Someone holds a lock on the table (LOCK TABLES, ALTER TABLE, a long transaction). "
+                         "Sync again when it is released, or ask a database administrator which session holds it.",
+                    code=code)
+            if number == 1213:
+                return TransientSourceError(
+                    f"{what}: the MySQL server at {where} aborted the query with a deadlock.", code=code)
             if number in _LOST:
                 return TransientSourceError(
                     f"{what}: the connection to the MySQL server at {where} was lost ({detail}).", code=code)
@@ -401,20 +423,35 @@ class MySqlConnector(SqlConnector):
             arrays.append(column)
         return pa.RecordBatch.from_arrays(arrays, names=list(names))
 
-    def _read_arrow(self, sql: str, cancel: CancelToken | None) -> "Iterator[pa.RecordBatch]":
-        import connectorx as cx
+    _cx = None  # the CxWorker of this connector's reads, started on the first read
 
+    def _read_arrow(self, sql: str, cancel: CancelToken | None) -> "Iterator[pa.RecordBatch]":
+        # ConnectorX holds Python's GIL while it waits on the server: it runs in a child
+        # process (cx_worker), so a stalled server cannot freeze the app
+        from esg_workbench.connectors.cx_worker import CxWorker, WorkerError
+
+        if self._cx is None:
+            self._cx = CxWorker()
         try:
-            reader = cx.read_sql(self._cx_url(), sql, return_type="arrow_stream", batch_size=BATCH_ROWS,
-                                 pre_execution_query=[SESSION_SETUP])
-            for batch in reader:
+            for batch in self._cx.read(self._cx_url(), sql, [self._session_setup()], BATCH_ROWS):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
                 yield batch
-        except BaseException as exc:
-            if type(exc).__name__ == "PanicException":  # a Rust panic: BaseException, not Exception
+        except WorkerError as exc:
+            if exc.panic:
                 raise _ConnectorXPanic(str(exc)) from None
-            raise
+            raise RuntimeError(str(exc)) from None
+        except ConnectionError as exc:
+            raise TransientSourceError(f"the read from the MySQL server at {self._where} stopped ({exc}).") from None
+
+    def abort(self) -> None:
+        """End a read under way from another thread (a stalled server): the child dies."""
+        if self._cx is not None:
+            self._cx.abort()
+
+    def close(self) -> None:
+        self.abort()
+        super().close()
 
     def _panic_error(self, exc: BaseException, what: str) -> EsgError:
         """A ConnectorX panic: a value it cannot convert (permanent) or a connection that

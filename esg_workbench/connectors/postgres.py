@@ -26,7 +26,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
+from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef, Timeouts
 from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.sql import SqlConnector, prefix_compare
 
@@ -82,8 +82,17 @@ class PostgresConnector(SqlConnector):
             database=self.spec.option("database"),
         )
 
+    def _session_parameters(self) -> dict[str, Any]:
+        """libpq parameters of every connection: the connector's timeouts (Timeouts) and
+        TCP keepalives, so no wait on the server or the network is endless."""
+        t = Timeouts.from_options(self.spec.options)
+        options = (f"-c TimeZone=UTC -c statement_timeout={int(t.statement * 1000)} "
+                   f"-c lock_timeout={int(t.lock * 1000)}")
+        return {"connect_timeout": max(2, int(round(t.connect))), "options": options, "keepalives": 1,
+                "keepalives_idle": max(1, int(t.keepalive)), "keepalives_interval": 10, "keepalives_count": 3}
+
     def engine_options(self) -> dict[str, Any]:
-        return {"connect_args": {"connect_timeout": 10, "options": "-c TimeZone=UTC"}}
+        return {"connect_args": self._session_parameters()}
 
     def _adbc_uri(self) -> str:
         user = quote(self.spec.option("username") or "", safe="")
@@ -91,8 +100,8 @@ class PostgresConnector(SqlConnector):
         auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
         host = self.spec.option("host", "localhost")
         database = quote(self.spec.option("database") or "", safe="")
-        return (f"postgresql://{auth}{host}:{int(self.spec.option('port', 5432))}/{database}"
-                "?connect_timeout=10&options=-c%20TimeZone%3DUTC")
+        query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in self._session_parameters().items())
+        return f"postgresql://{auth}{host}:{int(self.spec.option('port', 5432))}/{database}?{query}"
 
     def translate_error(self, exc: BaseException, what: str) -> EsgError:
         state = getattr(exc, "sqlstate", None) or ""
@@ -109,6 +118,18 @@ class PostgresConnector(SqlConnector):
             return TableMissing(f"{what}: the table no longer exists in the source.", code=state or None)
         if state in ("42703", "42804", "22P02") or ("column" in text and "does not exist" in text):
             return SchemaDrift(f"{what}: the table's columns changed in the source ({_first_line(exc)}).", code=state or None)
+        if state == "55P03" or "lock timeout" in text:
+            return TransientSourceError(
+                f"{what}: the table is locked by another session in PostgreSQL at {self._where} "
+                f"(waited {Timeouts.from_options(self.spec.options).lock:.0f} s, the connector's lock_timeout).",
+                hint="Someone holds a lock on the table (e.g. LOCK TABLE, ALTER TABLE, VACUUM FULL). "
+                     "Sync again when it is released, or ask a database administrator which session holds it.",
+                code=state or None)
+        if state == "57014" and "statement timeout" in text:
+            return TransientSourceError(
+                f"{what}: the query ran longer than the connector's statement_timeout "
+                f"({Timeouts.from_options(self.spec.options).statement:.0f} s) on {self._where}.",
+                hint="Use a smaller chunk_size, or raise statement_timeout.", code=state)
         if state.startswith(_TRANSIENT_PREFIXES) or any(w in text for w in _TRANSIENT_WORDS):
             if "connection refused" in text or "could not translate host name" in text or "could not connect" in text:
                 return SourceUnreachable(f"{what}: PostgreSQL at {self._where} cannot be reached.", code=state or None)

@@ -106,6 +106,10 @@ class SyncBusy(EsgError):
     hint = "Wait for the running sync of this connector to finish, or cancel it."
 
 
+class NothingToResume(EsgError):
+    """A resume found no interrupted run and no unfinished chunk plan."""
+
+
 class Cancelled(EsgError):
     """Raised inside the engine when the user cancelled; the run ends `cancelled`."""
 

@@ -12,9 +12,14 @@ from esg_workbench.core.errors import Cancelled, ConfigError
 
 #: options that describe where a source is (stored in connectors.config, never secrets)
 LOCATION_OPTIONS = ("host", "port", "database", "schema", "username", "path")
-#: options that describe how it is loaded
-LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_size", "lookback")
+#: options that describe how it is loaded (per connector, and per table under TABLE_SETTINGS)
+LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_size", "lookback",
+                "primary_key", "detect_deletes", "deletes_every")
+#: the connector option holding per-table settings: {"schema.table" or "table": {LOAD_OPTIONS...}}
+TABLE_SETTINGS = "tables"
 SECRET_OPTIONS = ("password",)
+#: options that bound every wait on the source (seconds, or a duration like 2m)
+TIMEOUT_OPTIONS = ("connect_timeout", "statement_timeout", "lock_timeout", "read_timeout")
 
 
 class LoadType(str, enum.Enum):
@@ -70,11 +75,19 @@ class LoadSettings:
     window: str | None = None  # day | week | month; None lets `auto` choose
     chunk_size: int | None = None  # None lets `auto` choose
     lookback_seconds: float = 0.0
+    #: the key of a table that declares none (set per table); () uses the declared one
+    primary_key: tuple[str, ...] = ()
+    #: delta loads look for rows deleted in the source (a keys-only pass) ...
+    detect_deletes: bool = False
+    #: ... at most once every this many delta syncs of the table
+    deletes_every: int = 1
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], *, own_cursor: bool = False) -> "LoadSettings":
+    def from_options(cls, options: dict[str, Any], *, own_cursor: bool = False,
+                     per_table: bool = False) -> "LoadSettings":
         """`own_cursor`: the source's tables bring their own cursor (a file's modification
-        time), so delta loads and time windows need no cursor_field."""
+        time), so delta loads and time windows need no cursor_field. `per_table`: tables
+        may name their own cursor (checked per table when it is synced)."""
         try:
             load_type = LoadType(options.get("load_type") or "full")
         except ValueError:
@@ -99,10 +112,27 @@ class LoadSettings:
         else:
             chunk_size = None
         cursor_field = options.get("cursor_field") or None
-        if load_type is LoadType.DELTA and not cursor_field and not own_cursor:
+        if load_type is LoadType.DELTA and not cursor_field and not own_cursor and not per_table:
             raise ConfigError("A delta load needs a cursor_field (for example updated_at).")
-        if strategy is ChunkStrategy.TIME and not cursor_field and not own_cursor:
+        if strategy is ChunkStrategy.TIME and not cursor_field and not own_cursor and not per_table:
             raise ConfigError("Time-window chunks need a cursor_field (a timestamp column).")
+        primary_key = options.get("primary_key") or ()
+        if isinstance(primary_key, str):
+            primary_key = [k.strip() for k in primary_key.split(",")]
+        if not all(isinstance(k, str) and k for k in primary_key):
+            raise ConfigError(f"primary_key must name columns, e.g. id or site,day; not '{options.get('primary_key')}'.")
+        deletes_every = options.get("deletes_every")
+        try:
+            deletes_every = 1 if deletes_every in (None, "") else int(deletes_every)
+        except (TypeError, ValueError):
+            deletes_every = 0
+        if deletes_every < 1:
+            raise ConfigError(f"deletes_every must be a positive whole number of syncs, not '{options.get('deletes_every')}'.")
+        detect = options.get("detect_deletes")
+        if isinstance(detect, str):
+            if detect.strip().lower() not in ("true", "false", "yes", "no", "1", "0", ""):
+                raise ConfigError(f"detect_deletes must be true or false, not '{detect}'.")
+            detect = detect.strip().lower() in ("true", "yes", "1")
         return cls(
             load_type=load_type,
             cursor_field=cursor_field,
@@ -110,12 +140,71 @@ class LoadSettings:
             window=window,
             chunk_size=chunk_size,
             lookback_seconds=parse_duration(options.get("lookback")),
+            primary_key=tuple(primary_key),
+            detect_deletes=bool(detect),
+            deletes_every=deletes_every,
         )
 
     def with_overrides(self, **changes: Any) -> "LoadSettings":
         values = {k: v for k, v in self.__dict__.items()}
         values.update({k: v for k, v in changes.items() if v is not None})
         return LoadSettings(**values)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a sync waits for the source, per connector (options TIMEOUT_OPTIONS).
+
+    connect: to open a connection; statement: for one query on the server; lock: for a
+    lock another session holds on a table; read: for the next batch of a read or the
+    answer to a planning query (a stalled connection is abandoned after it and the read
+    retried). keepalive: idle seconds before TCP keepalive probes, so a dead peer is found."""
+
+    connect: float = 10.0
+    statement: float = 900.0
+    lock: float = 60.0
+    read: float = 300.0
+    keepalive: float = 30.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Timeouts":
+        values = {}
+        for option in TIMEOUT_OPTIONS:
+            raw = options.get(option)
+            if raw in (None, ""):
+                continue
+            try:
+                seconds = parse_duration(raw)
+            except ConfigError:
+                seconds = 0
+            if seconds <= 0:
+                raise ConfigError(f"{option} must be a positive duration (e.g. 30 or 2m), not '{raw}'.")
+            values[option.removesuffix("_timeout")] = seconds
+        return cls(**values)
+
+
+def table_settings_of(tables: dict[str, Any] | None, stream: "StreamRef") -> dict[str, Any]:
+    """A table's own settings from the connector option `tables`, found under its
+    qualified name or, failing that, its bare name."""
+    if not tables:
+        return {}
+    if not isinstance(tables, dict):
+        raise ConfigError("The connector option 'tables' must map table names to their settings.")
+    own = tables.get(stream.qualified) or tables.get(stream.table) or {}
+    unknown = set(own) - set(LOAD_OPTIONS)
+    if unknown:
+        raise ConfigError(f"Unknown setting(s) {', '.join(sorted(unknown))} for table {stream.qualified}.",
+                          hint=f"Table settings are: {', '.join(LOAD_OPTIONS)}.")
+    return own
+
+
+def validate_table_settings(tables: dict[str, Any] | None, *, own_cursor: bool = False) -> None:
+    """Refuse bad per-table settings before they are stored."""
+    for name, own in (tables or {}).items():
+        if not isinstance(own, dict):
+            raise ConfigError(f"The settings of table {name} must be a set of options, not '{own}'.")
+        table_settings_of(tables, StreamRef.parse(name))
+        LoadSettings.from_options(own, own_cursor=own_cursor, per_table=True)
 
 
 @dataclass(frozen=True)

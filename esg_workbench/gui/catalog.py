@@ -68,7 +68,7 @@ def connectors_overview(workspace: Workspace) -> list[ConnectorOverview]:
             n = conn.execute(sa.select(sa.func.count()).select_from(chunks).where(
                 chunks.c.sync_id == sync_id, chunks.c.status == "failed")).scalar() or 0
             failed[connector_id] = failed.get(connector_id, 0) + int(n)
-    resumable = {cid for cid, _ in active}
+        resumable = {r.id for r in rows if not sync_records.resume_point(workspace, conn, r.id).empty}
     return [ConnectorOverview(r.id, r.name, r.type, r.status, r.status_message, json.loads(r.config),
                               r.id in resumable, failed.get(r.id, 0)) for r in rows]
 

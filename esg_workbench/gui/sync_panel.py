@@ -279,10 +279,11 @@ class SyncPanel(QWidget):
     def _describe_status(self) -> None:
         s = self.status or {}
         parts = []
-        under_way = [x["stream"] for x in s.get("streams", []) if x.get("sync_under_way")]
-        if under_way:
-            parts.append(f"Unfinished sync of {', '.join(under_way[:4])}{'…' if len(under_way) > 4 else ''}: "
-                         "Resume continues from the last landed chunk.")
+        under_way = s.get("resume_streams") if s.get("resumable") else []
+        if s.get("resumable"):
+            names = ", ".join(under_way[:4]) + ("…" if len(under_way) > 4 else "") if under_way else "every table it was asked for"
+            parts.append(f"Unfinished sync of {names}: "
+                         "Resume continues from the last landed chunk and syncs the tables it had not started.")
         failed = s.get("failed_chunks", [])
         if failed:
             first = failed[0]
@@ -372,7 +373,7 @@ class SyncPanel(QWidget):
         return button_states(
             connector=self.connector is not None and self.workspace is not None,
             running=running, cancelling=bool(job and job.cancelling),
-            resumable=any(x.get("sync_under_way") for x in s.get("streams", [])),
+            resumable=bool(s.get("resumable")),
             failed_chunks=len(s.get("failed_chunks", [])), status_known=self.status is not None)
 
     def update_buttons(self) -> None:

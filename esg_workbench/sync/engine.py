@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from esg_workbench.audit import chain
-from esg_workbench.core.errors import Cancelled, ConfigError, EsgError, SyncBusy
+from esg_workbench.core.errors import Cancelled, ConfigError, EsgError, NothingToResume, SyncBusy
 from esg_workbench.core.keys import decode_key, encode_key
 from esg_workbench.core.specs import (
     CancelToken,
     ChunkStatus,
     ChunkStrategy,
     ConnectorSpec,
+    LOAD_OPTIONS,
+    TABLE_SETTINGS,
     LoadSettings,
     LoadType,
     ProgressEvent,
@@ -37,8 +39,11 @@ from esg_workbench.core.specs import (
     StreamRef,
     SyncStatus,
     TableInfo,
+    Timeouts,
+    table_settings_of,
 )
 from esg_workbench.sync import planner
+from esg_workbench.sync.source_calls import GuardedConnector
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace, connector_lock_key
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
@@ -77,6 +82,7 @@ class StreamResult:
     error: str | None = None
     drift: str | None = None
     warnings: list[str] = field(default_factory=list)
+    first_chunk_error: str | None = None  # why the first failed chunk failed (the run's message names it)
 
 
 @dataclass
@@ -216,34 +222,41 @@ class SyncEngine:
         ws = self.workspace
         with ws.read() as conn:
             record = connectors_store.get(ws, conn, request.connector)
-        options = dict(record.config)
-        for key in ("load_type", "chunk_size", "chunk_strategy", "window"):
-            value = getattr(request, key)
-            if value is not None:
-                options[key] = value
-        from esg_workbench.connectors.registry import OWN_CURSOR
-
-        settings = LoadSettings.from_options(options, own_cursor=record.type in OWN_CURSOR)
 
         with self._connector_lock(record.id):
             with ws.transaction() as conn:
                 sync_records.mark_interrupted(ws, conn, record.id)
-                run_id = sync_records.start_run(ws, conn, record.id, settings.load_type.value, request.mode)
+            resume = self._resume_point(record) if request.resume else None
+            asked = self._asked(record, request, resume)
+            settings = self._base_settings(record, asked["options"])
+            with ws.transaction() as conn:
+                run_id = sync_records.start_run(ws, conn, record.id, settings.load_type.value, request.mode,
+                                                request=asked)
                 chain.append(ws, conn, "sync.start", metadata={
                     "connector_id": record.id, "connector": record.name, "run_id": run_id, "mode": request.mode,
-                    "load_type": settings.load_type.value, "tables": request.tables})
+                    "load_type": settings.load_type.value, "tables": asked.get("streams") or asked.get("tables"),
+                    "resumes": asked.get("resumes")})
             results: list[StreamResult] = []
             status, error = SyncStatus.SUCCESS, None
             connector = None
             try:
-                connector = self.open_connector(record)
-                streams = self._streams(record, connector, request)
+                # every call into the source is watched: Cancel and the read timeout end it
+                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel,
+                                             Timeouts.from_options(record.config).read)
+                streams = self._streams(record, connector, request, asked, resume)
+                if asked.get("streams") is None:
+                    asked["streams"] = [s.qualified for s in streams]
+                    with ws.transaction() as conn:
+                        sync_records.set_request(conn, run_id, asked)
+                open_plans = set(resume.open_streams) if resume else set()
                 for stream in streams:
                     self.cancel.raise_if_cancelled()
                     result = StreamResult(stream.qualified)
                     results.append(result)
                     try:
-                        self._sync_stream(record, connector, stream, settings, request, run_id, result, started)
+                        stream_settings = self._settings_for(record, asked, stream, settings)
+                        self._sync_stream(record, connector, stream, stream_settings, request, run_id, result,
+                                          started, continue_plan=stream.qualified in open_plans)
                     except Cancelled:
                         raise
                     except EsgError as exc:
@@ -309,26 +322,94 @@ class SyncEngine:
         problems = [r for r in results if r.error or r.chunks_failed]
         if not problems:
             return SyncStatus.SUCCESS, None
-        text = "; ".join(f"{r.stream}: {r.error or f'{r.chunks_failed} chunk(s) failed'}" for r in problems)
+        def problem(r: StreamResult) -> str:
+            if r.error:
+                return r.error
+            first = f", the first: {r.first_chunk_error}" if r.first_chunk_error else ""
+            return f"{r.chunks_failed} chunk(s) failed{first}"
+        text = "; ".join(f"{r.stream}: {problem(r)}" for r in problems)
         landed = any(r.chunks_done for r in results)
         if len(problems) == len(results) and not landed:
             return SyncStatus.FAILED, text
         return SyncStatus.PARTIAL_SUCCESS, text
 
-    def _streams(self, record, connector, request: SyncRequest) -> list[StreamRef]:
+    def _resume_point(self, record) -> sync_records.ResumePoint:
+        """What a resume continues; nothing to continue is an error, and no run is
+        recorded (so health and the last success stay as they were)."""
+        with self.workspace.read() as conn:
+            point = sync_records.resume_point(self.workspace, conn, record.id)
+        if point.empty:
+            raise NothingToResume(
+                f"Nothing to resume for {record.name}: its last sync finished and no chunk is left to land.",
+                hint="Start a new sync to read the source again.")
+        return point
+
+    @staticmethod
+    def _asked(record, request: SyncRequest, resume: sync_records.ResumePoint | None) -> dict[str, Any]:
+        """What this run is asked for, as recorded with it: the tables and the load options
+        (the connector's, overridden by the request's). A resume is asked for what the
+        interrupted run was asked for, with that run's options."""
+        if resume is not None and resume.origin_run_id is not None:
+            return {**resume.request, "resumes": resume.origin_run_id,
+                    "streams": resume.streams(), "tables": resume.request.get("tables")}
+        # (a connector-wide primary_key is the connector's own option, e.g. Databricks')
+        options = {k: record.config[k] for k in (*LOAD_OPTIONS, TABLE_SETTINGS)
+                   if k in record.config and k != "primary_key"}
+        for key in ("load_type", "chunk_size", "chunk_strategy", "window"):
+            value = getattr(request, key)
+            if value is not None:
+                options[key] = value
+        overrides = [k for k in ("load_type", "chunk_size", "chunk_strategy", "window") if getattr(request, k) is not None]
+        streams = resume.streams() if resume is not None else None
+        return {"tables": request.tables, "streams": streams, "options": options, "overrides": overrides}
+
+    @staticmethod
+    def _base_settings(record, options: dict[str, Any]) -> LoadSettings:
+        from esg_workbench.connectors.registry import OWN_CURSOR
+
+        return LoadSettings.from_options(options, own_cursor=record.type in OWN_CURSOR,
+                                         per_table=bool(options.get(TABLE_SETTINGS)))
+
+    @staticmethod
+    def _settings_for(record, asked: dict[str, Any], stream: StreamRef, base: LoadSettings) -> LoadSettings:
+        """A table's own settings (connector option `tables`) over the connector's; an
+        override given with the run (CLI flag, sync panel) wins over both."""
+        from esg_workbench.connectors.registry import OWN_CURSOR
+
+        options = asked["options"]
+        own = table_settings_of(options.get(TABLE_SETTINGS), stream)
+        if not own:
+            return base
+        merged = {**options, **{k: v for k, v in own.items() if k in LOAD_OPTIONS and k not in asked.get("overrides", ())}}
+        return LoadSettings.from_options(merged, own_cursor=record.type in OWN_CURSOR)
+
+    def _streams(self, record, connector, request: SyncRequest, asked: dict[str, Any],
+                 resume: sync_records.ResumePoint | None) -> list[StreamRef]:
         ws = self.workspace
         default_schema = getattr(connector, "schema", None)
-        if request.tables:
-            return [StreamRef.parse(t, default_schema) for t in request.tables]
-        if request.resume or request.retry_failed:
+
+        def parse(name: str) -> StreamRef:  # recorded names are qualified where the source has schemas
+            return StreamRef.parse(name, None if "." not in name else default_schema)
+
+        if asked.get("streams") is not None:
+            return [parse(s) for s in asked["streams"]]
+        tables = asked.get("tables")
+        if tables:
+            streams = [StreamRef.parse(t, default_schema) for t in tables]
+        elif request.retry_failed:
             with ws.read() as conn:
                 active = [s for s in sync_records.states(ws, conn, record.id) if s.active_sync_id]
-            return [StreamRef.parse(s.stream, None if "." not in s.stream else default_schema) for s in active]
-        with ws.read() as conn:
-            cached = schema_cache.load(ws, conn, record.id)
-        if cached:
-            return [t.stream for t in cached]
-        return connector.list_streams()
+            return [parse(s.stream) for s in active]
+        else:
+            with ws.read() as conn:
+                cached = schema_cache.load(ws, conn, record.id)
+            streams = [t.stream for t in cached] if cached else connector.list_streams()
+        if resume is not None:  # an interrupted run's request resolved now: leave out what it finished
+            with ws.read() as conn:
+                done = sync_records.streams_planned_since(ws, conn, record.id, resume.origin_run_id)
+            streams = [s for s in streams if s.qualified not in done or s.qualified in resume.open_streams]
+            streams += [parse(s) for s in resume.open_streams if s not in {x.qualified for x in streams}]
+        return streams
 
     # --- one stream -----------------------------------------------------------------------
 
@@ -350,12 +431,15 @@ class SyncEngine:
         return info
 
     def _sync_stream(self, record, connector, stream: StreamRef, settings: LoadSettings,
-                     request: SyncRequest, run_id: int, result: StreamResult, started: float) -> None:
+                     request: SyncRequest, run_id: int, result: StreamResult, started: float,
+                     continue_plan: bool = False) -> None:
         ws = self.workspace
         name = stream.qualified
         with ws.read() as conn:
             st = sync_records.get_state(ws, conn, record.id, name)
-        if request.resume or request.retry_failed:
+        if continue_plan and (st is None or not st.active_sync_id):
+            continue_plan = False  # (finished meanwhile: plan it anew like an unstarted one)
+        if continue_plan or request.retry_failed:
             if st is None or not st.active_sync_id:
                 result.warnings.append("nothing to resume")
                 return
@@ -389,9 +473,10 @@ class SyncEngine:
         if settings.cursor_field and info.column(settings.cursor_field) is None:
             raise ConfigError(f"The cursor field '{settings.cursor_field}' is not a column of {name}.",
                               hint="Pick an existing timestamp column as cursor_field, or use a full load.")
+        info = _with_primary_key(info, settings.primary_key)
         if settings.load_type is LoadType.DELTA and not info.primary_key:
             raise ConfigError(f"{name} has no primary key, so a delta load cannot update rows in place.",
-                              hint="Use a full load for this table.")
+                              hint="Set a primary_key for this table (columns that identify a row), or use a full load.")
         cursor = info.column(settings.cursor_field) if settings.cursor_field else None
         if settings.chunk_strategy is ChunkStrategy.AUTO and cursor and cursor.family not in TEMPORAL:
             # a version number or rowversion cursor has no days or months: page by key ranges
@@ -494,7 +579,7 @@ class SyncEngine:
             nonlocal attempts
             attempts += 1
             self.cancel.raise_if_cancelled()
-            batches = list(connector.read(stream, scope, chunk.range, self.cancel))
+            batches = connector.read_all(stream, scope, chunk.range)
             return pa.Table.from_batches(batches) if batches else None
 
         try:
@@ -582,6 +667,7 @@ class SyncEngine:
                 "connector_id": record.id, "stream": chunk.stream, "run_id": run_id, "chunk_id": chunk.id,
                 "error": text})
         result.chunks_failed += 1
+        result.first_chunk_error = result.first_chunk_error or text
 
     def _complete_if_done(self, record, st: StreamState, load_type: LoadType, run_id: int,
                           result: StreamResult) -> None:
@@ -629,6 +715,23 @@ class SyncEngine:
             elapsed_seconds=time.monotonic() - started,
             current_chunk=chunk.range.describe() if chunk else "", message=message,
         ))
+
+
+def _with_primary_key(info: TableInfo, primary_key: tuple[str, ...]) -> TableInfo:
+    """The table with the primary key set for it, when it declares none. A key set for a
+    table that declares another one is refused rather than silently ignored."""
+    if not primary_key or list(primary_key) == info.primary_key:
+        return info
+    name = info.stream.qualified
+    if info.primary_key:
+        raise ConfigError(f"{name} declares the primary key ({', '.join(info.primary_key)}); the primary_key "
+                          f"set for it ({', '.join(primary_key)}) differs.",
+                          hint="Remove the table's primary_key setting: the declared key is used.")
+    missing = [k for k in primary_key if info.column(k) is None]
+    if missing:
+        raise ConfigError(f"The primary_key set for {name} names {', '.join(missing)}, which {name} does not have.",
+                          hint="Pick columns of the table that together identify a row.")
+    return dataclasses.replace(info, primary_key=list(primary_key))
 
 
 def _read_bound(cursor_field: str | None, key: tuple[str, ...], cursor_max: Any) -> Any:

@@ -8,7 +8,15 @@ from typing import Any, Callable
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import ConfigError, EsgError
-from esg_workbench.core.specs import Drift, LoadSettings, StreamRef, TableInfo
+from esg_workbench.core.specs import (
+    TABLE_SETTINGS,
+    Drift,
+    LoadSettings,
+    StreamRef,
+    TableInfo,
+    Timeouts,
+    validate_table_settings,
+)
 from esg_workbench.connectors.registry import OWN_CURSOR, TYPE_OPTIONS, connector_types
 from esg_workbench.sync.engine import PASSWORD_MARKER, SyncEngine
 from esg_workbench.workspace import connectors_store, schema_cache, sync_records
@@ -18,12 +26,19 @@ from esg_workbench.workspace.database import Workspace
 DEFAULT_SAMPLE_ROWS = 100
 
 
+def check_options(options: dict[str, Any], type_: str) -> None:
+    """Refuse bad load settings, per-table settings and timeouts before anything is stored."""
+    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR, per_table=bool(options.get(TABLE_SETTINGS)))
+    validate_table_settings(options.get(TABLE_SETTINGS), own_cursor=type_ in OWN_CURSOR)
+    Timeouts.from_options(options)
+
+
 def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str, Any],
                   password: str | None = None) -> ConnectorRecord:
     if type_ not in connector_types():
         raise ConfigError(f"Unknown connector type '{type_}'. Known types: {', '.join(connector_types())}.")
     # refuse bad load settings before storing anything
-    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR)
+    check_options(options, type_)
     options = {**options, PASSWORD_MARKER: True} if password else dict(options)
     with workspace.transaction() as conn:
         record = connectors_store.add(workspace, conn, name, type_, options)
@@ -42,7 +57,7 @@ def update_connector(workspace: Workspace, name: str, options: dict[str, Any],
     """Save an edited connector. An editor passes the `updated_at` of the record it
     showed as `expected_updated_at`: if another analyst saved the connector meanwhile,
     this raises ChangedElsewhere ("reload") instead of overwriting their change."""
-    LoadSettings.from_options(options, own_cursor=get_connector(workspace, name).type in OWN_CURSOR)
+    check_options(options, get_connector(workspace, name).type)
     with workspace.transaction() as conn:
         record = connectors_store.get(workspace, conn, name)
         if password or record.config.get(PASSWORD_MARKER):
@@ -166,6 +181,7 @@ def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str
         states = sync_records.states(workspace, conn, record.id)
         summary = sync_records.ledger_summary(workspace, conn, record.id)
         last_runs = sync_records.runs(workspace, conn, record.id, runs)
+        resume = sync_records.resume_point(workspace, conn, record.id)
         failed = []
         for s in states:
             if s.active_sync_id:
@@ -179,9 +195,24 @@ def connector_status(workspace: Workspace, name: str, runs: int = 5) -> dict[str
             "sync_under_way": s.active_sync_id,
         } for s in states],
         "chunks": summary,
+        # what Resume would continue (None in the list: every table the interrupted run was asked for)
+        "resumable": not resume.empty,
+        "resume_streams": _resume_names(resume),
+        "resume_of_run": resume.origin_run_id if not resume.empty else None,
         "failed_chunks": [{"stream": c.stream, "seq": c.seq, "range": c.range.describe(), "error": c.error} for c in failed],
         "runs": last_runs,
     }
+
+
+def _resume_names(resume: sync_records.ResumePoint) -> list[str]:
+    """The tables a resume would sync, as far as known without the source: an interrupted
+    run that never listed its tables is shown by the names it was given (none: all)."""
+    if resume.empty:
+        return []
+    streams = resume.streams()
+    if streams is None:
+        return list((resume.request or {}).get("tables") or [])
+    return streams
 
 
 def options_for(type_: str) -> tuple[str, ...]:

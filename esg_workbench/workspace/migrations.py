@@ -41,9 +41,18 @@ def upgrade_1_to_2(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ALTER COLUMN organization_id SET DEFAULT 'default'"))
 
 
+def add_sync_request_and_deletes(conn: sa.Connection) -> None:
+    """A run records what it was asked for (so Resume continues all of it) and how many
+    rows it found deleted in the source; a stream counts its syncs since the last check
+    for deleted rows."""
+    _add_columns(conn, "connector_sync_logs", [("request", "TEXT"), ("items_deleted", "BIGINT")])
+    _add_columns(conn, "connector_sync_state", [("syncs_since_deletes_check", "INTEGER")])
+
+
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
+    add_sync_request_and_deletes,
 ]
 
 

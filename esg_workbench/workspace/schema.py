@@ -98,6 +98,8 @@ connector_sync_state = sa.Table(
     sa.Column("active_sync_id", sa.BigInteger),  # the run whose chunks are still open
     sa.Column("plan", sa.Text),  # JSON: the read scope that run fixed (columns, key, bounds)
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # since v3: delta syncs since the last keys-only pass that looked for deleted rows
+    sa.Column("syncs_since_deletes_check", sa.Integer),
 )
 
 connector_sync_logs = sa.Table(
@@ -116,6 +118,9 @@ connector_sync_logs = sa.Table(
     sa.Column("items_written", sa.BigInteger, nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("details", sa.Text),  # JSON: streams, drift, warnings
+    # since v3: JSON, what the run was asked for (tables, settings; a resume: the run it continues)
+    sa.Column("request", sa.Text),
+    sa.Column("items_deleted", sa.BigInteger),  # since v3: rows found deleted in the source
 )
 sa.Index("ix_connector_sync_logs_connector", connector_sync_logs.c.connector_id, connector_sync_logs.c.started_at)
 

@@ -19,12 +19,86 @@ from esg_workbench.workspace.schema import connector_sync_state as state
 # --- runs ---------------------------------------------------------------------------------
 
 def start_run(workspace: Workspace, conn: sa.Connection, connector_id: str, load_type: str, mode: str,
-              plan_sync_id: int | None = None) -> int:
+              plan_sync_id: int | None = None, request: dict[str, Any] | None = None) -> int:
+    """A new run, 'running', with what it was asked for (`request`, JSON: tables and load
+    settings), committed before any work so that a run killed at once can be resumed."""
     return conn.execute(sa.insert(logs).values(
         organization_id=workspace.organization_id, connector_id=connector_id, load_type=load_type, mode=mode,
         plan_sync_id=plan_sync_id, status=SyncStatus.RUNNING.value, started_at=utcnow(),
-        items_read=0, items_written=0,
+        items_read=0, items_written=0, items_deleted=0,
+        request=json.dumps(request, default=str) if request is not None else None,
     ).returning(logs.c.id)).scalar_one()
+
+
+def set_request(conn: sa.Connection, run_id: int, request: dict[str, Any]) -> None:
+    """Complete a run's request once its streams are known (every discovered table)."""
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(request=json.dumps(request, default=str)))
+
+
+def add_deleted(conn: sa.Connection, run_id: int, deleted: int) -> None:
+    conn.execute(sa.update(logs).where(logs.c.id == run_id).values(
+        items_deleted=sa.func.coalesce(logs.c.items_deleted, 0) + deleted))
+
+
+@dataclass
+class ResumePoint:
+    """What a resume of a connector continues.
+
+    `open_streams`: streams whose chunk plan has chunks not done. `origin_run_id` and
+    `request`: the newest sync, when it and the resumes after it did not finish
+    (cancelled, failed, interrupted); its streams not planned since it started are
+    `unstarted` (None: the request's streams were never resolved, so all of them)."""
+
+    open_streams: list[str]
+    origin_run_id: int | None = None
+    request: dict[str, Any] | None = None
+    unstarted: list[str] | None = None
+
+    @property
+    def empty(self) -> bool:
+        unstarted_left = self.origin_run_id is not None and (self.unstarted is None or bool(self.unstarted))
+        return not self.open_streams and not unstarted_left
+
+    def streams(self) -> list[str] | None:
+        """Every stream to continue, the request's order first; None: resolve the request."""
+        if self.origin_run_id is not None and self.unstarted is None:
+            return None
+        asked = (self.request or {}).get("streams") or []
+        todo = set(self.unstarted or []) | set(self.open_streams)
+        ordered = [s for s in asked if s in todo]
+        return ordered + [s for s in self.open_streams if s not in ordered]
+
+
+def streams_planned_since(workspace: Workspace, conn: sa.Connection, connector_id: str, run_id: int) -> set[str]:
+    """Streams with a chunk plan made by the run `run_id` or a later one."""
+    return set(conn.execute(sa.select(chunks.c.stream).distinct().where(
+        chunks.c.organization_id == workspace.organization_id, chunks.c.connector_id == connector_id,
+        chunks.c.sync_id >= run_id)).scalars())
+
+
+#: a chain of runs whose last one ended thus is finished: nothing of its request is left
+FINISHED = (SyncStatus.SUCCESS.value, SyncStatus.PARTIAL_SUCCESS.value, SyncStatus.RUNNING.value)
+
+
+def resume_point(workspace: Workspace, conn: sa.Connection, connector_id: str) -> ResumePoint:
+    org = logs.c.organization_id == workspace.organization_id
+    open_streams = [s.stream for s in states(workspace, conn, connector_id) if s.active_sync_id]
+    origin = conn.execute(sa.select(logs.c.id, logs.c.request).where(
+        org, logs.c.connector_id == connector_id, logs.c.mode == "sync").order_by(logs.c.id.desc()).limit(1)).first()
+    if origin is None or origin.request is None:  # never synced, or a run from before requests were kept
+        return ResumePoint(open_streams)
+    last = conn.execute(sa.select(logs.c.status).where(
+        org, logs.c.connector_id == connector_id, logs.c.id >= origin.id, logs.c.mode.in_(("sync", "resume")),
+    ).order_by(logs.c.id.desc()).limit(1)).scalar()
+    if last in FINISHED:
+        return ResumePoint(open_streams)
+    request = json.loads(origin.request)
+    if request.get("streams") is None:
+        return ResumePoint(open_streams, origin.id, request, None)
+    planned = streams_planned_since(workspace, conn, connector_id, origin.id)
+    completed = planned - set(open_streams)  # (a plan of no chunk leaves no trace: it is planned again)
+    unstarted = [s for s in request["streams"] if s not in completed and s not in open_streams]
+    return ResumePoint(open_streams, origin.id, request, unstarted)
 
 
 def continues(conn: sa.Connection, run_id: int, plan_sync_id: int) -> None:

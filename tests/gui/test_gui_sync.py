@@ -57,19 +57,21 @@ def test_sync_cancel_resume_history_and_audit(qtbot, window, source):
     badge = window.connectors.list.item(0).data(Qt.ItemDataRole.UserRole + 2)
     assert badge == ("resumable", "warn")
 
-    # resume: only the remaining chunks run, and the sync ends successfully
+    # resume: only the remaining chunks run, then the table the cancelled run had not
+    # started (sites, 3 rows); the sync ends successfully
     with qtbot.waitSignal(window.jobs.ended, timeout=60000):
         qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
     job = window.jobs.job("erp")
     assert job.result.status.value == "success", job.log
     assert job.figures.per_stream["public.energy_use"][:2] == (planned, planned)
-    assert job.result.rows_written == SOURCE_ROWS - done_before_resume * CHUNK
+    assert [s.stream for s in job.result.streams] == ["public.energy_use", "public.sites"]
+    assert job.result.rows_written == SOURCE_ROWS - done_before_resume * CHUNK + 3
     assert panel.progress.value() == 100
-    assert panel.figures["chunks"].text() == f"{planned:,} / {planned:,}"
+    assert panel.figures["chunks"].text() == f"{planned + 1:,} / {planned + 1:,}"  # with sites' one chunk
     assert panel.figures["eta"].text() == "done"
     qtbot.waitUntil(lambda: not panel.resume_button.isEnabled() and panel.sync_button.isEnabled(), timeout=20000)
     with window.workspace.read() as conn:
-        raw = job.result.streams[-1].raw_table
+        raw = job.result.streams[0].raw_table
         assert conn.execute(sa.text(f'SELECT count(*), count(DISTINCT id) FROM "{raw}"')).one() == (SOURCE_ROWS, SOURCE_ROWS)
 
     # history: the resume run on top, the cancelled one below, with its ledger
@@ -81,7 +83,7 @@ def test_sync_cancel_resume_history_and_audit(qtbot, window, source):
     assert [model.index(r, 2).data() for r in range(2)] == ["success", "cancelled"]
     assert [model.index(r, 3).data() for r in range(2)] == ["resume", "sync"]
     assert model.index(0, 1).data() == "erp"
-    assert model.index(0, 9).data() == f"{SOURCE_ROWS - done_before_resume * CHUNK:,}"
+    assert model.index(0, 9).data() == f"{SOURCE_ROWS - done_before_resume * CHUNK + 3:,}"
     with qtbot.waitSignal(history.chunks_loaded, timeout=20000) as blocker:
         history.runs_view.setCurrentIndex(model.index(1, 0))
     run_id, chunks = blocker.args
