@@ -250,12 +250,17 @@ class SqlConnector(TranslatesErrors):
         except Exception:  # some reflected types have no DDL rendering
             return str(type(sa_type).__name__)
 
+    def sample_connection(self) -> sa.Connection:
+        """The connection samples are read on; a driver that refuses some values (dates
+        its language cannot hold) is told here to hand them over as text instead."""
+        return self.engine.connect()
+
     def sample(self, stream: StreamRef, limit: int) -> list[dict[str, Any]]:
         info = self._table(stream)
         names = [c.name for c in info.columns]
         t = self.table_clause(stream, names)
         query = sa.select(*[t.c[n] for n in names]).limit(limit)
-        with self.errors(f"Reading sample rows of {stream.qualified}"), self.engine.connect() as conn:
+        with self.errors(f"Reading sample rows of {stream.qualified}"), self.sample_connection() as conn:
             rows = conn.execute(query).fetchall()
         return [{n: json_safe(v) for n, v in zip(names, row)} for row in rows]
 

@@ -15,6 +15,9 @@ LOCATION_OPTIONS = ("host", "port", "database", "schema", "username", "path")
 #: options that describe how it is loaded
 LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_size", "lookback")
 SECRET_OPTIONS = ("password",)
+#: metadata key of an Arrow field whose text values a connector means as another type
+#: (uuid, timetz, bit, interval): the workspace parses them into it (raw_tables.TEXT_TYPES)
+WORKSPACE_TYPE_KEY = b"esg:workspace_type"
 
 
 class LoadType(str, enum.Enum):

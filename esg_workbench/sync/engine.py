@@ -375,6 +375,8 @@ class SyncEngine:
         result.chunks_done = sum(1 for c in whole if c.status == ChunkStatus.DONE.value)
         self._progress(record, result, started, "planned")
         self._run_chunks(record, connector, stream, scope, load_type, todo, run_id, st, result, started)
+        if hasattr(connector, "read_warnings"):  # values landed otherwise than the source has them
+            result.warnings += connector.read_warnings(stream)
         self._complete_if_done(record, st, load_type, run_id, result)
 
     def _new_plan(self, record, connector, stream: StreamRef, info: TableInfo, settings: LoadSettings,
@@ -534,7 +536,7 @@ class SyncEngine:
                     if new:
                         raw_tables.add_columns(ws, conn, target, new)
                     retyped = [f for f in table.schema if f.name in columns
-                               and raw_tables.column_type(ws, f.type) != columns[f.name]]
+                               and raw_tables.column_type(ws, f) != columns[f.name]]
                     if retyped:
                         raw_tables.retype_columns(ws, conn, target, retyped, columns)
                 if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
