@@ -435,7 +435,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
     assert dict(zip(schema.names, schema.types)) == {
         "id": pa.int32(), "d12": pa.decimal128(12, 3), "d30": pa.decimal128(30, 15), "d65": pa.decimal256(65, 2),
         "d29": pa.decimal128(29, 0), "dt6": pa.timestamp("us"), "dt0": pa.timestamp("us"),
-        "ts3": pa.timestamp("us"), "d": pa.date32(), "tm": pa.time64("us"), "s": pa.string(),
+        "ts3": pa.timestamp("us"), "d": pa.date32(), "tm": pa.duration("us"), "s": pa.string(),
         "b": pa.large_binary(), "bo": pa.int8(), "j": pa.string(), "e": pa.string(), "select": pa.int32(),
         "sp ace": pa.string(), "f": pa.float64(), "bi": pa.uint64(), "yr": pa.int16(), "pt": pa.large_binary(),
         "u": pa.string(),
@@ -447,7 +447,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
         "d29": Decimal("99999999999999999999999999999"),
         "dt6": dt.datetime(2024, 3, 1, 12, 34, 56, 123456), "dt0": dt.datetime(2024, 3, 1, 12, 34, 56),
         "ts3": dt.datetime(2024, 3, 1, 12, 34, 56, 789000), "d": dt.date(2024, 3, 1),
-        "tm": dt.time(12, 34, 56, 654321), "s": "emoji 😀 ünï", "b": b"\x00\xff\x10", "bo": 1,
+        "tm": dt.timedelta(hours=12, minutes=34, seconds=56, microseconds=654321), "s": "emoji 😀 ünï", "b": b"\x00\xff\x10", "bo": 1,
         "j": '{"a": [1, 2]}', "e": "ü", "select": 7, "sp ace": "hello world", "f": 2.25,
         "bi": 18446744073709551615, "yr": 2024,
         "pt": bytes.fromhex("0101000000000000000000f03f0000000000000040"),
@@ -456,7 +456,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
     assert rows[1] == {name: (2 if name == "id" else None) for name in columns}
     assert rows[2]["d30"] == Decimal("-0.000000000000001")  # ConnectorX alone reads 0 here
     assert rows[2]["dt6"] == dt.datetime(1000, 1, 1, 0, 0, 0, 1)
-    assert rows[2]["tm"] == dt.time(23, 59, 59, 999999)
+    assert rows[2]["tm"] == dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999)
     assert (rows[2]["bo"], rows[2]["d29"], rows[2]["f"]) == (0, Decimal(-1), -0.5)
 
 
@@ -474,13 +474,14 @@ def test_zero_dates_read_as_null(mysql_conn, my):
     ]
 
 
-def test_time_outside_a_day_is_a_plain_error(mysql_conn, my):
-    run(mysql_conn, "CREATE TABLE dur (id INT PRIMARY KEY, spent TIME)", "INSERT INTO dur VALUES (1, '-838:59:59')")
-    with pytest.raises(SourceError) as err:
-        read_all(my, stream_of(my, "dur"), ReadScope(("id", "spent"), ("id",)))
-    assert type(err.value) is SourceError
-    assert err.value.message == (f"Reading {my.schema}.dur [start .. end): a TIME value "
-                                 "(-838:59:59) lies outside 00:00-24:00 and cannot be read as a time of day.")
+def test_time_outside_a_day_and_negative_reads_as_an_interval(mysql_conn, my):
+    """MySQL's TIME is a signed duration up to +-838:59:59.999999: every value is read."""
+    run(mysql_conn, "CREATE TABLE dur (id INT PRIMARY KEY, spent TIME(6))",
+        "INSERT INTO dur VALUES (1, '-838:59:59.999999'), (2, '838:59:59.999999'), (3, '-00:00:00.000001'), "
+        "(4, '24:00:00'), (5, NULL)")
+    rows = read_all(my, stream_of(my, "dur"), ReadScope(("id", "spent"), ("id",)))
+    hours = dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)
+    assert [r["spent"] for r in rows] == [-hours, hours, dt.timedelta(microseconds=-1), dt.timedelta(hours=24), None]
 
 
 def test_timestamps_are_utc_in_planning_and_reading(mysql_conn, my):
@@ -726,15 +727,18 @@ def test_column_dropped_after_discovery_is_schema_drift(mysql_conn, my):
     assert err.value.code == "1054"
 
 
-def test_widened_decimal_after_discovery_is_schema_drift_not_rounding(mysql_conn, my):
+def test_widened_decimal_after_discovery_is_read_as_it_is_now_not_rounded(mysql_conn, my):
+    """Reads take each column's type from information_schema when they start (and again
+    after a re-discovery), so a column widened since discovery is read whole."""
     run(mysql_conn, "CREATE TABLE widen (id INT PRIMARY KEY, kwh DECIMAL(10,2))", "INSERT INTO widen VALUES (1, 2.5)")
     stream = stream_of(my, "widen")
     my.describe([stream])
+    assert read_all(my, stream, ReadScope(("id", "kwh"), ("id",))) == [{"id": 1, "kwh": Decimal("2.50")}]
     run(mysql_conn, "ALTER TABLE widen MODIFY kwh DECIMAL(12,4)", "UPDATE widen SET kwh = 2.5001")
-    with pytest.raises(SchemaDrift):
-        read_all(my, stream, ReadScope(("id", "kwh"), ("id",)))
-    my.describe([stream])  # re-discovery reads it
-    assert read_all(my, stream, ReadScope(("id", "kwh"), ("id",))) == [{"id": 1, "kwh": Decimal("2.5001")}]
+    my.describe([stream])  # re-discovery (every sync does one) reads it
+    batches = list(my.read(stream, ReadScope(("id", "kwh"), ("id",)), ChunkRange()))
+    assert batches[0].schema.field("kwh").type == pa.decimal128(12, 4)
+    assert rows_of(batches) == [{"id": 1, "kwh": Decimal("2.5001")}]
 
 
 def test_empty_chunk_reads_no_rows(mysql_conn, my):

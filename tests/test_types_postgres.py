@@ -51,7 +51,7 @@ CASES: dict[str, tuple[str, list[str], str, list | object]] = {
     "numeric_30_10": ("numeric(30,10)", ["'NaN'", "99999999999999999999.9999999999", "-0.0000000001", "NULL"],
                       "DECIMAL(30,10)", [None, "99999999999999999999.9999999999", "-0.0000000001", None]),
     "numeric_50_5": ("numeric(50,5)", ["'123456789012345678901234567890123456789012345.12345'", "'NaN'", "NULL"],
-                     "VARCHAR", ["123456789012345678901234567890123456789012345.12345", "NaN", None]),
+                     "VARCHAR", ["123456789012345678901234567890123456789012345.12345", None, None]),
     "numeric": ("numeric", ["'NaN'", "'Infinity'", "'-Infinity'", "1.5", "NULL"], "DOUBLE",
                 ["nan", "inf", "-inf", "1.5", None]),
     "point": ("point", ["'(1.5,-2)'", "NULL"], "VARCHAR", SOURCE),
@@ -100,6 +100,7 @@ WARNINGS = {
     "varbit": ["v: 1 empty bit strings landed as NULL"],
     "numeric_10_2": ["v: 1 NaN values landed as NULL"],
     "numeric_30_10": ["v: 1 NaN values landed as NULL"],
+    "numeric_50_5": ["v: 1 NaN values landed as NULL"],
     "timestamp": ["v: 1 values beyond the workspace's date range landed as NULL"],
     "regnamespace": ["v: type regnamespace is not known to ESG Workbench and landed as text"],
 }
@@ -255,8 +256,8 @@ def test_a_postgresql_workspace_gets_the_same_values(source_db, pg_workspace_url
         for stream in result.streams:
             case = stream.stream.split(".")[-1][2:]
             landed_type, expected = PG_WORKSPACE_CASES[case]
-            if expected is None:
-                expected = _source_text(source_db, case)
+            source = _source_text(source_db, case)  # (doubled if the delta test ran first)
+            expected = source if expected is None else expected * (len(source) // len(expected))
             assert _landed(ws, stream.raw_table) == (landed_type, expected), case
     finally:
         ws.close()

@@ -16,7 +16,8 @@ numeric(p, s):
 * p <= 18: read as scaled bigints (`value * 10^s`, fast; see postgres.py) and viewed as
   DECIMAL(p, s); NaN is sent as a sentinel no scaled value can have and lands as NULL;
 * p <= 38: DECIMAL(p, s) from ADBC's text; NaN lands as NULL;
-* p > 38: text (DuckDB's DECIMAL holds 38 digits; text keeps every digit);
+* p > 38: decimal256 (exact keys and checkpoints), landed as exact text in DuckDB,
+  whose DECIMAL holds 38 digits, and as numeric(p, s) in a PostgreSQL workspace;
 * numeric without (p, s): DOUBLE, as DuckDB's postgres scanner does (NaN and the
   infinities are kept).
 Every NaN landed as NULL is counted and reported with the run.
@@ -166,7 +167,7 @@ def landed_as(column: SourceColumn) -> str:
         shape = numeric_shape(column.typmod)
         if shape is None:
             return "DOUBLE"
-        return f"DECIMAL({shape[0]},{shape[1]})" if shape[0] <= 38 else "VARCHAR"
+        return f"DECIMAL({shape[0]},{shape[1]})" if shape[0] <= 38 else "VARCHAR (exact text)"
     return rule.landed
 
 

@@ -177,12 +177,12 @@ class PostgresConnector(SqlConnector):
                                 sa.literal_column(str(pg_types.NAN_SENTINEL))), else_=scaled).label(name)
                 return _ColumnRead(expr, functools.partial(pg_types._scaled, precision=precision, scale=scale),
                                    None, None)
-            if precision <= 38:
-                import pyarrow as pa
+            import pyarrow as pa
 
-                return _ColumnRead(column, functools.partial(pg_types._nan_to_null,
-                                                             target=pa.decimal128(precision, scale)), None, None)
-            return _ColumnRead(sa.cast(column, _Named("text")).label(name), None, None, None)
+            # decimal256 beyond 38 digits: exact here (keys, checkpoints); the workspace
+            # decides how to hold it (raw_tables: text in DuckDB)
+            target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+            return _ColumnRead(column, functools.partial(pg_types._nan_to_null, target=target), None, None)
         if source.element is None and source.typname == "money":
             return _ColumnRead(column, functools.partial(pg_types._scaled, precision=19, scale=self._money_scale(),
                                                  nan_sentinel=False),
@@ -194,6 +194,11 @@ class PostgresConnector(SqlConnector):
         else:
             expr = column
         return _ColumnRead(expr, pg_types.FIXES.get(rule.fix or "plain"), rule.workspace, note)
+
+    def describe(self, streams: list[StreamRef] | None = None):
+        for stream in streams or list(self._catalog):  # reads follow a re-discovery
+            self._catalog.pop(stream, None)
+        return super().describe(streams)
 
     def sample_connection(self) -> sa.Connection:
         """Dates and timestamps Python cannot hold (infinity, BC, after 9999) come as

@@ -87,6 +87,9 @@ def _duckdb_type(arrow_type: "pa.DataType") -> str:
     import duckdb
     import pyarrow as pa
 
+    if pa.types.is_decimal256(arrow_type):
+        return "VARCHAR"  # DuckDB's DECIMAL holds 38 digits: exact text (_duckdb_ready)
+
     # Let DuckDB itself say how it reads this Arrow type.
     empty = pa.table({"c": pa.array([], type=arrow_type)})
     return str(duckdb.sql("SELECT * FROM empty").types[0])
@@ -201,6 +204,7 @@ def delete_keys(workspace: Workspace, conn: sa.Connection, table: str, batch: "p
         return 0
     keys = batch.select(key)
     if workspace.is_duckdb:
+        keys = _duckdb_ready(keys)
         raw = conn.connection.driver_connection
         raw.register("_esg_keys", keys)
         try:
@@ -223,6 +227,7 @@ def append(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Tab
     if batch.num_rows == 0:
         return 0
     if workspace.is_duckdb:
+        batch = _duckdb_ready(batch)
         raw = conn.connection.driver_connection
         raw.register("_esg_batch", batch)
         try:
@@ -264,6 +269,17 @@ def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa
     if target != table:
         conn.exec_driver_sql(f"INSERT INTO {_q(workspace, table)} ({cols}) SELECT {cols} FROM pg_temp.{target}")
     return batch.num_rows
+
+
+def _duckdb_ready(batch: "pa.Table") -> "pa.Table":
+    """DuckDB cannot read decimal256 from Arrow: such columns as their exact text."""
+    import pyarrow as pa
+
+    for i, field in enumerate(batch.schema):
+        if pa.types.is_decimal256(field.type):  # rare: plain notation with every scale digit, as sources print it
+            text = pa.array([None if v is None else format(v, "f") for v in batch.column(i).to_pylist()], pa.string())
+            batch = batch.set_column(i, pa.field(field.name, pa.string(), field.nullable, field.metadata), text)
+    return batch
 
 
 # --- values Arrow's CSV writer cannot write as PostgreSQL reads them ----------------------
