@@ -245,6 +245,34 @@ class PostgresConnector(SqlConnector):
         lines = [f"{column}: {n} {what}" for column, per in totals.items() for what, n in per.items()]
         return lines + sorted(self._read_notes.pop(stream, set()))
 
+    # --- tables without a key: chunks are ranges of heap pages (ctid) -----------------------
+    # As pg_dump and DuckDB's postgres scanner read them: `ctid >= '(lo,0)' AND ctid <
+    # '(hi,0)'` is a TID range scan (PostgreSQL 14+), so each chunk reads only its pages and
+    # memory stays bounded by the chunk size. Bounds are page numbers; the last chunk is
+    # open, so pages added since planning are read too.
+
+    def keyless_chunks(self, stream: StreamRef, scope: ReadScope, rows: int, chunk_size: int) -> list[ChunkRange]:
+        query = sa.text("SELECT pg_relation_size(to_regclass(quote_ident(:schema) || '.' || quote_ident(:table))) "
+                        "/ current_setting('block_size')::bigint")
+        with self.errors(f"Measuring {stream.qualified}"), self.engine.connect() as conn:
+            pages = int(conn.execute(query, {"schema": stream.schema or self.schema, "table": stream.table}).scalar() or 0)
+        if rows <= chunk_size or pages <= 1:
+            return [ChunkRange()]
+        per_chunk = max(1, -(-pages * chunk_size // rows))  # pages holding about chunk_size rows
+        edges = [None, *[(page,) for page in range(per_chunk, pages, per_chunk)], None]
+        return [ChunkRange(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+    def _filtered(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange | None):
+        if scope.key or chunk is None or chunk.null_cursor or (chunk.lower is None and chunk.upper is None):
+            return super()._filtered(stream, scope, chunk)
+        t, key_cols, conds = super()._filtered(stream, scope, None)
+        ctid = sa.literal_column("ctid")
+        if chunk.lower is not None:
+            conds.append(ctid >= sa.literal_column(f"'({int(chunk.lower[0])},0)'::tid"))
+        if chunk.upper is not None:
+            conds.append(ctid < sa.literal_column(f"'({int(chunk.upper[0])},0)'::tid"))
+        return t, key_cols, conds
+
     def compare_prefix(self, columns: list[sa.ColumnElement], bound: tuple, op: str) -> sa.ColumnElement:
         bound = tuple(_Bytea(v) if isinstance(v, (bytes, bytearray, memoryview)) else v for v in bound)
         return prefix_compare(columns, bound, op)
@@ -267,10 +295,16 @@ class PostgresConnector(SqlConnector):
             try:
                 cursor.execute(sql)
                 reader = cursor.fetch_record_batch()
+                empty = True
                 for batch in reader:
                     if cancel is not None:
                         cancel.raise_if_cancelled()
+                    empty = False
                     yield batch
+                if empty:  # no rows: still the columns' types (an empty table lands typed)
+                    import pyarrow as pa
+
+                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
             finally:
                 cursor.close()
         except BaseException:

@@ -37,6 +37,36 @@ def raw_table_name(connector_id: str, stream: str) -> str:
     return f"raw_{slug}_{digest}"
 
 
+def landing_names(names: list[str]) -> dict[str, str]:
+    """Source column -> the name it lands under, for the columns that cannot keep theirs:
+    a name of the workspace's own (`_esg_*`: lineage, and hidden from mapping) lands as
+    `src_esg_*`; a name equal to an earlier one but for case (`val`, `VAL`, `Val`: one
+    column to DuckDB) gets `_2`, `_3`, ... in source column order. Deterministic, so
+    every chunk and every later sync of the table lands the same way."""
+    sources = {n.lower() for n in names}
+    seen: set[str] = set()
+    renamed = {}
+    for name in names:
+        wanted = "src" + name if name.lower().startswith("_esg_") else name
+        landed, n = wanted, 1
+        # never a name already landed, nor (when renamed) another source column's name
+        while landed.lower() in seen or (landed != name and landed.lower() in sources):
+            n += 1
+            landed = f"{wanted}_{n}"
+        seen.add(landed.lower())
+        if landed != name:
+            renamed[name] = landed
+    return renamed
+
+
+def with_landing_names(batch: "pa.Table") -> tuple["pa.Table", dict[str, str]]:
+    """The batch with its columns under their landing names (landing_names), and those."""
+    renamed = landing_names(batch.column_names)
+    if not renamed:
+        return batch, renamed
+    return batch.rename_columns([renamed.get(n, n) for n in batch.column_names]), renamed
+
+
 def shadow_table_name(raw_table: str, sync_id: int) -> str:
     return f"{raw_table}__shadow_{sync_id}"
 
