@@ -783,3 +783,63 @@ def test_engine_full_and_delta_from_mariadb(mysql_conn, mysql_spec, workspace_ur
         assert [tuple(r) for r in landed] == source
     finally:
         ws.close()
+
+
+# --- tables without a primary key ------------------------------------------------------------------
+
+
+def test_a_keyless_table_is_chunked_along_a_unique_index_and_resumes_exactly_once(mysql_conn, mysql_spec, workspace_url):
+    from collections import Counter
+
+    import sqlalchemy as sa
+
+    from esg_workbench.core.specs import SyncStatus
+    from esg_workbench.sync import operations
+    from esg_workbench.sync.engine import SyncEngine, SyncRequest
+    from esg_workbench.workspace import open_workspace
+
+    run(mysql_conn, "CREATE TABLE nokey (code VARCHAR(20) NOT NULL, part INT NOT NULL, note TEXT, "
+                    "UNIQUE KEY a_nullable (note(10)), UNIQUE KEY by_code (code, part))",
+        "INSERT INTO nokey SELECT CONCAT('c', seq % 7), seq, IF(seq % 3 = 0, NULL, CONCAT('n', seq)) FROM seq_1_to_5000")
+    run(mysql_conn, "CREATE TABLE heap (v INT)", "INSERT INTO heap SELECT seq FROM seq_1_to_3000")
+    my = create_connector(mysql_spec)
+    try:
+        assert my.unique_key(stream_of(my, "nokey")) == ("code", "part")  # a_nullable is a prefix index
+        assert my.unique_key(stream_of(my, "heap")) == ()
+        assert my.keyless_chunks(stream_of(my, "heap"), ReadScope(("v",), ()), 3000, 1000) == [ChunkRange()]
+    finally:
+        my.close()
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "my", "mysql", {**mysql_spec.options, "chunk_size": 1000})
+        engine = SyncEngine(ws, retry_delays=(0.01,))
+        engine.on_progress = lambda e: engine.cancel.cancel() if e.stream.endswith("nokey") and e.chunks_done >= 2 else None
+        first = engine.run(SyncRequest(connector="my", tables=["nokey"]))
+        assert first.status is SyncStatus.CANCELLED
+        assert first.streams[0].chunks_planned == 5
+        resumed = SyncEngine(ws, retry_delays=(0.01,)).run(SyncRequest(connector="my", resume=True))
+        assert resumed.status is SyncStatus.SUCCESS, resumed.error
+        with ws.read() as conn:
+            landed = Counter(tuple(r) for r in conn.execute(sa.text(
+                f'SELECT code, part, note FROM "{resumed.streams[0].raw_table}"')))
+        with mysql_conn.cursor() as cur:
+            cur.execute("SELECT code, part, note FROM nokey")
+            assert landed == Counter(tuple(r) for r in cur.fetchall())  # no row lost, none twice
+    finally:
+        ws.close()
+
+
+def test_random_samples(mysql_conn, my):
+    run(mysql_conn, "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO big SELECT seq, CONCAT('v', seq) FROM seq_1_to_20000", "ANALYZE TABLE big")
+    stream = stream_of(my, "big")
+    assert [r["id"] for r in my.sample(stream, 30)] == list(range(1, 31))
+    one, two = my.sample(stream, 30, random=True), my.sample(stream, 30, random=True)
+    for rows in (one, two):
+        assert len({r["id"] for r in rows}) == 30 and all(r["v"] == f"v{r['id']}" for r in rows)
+        assert max(r["id"] for r in rows) > 30
+    assert {r["id"] for r in one} != {r["id"] for r in two}
+    t = my.table_clause(stream, ["id"])
+    sql = str(my.random_sample_query(t, ["id"], 30, 20000).compile(dialect=my.engine.dialect,
+                                                                    compile_kwargs={"literal_binds": True}))
+    assert "rand() < 0.006" in sql and "ORDER BY rand()" in sql

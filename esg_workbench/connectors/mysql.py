@@ -325,6 +325,56 @@ class MySqlConnector(SqlConnector):
     def cursor_at_most(self, column: sa.ColumnElement, value: Any) -> sa.ColumnElement:
         return column <= sa.literal(_hex((value,))[0])
 
+    # --- samples -------------------------------------------------------------------------------
+
+    random_samples = True
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """MySQL has no TABLESAMPLE: a large table keeps each row with a probability
+        giving about four times `limit` rows (`RAND() < p`, one pass, nothing sorted but
+        those), of which `limit` are kept at random."""
+        query = sa.select(*[t.c[n] for n in names])
+        if estimate and estimate > 20 * limit:
+            query = query.where(sa.func.rand() < sa.literal(min(1.0, 4.0 * limit / estimate)))
+        return query.order_by(sa.func.rand()).limit(limit)
+
+    # --- tables without a primary key: chunks along a unique index ---------------------------
+    # A unique index over NOT NULL columns orders rows as well as a key does: chunks are its
+    # ranges, and memory stays bounded by the chunk size. Without one the table is one
+    # chunk (MySQL has no stable row address like PostgreSQL's ctid).
+
+    def unique_key(self, stream: StreamRef) -> tuple[str, ...]:
+        """The columns of the first (by name) unique index whose columns are all NOT NULL
+        and whole (no prefix index); () when there is none."""
+        query = sa.text(
+            "SELECT s.index_name, s.column_name, c.is_nullable, s.sub_part FROM information_schema.statistics s "
+            "JOIN information_schema.columns c ON c.table_schema = s.table_schema AND c.table_name = s.table_name "
+            "AND c.column_name = s.column_name WHERE s.table_schema = :schema AND s.table_name = :table "
+            "AND s.non_unique = 0 ORDER BY s.index_name, s.seq_in_index")
+        with self.errors(f"Reading the indexes of {stream.qualified}"), self.engine.connect() as conn:
+            rows = conn.execute(query, {"schema": stream.schema or self.schema, "table": stream.table}).all()
+        indexes: dict[str, list] = {}
+        for index, column, nullable, sub_part in rows:
+            indexes.setdefault(index, []).append((column, nullable == "NO" and sub_part is None))
+        for columns in indexes.values():
+            if all(whole for _, whole in columns):
+                return tuple(c for c, _ in columns)
+        return ()
+
+    def keyless_chunks(self, stream: StreamRef, scope: ReadScope, rows: int, chunk_size: int) -> list[ChunkRange]:
+        key = self.unique_key(stream) if rows > chunk_size else ()
+        if not key:
+            return [ChunkRange()]
+        bounds = self.boundaries(stream, dataclasses.replace(scope, key=key), chunk_size)
+        edges = [None, *bounds, None]
+        return [ChunkRange(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+    def _filtered(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange | None):
+        if not scope.key and chunk is not None and (chunk.lower is not None or chunk.upper is not None):
+            scope = dataclasses.replace(scope, key=self.unique_key(stream))  # a chunk of keyless_chunks
+        return super()._filtered(stream, scope, chunk)
+
     # --- reading ------------------------------------------------------------------------------
 
     def _source_columns(self, stream: StreamRef) -> dict[str, mysql_types.SourceColumn]:

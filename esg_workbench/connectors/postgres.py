@@ -200,6 +200,23 @@ class PostgresConnector(SqlConnector):
             self._catalog.pop(stream, None)
         return super().describe(streams)
 
+    random_samples = True
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """A large table is sampled by TABLESAMPLE SYSTEM (whole pages, read without a
+        scan): about four times `limit` rows and at least 20 pages (rows of one page are
+        alike), of which `limit` are kept at random; a small one is shuffled whole."""
+        source = t
+        if estimate and estimate > 20 * limit:
+            query = sa.text("SELECT relpages FROM pg_class WHERE oid = to_regclass(quote_ident(:schema) || '.' || quote_ident(:table))")
+            with self.errors("Measuring the table"), self.engine.connect() as conn:
+                pages = conn.execute(query, {"schema": t.schema or self.schema, "table": t.name}).scalar() or 0
+            percent = max(400.0 * limit / estimate, 2000.0 / pages if pages > 0 else 100.0)
+            if percent < 100.0:
+                source = t.tablesample(sa.func.system(round(percent, 4)))
+        return sa.select(*[source.c[n] for n in names]).order_by(sa.func.random()).limit(limit)
+
     def sample_connection(self) -> sa.Connection:
         """Dates and timestamps Python cannot hold (infinity, BC, after 9999) come as
         PostgreSQL writes them, so a sample of such a table shows them instead of failing."""

@@ -255,11 +255,24 @@ class SqlConnector(TranslatesErrors):
         its language cannot hold) is told here to hand them over as text instead."""
         return self.engine.connect()
 
-    def sample(self, stream: StreamRef, limit: int) -> list[dict[str, Any]]:
+    #: whether sample(random=True) is known to work on this source (random_sample_query)
+    random_samples = False
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """Up to `limit` rows picked at random: `ORDER BY random()` (a scan of the table);
+        a source with a cheaper way (TABLESAMPLE) overrides this."""
+        return sa.select(*[t.c[n] for n in names]).order_by(sa.func.random()).limit(limit)
+
+    def sample(self, stream: StreamRef, limit: int, random: bool = False) -> list[dict[str, Any]]:
+        """The first `limit` rows, or (`random`) up to `limit` rows picked at random."""
         info = self._table(stream)
         names = [c.name for c in info.columns]
         t = self.table_clause(stream, names)
-        query = sa.select(*[t.c[n] for n in names]).limit(limit)
+        if random:
+            query = self.random_sample_query(t, names, limit, info.row_estimate)
+        else:
+            query = sa.select(*[t.c[n] for n in names]).limit(limit)
         with self.errors(f"Reading sample rows of {stream.qualified}"), self.sample_connection() as conn:
             rows = conn.execute(query).fetchall()
         return [{n: json_safe(v) for n, v in zip(names, row)} for row in rows]
