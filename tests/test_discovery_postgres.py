@@ -173,3 +173,14 @@ def test_random_samples_where_the_source_offers_none(tmp_path, workspace_url):
         assert len(operations.load_samples(workspace, "files", table)) == 2  # the first rows still work
     finally:
         workspace.close()
+
+
+def test_discovery_names_types_sqlalchemy_does_not_know(ws, pg_conn, pg_spec):
+    pg_conn.execute("CREATE TYPE pair AS (a int, b text);"
+                    "CREATE TABLE odd (id int PRIMARY KEY, p point, x xml, l pg_lsn, c pair, cs pair[], "
+                    "i inet, m money, o oid)")
+    operations.add_connector(ws, "pg", "postgres", pg_spec.options)
+    columns = {c.name: (c.type, c.family) for c in operations.discover_connector(ws, "pg").tables[0].columns}
+    assert columns == {"id": ("INTEGER", "integer"), "p": ("point", "text"), "x": ("xml", "text"),
+                       "l": ("pg_lsn", "text"), "c": ("pair", "json"), "cs": ("pair[]", "json"),
+                       "i": ("INET", "text"), "m": ("MONEY", "decimal"), "o": ("OID", "integer")}

@@ -111,11 +111,12 @@ class SourceColumn:
     typtype: str  # b base, c composite, e enum, r range, m multirange, p pseudo
     typmod: int = -1
     element: "SourceColumn | None" = None  # of an array
+    declared: str = ""  # as format_type() writes it, e.g. "numeric(10,2)[]"
 
 
 #: the catalog query behind SourceColumn: one row per column, domains resolved one level
 CATALOG_SQL = """
-SELECT a.attname,
+SELECT a.attname, format_type(a.atttypid, a.atttypmod),
        t.typname, t.typtype, CASE WHEN d.typtype = 'd' THEN d.typtypmod ELSE a.atttypmod END,
        e.typname, e.typtype
 FROM pg_attribute a
@@ -129,9 +130,9 @@ ORDER BY a.attnum
 
 def source_columns(rows) -> dict[str, SourceColumn]:
     out = {}
-    for name, typname, typtype, typmod, elem_name, elem_type in rows:
+    for name, declared, typname, typtype, typmod, elem_name, elem_type in rows:
         element = SourceColumn(name, elem_name, elem_type, typmod) if elem_name else None
-        out[name] = SourceColumn(name, typname, typtype, typmod if typmod is not None else -1, element)
+        out[name] = SourceColumn(name, typname, typtype, typmod if typmod is not None else -1, element, declared)
     return out
 
 
@@ -151,6 +152,12 @@ def array_rule(element: SourceColumn) -> PgType:
     if element.typtype == "c":
         return PgType("VARCHAR (JSON text)", "json", cast="json")
     return PgType("VARCHAR[] (text of each element)", "other", cast="text[]")
+
+
+def family_of_name(type_name: str) -> str | None:
+    """The family of a type by the name discovery shows ("INET", "MONEY"), if the table has it."""
+    rule = PG_TYPES.get(type_name.lower().split("(")[0].strip())
+    return rule.family if rule else None
 
 
 def numeric_shape(typmod: int) -> tuple[int, int] | None:

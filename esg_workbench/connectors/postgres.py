@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
@@ -196,9 +197,24 @@ class PostgresConnector(SqlConnector):
         return _ColumnRead(expr, pg_types.FIXES.get(rule.fix or "plain"), rule.workspace, note)
 
     def describe(self, streams: list[StreamRef] | None = None):
+        """Types SQLAlchemy does not know (point, xml, pg_lsn, composites ...) are named as
+        PostgreSQL names them, and families come from the type table (pg_types)."""
         for stream in streams or list(self._catalog):  # reads follow a re-discovery
             self._catalog.pop(stream, None)
-        return super().describe(streams)
+        with warnings.catch_warnings():  # "Did not recognize type": named below from the catalog
+            warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
+            infos = super().describe(streams)
+        for info in infos:
+            unknown = any(c.type == "NullType" for c in info.columns)
+            catalog = self._source_columns(info.stream) if unknown else {}
+            for i, column in enumerate(info.columns):
+                source = catalog.get(column.name)
+                if column.type == "NullType" and source is not None:
+                    column = dataclasses.replace(column, type=source.declared, family=pg_types.rule_of(source).family)
+                elif column.family == "other":
+                    column = dataclasses.replace(column, family=pg_types.family_of_name(column.type) or "other")
+                info.columns[i] = column
+        return infos
 
     random_samples = True
 
