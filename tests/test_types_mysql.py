@@ -168,3 +168,12 @@ def test_a_type_the_table_does_not_know_is_read_as_text():
     column = mysql_types.SourceColumn("v", "vector", "vector(3)")
     assert mysql_types.rule_of(column) is mysql_types.UNKNOWN
     assert (mysql_types.UNKNOWN.read, mysql_types.UNKNOWN.landed) == ("char", "VARCHAR (landed as text)")
+
+
+def test_the_readme_lists_every_type_of_the_table():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    section = readme[readme.index("MySQL / MariaDB (read by"):]
+    section = section[:section.index("\n## ")]
+    assert [t for t in mysql_types.MYSQL_TYPES if t not in section] == []

@@ -83,6 +83,9 @@ CASES: dict[str, tuple[str, list[str], str, list | object]] = {
     "bit_array": ("bit(3)[]", ["ARRAY[B'101', B'000']"], "VARCHAR[]", ["[101, 000]"]),
     "timetz_array": ("timetz[]", ["ARRAY['10:00+02'::timetz]"], "VARCHAR[]", ["['10:00:00+02']"]),
     "pair_array": ("pair[]", ["ARRAY[ROW(1, 'x ü')::pair, NULL]"], "VARCHAR", ['[{"a":1,"b":"x ü"},null]']),
+    "date_array": ("date[]", ["ARRAY['infinity'::date, '2024-02-29', NULL]"], "DATE[]", ["[infinity, 2024-02-29, NULL]"]),
+    "timestamptz_array": ("timestamptz[]", ["ARRAY['-infinity'::timestamptz, '2024-01-01 10:00+02']"],
+                          "TIMESTAMP WITH TIME ZONE[]", ["[-infinity, '2024-01-01 08:00:00+00']"]),
     "int_array": ("int[]", ["'{1,NULL,-2147483648}'", "'{}'"], "INTEGER[]", ["[1, NULL, -2147483648]", "[]"]),
     "text_array": ("text[]", ["ARRAY['', 'ü😀', NULL]"], "VARCHAR[]", ["['', ü😀, NULL]"]),
     "pair": ("pair", ["ROW(2, 'y')", "ROW(NULL, NULL)", "NULL"], "VARCHAR",
@@ -261,3 +264,12 @@ def test_a_postgresql_workspace_gets_the_same_values(source_db, pg_workspace_url
             assert _landed(ws, stream.raw_table) == (landed_type, expected), case
     finally:
         ws.close()
+
+
+def test_the_readme_lists_every_type_of_the_table():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    section = readme[readme.index("### Source types"):]
+    section = section[:section.index("MySQL / MariaDB (read by")]
+    assert [t for t in pg_types.PG_TYPES if t not in section] == []
