@@ -843,3 +843,12 @@ def test_random_samples(mysql_conn, my):
     sql = str(my.random_sample_query(t, ["id"], 30, 20000).compile(dialect=my.engine.dialect,
                                                                     compile_kwargs={"literal_binds": True}))
     assert "rand() < 0.006" in sql and "ORDER BY rand()" in sql
+
+
+def test_samples_show_zero_dates_and_long_times_as_mysql_writes_them(mysql_conn, my):
+    run(mysql_conn, "SET SESSION sql_mode = ''",
+        "CREATE TABLE z (id INT PRIMARY KEY, d DATE, t TIME(6))",
+        "INSERT INTO z VALUES (1, '0000-00-00', '-838:59:59'), (2, '2024-00-00', '100:00:00.5'), (3, NULL, NULL)")
+    assert my.sample(stream_of(my, "z"), 10) == [
+        {"id": 1, "d": "0000-00-00", "t": "-838:59:59"}, {"id": 2, "d": "2024-00-00", "t": "100:00:00.500000"},
+        {"id": 3, "d": None, "t": None}]

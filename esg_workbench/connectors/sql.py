@@ -71,6 +71,11 @@ def json_safe(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, dt.timedelta):  # MySQL TIME, PostgreSQL interval: as those write durations
+        sign, micros = ("-", -value) if value < dt.timedelta(0) else ("", value)
+        minutes, seconds = divmod(int(micros.total_seconds()), 60)
+        text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}"
+        return text + (f".{micros.microseconds:06d}" if micros.microseconds else "")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return "0x" + data[:32].hex() + ("…" if len(data) > 32 else "")
