@@ -35,8 +35,12 @@ def test_landing_names_are_deterministic_and_never_collide():
     # a generated name never takes another source column's name, wherever it stands
     assert landing_names(["val", "VAL", "val_2"]) == {"VAL": "VAL_3"}
     assert landing_names(["val_2", "val", "VAL"]) == {"VAL": "VAL_3"}
-    assert landing_names(["_esg_sync_id", "_ESG_note", "src_esg_note"]) == {
-        "_esg_sync_id": "src_esg_sync_id", "_ESG_note": "src_ESG_note_2"}
+    assert landing_names(["_esg_sync_id", "_ESG_LANDED_AT", "src_esg_landed_at", "_esg_deleted_at",
+                          "_esg_organization_id"]) == {
+        "_esg_sync_id": "src_esg_sync_id", "_ESG_LANDED_AT": "src_ESG_LANDED_AT_2",
+        "_esg_deleted_at": "src_esg_deleted_at", "_esg_organization_id": "src_esg_organization_id"}
+    # a connector's own _esg_* columns (a file's name and row) keep theirs
+    assert landing_names(["_esg_file", "_esg_row", "_esg_note"]) == {}
     assert landing_names(["id", "kwh"]) == {}
 
 
@@ -91,12 +95,12 @@ def test_an_empty_postgres_table_lands_as_an_empty_typed_table(ws, pg_conn, pg_s
 
 def test_an_empty_mariadb_table_lands_as_an_empty_typed_table(ws, mysql_conn, mysql_spec):
     with mysql_conn.cursor() as cur:
-        cur.execute("CREATE TABLE nothing (id BIGINT PRIMARY KEY, kwh DECIMAL(24,4), spent TIME, `_esg_x` INT)")
+        cur.execute("CREATE TABLE nothing (id BIGINT PRIMARY KEY, kwh DECIMAL(24,4), spent TIME, `_esg_chunk_id` INT)")
     operations.add_connector(ws, "my", "mysql", mysql_spec.options)
     result = sync(ws, "my")
     assert result.status is SyncStatus.SUCCESS, result.error
     stream = result.streams[0]
     assert stream.rows_written == 0
     assert columns_of(ws, stream.raw_table) == [
-        ("id", "BIGINT"), ("kwh", "DECIMAL(24,4)"), ("spent", "INTERVAL"), ("src_esg_x", "INTEGER")]
-    assert stream.warnings == ["column _esg_x landed as src_esg_x"]
+        ("id", "BIGINT"), ("kwh", "DECIMAL(24,4)"), ("spent", "INTERVAL"), ("src_esg_chunk_id", "INTEGER")]
+    assert stream.warnings == ["column _esg_chunk_id landed as src_esg_chunk_id"]

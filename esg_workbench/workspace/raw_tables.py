@@ -37,17 +37,24 @@ def raw_table_name(connector_id: str, stream: str) -> str:
     return f"raw_{slug}_{digest}"
 
 
+#: columns the workspace adds to raw tables (lineage, deletion marks, the organization of
+#: a secured workspace): a source column of such a name lands renamed (landing_names)
+WORKSPACE_COLUMNS = (*LINEAGE_COLUMNS, "_esg_deleted_at", "_esg_organization_id")
+
+
 def landing_names(names: list[str]) -> dict[str, str]:
     """Source column -> the name it lands under, for the columns that cannot keep theirs:
-    a name of the workspace's own (`_esg_*`: lineage, and hidden from mapping) lands as
+    a name of the workspace's own columns (WORKSPACE_COLUMNS, in any case) lands as
     `src_esg_*`; a name equal to an earlier one but for case (`val`, `VAL`, `Val`: one
     column to DuckDB) gets `_2`, `_3`, ... in source column order. Deterministic, so
-    every chunk and every later sync of the table lands the same way."""
+    every chunk and every later sync of the table lands the same way. (Other `_esg_*`
+    columns, such as a file connector's `_esg_file`, keep their names.)"""
+    reserved = {c.lower() for c in WORKSPACE_COLUMNS}
     sources = {n.lower() for n in names}
     seen: set[str] = set()
     renamed = {}
     for name in names:
-        wanted = "src" + name if name.lower().startswith("_esg_") else name
+        wanted = "src" + name if name.lower() in reserved else name
         landed, n = wanted, 1
         # never a name already landed, nor (when renamed) another source column's name
         while landed.lower() in seen or (landed != name and landed.lower() in sources):
