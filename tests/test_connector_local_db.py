@@ -686,3 +686,19 @@ def test_registry_gives_the_file_connectors():
     assert duck.schema == "main"
     assert create_connector(ConnectorSpec("duckdb", "b", {"path": "x", "schema": "erp"})).schema == "erp"
     assert create_connector(ConnectorSpec("sqlite", "a", {"path": "x"})).schema is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_random_samples(kind, tmp_path):
+    src = make_source(kind, tmp_path)
+    src.run("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT, qty DOUBLE)")
+    src.run("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", i / 4) for i in range(1, 2001)])
+    conn = src.connector()
+    try:
+        one, two = conn.sample(src.ref("items"), 25, random=True), conn.sample(src.ref("items"), 25, random=True)
+        for rows in (one, two):
+            assert len({r["id"] for r in rows}) == 25 and all(r["label"] == f"item {r['id']}" for r in rows)
+        assert {r["id"] for r in one} != {r["id"] for r in two}
+        assert conn.random_samples
+    finally:
+        conn.close()

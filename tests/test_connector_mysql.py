@@ -436,7 +436,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
     assert dict(zip(schema.names, schema.types)) == {
         "id": pa.int32(), "d12": pa.decimal128(12, 3), "d30": pa.decimal128(30, 15), "d65": pa.decimal256(65, 2),
         "d29": pa.decimal128(29, 0), "dt6": pa.timestamp("us"), "dt0": pa.timestamp("us"),
-        "ts3": pa.timestamp("us"), "d": pa.date32(), "tm": pa.time64("us"), "s": pa.string(),
+        "ts3": pa.timestamp("us"), "d": pa.date32(), "tm": pa.duration("us"), "s": pa.string(),
         "b": pa.large_binary(), "bo": pa.int8(), "j": pa.string(), "e": pa.string(), "select": pa.int32(),
         "sp ace": pa.string(), "f": pa.float64(), "bi": pa.uint64(), "yr": pa.int16(), "pt": pa.large_binary(),
         "u": pa.string(),
@@ -448,7 +448,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
         "d29": Decimal("99999999999999999999999999999"),
         "dt6": dt.datetime(2024, 3, 1, 12, 34, 56, 123456), "dt0": dt.datetime(2024, 3, 1, 12, 34, 56),
         "ts3": dt.datetime(2024, 3, 1, 12, 34, 56, 789000), "d": dt.date(2024, 3, 1),
-        "tm": dt.time(12, 34, 56, 654321), "s": "emoji 😀 ünï", "b": b"\x00\xff\x10", "bo": 1,
+        "tm": dt.timedelta(hours=12, minutes=34, seconds=56, microseconds=654321), "s": "emoji 😀 ünï", "b": b"\x00\xff\x10", "bo": 1,
         "j": '{"a": [1, 2]}', "e": "ü", "select": 7, "sp ace": "hello world", "f": 2.25,
         "bi": 18446744073709551615, "yr": 2024,
         "pt": bytes.fromhex("0101000000000000000000f03f0000000000000040"),
@@ -457,7 +457,7 @@ def test_read_keeps_values_and_declared_types(mysql_conn, my):
     assert rows[1] == {name: (2 if name == "id" else None) for name in columns}
     assert rows[2]["d30"] == Decimal("-0.000000000000001")  # ConnectorX alone reads 0 here
     assert rows[2]["dt6"] == dt.datetime(1000, 1, 1, 0, 0, 0, 1)
-    assert rows[2]["tm"] == dt.time(23, 59, 59, 999999)
+    assert rows[2]["tm"] == dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999)
     assert (rows[2]["bo"], rows[2]["d29"], rows[2]["f"]) == (0, Decimal(-1), -0.5)
 
 
@@ -475,13 +475,14 @@ def test_zero_dates_read_as_null(mysql_conn, my):
     ]
 
 
-def test_time_outside_a_day_is_a_plain_error(mysql_conn, my):
-    run(mysql_conn, "CREATE TABLE dur (id INT PRIMARY KEY, spent TIME)", "INSERT INTO dur VALUES (1, '-838:59:59')")
-    with pytest.raises(SourceError) as err:
-        read_all(my, stream_of(my, "dur"), ReadScope(("id", "spent"), ("id",)))
-    assert type(err.value) is SourceError
-    assert err.value.message == (f"Reading {my.schema}.dur [start .. end): a TIME value "
-                                 "(-838:59:59) lies outside 00:00-24:00 and cannot be read as a time of day.")
+def test_time_outside_a_day_and_negative_reads_as_an_interval(mysql_conn, my):
+    """MySQL's TIME is a signed duration up to +-838:59:59.999999: every value is read."""
+    run(mysql_conn, "CREATE TABLE dur (id INT PRIMARY KEY, spent TIME(6))",
+        "INSERT INTO dur VALUES (1, '-838:59:59.999999'), (2, '838:59:59.999999'), (3, '-00:00:00.000001'), "
+        "(4, '24:00:00'), (5, NULL)")
+    rows = read_all(my, stream_of(my, "dur"), ReadScope(("id", "spent"), ("id",)))
+    hours = dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)
+    assert [r["spent"] for r in rows] == [-hours, hours, dt.timedelta(microseconds=-1), dt.timedelta(hours=24), None]
 
 
 def test_timestamps_are_utc_in_planning_and_reading(mysql_conn, my):
@@ -727,15 +728,18 @@ def test_column_dropped_after_discovery_is_schema_drift(mysql_conn, my):
     assert err.value.code == "1054"
 
 
-def test_widened_decimal_after_discovery_is_schema_drift_not_rounding(mysql_conn, my):
+def test_widened_decimal_after_discovery_is_read_as_it_is_now_not_rounded(mysql_conn, my):
+    """Reads take each column's type from information_schema when they start (and again
+    after a re-discovery), so a column widened since discovery is read whole."""
     run(mysql_conn, "CREATE TABLE widen (id INT PRIMARY KEY, kwh DECIMAL(10,2))", "INSERT INTO widen VALUES (1, 2.5)")
     stream = stream_of(my, "widen")
     my.describe([stream])
+    assert read_all(my, stream, ReadScope(("id", "kwh"), ("id",))) == [{"id": 1, "kwh": Decimal("2.50")}]
     run(mysql_conn, "ALTER TABLE widen MODIFY kwh DECIMAL(12,4)", "UPDATE widen SET kwh = 2.5001")
-    with pytest.raises(SchemaDrift):
-        read_all(my, stream, ReadScope(("id", "kwh"), ("id",)))
-    my.describe([stream])  # re-discovery reads it
-    assert read_all(my, stream, ReadScope(("id", "kwh"), ("id",))) == [{"id": 1, "kwh": Decimal("2.5001")}]
+    my.describe([stream])  # re-discovery (every sync does one) reads it
+    batches = list(my.read(stream, ReadScope(("id", "kwh"), ("id",)), ChunkRange()))
+    assert batches[0].schema.field("kwh").type == pa.decimal128(12, 4)
+    assert rows_of(batches) == [{"id": 1, "kwh": Decimal("2.5001")}]
 
 
 def test_empty_chunk_reads_no_rows(mysql_conn, my):
@@ -780,3 +784,72 @@ def test_engine_full_and_delta_from_mariadb(mysql_conn, mysql_spec, workspace_ur
         assert [tuple(r) for r in landed] == source
     finally:
         ws.close()
+
+
+# --- tables without a primary key ------------------------------------------------------------------
+
+
+def test_a_keyless_table_is_chunked_along_a_unique_index_and_resumes_exactly_once(mysql_conn, mysql_spec, workspace_url):
+    from collections import Counter
+
+    import sqlalchemy as sa
+
+    from esg_workbench.core.specs import SyncStatus
+    from esg_workbench.sync import operations
+    from esg_workbench.sync.engine import SyncEngine, SyncRequest
+    from esg_workbench.workspace import open_workspace
+
+    run(mysql_conn, "CREATE TABLE nokey (code VARCHAR(20) NOT NULL, part INT NOT NULL, note TEXT, "
+                    "UNIQUE KEY a_nullable (note(10)), UNIQUE KEY by_code (code, part))",
+        "INSERT INTO nokey SELECT CONCAT('c', seq % 7), seq, IF(seq % 3 = 0, NULL, CONCAT('n', seq)) FROM seq_1_to_5000")
+    run(mysql_conn, "CREATE TABLE heap (v INT)", "INSERT INTO heap SELECT seq FROM seq_1_to_3000")
+    my = create_connector(mysql_spec)
+    try:
+        assert my.unique_key(stream_of(my, "nokey")) == ("code", "part")  # a_nullable is a prefix index
+        assert my.unique_key(stream_of(my, "heap")) == ()
+        assert my.keyless_chunks(stream_of(my, "heap"), ReadScope(("v",), ()), 3000, 1000) == [ChunkRange()]
+    finally:
+        my.close()
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "my", "mysql", {**mysql_spec.options, "chunk_size": 1000})
+        engine = SyncEngine(ws, retry_delays=(0.01,))
+        engine.on_progress = lambda e: engine.cancel.cancel() if e.stream.endswith("nokey") and e.chunks_done >= 2 else None
+        first = engine.run(SyncRequest(connector="my", tables=["nokey"]))
+        assert first.status is SyncStatus.CANCELLED
+        assert first.streams[0].chunks_planned == 5
+        resumed = SyncEngine(ws, retry_delays=(0.01,)).run(SyncRequest(connector="my", resume=True))
+        assert resumed.status is SyncStatus.SUCCESS, resumed.error
+        with ws.read() as conn:
+            landed = Counter(tuple(r) for r in conn.execute(sa.text(
+                f'SELECT code, part, note FROM "{resumed.streams[0].raw_table}"')))
+        with mysql_conn.cursor() as cur:
+            cur.execute("SELECT code, part, note FROM nokey")
+            assert landed == Counter(tuple(r) for r in cur.fetchall())  # no row lost, none twice
+    finally:
+        ws.close()
+
+
+def test_random_samples(mysql_conn, my):
+    run(mysql_conn, "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO big SELECT seq, CONCAT('v', seq) FROM seq_1_to_20000", "ANALYZE TABLE big")
+    stream = stream_of(my, "big")
+    assert [r["id"] for r in my.sample(stream, 30)] == list(range(1, 31))
+    one, two = my.sample(stream, 30, random=True), my.sample(stream, 30, random=True)
+    for rows in (one, two):
+        assert len({r["id"] for r in rows}) == 30 and all(r["v"] == f"v{r['id']}" for r in rows)
+        assert max(r["id"] for r in rows) > 30
+    assert {r["id"] for r in one} != {r["id"] for r in two}
+    t = my.table_clause(stream, ["id"])
+    sql = str(my.random_sample_query(t, ["id"], 30, 20000).compile(dialect=my.engine.dialect,
+                                                                    compile_kwargs={"literal_binds": True}))
+    assert "rand() < 0.006" in sql and "ORDER BY rand()" in sql
+
+
+def test_samples_show_zero_dates_and_long_times_as_mysql_writes_them(mysql_conn, my):
+    run(mysql_conn, "SET SESSION sql_mode = ''",
+        "CREATE TABLE z (id INT PRIMARY KEY, d DATE, t TIME(6))",
+        "INSERT INTO z VALUES (1, '0000-00-00', '-838:59:59'), (2, '2024-00-00', '100:00:00.5'), (3, NULL, NULL)")
+    assert my.sample(stream_of(my, "z"), 10) == [
+        {"id": 1, "d": "0000-00-00", "t": "-838:59:59"}, {"id": 2, "d": "2024-00-00", "t": "100:00:00.500000"},
+        {"id": 3, "d": None, "t": None}]

@@ -101,3 +101,86 @@ def test_missing_schema_and_missing_permission(ws, pg_conn, pg_spec, pg_database
                 service_missing("the esg_noperm_user role (run scripts/setup-test-servers.sh)")
         raise
     assert "esg_noperm_user" in err.value.message and "GRANT" in err.value.hint or "grant" in err.value.hint.lower()
+
+
+def test_random_samples_of_a_large_table(ws, pg_conn, pg_spec):
+    """TABLESAMPLE SYSTEM picks pages without a scan; the rows kept are shuffled."""
+    pg_conn.execute("CREATE TABLE big (id int PRIMARY KEY, v text);"
+                    "INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 50000) g; ANALYZE big")
+    operations.add_connector(ws, "pg", "postgres", pg_spec.options)
+    first = operations.discover_connector(ws, "pg", tables=["big"], sample_rows=40).tables[0].sample_rows
+    assert [r["id"] for r in first] == list(range(1, 41))  # the first rows, as before
+    one = operations.load_samples(ws, "pg", "big", limit=40, mode="random")
+    two = operations.load_samples(ws, "pg", "big", limit=40, mode="random")
+    for rows in (one, two):
+        assert len(rows) == 40 and all(r["v"] == f"v{r['id']}" for r in rows)  # whole rows of the table
+        assert len({r["id"] for r in rows}) == 40
+        assert max(r["id"] for r in rows) > 40  # not the first rows
+    assert {r["id"] for r in one} != {r["id"] for r in two}  # drawn afresh
+    from esg_workbench.connectors.registry import create_connector
+
+    connector = create_connector(pg_spec)
+    try:
+        t = connector.table_clause(connector.list_streams()[0], ["id", "v"])
+        sql = str(connector.random_sample_query(t, ["id", "v"], 40, 50000).compile(
+            dialect=connector.literal_dialect, compile_kwargs={"literal_binds": True}))
+        pages = pg_conn.execute("SELECT relpages FROM pg_class WHERE relname = 'big'").fetchone()[0]
+        assert f"TABLESAMPLE system({round(2000 / pages, 4)})" in sql and "ORDER BY random()" in sql
+        small = str(connector.random_sample_query(t, ["id", "v"], 40, 500).compile(dialect=connector.literal_dialect))
+        assert "TABLESAMPLE" not in small  # a small table is shuffled whole
+    finally:
+        connector.close()
+    by_discovery = operations.discover_connector(ws, "pg", tables=["big"], sample_rows=25, sample_mode="random")
+    assert len(by_discovery.tables[0].sample_rows) == 25
+
+
+def test_random_sample_mode_on_the_command_line_and_bad_modes(ws, workspace_url, pg_conn, pg_spec, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from esg_workbench.core.errors import ConfigError
+
+    pg_conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 300)")
+    operations.add_connector(ws, "pg", "postgres", pg_spec.options)
+    with pytest.raises(ConfigError) as err:
+        operations.load_samples(ws, "pg", "t", mode="shuffled")
+    assert "first or random" in err.value.message
+    ws.close()
+    proc = subprocess.run([sys.executable, "-m", "esg_workbench", "--workspace", workspace_url.removeprefix("duckdb:///"),
+                           "connector", "discover", "pg", "--table", "t", "--sample-rows", "30", "--sample-mode",
+                           "random", "--json"], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ids = [r["id"] for r in json.loads(proc.stdout)["tables"][0]["sample_rows"]]
+    assert len(set(ids)) == 30 and ids != list(range(1, 31))
+
+
+def test_random_samples_where_the_source_offers_none(tmp_path, workspace_url):
+    from esg_workbench.core.errors import ConfigError
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id,v\n1,x\n2,y\n")
+    workspace = open_workspace(workspace_url)
+    try:
+        operations.add_connector(workspace, "files", "files", {"path": str(folder)})
+        operations.discover_connector(workspace, "files")
+        table = operations.discover_connector(workspace, "files").tables[0].stream.qualified
+        with pytest.raises(ConfigError) as err:
+            operations.load_samples(workspace, "files", table, mode="random")
+        assert "not available for files sources" in err.value.message
+        assert len(operations.load_samples(workspace, "files", table)) == 2  # the first rows still work
+    finally:
+        workspace.close()
+
+
+def test_discovery_names_types_sqlalchemy_does_not_know(ws, pg_conn, pg_spec):
+    pg_conn.execute("CREATE TYPE pair AS (a int, b text);"
+                    "CREATE TABLE odd (id int PRIMARY KEY, p point, x xml, l pg_lsn, c pair, cs pair[], "
+                    "i inet, m money, o oid)")
+    operations.add_connector(ws, "pg", "postgres", pg_spec.options)
+    columns = {c.name: (c.type, c.family) for c in operations.discover_connector(ws, "pg").tables[0].columns}
+    assert columns == {"id": ("INTEGER", "integer"), "p": ("point", "text"), "x": ("xml", "text"),
+                       "l": ("pg_lsn", "text"), "c": ("pair", "json"), "cs": ("pair[]", "json"),
+                       "i": ("INET", "text"), "m": ("MONEY", "decimal"), "o": ("OID", "integer")}

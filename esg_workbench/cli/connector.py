@@ -69,7 +69,7 @@ def cmd_connector_discover(ws, args, out: Output) -> int:
     from esg_workbench.sync import operations
 
     result = operations.discover_connector(ws, args.name, tables=args.table, sample_rows=args.sample_rows,
-                                           progress=out.info)
+                                           sample_mode=args.sample_mode, progress=out.info)
     data = {
         "tables": [{
             "schema": t.stream.schema, "table": t.stream.table, "row_estimate": t.row_estimate,
@@ -131,6 +131,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--sample-rows", type=int, default=100, metavar="N",
                    help="sample rows per table (default 100; 0 for none). For more than 50 tables, samples "
                         "load only for the tables named with --table, or later on demand")
+    p.add_argument("--sample-mode", choices=("first", "random"), default="first",
+                   help="first: the first N rows (default); random: N rows picked at random (PostgreSQL: "
+                        "TABLESAMPLE SYSTEM for large tables; MySQL/MariaDB: a RAND() filter; SQLite, DuckDB)")
     p.set_defaults(func=cmd_connector_discover)
     p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")
     p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")

@@ -101,6 +101,8 @@ _FRACTION_RE = re.compile(r"\d:\d\d:\d\d\.(\d+)")
 class _LocalFileConnector(SqlConnector):
     """What SQLite and DuckDB share: a `path` option naming a file that must exist."""
 
+    random_samples = True  # ORDER BY random(): both have it, and files are local
+
     kind = "database"  # "SQLite" / "DuckDB" in messages
     #: rows per Arrow batch of a read
     batch_rows = 65_536

@@ -55,8 +55,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_types
+from sqlalchemy.dialects import mysql as mysql_types_sa
 
+from esg_workbench.connectors import mysql_types
 from esg_workbench.connectors.sql import SqlConnector, prefix_compare
 from esg_workbench.core.errors import (
     AuthenticationFailed,
@@ -117,16 +118,16 @@ _CX_WORDS = (
     ("timed out", 2013),
 )
 _ERRNO_IN_TEXT = re.compile(r"ERROR (\d{4}) \(([0-9A-Z]{5})\)")
-_DECIMAL_TYPE = re.compile(r"^(?:DECIMAL|NUMERIC)\((\d+)(?:,\s*(\d+))?\)", re.I)
-_SPATIAL = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
-            "multipolygon", "geometrycollection", "geomcollection"}
-#: ConnectorX's rust_decimal holds at most 28 digits; its Arrow type keeps 10 decimals
-_CX_DECIMAL_DIGITS = 28
-_CX_DECIMAL_SCALE = 10
 
 
 class MySqlConnector(SqlConnector):
     default_schema = None
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._catalog: dict[StreamRef, dict[str, mysql_types.SourceColumn]] = {}
+        self._zero_dates: dict[tuple[StreamRef, ChunkRange], dict[str, int]] = {}
+        self._notes: dict[StreamRef, set[str]] = {}
 
     # --- location -----------------------------------------------------------------------
 
@@ -285,6 +286,8 @@ class MySqlConnector(SqlConnector):
         return {name: int(n) for name, n in rows if n is not None}
 
     def describe(self, streams: list[StreamRef] | None = None) -> list[TableInfo]:
+        for stream in streams or list(self._catalog):  # reads follow a re-discovery
+            self._catalog.pop(stream, None)
         with warnings.catch_warnings():  # INET6, POINT, ...: named below from information_schema
             warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
             infos = super().describe(streams)
@@ -301,7 +304,7 @@ class MySqlConnector(SqlConnector):
                 for i, col in enumerate(info.columns):
                     if col.type == "NullType" and (info.stream.table, col.name) in found:
                         column_type, data_type = found[(info.stream.table, col.name)]
-                        family = "binary" if data_type.lower() in _SPATIAL else "text" if data_type.lower() in ("inet4", "inet6") else "other"
+                        family = mysql_types.MYSQL_TYPES.get(data_type.lower(), mysql_types.UNKNOWN).family
                         info.columns[i] = dataclasses.replace(col, type=column_type.upper(), family=family)
         return infos
 
@@ -344,44 +347,114 @@ class MySqlConnector(SqlConnector):
     def cursor_at_most(self, column: sa.ColumnElement, value: Any) -> sa.ColumnElement:
         return column <= sa.literal(_hex((value,))[0])
 
+    # --- samples -------------------------------------------------------------------------------
+
+    random_samples = True
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """MySQL has no TABLESAMPLE: a large table keeps each row with a probability
+        giving about four times `limit` rows (`RAND() < p`, one pass, nothing sorted but
+        those), of which `limit` are kept at random."""
+        query = sa.select(*[t.c[n] for n in names])
+        if estimate and estimate > 20 * limit:
+            query = query.where(sa.func.rand() < sa.literal(min(1.0, 4.0 * limit / estimate)))
+        return query.order_by(sa.func.rand()).limit(limit)
+
+    # --- tables without a primary key: chunks along a unique index ---------------------------
+    # A unique index over NOT NULL columns orders rows as well as a key does: chunks are its
+    # ranges, and memory stays bounded by the chunk size. Without one the table is one
+    # chunk (MySQL has no stable row address like PostgreSQL's ctid).
+
+    def unique_key(self, stream: StreamRef) -> tuple[str, ...]:
+        """The columns of the first (by name) unique index whose columns are all NOT NULL
+        and whole (no prefix index); () when there is none."""
+        query = sa.text(
+            "SELECT s.index_name, s.column_name, c.is_nullable, s.sub_part FROM information_schema.statistics s "
+            "JOIN information_schema.columns c ON c.table_schema = s.table_schema AND c.table_name = s.table_name "
+            "AND c.column_name = s.column_name WHERE s.table_schema = :schema AND s.table_name = :table "
+            "AND s.non_unique = 0 ORDER BY s.index_name, s.seq_in_index")
+        with self.errors(f"Reading the indexes of {stream.qualified}"), self.engine.connect() as conn:
+            rows = conn.execute(query, {"schema": stream.schema or self.schema, "table": stream.table}).all()
+        indexes: dict[str, list] = {}
+        for index, column, nullable, sub_part in rows:
+            indexes.setdefault(index, []).append((column, nullable == "NO" and sub_part is None))
+        for columns in indexes.values():
+            if all(whole for _, whole in columns):
+                return tuple(c for c, _ in columns)
+        return ()
+
+    def keyless_chunks(self, stream: StreamRef, scope: ReadScope, rows: int, chunk_size: int) -> list[ChunkRange]:
+        key = self.unique_key(stream) if rows > chunk_size else ()
+        if not key:
+            return [ChunkRange()]
+        bounds = self.boundaries(stream, dataclasses.replace(scope, key=key), chunk_size)
+        edges = [None, *bounds, None]
+        return [ChunkRange(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+    def _filtered(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange | None):
+        if not scope.key and chunk is not None and (chunk.lower is not None or chunk.upper is not None):
+            scope = dataclasses.replace(scope, key=self.unique_key(stream))  # a chunk of keyless_chunks
+        return super()._filtered(stream, scope, chunk)
+
     # --- reading ------------------------------------------------------------------------------
 
-    def _read_plan(self, stream: StreamRef, scope: ReadScope, t: sa.TableClause):
-        """Per column: the select expression and the Arrow type to cast the result to."""
+    def _source_columns(self, stream: StreamRef) -> dict[str, mysql_types.SourceColumn]:
+        if stream not in self._catalog:
+            with self.errors(f"Reading the column types of {stream.qualified}"), self.engine.connect() as conn:
+                rows = conn.execute(sa.text(mysql_types.CATALOG_SQL),
+                                    {"schema": stream.schema or self.schema, "table": stream.table}).all()
+            self._catalog[stream] = mysql_types.source_columns(rows)
+        return self._catalog[stream]
+
+    def _read_plan(self, stream: StreamRef, scope: ReadScope, t: sa.TableClause) -> list[_ColumnRead]:
+        """Per column: how the query selects it and what its Arrow values become
+        (the table in mysql_types)."""
         import pyarrow as pa
 
-        try:
-            info = self._table(stream)
-        except TableMissing:
-            info = None  # the read itself then says so, with the server's error number
-        exprs, targets = [], []
+        sources = self._source_columns(stream)
+        reads = []
         for name in scope.columns:
-            col = info.column(name) if info is not None else None
-            expr, target = t.c[name], None
-            if col is not None:
-                type_name = col.type.strip()
-                lower = type_name.lower()
-                decimal = _DECIMAL_TYPE.match(type_name)
-                if decimal:
-                    precision, scale = int(decimal.group(1)), int(decimal.group(2) or 0)
-                    target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-                    if precision > _CX_DECIMAL_DIGITS or scale > _CX_DECIMAL_SCALE:
-                        expr = sa.cast(t.c[name], mysql_types.CHAR).label(name)
-                elif lower.startswith(("date", "datetime", "timestamp")):
-                    expr = sa.case(
-                        (sa.or_(sa.func.month(t.c[name]) == 0, sa.func.dayofmonth(t.c[name]) == 0), sa.null()),
-                        else_=t.c[name],
-                    ).label(name)
-                elif lower.split("(")[0].split(" ")[0] in _SPATIAL:
-                    expr = sa.func.ST_AsBinary(t.c[name]).label(name)
-            exprs.append(expr)
-            targets.append(target)
-        return exprs, targets
+            column, source = t.c[name], sources.get(name)
+            if source is None:  # unknown to the catalog: the read itself reports what is wrong
+                reads.append(_ColumnRead(name, column))
+                continue
+            rule = mysql_types.rule_of(source)
+            note = (f"{name}: type {source.column_type} is not known to ESG Workbench and landed as text"
+                    if rule is mysql_types.UNKNOWN else None)
+            if rule.read == "decimal":
+                precision, scale = source.precision or 10, source.scale or 0
+                natively = mysql_types.decimal_natively(precision, scale)
+                expr = column if natively else sa.cast(column, mysql_types_sa.CHAR).label(name)
+                # decimal256 beyond 38 digits: exact here (keys, checkpoints); the
+                # workspace decides how to hold it (raw_tables: text in DuckDB)
+                target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+                reads.append(_ColumnRead(name, expr, target))
+            elif rule.read == "zero_dates":
+                zero = sa.or_(sa.func.month(column) == 0, sa.func.dayofmonth(column) == 0)
+                expr = sa.case((zero, sa.null()), else_=column).label(name)
+                reads.append(_ColumnRead(name, expr, zero_flag=zero))
+            elif rule.read == "interval":
+                micros = sa.cast(sa.func.time_to_sec(column) * 1_000_000, mysql_types_sa.INTEGER).label(name)
+                reads.append(_ColumnRead(name, micros, pa.duration("us")))
+            elif rule.read == "bits":
+                expr = sa.func.lpad(sa.func.bin(column), source.bits or 1, "0").label(name)
+                reads.append(_ColumnRead(name, expr, pa.string(), workspace=rule.workspace))
+            elif rule.read == "wkb":
+                reads.append(_ColumnRead(name, sa.func.ST_AsBinary(column).label(name)))
+            elif rule.read == "char":
+                reads.append(_ColumnRead(name, sa.cast(column, mysql_types_sa.CHAR).label(name), pa.string(),
+                                         workspace=rule.workspace, note=note))
+            else:
+                reads.append(_ColumnRead(name, column))
+        return reads
 
     def _read_query(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange):
         t, key_cols, conds = self._filtered(stream, scope, chunk)
-        exprs, targets = self._read_plan(stream, scope, t)
-        query = sa.select(*exprs).select_from(t).where(*conds).order_by(*key_cols)
+        reads = self._read_plan(stream, scope, t)
+        flags = [sa.cast(r.zero_flag, mysql_types_sa.INTEGER).label(f"_esg_zero_{i}")
+                 for i, r in enumerate(reads) if r.zero_flag is not None]
+        query = sa.select(*[r.expr for r in reads], *flags).select_from(t).where(*conds).order_by(*key_cols)
         dialect = self.engine.dialect
         if dialect.server_version_info is None:
             # literals depend on the server's sql_mode (NO_BACKSLASH_ESCAPES), which the
@@ -393,7 +466,7 @@ class MySqlConnector(SqlConnector):
             # PyMySQL's "format" paramstyle makes SQLAlchemy write every % as %% (for the
             # DBAPI to undo); ConnectorX takes the text as it is, so undo it here.
             sql = sql.replace("%%", "%")
-        return sql, targets
+        return sql, reads
 
     def read_sql(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange) -> str:
         return self._read_query(stream, scope, chunk)[0]
@@ -401,27 +474,54 @@ class MySqlConnector(SqlConnector):
     def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
              cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
         what = f"Reading {stream.qualified} {chunk.describe()}"
+        counts: dict[str, int] = {}
+        self._zero_dates[(stream, chunk)] = counts  # a retried read starts its counts afresh
         with self.errors(what):
-            sql, targets = self._read_query(stream, scope, chunk)
+            sql, reads = self._read_query(stream, scope, chunk)
+            self._notes.setdefault(stream, set()).update(r.note for r in reads if r.note)
             for batch in self._read_arrow(sql, cancel):
-                yield self._conform(batch, scope.columns, targets, what)
+                yield self._conform(batch, reads, counts, what)
+
+    def read_warnings(self, stream: StreamRef) -> list[str]:
+        """Zero dates landed as NULL (per column) and columns landed as text, for the
+        reads of `stream` since the last call; then forgets them."""
+        totals: dict[str, int] = {}
+        for key in [k for k in self._zero_dates if k[0] == stream]:
+            for column, n in self._zero_dates.pop(key).items():
+                totals[column] = totals.get(column, 0) + n
+        lines = [f"{column}: {n} zero dates landed as NULL" for column, n in totals.items() if n]
+        return lines + sorted(self._notes.pop(stream, set()))
 
     @staticmethod
-    def _conform(batch: "pa.RecordBatch", names, targets, what: str) -> "pa.RecordBatch":
-        """Source column names, declared decimal types."""
+    def _conform(batch: "pa.RecordBatch", reads: list[_ColumnRead], counts: dict[str, int],
+                 what: str) -> "pa.RecordBatch":
+        """Source column names and the landed types of the read plan; zero-date flags
+        counted and dropped."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        arrays = []
-        for name, column, target in zip(names, batch.columns, targets):
+        from esg_workbench.core.specs import WORKSPACE_TYPE_KEY
+
+        flags = iter(batch.columns[len(reads):])
+        arrays, fields = [], []
+        for read, column in zip(reads, batch.columns):
+            target = read.target
+            if read.zero_flag is not None:
+                counts[read.name] = counts.get(read.name, 0) + int(pc.sum(next(flags)).as_py() or 0)
             if target is not None and column.type != target:
                 try:
-                    column = column.cast(target)  # safe: fails rather than drop a digit
+                    if pa.types.is_duration(target):
+                        column = column.cast(pa.int64()).view(target)
+                    else:
+                        column = column.cast(target)  # safe: fails rather than drop a digit
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise SchemaDrift(
-                        f"{what}: the values of column {name} no longer fit its discovered type {target} ({exc})."
+                        f"{what}: the values of column {read.name} no longer fit its discovered type {target} ({exc})."
                     ) from None
+            metadata = {WORKSPACE_TYPE_KEY: read.workspace.encode()} if read.workspace else None
             arrays.append(column)
-        return pa.RecordBatch.from_arrays(arrays, names=list(names))
+            fields.append(pa.field(read.name, column.type, True, metadata))
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     _cx = None  # the CxWorker of this connector's reads, started on the first read
 
@@ -480,6 +580,16 @@ class MySqlConnector(SqlConnector):
             for _ in self._read_arrow("SELECT 1 AS ok", None):
                 pass
         return message
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColumnRead:
+    name: str
+    expr: sa.ColumnElement
+    target: "pa.DataType | None" = None  # the Arrow type the values are cast to
+    workspace: str | None = None  # the workspace type its text is parsed into
+    zero_flag: sa.ColumnElement | None = None  # true where a zero date became NULL
+    note: str | None = None  # said once with the run
 
 
 class _ConnectorXPanic(RuntimeError):

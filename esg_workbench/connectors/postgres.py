@@ -1,16 +1,17 @@
 """PostgreSQL: discovery and planning through SQLAlchemy (psycopg), reads through ADBC.
 
 ADBC's PostgreSQL driver reads with `COPY ... TO STDOUT (FORMAT binary)` and builds Arrow
-batches in C, so no row becomes a Python object. It returns `numeric` as text (an
-opaque extension type); `_fix_types` casts it to the declared decimal(p, s). Because
-that text conversion is slow, numeric(p, s) columns with p <= 18 are read as scaled
-bigints instead and viewed as decimal128(p, s) (`read_sql`, `_unscale`).
+batches in C, so no row becomes a Python object. What each PostgreSQL type lands as, and
+the cast or fix used where ADBC cannot decode it, is the table in `pg_types`; a read
+reports what it could not land as the source had it (`read_warnings`).
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, Iterator
+import dataclasses
+import functools
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -26,7 +27,8 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef, Timeouts
+from esg_workbench.core.specs import WORKSPACE_TYPE_KEY, CancelToken, ChunkRange, ReadScope, StreamRef, Timeouts
+from esg_workbench.connectors import pg_types
 from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.sql import SqlConnector, prefix_compare
 
@@ -67,6 +69,10 @@ class PostgresConnector(SqlConnector):
     def __init__(self, spec):
         super().__init__(spec)
         self._adbc = None
+        self._catalog: dict[StreamRef, dict[str, pg_types.SourceColumn]] = {}
+        self._money_digits: int | None = None
+        self._read_counts: dict[tuple[StreamRef, ChunkRange], dict[str, dict[str, int]]] = {}
+        self._read_notes: dict[StreamRef, set[str]] = {}
 
     @property
     def _where(self) -> str:
@@ -149,45 +155,177 @@ class PostgresConnector(SqlConnector):
         )
         return {name: int(n) for name, n in rows if n is not None and n >= 0}
 
-    # --- numeric(p, s) read as scaled bigints --------------------------------------------
+    # --- types: connectors/pg_types.py decides, per column, what the query selects and
+    # how each Arrow batch is fixed ---------------------------------------------------------
     # Performance: ADBC turns PostgreSQL's binary numeric into text in C, slowly. Three
     # numeric(14,3) columns of 1,000,000 rows took 2.1-2.7 s through ADBC here, against
     # 0.5 s for psql's binary COPY of the same columns, and were the largest single cost
     # of a sync of a wide ERP table. For numeric(p, s) with p <= 18 the server sends
     # (value * 10^s)::bigint instead, and the int64 column is viewed as decimal128(p, s):
-    # the same unscaled integers, exact, no text in between. Wider and unconstrained
-    # numerics keep the text path (_fix_types).
+    # the same unscaled integers, exact, no text in between.
 
-    def _scaled_numerics(self, stream: StreamRef, columns: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-        """column -> (precision, scale) of the read's numeric(p, s) columns with p <= 18."""
-        wanted = set(columns)
-        scaled = {}
-        for column in self._table(stream).columns:
-            m = _NUMERIC.match(column.type)
-            if m and column.name in wanted:
-                precision, scale = int(m.group(1)), int(m.group(2))
-                if 0 <= scale <= precision <= 18:
-                    scaled[column.name] = (precision, scale)
-        return scaled
+    def _source_columns(self, stream: StreamRef) -> dict[str, pg_types.SourceColumn]:
+        if stream not in self._catalog:
+            with self.errors(f"Reading the column types of {stream.qualified}"), self.engine.connect() as conn:
+                rows = conn.execute(sa.text(pg_types.CATALOG_SQL),
+                                    {"schema": stream.schema or self.schema, "table": stream.table}).all()
+            self._catalog[stream] = pg_types.source_columns(rows)
+        return self._catalog[stream]
+
+    def _money_scale(self) -> int:
+        """Fraction digits of money under the server's lc_monetary (2 for most locales)."""
+        if self._money_digits is None:
+            with self.errors("Reading the money format"), self.engine.connect() as conn:
+                self._money_digits = int(conn.execute(sa.text("SELECT scale(1::money::numeric)")).scalar_one())
+        return self._money_digits
+
+    def _column_read(self, t: sa.TableClause, name: str) -> _ColumnRead:
+        """The select expression of one column and the fix of its Arrow values."""
+        column = t.c[name]
+        source = self._source_columns(self._stream_of(t)).get(name)
+        if source is None:  # a column the catalog does not know (yet): as ADBC reads it
+            return _ColumnRead(column, pg_types.FIXES["plain"], None, None)
+        rule = pg_types.rule_of(source)
+        note = (f"{name}: type {source.typname} is not known to ESG Workbench and landed as text"
+                if rule is pg_types.UNKNOWN else None)
+        if source.element is None and source.typname == "numeric":
+            shape = pg_types.numeric_shape(source.typmod)
+            if shape is None:
+                return _ColumnRead(sa.cast(column, _Named("double precision")).label(name), None, None, None)
+            precision, scale = shape
+            if precision <= 18:
+                scaled = sa.cast(column * sa.literal_column(str(10 ** scale)), sa.BigInteger)
+                expr = sa.case((column == sa.literal_column("'NaN'"),
+                                sa.literal_column(str(pg_types.NAN_SENTINEL))), else_=scaled).label(name)
+                return _ColumnRead(expr, functools.partial(pg_types._scaled, precision=precision, scale=scale),
+                                   None, None)
+            import pyarrow as pa
+
+            # decimal256 beyond 38 digits: exact here (keys, checkpoints); the workspace
+            # decides how to hold it (raw_tables: text in DuckDB)
+            target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+            return _ColumnRead(column, functools.partial(pg_types._nan_to_null, target=target), None, None)
+        if source.element is None and source.typname == "money":
+            return _ColumnRead(column, functools.partial(pg_types._scaled, precision=19, scale=self._money_scale(),
+                                                 nan_sentinel=False),
+                               None, None)
+        if rule.cast == "json":
+            expr = sa.cast(sa.func.to_json(column), _Named("text")).label(name)
+        elif rule.cast:
+            expr = sa.cast(column, _Named(rule.cast)).label(name)
+        else:
+            expr = column
+        return _ColumnRead(expr, pg_types.FIXES.get(rule.fix or "plain"), rule.workspace, note)
+
+    def describe(self, streams: list[StreamRef] | None = None):
+        """Types SQLAlchemy does not know (point, xml, pg_lsn, composites ...) are named as
+        PostgreSQL names them, and families come from the type table (pg_types)."""
+        for stream in streams or list(self._catalog):  # reads follow a re-discovery
+            self._catalog.pop(stream, None)
+        with warnings.catch_warnings():  # "Did not recognize type": named below from the catalog
+            warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
+            infos = super().describe(streams)
+        for info in infos:
+            unknown = any(c.type == "NullType" for c in info.columns)
+            catalog = self._source_columns(info.stream) if unknown else {}
+            for i, column in enumerate(info.columns):
+                source = catalog.get(column.name)
+                if column.type == "NullType" and source is not None:
+                    column = dataclasses.replace(column, type=source.declared, family=pg_types.rule_of(source).family)
+                elif column.family == "other":
+                    column = dataclasses.replace(column, family=pg_types.family_of_name(column.type) or "other")
+                info.columns[i] = column
+        return infos
+
+    random_samples = True
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """A large table is sampled by TABLESAMPLE SYSTEM (whole pages, read without a
+        scan): about four times `limit` rows and at least 20 pages (rows of one page are
+        alike), of which `limit` are kept at random; a small one is shuffled whole."""
+        source = t
+        if estimate and estimate > 20 * limit:
+            query = sa.text("SELECT relpages FROM pg_class WHERE oid = to_regclass(quote_ident(:schema) || '.' || quote_ident(:table))")
+            with self.errors("Measuring the table"), self.engine.connect() as conn:
+                pages = conn.execute(query, {"schema": t.schema or self.schema, "table": t.name}).scalar() or 0
+            percent = max(400.0 * limit / estimate, 2000.0 / pages if pages > 0 else 100.0)
+            if percent < 100.0:
+                source = t.tablesample(sa.func.system(round(percent, 4)))
+        return sa.select(*[source.c[n] for n in names]).order_by(sa.func.random()).limit(limit)
+
+    def sample_connection(self) -> sa.Connection:
+        """Dates and timestamps Python cannot hold (infinity, BC, after 9999) come as
+        PostgreSQL writes them, so a sample of such a table shows them instead of failing."""
+        conn = self.engine.connect()
+        adapters = conn.connection.driver_connection.adapters
+        for name, loader in _lenient_loaders().items():
+            adapters.register_loader(name, loader)
+        return conn
+
+    @staticmethod
+    def _stream_of(t: sa.TableClause) -> StreamRef:
+        return StreamRef(t.schema, t.name)
 
     def read_sql(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange) -> str:
-        scaled = self._scaled_numerics(stream, scope.columns)
-        if not scaled:
-            return super().read_sql(stream, scope, chunk)
-        # SqlConnector.read_sql with numeric(p <= 18, s) columns as (value * 10^s)::bigint
         t, key_cols, conds = self._filtered(stream, scope, chunk)
-        columns = [
-            sa.cast(t.c[c] * sa.literal_column(str(10 ** scaled[c][1])), sa.BigInteger).label(c) if c in scaled else t.c[c]
-            for c in scope.columns
-        ]
-        query = sa.select(*columns).select_from(t).where(*conds).order_by(*key_cols)
+        reads = [self._column_read(t, c) for c in scope.columns]
+        query = sa.select(*[r.expr for r in reads]).select_from(t).where(*conds).order_by(*key_cols)
         return str(query.compile(dialect=self.literal_dialect, compile_kwargs={"literal_binds": True}))
 
     def read(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange,
              cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
-        scaled = self._scaled_numerics(stream, scope.columns)
+        what = f"Reading {stream.qualified} {chunk.describe()}"
+        with self.errors(what):
+            t = self.table_clause(stream, list(scope.columns))
+            reads = [self._column_read(t, c) for c in scope.columns]
+        counts: dict[str, dict[str, int]] = {}
+        self._read_counts[(stream, chunk)] = counts  # a retried read starts its counts afresh
+        self._read_notes.setdefault(stream, set()).update(r.note for r in reads if r.note)
         for batch in super().read(stream, scope, chunk, cancel):
-            yield _unscale(batch, scaled) if scaled else batch
+            yield _apply_reads(batch, reads, counts)
+
+    def read_warnings(self, stream: StreamRef) -> list[str]:
+        """What the reads of `stream` since the last call landed differently from the
+        source (counted per column), and the columns landed as text; then forgets them."""
+        totals: dict[str, dict[str, int]] = {}
+        for (s, _), counts in list(self._read_counts.items()):
+            if s == stream:
+                for column, per in counts.items():
+                    for what, n in per.items():
+                        totals.setdefault(column, {}).setdefault(what, 0)
+                        totals[column][what] += n
+                del self._read_counts[(s, _)]
+        lines = [f"{column}: {n} {what}" for column, per in totals.items() for what, n in per.items()]
+        return lines + sorted(self._read_notes.pop(stream, set()))
+
+    # --- tables without a key: chunks are ranges of heap pages (ctid) -----------------------
+    # As pg_dump and DuckDB's postgres scanner read them: `ctid >= '(lo,0)' AND ctid <
+    # '(hi,0)'` is a TID range scan (PostgreSQL 14+), so each chunk reads only its pages and
+    # memory stays bounded by the chunk size. Bounds are page numbers; the last chunk is
+    # open, so pages added since planning are read too.
+
+    def keyless_chunks(self, stream: StreamRef, scope: ReadScope, rows: int, chunk_size: int) -> list[ChunkRange]:
+        query = sa.text("SELECT pg_relation_size(to_regclass(quote_ident(:schema) || '.' || quote_ident(:table))) "
+                        "/ current_setting('block_size')::bigint")
+        with self.errors(f"Measuring {stream.qualified}"), self.engine.connect() as conn:
+            pages = int(conn.execute(query, {"schema": stream.schema or self.schema, "table": stream.table}).scalar() or 0)
+        if rows <= chunk_size or pages <= 1:
+            return [ChunkRange()]
+        per_chunk = max(1, -(-pages * chunk_size // rows))  # pages holding about chunk_size rows
+        edges = [None, *[(page,) for page in range(per_chunk, pages, per_chunk)], None]
+        return [ChunkRange(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+    def _filtered(self, stream: StreamRef, scope: ReadScope, chunk: ChunkRange | None):
+        if scope.key or chunk is None or chunk.null_cursor or (chunk.lower is None and chunk.upper is None):
+            return super()._filtered(stream, scope, chunk)
+        t, key_cols, conds = super()._filtered(stream, scope, None)
+        ctid = sa.literal_column("ctid")
+        if chunk.lower is not None:
+            conds.append(ctid >= sa.literal_column(f"'({int(chunk.lower[0])},0)'::tid"))
+        if chunk.upper is not None:
+            conds.append(ctid < sa.literal_column(f"'({int(chunk.upper[0])},0)'::tid"))
+        return t, key_cols, conds
 
     def compare_prefix(self, columns: list[sa.ColumnElement], bound: tuple, op: str) -> sa.ColumnElement:
         bound = tuple(_Bytea(v) if isinstance(v, (bytes, bytearray, memoryview)) else v for v in bound)
@@ -211,10 +349,16 @@ class PostgresConnector(SqlConnector):
             try:
                 cursor.execute(sql)
                 reader = cursor.fetch_record_batch()
+                empty = True
                 for batch in reader:
                     if cancel is not None:
                         cancel.raise_if_cancelled()
-                    yield _fix_types(batch)
+                    empty = False
+                    yield batch
+                if empty:  # no rows: still the columns' types (an empty table lands typed)
+                    import pyarrow as pa
+
+                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
             finally:
                 cursor.close()
         except BaseException:
@@ -235,44 +379,56 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-_NUMERIC = re.compile(r"^NUMERIC\((\d+),\s*(\d+)\)$", re.IGNORECASE)
+@functools.lru_cache(maxsize=1)
+def _lenient_loaders() -> dict[str, type]:
+    import psycopg
+    from psycopg.types import datetime as pgdt
+
+    def lenient(base: type) -> type:
+        class Lenient(base):
+            def load(self, data):
+                try:
+                    return super().load(data)
+                except psycopg.DataError:  # out of Python's range: the text itself
+                    return bytes(data).decode()
+
+        return Lenient
+
+    return {"date": lenient(pgdt.DateLoader), "timestamp": lenient(pgdt.TimestampLoader),
+            "timestamptz": lenient(pgdt.TimestamptzLoader)}
 
 
-def _unscale(batch: "pa.RecordBatch", scaled: dict[str, tuple[int, int]]) -> "pa.RecordBatch":
-    """The int64 columns read as (value * 10^s)::bigint, as decimal128(p, s)."""
+class _Named(sa.types.UserDefinedType):
+    """A PostgreSQL type by its name, for CAST(... AS name) in read queries."""
+
+    cache_ok = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def get_col_spec(self, **kw) -> str:
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColumnRead:
+    expr: sa.ColumnElement
+    fix: Callable | None  # (array, column, counts) -> array
+    workspace: str | None  # the workspace type its text is parsed into
+    note: str | None  # said once with the run
+
+
+def _apply_reads(batch: "pa.RecordBatch", reads: list[_ColumnRead], counts: dict) -> "pa.RecordBatch":
+    """Each column fixed as its plan says; text meant for another workspace type carries it."""
     import pyarrow as pa
 
     arrays, fields = [], []
-    for field, column in zip(batch.schema, batch.columns):
-        if field.name in scaled and pa.types.is_int64(field.type):
-            precision, scale = scaled[field.name]
-            # int64 -> decimal128(38, 0) keeps the integers; decimal128(p, s) has the same
-            # layout, so the view only reinterprets them as value / 10^s
-            column = column.cast(pa.decimal128(38, 0)).view(pa.decimal128(precision, scale))
-            field = pa.field(field.name, column.type, field.nullable, field.metadata)
-        arrays.append(column)
-        fields.append(field)
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _fix_types(batch: "pa.RecordBatch") -> "pa.RecordBatch":
-    """numeric(p, s) arrives as text in an opaque extension type: cast it to decimal;
-    other extension types (json, uuid, ...) become their plain storage."""
-    import pyarrow as pa
-
-    if not any(isinstance(f.type, pa.BaseExtensionType) for f in batch.schema):
-        return batch
-    arrays, fields = [], []
-    for field, column in zip(batch.schema, batch.columns):
-        if isinstance(field.type, pa.BaseExtensionType):
+    for field, column, read in zip(batch.schema, batch.columns, reads):
+        if read.fix is not None:
+            column = read.fix(column, field.name, counts)
+        if isinstance(column.type, pa.BaseExtensionType):  # never hand the workspace an extension
             column = column.storage
-            meta = field.metadata or {}
-            typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
-            if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4:
-                precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
-                target = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-                column = column.cast(target)
-            field = pa.field(field.name, column.type, field.nullable, field.metadata)
+        metadata = {WORKSPACE_TYPE_KEY: read.workspace.encode()} if read.workspace else None
         arrays.append(column)
-        fields.append(field)
+        fields.append(pa.field(field.name, column.type, True, metadata))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

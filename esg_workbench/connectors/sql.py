@@ -71,6 +71,11 @@ def json_safe(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, dt.timedelta):  # MySQL TIME, PostgreSQL interval: as those write durations
+        sign, micros = ("-", -value) if value < dt.timedelta(0) else ("", value)
+        minutes, seconds = divmod(int(micros.total_seconds()), 60)
+        text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}"
+        return text + (f".{micros.microseconds:06d}" if micros.microseconds else "")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return "0x" + data[:32].hex() + ("…" if len(data) > 32 else "")
@@ -250,12 +255,30 @@ class SqlConnector(TranslatesErrors):
         except Exception:  # some reflected types have no DDL rendering
             return str(type(sa_type).__name__)
 
-    def sample(self, stream: StreamRef, limit: int) -> list[dict[str, Any]]:
+    def sample_connection(self) -> sa.Connection:
+        """The connection samples are read on; a driver that refuses some values (dates
+        its language cannot hold) is told here to hand them over as text instead."""
+        return self.engine.connect()
+
+    #: whether sample(random=True) is known to work on this source (random_sample_query)
+    random_samples = False
+
+    def random_sample_query(self, t: sa.TableClause, names: list[str], limit: int,
+                            estimate: int | None) -> sa.Select:
+        """Up to `limit` rows picked at random: `ORDER BY random()` (a scan of the table);
+        a source with a cheaper way (TABLESAMPLE) overrides this."""
+        return sa.select(*[t.c[n] for n in names]).order_by(sa.func.random()).limit(limit)
+
+    def sample(self, stream: StreamRef, limit: int, random: bool = False) -> list[dict[str, Any]]:
+        """The first `limit` rows, or (`random`) up to `limit` rows picked at random."""
         info = self._table(stream)
         names = [c.name for c in info.columns]
         t = self.table_clause(stream, names)
-        query = sa.select(*[t.c[n] for n in names]).limit(limit)
-        with self.errors(f"Reading sample rows of {stream.qualified}"), self.engine.connect() as conn:
+        if random:
+            query = self.random_sample_query(t, names, limit, info.row_estimate)
+        else:
+            query = sa.select(*[t.c[n] for n in names]).limit(limit)
+        with self.errors(f"Reading sample rows of {stream.qualified}"), self.sample_connection() as conn:
             rows = conn.execute(query).fetchall()
         return [{n: json_safe(v) for n, v in zip(names, row)} for row in rows]
 

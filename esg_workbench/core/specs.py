@@ -20,6 +20,9 @@ TABLE_SETTINGS = "tables"
 SECRET_OPTIONS = ("password",)
 #: options that bound every wait on the source (seconds, or a duration like 2m)
 TIMEOUT_OPTIONS = ("connect_timeout", "statement_timeout", "lock_timeout", "read_timeout")
+#: metadata key of an Arrow field whose text values a connector means as another type
+#: (uuid, timetz, bit, interval): the workspace parses them into it (raw_tables.TEXT_TYPES)
+WORKSPACE_TYPE_KEY = b"esg:workspace_type"
 
 
 class LoadType(str, enum.Enum):

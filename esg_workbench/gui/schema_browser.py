@@ -15,11 +15,13 @@ from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signa
 from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QSplitter,
     QTreeView,
     QVBoxLayout,
@@ -126,6 +128,22 @@ class SchemaBrowser(QWidget):
 
         self.sample_title = QLabel("Select a table to see sample rows.")
         self.sample_title.setObjectName("sampleTitle")
+        # the discovery setting: which rows a sample shows, and how many
+        self.sample_mode = QComboBox()
+        self.sample_mode.setObjectName("sampleMode")
+        self.sample_mode.addItem("First rows", "first")
+        self.sample_mode.addItem("Random rows", "random")
+        self.sample_mode.setToolTip("Random rows: a random sample (TABLESAMPLE on PostgreSQL), for large "
+                                    "tables whose first rows are not typical. PostgreSQL, MySQL/MariaDB, "
+                                    "SQLite and DuckDB sources.")
+        self.sample_size = QSpinBox()
+        self.sample_size.setObjectName("sampleSize")
+        self.sample_size.setRange(1, 10_000)
+        self.sample_size.setValue(SAMPLE_ROWS)
+        self.sample_size.setSuffix(" rows")
+        self.sample_mode.currentIndexChanged.connect(self._reload_samples)
+        self.sample_size.editingFinished.connect(self._reload_samples)
+        self._sampled: tuple[str, str] | None = None
         self.samples = RecordsModel(parent=self)
         self.sample_grid = DataGrid(self.samples, "sampleGrid")  # sorts, filters
         self.sample_view = self.sample_grid.view
@@ -143,7 +161,11 @@ class SchemaBrowser(QWidget):
         lower = QWidget()
         low = QVBoxLayout(lower)
         low.setContentsMargins(0, 0, 0, 0)
-        low.addWidget(self.sample_title)
+        sample_bar = QHBoxLayout()
+        sample_bar.addWidget(self.sample_title, 1)
+        sample_bar.addWidget(self.sample_mode)
+        sample_bar.addWidget(self.sample_size)
+        low.addLayout(sample_bar)
         low.addWidget(self.sample_grid, 1)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
@@ -528,6 +550,11 @@ class SchemaBrowser(QWidget):
         self.table_selected.emit(overview.name, table.qualified)
         self.load_samples(overview.name, table.qualified)
 
+    def _reload_samples(self) -> None:
+        """The sample setting changed: show the current table's samples that way."""
+        if self._sampled is not None:
+            self.load_samples(*self._sampled)
+
     def load_samples(self, connector: str, table: str) -> None:
         if self.workspace is None:
             return
@@ -535,7 +562,9 @@ class SchemaBrowser(QWidget):
 
         self._sample_request += 1
         request = self._sample_request
-        self.sample_title.setText(f"Loading sample rows of {table}…")
+        self._sampled = (connector, table)
+        mode = self.sample_mode.currentData()
+        self.sample_title.setText(f"Loading {'random ' if mode == 'random' else ''}sample rows of {table}…")
 
         def done(rows: list[dict]) -> None:
             if request != self._sample_request:
@@ -551,5 +580,5 @@ class SchemaBrowser(QWidget):
             self.sample_title.setText(f"Could not load sample rows of {table}: {message}")
             self.samples_loaded.emit(table, -1)
 
-        self.pool.run(operations.load_samples, self.workspace, connector, table, SAMPLE_ROWS,
+        self.pool.run(operations.load_samples, self.workspace, connector, table, self.sample_size.value(), mode=mode,
                       on_done=done, on_error=failed, owner=self)

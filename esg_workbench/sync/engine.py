@@ -459,6 +459,8 @@ class SyncEngine:
         result.chunks_done = sum(1 for c in whole if c.status == ChunkStatus.DONE.value)
         self._progress(record, result, started, "planned")
         self._run_chunks(record, connector, stream, scope, load_type, todo, run_id, st, result, started)
+        if hasattr(connector, "read_warnings"):  # values landed otherwise than the source has them
+            result.warnings += connector.read_warnings(stream)
         self._complete_if_done(record, st, load_type, run_id, result)
 
     def _new_plan(self, record, connector, stream: StreamRef, info: TableInfo, settings: LoadSettings,
@@ -609,7 +611,14 @@ class SyncEngine:
         rows = 0 if table is None else table.num_rows
         target = chunk.target_table
         last = _last_key(table, scope.key if not chunk.range.null_cursor else tuple(k for k in scope.key if k != scope.cursor_field)) if rows else None
+        names = {}
+        if table is not None:  # columns named like lineage columns or alike but for case land renamed
+            table, names = raw_tables.with_landing_names(table)
+            result.warnings += [w for w in (f"column {a} landed as {b}" for a, b in names.items())
+                                if w not in result.warnings]
         with ws.transaction() as conn:
+            if table is not None and not rows and raw_tables.existing_columns(ws, conn, target) is None:
+                raw_tables.create_table(ws, conn, target, table.schema)  # an empty table lands typed
             if rows:
                 columns = raw_tables.existing_columns(ws, conn, target)
                 if columns is None:
@@ -619,15 +628,15 @@ class SyncEngine:
                     if new:
                         raw_tables.add_columns(ws, conn, target, new)
                     retyped = [f for f in table.schema if f.name in columns
-                               and raw_tables.column_type(ws, f.type) != columns[f.name]]
+                               and raw_tables.column_type(ws, f) != columns[f.name]]
                     if retyped:
                         raw_tables.retype_columns(ws, conn, target, retyped, columns)
                 if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
                     # e.g. a file's name: a changed file's earlier rows all go, however many it has now
-                    key = st.plan["replace_key"]
+                    key = [names.get(k, k) for k in st.plan["replace_key"]]
                     raw_tables.delete_keys(ws, conn, target, table.select(key).group_by(key).aggregate([]), key)
                 elif load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
-                    raw_tables.delete_keys(ws, conn, target, table, st.plan["primary_key"])
+                    raw_tables.delete_keys(ws, conn, target, table, [names.get(k, k) for k in st.plan["primary_key"]])
                 raw_tables.append(ws, conn, target, table, run_id, chunk.id)
             max_key = last if not chunk.range.null_cursor else None
             sync_records.chunk_done(conn, chunk.id, run_id, rows, rows, max_key, attempts)

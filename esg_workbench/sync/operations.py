@@ -119,12 +119,29 @@ class DiscoverResult:
     drift: dict[str, Drift] = field(default_factory=dict)
 
 
+SAMPLE_MODES = ("first", "random")
+
+
+def _sample(connector, stream: StreamRef, limit: int, mode: str) -> list[dict[str, Any]]:
+    """`first` rows, or a `random` sample (sources that offer one: connector.random_samples)."""
+    if mode not in SAMPLE_MODES:
+        raise ConfigError(f"The sample mode must be first or random, not '{mode}'.")
+    if mode == "random":
+        if not getattr(connector, "random_samples", False):
+            raise ConfigError(f"Random samples are not available for {connector.spec.type} sources.",
+                              hint="Use the first rows (sample mode first) for this connector.")
+        return connector.sample(stream, limit, random=True)
+    return connector.sample(stream, limit)
+
+
 def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | None = None,
-                       sample_rows: int = 0, engine: SyncEngine | None = None,
+                       sample_rows: int = 0, sample_mode: str = "first", engine: SyncEngine | None = None,
                        progress: Callable[[str], None] | None = None) -> DiscoverResult:
     """Discover tables into the schema cache. Samples are loaded only for the named
     tables (or for all when `sample_rows` is given with no table list and the source is
-    small): a database with thousands of tables is described without reading each."""
+    small): a database with thousands of tables is described without reading each.
+    `sample_mode`: the first rows, or a random sample (TABLESAMPLE or the source's
+    equivalent) for tables whose first rows are not typical."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
     connector = engine.open_connector(record)
@@ -147,7 +164,7 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
             for info in infos:
                 if progress:
                     progress(f"sampling {info.stream.qualified}")
-                info.sample_rows = connector.sample(info.stream, sample_rows)
+                info.sample_rows = _sample(connector, info.stream, sample_rows, sample_mode)
                 with workspace.transaction() as conn:
                     schema_cache.save_samples(workspace, conn, record.id, info.stream, info.sample_rows)
     finally:
@@ -156,8 +173,9 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
 
 
 def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAULT_SAMPLE_ROWS,
-                 engine: SyncEngine | None = None) -> list[dict[str, Any]]:
-    """Sample rows of one table, from the cache or fetched (and cached) on demand."""
+                 engine: SyncEngine | None = None, mode: str = "first") -> list[dict[str, Any]]:
+    """Sample rows of one table, from the cache or fetched (and cached) on demand; a
+    random sample (`mode`) is drawn afresh each time."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
     connector = engine.open_connector(record)
@@ -165,9 +183,10 @@ def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAU
         stream = StreamRef.parse(table, getattr(connector, "schema", None))
         with workspace.read() as conn:
             cached = schema_cache.load(workspace, conn, record.id, stream)
-        if cached and cached[0].sample_rows is not None and len(cached[0].sample_rows) >= min(limit, cached[0].row_estimate or limit):
+        if (mode == "first" and cached and cached[0].sample_rows is not None
+                and len(cached[0].sample_rows) >= min(limit, cached[0].row_estimate or limit)):
             return cached[0].sample_rows[:limit]
-        rows = connector.sample(stream, limit)
+        rows = _sample(connector, stream, limit, mode)
         with workspace.transaction() as conn:
             schema_cache.save_samples(workspace, conn, record.id, stream, rows)
         return rows

@@ -55,10 +55,11 @@ def plan(connector, stream: StreamRef, scope: ReadScope, settings: LoadSettings)
         nulls = connector.null_cursor_count(stream, scope.cursor_field)
         if nulls:
             chunks += _split(connector, stream, scope, ChunkRange(null_cursor=True), nulls, sizing.chunk_size)
-    if rows == 0:
-        return chunks, sizing
-    if not scope.key:  # no key: one chunk, streamed (memory still bounded by the batches)
-        return chunks + [ChunkRange()], sizing
+    if rows == 0:  # a first or full load still reads it once: an empty table lands typed
+        return chunks or ([ChunkRange()] if scope.after is None else []), sizing
+    if not scope.key:  # no key: ranges of the source's row addresses (PostgreSQL: pages), else one chunk
+        keyless = getattr(connector, "keyless_chunks", None)
+        return chunks + (keyless(stream, scope, rows, sizing.chunk_size) if keyless else [ChunkRange()]), sizing
     if by_windows:
         chunks += _windows(connector, stream, scope, sizing)
     elif rows <= sizing.chunk_size:

@@ -91,7 +91,8 @@ RAW_TABLE_PATTERN = r"^raw_[a-z0-9_]{1,40}_[0-9a-f]{8}(__shadow_[0-9]{1,19})?$"
 #: the column types raw_tables._pg_type() gives, as format_type() spells them: the only
 #: types the esg_raw_* functions accept (anything else could carry a default, a CHECK, ...)
 RAW_COLUMN_TYPES = ("boolean", "smallint", "integer", "bigint", "real", "double precision", "date", "bytea",
-                    "interval", "text", "time without time zone", "timestamp with time zone",
+                    "interval", "text", "time without time zone", "time with time zone", "timestamp with time zone",
+                    "uuid", "bit varying", "jsonb",
                     "timestamp without time zone", r"numeric\([0-9]{1,4},[0-9]{1,4}\)")
 RAW_COLUMN_TYPE_PATTERN = "^(" + "|".join(RAW_COLUMN_TYPES) + ")$"
 #: the raw-table DDL analysts may run (SECURITY DEFINER, owned by the workspace's owner):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from esg_workbench.core.specs import WORKSPACE_TYPE_KEY
 from esg_workbench.workspace.database import Workspace, utcnow
 
 if TYPE_CHECKING:
@@ -39,12 +40,50 @@ def raw_table_name(connector_id: str, stream: str) -> str:
     return f"raw_{slug}_{digest}"
 
 
+#: columns the workspace adds to raw tables (lineage, deletion marks, the organization of
+#: a secured workspace): a source column of such a name lands renamed (landing_names)
+WORKSPACE_COLUMNS = (*LINEAGE_COLUMNS, "_esg_deleted_at", "_esg_organization_id")
+
+
+def landing_names(names: list[str]) -> dict[str, str]:
+    """Source column -> the name it lands under, for the columns that cannot keep theirs:
+    a name of the workspace's own columns (WORKSPACE_COLUMNS, in any case) lands as
+    `src_esg_*`; a name equal to an earlier one but for case (`val`, `VAL`, `Val`: one
+    column to DuckDB) gets `_2`, `_3`, ... in source column order. Deterministic, so
+    every chunk and every later sync of the table lands the same way. (Other `_esg_*`
+    columns, such as a file connector's `_esg_file`, keep their names.)"""
+    reserved = {c.lower() for c in WORKSPACE_COLUMNS}
+    sources = {n.lower() for n in names}
+    seen: set[str] = set()
+    renamed = {}
+    for name in names:
+        wanted = "src" + name if name.lower() in reserved else name
+        landed, n = wanted, 1
+        # never a name already landed, nor (when renamed) another source column's name
+        while landed.lower() in seen or (landed != name and landed.lower() in sources):
+            n += 1
+            landed = f"{wanted}_{n}"
+        seen.add(landed.lower())
+        if landed != name:
+            renamed[name] = landed
+    return renamed
+
+
+def with_landing_names(batch: "pa.Table") -> tuple["pa.Table", dict[str, str]]:
+    """The batch with its columns under their landing names (landing_names), and those."""
+    renamed = landing_names(batch.column_names)
+    if not renamed:
+        return batch, renamed
+    return batch.rename_columns([renamed.get(n, n) for n in batch.column_names]), renamed
+
+
 def shadow_table_name(raw_table: str, sync_id: int) -> str:
     return f"{raw_table}__shadow_{sync_id}"
 
 
 def _q(workspace: Workspace, name: str) -> str:
-    return workspace.engine.dialect.identifier_preparer.quote(name)
+    """Always quoted: DuckDB reserves words SQLAlchemy's dialect does not know (`at`, say)."""
+    return workspace.engine.dialect.identifier_preparer.quote_identifier(name)
 
 
 def _pg_type(arrow_type: "pa.DataType") -> str:
@@ -76,6 +115,10 @@ def _pg_type(arrow_type: "pa.DataType") -> str:
         return "interval"
     if isinstance(arrow_type, pa.DictionaryType):
         return _pg_type(arrow_type.value_type)
+    if t.is_nested(arrow_type):
+        return "jsonb"  # lists and structs arrive as JSON text (_csv_ready)
+    if t.is_interval(arrow_type):
+        return "interval"
     return "text"
 
 
@@ -83,6 +126,9 @@ def _pg_type(arrow_type: "pa.DataType") -> str:
 def _duckdb_type(arrow_type: "pa.DataType") -> str:
     import duckdb
     import pyarrow as pa
+
+    if pa.types.is_decimal256(arrow_type):
+        return "VARCHAR"  # DuckDB's DECIMAL holds 38 digits: exact text (_duckdb_ready)
 
     # Let DuckDB itself say how it reads this Arrow type.
     empty = pa.table({"c": pa.array([], type=arrow_type)})
@@ -102,9 +148,28 @@ def existing_columns(workspace: Workspace, conn: sa.Connection, table: str) -> d
     return {name: type_ for name, type_ in rows} or None
 
 
-def column_type(workspace: Workspace, arrow_type: "pa.DataType") -> str:
-    """The workspace type a column of `arrow_type` gets, spelled as existing_columns() spells it."""
-    return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow_type)
+#: workspace types a connector hands over as text (Arrow field metadata
+#: `esg:workspace_type`), which the workspace parses on insert: (DuckDB, PostgreSQL) as
+#: existing_columns() spells them
+TEXT_TYPES = {
+    "uuid": ("UUID", "uuid"),
+    "timetz": ("TIME WITH TIME ZONE", "time with time zone"),
+    "bit": ("BIT", "bit varying"),
+    "interval": ("INTERVAL", "interval"),
+}
+
+
+def column_type(workspace: Workspace, arrow: "pa.DataType | pa.Field") -> str:
+    """The workspace type a column gets, spelled as existing_columns() spells it: by its
+    Arrow type, or, for a field carrying text meant as another type, that type."""
+    import pyarrow as pa
+
+    if isinstance(arrow, pa.Field):
+        named = (arrow.metadata or {}).get(WORKSPACE_TYPE_KEY)
+        if named is not None and named.decode() in TEXT_TYPES:
+            return TEXT_TYPES[named.decode()][0 if workspace.is_duckdb else 1]
+        arrow = arrow.type
+    return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow)
 
 
 def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"],
@@ -117,7 +182,7 @@ def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields
     what was landed. PostgreSQL columns take the source's new type; a cast that cannot
     work fails the chunk with the database's reason."""
     for field in fields:
-        new_type = column_type(workspace, field.type)
+        new_type = column_type(workspace, field)
         if workspace.is_duckdb:
             new_type = _common_type(existing[field.name], new_type)
             if new_type == existing[field.name]:
@@ -151,9 +216,9 @@ def _call(conn: sa.Connection, function: str, *arguments) -> None:
 
 def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: "pa.Schema") -> None:
     if workspace.secured:  # in the organization's schema (the second on the session's search path)
-        _call(conn, "esg_raw_create", table, [f.name for f in schema], [column_type(workspace, f.type) for f in schema])
+        _call(conn, "esg_raw_create", table, [f.name for f in schema], [column_type(workspace, f) for f in schema])
         return
-    columns = [f"{_q(workspace, f.name)} {column_type(workspace, f.type)}" for f in schema]
+    columns = [f"{_q(workspace, f.name)} {column_type(workspace, f)}" for f in schema]
     landed_default = "" if workspace.is_duckdb else " DEFAULT (now() AT TIME ZONE 'UTC')"
     columns += [f"{_q(workspace, '_esg_sync_id')} BIGINT", f"{_q(workspace, '_esg_chunk_id')} BIGINT",
                 f"{_q(workspace, '_esg_landed_at')} TIMESTAMP{landed_default}"]
@@ -163,10 +228,10 @@ def create_table(workspace: Workspace, conn: sa.Connection, table: str, schema: 
 def add_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"]) -> None:
     for field in fields:
         if workspace.secured:
-            _call(conn, "esg_raw_add_column", table, field.name, column_type(workspace, field.type))
+            _call(conn, "esg_raw_add_column", table, field.name, column_type(workspace, field))
             continue
         conn.exec_driver_sql(
-            f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {column_type(workspace, field.type)}"
+            f"ALTER TABLE {_q(workspace, table)} ADD COLUMN {_q(workspace, field.name)} {column_type(workspace, field)}"
         )
 
 
@@ -193,6 +258,7 @@ def delete_keys(workspace: Workspace, conn: sa.Connection, table: str, batch: "p
         return 0
     keys = batch.select(key)
     if workspace.is_duckdb:
+        keys = _duckdb_ready(keys)
         raw = conn.connection.driver_connection
         raw.register("_esg_keys", keys)
         try:
@@ -215,6 +281,7 @@ def append(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Tab
     if batch.num_rows == 0:
         return 0
     if workspace.is_duckdb:
+        batch = _duckdb_ready(batch)
         raw = conn.connection.driver_connection
         raw.register("_esg_batch", batch)
         try:
@@ -241,6 +308,7 @@ def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa
         batch = batch.append_column("_esg_sync_id", pa.array([lineage[0]] * n, pa.int64()))
         batch = batch.append_column("_esg_chunk_id", pa.array([lineage[1]] * n, pa.int64()))
         names += ["_esg_sync_id", "_esg_chunk_id"]
+    batch = _csv_ready(batch)
     buffer = io.BytesIO()
     pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
     cursor = conn.connection.driver_connection.cursor()
@@ -255,3 +323,102 @@ def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa
     if target != table:
         conn.exec_driver_sql(f"INSERT INTO {_q(workspace, table)} ({cols}) SELECT {cols} FROM pg_temp.{target}")
     return batch.num_rows
+
+
+def _duckdb_ready(batch: "pa.Table") -> "pa.Table":
+    """DuckDB cannot read decimal256 from Arrow: such columns as their exact text."""
+    import pyarrow as pa
+
+    for i, field in enumerate(batch.schema):
+        if pa.types.is_decimal256(field.type):  # rare: plain notation with every scale digit, as sources print it
+            text = pa.array([None if v is None else format(v, "f") for v in batch.column(i).to_pylist()], pa.string())
+            batch = batch.set_column(i, pa.field(field.name, pa.string(), field.nullable, field.metadata), text)
+    return batch
+
+
+# --- values Arrow's CSV writer cannot write as PostgreSQL reads them ----------------------
+
+_INT64_MAX = 2**63 - 1
+_INT32_MAX = 2**31 - 1
+
+
+def _csv_ready(batch: "pa.Table") -> "pa.Table":
+    """The batch with every column PostgreSQL's COPY can parse: infinite dates and
+    timestamps (DuckDB's sentinels) as 'infinity', TIME 24:00:00, intervals, bytes in
+    bytea's hex form, and lists and structs as JSON text."""
+    import pyarrow as pa
+
+    for i, field in enumerate(batch.schema):
+        column = batch.column(i)
+        fixed = _csv_column(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0), field.type)
+        if fixed is not None:
+            batch = batch.set_column(i, pa.field(field.name, fixed.type, field.nullable, field.metadata), fixed)
+    return batch
+
+
+def _csv_column(array: "pa.Array", type_: "pa.DataType") -> "pa.Array | None":
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as t
+
+    if t.is_nested(type_):
+        from esg_workbench.connectors.sql import json_safe
+
+        return pa.array([None if v is None else json.dumps(json_safe(v)) for v in array.to_pylist()], pa.string())
+    if t.is_binary(type_) or t.is_large_binary(type_) or t.is_fixed_size_binary(type_):
+        return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()], pa.string())
+    if t.is_interval(type_):
+        return pa.array([None if v is None else f"{v.months} mons {v.days} days {v.nanoseconds // 1000} microseconds"
+                         for v in array.to_pylist()], pa.string())
+    if t.is_time(type_):
+        per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[type_.unit]
+        raw = array.view(pa.int64() if type_.bit_width == 64 else pa.int32())
+        midnight = pc.equal(raw, 86400 * per_second)  # 24:00:00, which Arrow cannot print
+        if not pc.any(midnight).as_py():
+            return None
+        return pc.if_else(midnight, "24:00:00", pc.if_else(midnight, pa.scalar(None, type_), array).cast(pa.string()))
+    if t.is_timestamp(type_) or t.is_date(type_):
+        is_date = t.is_date(type_)
+        per_day = 1 if is_date else 86400 * {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[type_.unit]
+        raw = array.view(pa.int32() if is_date else pa.int64())
+        # outside 0001-01-01 .. 9999-12-31 (and DuckDB's infinities) Arrow prints no date
+        odd = pc.or_(pc.less(raw, -719_162 * per_day), pc.greater_equal(raw, 2_932_897 * per_day))
+        if not pc.any(odd).as_py():
+            return None
+        text = pc.if_else(odd, pa.scalar(None, type_), array).cast(pa.string()).to_pylist()
+        top = _INT32_MAX if is_date else _INT64_MAX
+        zone = "+00" if getattr(type_, "tz", None) else ""
+        out = []
+        for value, number, rare in zip(text, raw.to_pylist(), odd.to_pylist()):
+            if rare:
+                value = ("infinity" if number == top else "-infinity" if number == -top
+                         else _pg_instant(number, per_day, is_date, zone))
+            out.append(value)
+        return pa.array(out, pa.string())
+    return None
+
+
+def _pg_instant(number: int, per_day: int, is_date: bool, zone: str) -> str:
+    """A date (days) or timestamp (units since 1970) in PostgreSQL's notation, for years
+    Python and Arrow cannot print (before 1 AD: 'BC'; after 9999)."""
+    days, rest = divmod(number, per_day)
+    # days since 1970-01-01 -> proleptic Gregorian (y, m, d) (H. Hinnant's civil_from_days)
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    text = f"{year if year > 0 else 1 - year:04d}-{month:02d}-{day:02d}"
+    if not is_date:
+        seconds, fraction = divmod(rest, per_day // 86400)
+        text += f" {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if fraction:
+            text += "." + str(fraction).rjust(len(str(per_day // 86400)) - 1, "0")
+        text += zone
+    return text + (" BC" if year <= 0 else "")

@@ -153,3 +153,23 @@ def test_sample_model_pages(qtmodeltester):
     assert model.rowCount() == 1050 and not model.canFetchMore()
     assert model.index(1049, 0).data() == "1049"
     qtmodeltester.check(model)
+
+
+def test_random_samples_setting(qtbot, window, source):
+    """The discovery setting: a random sample of a chosen size instead of the first rows."""
+    add_connector(qtbot, window, source, "erp")
+    browser = window.schema
+    proxy, tree = browser.proxy, browser.tree
+    _, schema = expand_to_tables(qtbot, window)
+    energy = _named(proxy, schema, "energy_use")
+    with qtbot.waitSignal(browser.samples_loaded, timeout=20000):
+        tree.setCurrentIndex(energy)
+    first_ids = [browser.samples.index(r, 0).data() for r in range(browser.samples.rowCount())]
+    assert first_ids[:20] == [str(i) for i in range(1, 21)]
+    browser.sample_size.setValue(20)
+    with qtbot.waitSignal(browser.samples_loaded, timeout=20000) as blocker:
+        browser.sample_mode.setCurrentIndex(browser.sample_mode.findData("random"))
+    assert blocker.args == ["public.energy_use", 20]
+    ids = [browser.samples.index(r, 0).data() for r in range(browser.samples.rowCount())]
+    assert len(set(ids)) == 20 and ids != [str(i) for i in range(1, 21)]
+    assert all(1 <= int(i) <= SOURCE_ROWS for i in ids)
