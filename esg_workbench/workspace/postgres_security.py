@@ -41,6 +41,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import ConfigError, WorkspaceError
+from esg_workbench.workspace import audit_trigger
 
 SETTING = "esg.organization_id"
 SESSION_FUNCTION = "esg_session_org"
@@ -226,7 +227,7 @@ def _policy_expressions(table: str, column: str = "organization_id") -> tuple[st
 
 
 def _privileges(table: str) -> set[str]:
-    if table in ("workspace_meta", "organizations"):
+    if table in ("workspace_meta", "organizations", "esg_audit_heads"):
         return {"SELECT"}
     if table == "esg_ingestion_audit":  # append-only
         return {"SELECT", "INSERT"}
@@ -426,6 +427,7 @@ def secure_tables(conn: sa.Connection, roles: Roles, owner: str) -> list[str]:
             if isinstance(column.default, sa.Sequence):
                 setup.sequence_grants(column.default.name, roles.analysts)
     setup.audit_trigger()
+    audit_trigger.install(setup)  # the server links audit entries and keeps each chain's head
     setup.ddl_guard()
     return setup.changes
 
