@@ -420,3 +420,53 @@ def test_postgres_an_organization_holding_every_lock_it_can_does_not_stall_anoth
         hostile.execute("SELECT pg_advisory_unlock_all()")
         hostile.close()
     assert chain.verify(ws_a).ok  # orga's held append was rolled back; its chain is whole
+
+
+# --- the CLI: audit anchor, audit verify --anchor ------------------------------------------------
+
+def cli(workspace: str, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "esg_workbench", "--workspace", workspace, *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
+
+
+def test_cli_anchor_then_verify_against_it_on_duckdb(tmp_path):
+    path = str(tmp_path / "w.duckdb")
+    ws = open_workspace(path)
+    fill(ws, 4)
+    ws.close()
+    printed = cli(path, "audit", "anchor")
+    assert printed.returncode == 0, printed.stderr
+    anchor = printed.stdout.splitlines()[0]
+    assert anchor.startswith("4:") and "audit verify --anchor " + anchor in printed.stdout
+    as_json = json.loads(cli(path, "audit", "anchor", "--json").stdout)
+    assert as_json["anchor"] == anchor and as_json["entries"] == 4
+    checked = cli(path, "audit", "verify", "--anchor", anchor)
+    assert checked.returncode == 0 and "intact" in checked.stdout and "continues the anchor 4:" in checked.stdout
+    ws = open_workspace(path)
+    duck_sql(ws, "DELETE FROM esg_ingestion_audit")
+    duck_sql(ws, "DELETE FROM esg_audit_heads")
+    ws.close()
+    assert cli(path, "audit", "verify").returncode == 0  # the file alone cannot tell (see the README)
+    found = cli(path, "audit", "verify", "--anchor", anchor, "--json")
+    assert found.returncode == 1 and "fewer than the 4 of the anchor" in json.loads(found.stdout)["reason"]
+    bad = cli(path, "audit", "verify", "--anchor", "4:nothex")
+    assert bad.returncode != 0 and "is not an audit anchor" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_anchor_and_verify_on_a_shared_postgres_workspace(team):
+    ws, role = team.new_org(3)
+    url = team.shared.url(role)
+    anchor = cli(url, "audit", "anchor").stdout.splitlines()[0]
+    assert anchor == str(chain.anchor(ws)) and anchor.startswith("3:")
+    fill(ws, 2)
+    checked = cli(url, "audit", "verify", "--anchor", anchor)
+    assert checked.returncode == 0 and "5 entries verified" in checked.stdout, checked.stderr
+    with team.shared.admin() as owner:  # only the owner can remove entries; the head finds it
+        owner.execute("DELETE FROM esg_ingestion_audit WHERE id = (SELECT max(id) FROM esg_ingestion_audit "
+                      "WHERE organization_id = %s)", (ws.organization_id,))
+    found = cli(url, "audit", "verify")
+    assert found.returncode == 1 and "head says 5 entries, the chain has 4" in found.stdout
