@@ -266,8 +266,10 @@ def validate_webhook_url(url: str) -> str:
         raise ConfigError("The webhook URL contains spaces.", hint=hint)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(f"The webhook URL must start with http:// or https:// (it starts with "
-                          f"'{parts.scheme + ':' if parts.scheme else url[:8]}').", hint=hint)
+        # name the scheme only when it looks like one: the start of a pasted token is no scheme
+        shown = f"it starts with '{parts.scheme}:'" if parts.scheme.isalpha() and len(parts.scheme) <= 10 \
+            else "it has no scheme"
+        raise ConfigError(f"The webhook URL must start with http:// or https:// ({shown}).", hint=hint)
     try:
         host, port = parts.hostname, parts.port
     except ValueError:

@@ -440,6 +440,16 @@ def test_a_user_part_that_does_not_parse_is_refused_before_any_network_call(url,
         assert piece not in text
 
 
+@pytest.mark.parametrize("url", [f"{URL_TOKEN}@hooks.example.com/x", f"{USER_TOKEN}:x@hooks.example.com/x",
+                                 f"hooks.example.com/{URL_TOKEN}"])
+def test_a_url_without_its_scheme_is_refused_without_echoing_it(url):
+    with pytest.raises(ConfigError) as err:
+        alerts.validate_webhook_url(url)
+    assert "http:// or https://" in err.value.message
+    for piece in (URL_TOKEN, USER_TOKEN, URL_TOKEN[:5], USER_TOKEN[:5]):
+        assert piece not in err.value.describe()
+
+
 def test_redact_removes_every_secret_piece_of_the_url():
     url = f"https://u:{USER_TOKEN}@hooks.example.com/services/{URL_TOKEN}/x?token={QUERY_TOKEN}&v=1"
     answer = (f"no route for /services/{URL_TOKEN}/x?token={QUERY_TOKEN} (user u:{USER_TOKEN}) "
