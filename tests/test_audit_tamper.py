@@ -230,12 +230,15 @@ def pg_rows(team, org: str) -> list:
 
 def test_postgres_the_server_computes_the_same_hashes_as_the_client(team):
     ws, _ = team.new_org()
+    with ws.transaction() as conn:  # text JSON escapes differently elsewhere: control characters, U+2028, emoji
+        chain.append(ws, conn, "odd\x01\x1f\t\u2028\x7f😀", metadata={"k": "\x00\u2029"}, output_hash="ab" * 32,
+                     actor="label \"with\" quotes \\ and ünïcode")
     entries = rows(ws, ws.organization_id)
     assert entries[0].previous_hash == chain.GENESIS
     assert [r.entry_hash for r in entries] == [e for _, _, e in rehashed(entries, chain.GENESIS)]
     result = chain.verify(ws)
-    assert result.ok and result.entries == 5 and result.head == chain.Head(5, entries[-1].entry_hash)
-    assert chain.anchor(ws) == result.head
+    assert result.ok and result.entries == 6 and result.head == chain.Head(6, entries[-1].entry_hash)
+    assert entries[-1].action.startswith("odd\x01") and chain.anchor(ws) == result.head
 
 
 def test_postgres_an_analyst_cannot_change_delete_or_forge_entries_or_the_head(team):
