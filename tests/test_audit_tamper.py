@@ -425,6 +425,27 @@ def test_postgres_an_organization_holding_every_lock_it_can_does_not_stall_anoth
     assert chain.verify(ws_a).ok  # orga's held append was rolled back; its chain is whole
 
 
+def test_postgres_a_sync_lock_outlives_the_servers_idle_transaction_timeout(team):
+    """A sync holds its connector's lock in a transaction that idles while it works: a
+    role- or server-wide idle_in_transaction_session_timeout must not end it."""
+    import time
+
+    from esg_workbench.workspace import concurrency
+
+    ws, role = team.new_org(0)
+    with team.shared.admin() as admin:
+        admin.execute(f'ALTER ROLE "{role}" SET idle_in_transaction_session_timeout = \'500ms\'')
+    fresh = open_workspace(team.shared.url(role))  # connections made after the setting
+    team.opened.append(fresh)
+    with concurrency.connector_sync_lock(fresh, "c1") as held:
+        assert held
+        time.sleep(1.5)
+        with fresh.transaction() as conn:
+            assert not concurrency.try_xact_lock(fresh, conn, concurrency.CONNECTOR_SYNC, "c1")  # still held
+    with fresh.transaction() as conn:
+        assert concurrency.try_xact_lock(fresh, conn, concurrency.CONNECTOR_SYNC, "c1")  # released at the end
+
+
 # --- the CLI: audit anchor, audit verify --anchor ------------------------------------------------
 
 def cli(workspace: str, *args: str):

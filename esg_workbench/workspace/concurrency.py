@@ -144,6 +144,8 @@ def connector_sync_lock(workspace: Workspace, connector_id: str, *, attempts: in
     with workspace.engine.connect() as conn:
         try:
             for attempt in range(attempts):
+                # this transaction idles while the sync works: a server-wide idle timeout must not end it
+                conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
                 if _try_row_lock(workspace, conn, CONNECTOR_SYNC, names, shared=False):
                     break
                 conn.rollback()
