@@ -7,9 +7,13 @@ can echo connection strings, so every text is scrubbed (``user:pass@`` in URLs,
 it appears verbatim), and the connector's settings are never included.
 
 The webhook is an optional JSON POST per workspace and organization. Its URL often
-embeds a token (Slack, Teams, PagerDuty), so it lives in the OS keyring like every other
-secret, keyed by a stable identity of the workspace; messages and audit entries name
-its scheme and host only.
+embeds a token (Slack, Teams, PagerDuty) in its path, query or user part, so it lives in
+the OS keyring like every other secret, keyed by a stable identity of the workspace.
+Messages, logs and audit entries show its scheme, host and port and a redacted path
+(`describe_url`); what a receiver answers is shown shortened and with every part of the
+URL that may be secret removed (a 404 page often echoes the path). A URL with a user
+part (https://user:token@host/...) is sent with the user part as HTTP basic
+authentication: never as part of the host name, which would go into a DNS query.
 
 No Qt here: the desktop app shows the alert as a notification and dispatches the
 webhook from a worker thread; ``schedule run-due`` calls :func:`dispatch` directly.
@@ -17,6 +21,7 @@ webhook from a worker thread; ``schedule run-due`` calls :func:`dispatch` direct
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -64,6 +69,8 @@ _KEY_VALUE = re.compile(
     re.IGNORECASE)
 _BEARER = re.compile(r"(?P<key>\b(?:bearer|basic)\s+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
 MASK = "***"
+#: a host name or IP address (IPv6 without its brackets): nothing else may reach the resolver
+_HOST_NAME = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+(%[\w]+)?")
 
 
 def scrub(text: str | None, secrets: tuple[str, ...] = ()) -> str | None:
@@ -259,29 +266,77 @@ def validate_webhook_url(url: str) -> str:
         raise ConfigError("The webhook URL contains spaces.", hint=hint)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(f"The webhook URL must start with http:// or https:// (it starts with "
-                          f"'{parts.scheme + ':' if parts.scheme else url[:8]}').", hint=hint)
+        # name the scheme only when it looks like one: the start of a pasted token is no scheme
+        shown = f"it starts with '{parts.scheme}:'" if parts.scheme.isalpha() and len(parts.scheme) <= 10 \
+            else "it has no scheme"
+        raise ConfigError(f"The webhook URL must start with http:// or https:// ({shown}).", hint=hint)
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
         raise ConfigError("The webhook URL has an invalid port.", hint=hint) from None
     if not host:
         raise ConfigError("The webhook URL has no host name.", hint=hint)
+    if not _HOST_NAME.fullmatch(host):
+        # e.g. an unencoded '/' or '#' in a password moves the rest of it into the host name,
+        # which would go to the DNS resolver: refused before any network call
+        raise ConfigError("The webhook URL's host name is not valid (if it has a user name and password before "
+                          "'@', write '/', '#', '?' and '@' in them as %2F, %23, %3F and %40).", hint=hint)
     return url
 
 
 def describe_url(url: str) -> str:
-    """scheme://host[:port] of a webhook: enough to recognise it, nothing of the token
-    in its path, query or user part."""
+    """scheme://host[:port]/*** of a webhook: enough to recognise it, nothing of the token
+    in its path, query or user part ('/***' stands for whatever path and query it has)."""
     parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = None
+    return f"{parts.scheme}://{_host(parts)}" + (f":{port}" if port else "") + \
+        ("/" + MASK if parts.path.strip("/") or parts.query or parts.fragment else "")
+
+
+def _host(parts: urllib.parse.SplitResult) -> str:
     host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    return f"[{host}]" if ":" in host else host
+
+
+def _url_secrets(url: str) -> list[str]:
+    """Every piece of the URL that may be (or hold) a secret, as sent and percent-decoded:
+    the URL itself, its path and each path segment, its query and each query value, its
+    fragment, its user part. Longest first, so a longer piece is masked whole."""
+    parts = urllib.parse.urlsplit(url)
+    pieces = {url, parts.path, parts.query, parts.fragment, parts.netloc.rpartition("@")[0],
+              parts.username or "", parts.password or ""}
+    pieces.update(parts.path.split("/"))
+    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        pieces.update((name, value))
+    pieces.update(urllib.parse.unquote(p) for p in list(pieces))
+    pieces.update(urllib.parse.quote(p, safe="") for p in list(pieces))
+    # the host and port stay readable; pieces of 3 characters or fewer ('v1', 'api') say nothing
+    visible = {parts.hostname or "", str(parts.port or ""), parts.scheme}
+    return sorted((p for p in pieces if len(p) > 3 and p not in visible), key=len, reverse=True)
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (a receiver's answer, an error) without any secret piece of `url` in it,
+    and with the usual password and token patterns masked too."""
+    for piece in _url_secrets(url):
+        text = text.replace(piece, MASK)
+    return scrub(text) or ""
+
+
+def _request_target(url: str) -> tuple[str, str | None]:
+    """(the URL without its user part, the Authorization header for it or None). A user
+    part is credentials: sent as HTTP basic authentication, never to the resolver."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    netloc = _host(parts) + (f":{parts.port}" if parts.port else "")
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 def webhook_url(ws: Workspace) -> str | None:
@@ -356,9 +411,9 @@ def send_webhook(url: str, alert: Alert, *, retry_delays: tuple[float, ...] = DE
             _post_once(url, body, timeout)
             return
         except _Retryable as exc:
-            last = str(exc)
+            last = redact(str(exc), url)
         except AlertDeliveryError as exc:
-            raise AlertDeliveryError(f"The webhook at {where} refused the alert: {exc.message} "
+            raise AlertDeliveryError(f"The webhook at {where} refused the alert: {redact(exc.message, url)} "
                                      f"(not retried).", hint=_hint_for(exc.message)) from None
         if attempt < attempts:
             time.sleep(retry_delays[attempt - 1])
@@ -367,15 +422,18 @@ def send_webhook(url: str, alert: Alert, *, retry_delays: tuple[float, ...] = DE
 
 
 def _post_once(url: str, body: bytes, timeout: float) -> None:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT})
+    target, authorization = _request_target(url)
+    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(target, data=body, method="POST", headers=headers)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             response.read(65536)
             return
     except urllib.error.HTTPError as exc:
         status = f"HTTP {exc.code}" + (f" {exc.reason}" if exc.reason else "")
-        detail = _response_excerpt(exc)
+        detail = _response_excerpt(exc, url)
         if exc.code >= 500 or exc.code == 429:
             raise _Retryable(status + detail) from None
         if 300 <= exc.code < 400:
@@ -387,6 +445,8 @@ def _post_once(url: str, body: bytes, timeout: float) -> None:
         raise _Retryable(f"no answer within {timeout:g} s") from None
     except (ConnectionError, OSError) as exc:
         raise _Retryable(_network_error(exc)) from None
+    except Exception as exc:  # e.g. http.client.InvalidURL, whose text quotes the URL
+        raise AlertDeliveryError(f"the request could not be made ({type(exc).__name__})") from None
 
 
 def _network_error(reason: Any) -> str:
@@ -403,14 +463,15 @@ def _network_error(reason: Any) -> str:
     return f"{type(reason).__name__}: {text}" if not isinstance(reason, str) else reason
 
 
-def _response_excerpt(exc: urllib.error.HTTPError) -> str:
-    """A short excerpt of the receiver's answer, which often says what it disliked."""
+def _response_excerpt(exc: urllib.error.HTTPError, url: str) -> str:
+    """A short excerpt of the receiver's answer, which often says what it disliked, with
+    the URL's secret pieces removed (a 404 page often echoes the path, token and all)."""
     try:
-        text = exc.read(300).decode("utf-8", "replace")
+        text = exc.read(2000).decode("utf-8", "replace")
     except Exception:
         return ""
-    text = " ".join(text.split())
-    return f" ({scrub(text)[:200]})" if text else ""
+    text = redact(" ".join(text.split()), url)
+    return f" ({_shorten(text, 200)})" if text else ""
 
 
 def _hint_for(message: str) -> str:
@@ -458,7 +519,7 @@ def dispatch(ws: Workspace, alert: Alert, *, retry_delays: tuple[float, ...] | N
     try:
         send_webhook(url, alert, retry_delays=retry_delays, timeout=timeout)
     except Exception as exc:
-        error = _describe(exc)
+        error = redact(_describe(exc), url)  # (send_webhook's own messages have none of the URL already)
     _audit(ws, "alert_failed" if error else "alert_sent", alert, error)
     return error
 

@@ -311,3 +311,150 @@ def test_dispatch_without_a_keyring_is_quiet_and_a_locked_one_is_reported(ws, ke
         error = alerts.dispatch(ws, alert, retry_delays=FAST)
     assert "could not be read" in error and "locked" in error
     assert audit_actions(ws)[0]["action"] == "alert_failed"
+
+
+# --- the webhook URL's secrets never leave it (issue 11) ------------------------------------
+
+URL_TOKEN = "T0KEN-abc123"  # the receiver's path token
+QUERY_TOKEN = "s3cr3t-query"
+USER_TOKEN = "us3r-T0K3N-9f8e"
+
+
+def token_traces(*tokens: str) -> list[str]:
+    """A token and the digests someone might log instead of it."""
+    import hashlib
+
+    traces = []
+    for token in tokens:
+        traces.append(token)
+        traces += [hashlib.new(name, token.encode()).hexdigest() for name in ("md5", "sha1", "sha256")]
+    return traces
+
+
+def assert_no_trace(text: str, *tokens: str) -> None:
+    for trace in token_traces(*tokens):
+        assert trace not in text, (trace, text)
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """A local resolver stub: records every name looked up; resolves only localhost and
+    127.0.0.1 (no query leaves the machine)."""
+    names: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        names.append(host.decode() if isinstance(host, bytes) else str(host))
+        if host not in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return names
+
+
+def test_a_404_page_echoing_the_path_shows_no_token(ws, keyring_ready, resolver, caplog):
+    """Express answers an unknown path with "Cannot POST /hook/<token>": neither the
+    error, nor the audit entry, nor a log line carries the token (or a hash of it)."""
+    caplog.set_level("DEBUG")
+    with WebhookReceiver(default=404, echo_path=True) as hook:
+        alerts.set_webhook_url(ws, hook.url)
+        with pytest.raises(AlertDeliveryError) as err:
+            send_webhook(hook.url, sample_alert(), retry_delays=FAST)
+        error = alerts.dispatch(ws, sample_alert(), retry_delays=FAST)
+        assert len(hook.requests) == 2 and hook.requests[0][0].startswith(f"/hook/{URL_TOKEN}")
+    message = err.value.describe()
+    assert "HTTP 404" in message and "Cannot POST ***" in message  # what the receiver said, without the path
+    assert f"http://127.0.0.1:{hook.port}/***" in message
+    audited = "\n".join(e["metadata"] for e in audit_actions(ws))
+    for text in (message, error, audited, caplog.text, alerts.describe_url(hook.url)):
+        assert_no_trace(text, URL_TOKEN, QUERY_TOKEN, hook.path, hook.url)
+    assert set(resolver) <= {"127.0.0.1"}
+
+
+def test_alerts_test_in_the_cli_prints_no_token(tmp_path, keyring_ready):
+    """The reported case: `esg-workbench alerts test` against a 404 page that echoes the path."""
+    import os
+    import subprocess
+    import sys
+
+    workspace = str(tmp_path / "cli.duckdb")
+    env = {**os.environ, "ESG_WORKBENCH_ALERT_RETRY_DELAYS": "0.01"}
+    cli = lambda *args, stdin=None: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "esg_workbench", "--workspace", workspace, *args], input=stdin,
+        capture_output=True, text=True, timeout=120, env=env)
+    with WebhookReceiver(default=404, echo_path=True) as hook:
+        set_hook = cli("alerts", "set-webhook", stdin=hook.url + "\n")
+        assert set_hook.returncode == 0, set_hook.stderr
+        tested = cli("alerts", "test")
+        shown = cli("alerts", "show")
+        assert hook.requests, tested.stderr
+    assert "Cannot POST ***" in tested.stdout + tested.stderr
+    for run in (set_hook, tested, shown):
+        assert_no_trace(run.stdout + run.stderr, URL_TOKEN, QUERY_TOKEN, hook.url)
+    from esg_workbench.audit import chain
+    from esg_workbench.workspace import open_workspace
+
+    opened = open_workspace(workspace)
+    try:
+        audited = "\n".join(e["metadata"] + e["action"] for e in chain.entries(opened))
+    finally:
+        opened.close()
+    assert "alert_failed" in audited
+    assert_no_trace(audited, URL_TOKEN, QUERY_TOKEN, hook.url)
+
+
+def test_a_user_part_is_sent_as_basic_authentication_never_to_the_resolver(ws, keyring_ready, resolver, caplog):
+    import base64
+
+    caplog.set_level("DEBUG")
+    with WebhookReceiver(default=404, echo_path=True) as hook:
+        url = f"http://hooks:{USER_TOKEN}@localhost:{hook.port}{hook.path}?token={QUERY_TOKEN}"
+        alerts.set_webhook_url(ws, url)
+        with pytest.raises(AlertDeliveryError) as err:
+            send_webhook(url, sample_alert(), retry_delays=())
+        error = alerts.dispatch(ws, sample_alert(), retry_delays=FAST)
+        [(path, headers, _), _] = hook.requests
+    assert resolver and set(resolver) == {"localhost"}  # the host name alone went to the resolver
+    assert headers["Authorization"] == "Basic " + base64.b64encode(f"hooks:{USER_TOKEN}".encode()).decode()
+    assert headers["Host"] == f"localhost:{hook.port}" and path == f"{hook.path}?token={QUERY_TOKEN}"
+    assert alerts.describe_url(url) == f"http://localhost:{hook.port}/***"
+    audited = "\n".join(e["metadata"] for e in audit_actions(ws))
+    for text in (err.value.describe(), error, audited, caplog.text):
+        assert_no_trace(text, USER_TOKEN, URL_TOKEN, QUERY_TOKEN, url)
+
+
+@pytest.mark.parametrize("url", [
+    f"https://hooks:{USER_TOKEN[:6]}/{USER_TOKEN[6:]}@hooks.example.com/x",  # an unencoded '/' in the password
+    f"https://hooks:{USER_TOKEN[:6]}#{USER_TOKEN[6:]}@hooks.example.com/x",  # ... or '#'
+    f"https://hooks:{USER_TOKEN}@hooks.example.com:99999/x",
+    f"https://{USER_TOKEN}%40hooks.example.com/x",  # an encoded '@' in the host name
+])
+def test_a_user_part_that_does_not_parse_is_refused_before_any_network_call(url, resolver):
+    with pytest.raises(ConfigError) as err:
+        send_webhook(url, sample_alert(), retry_delays=())
+    assert resolver == []
+    text = err.value.describe()
+    assert "webhook URL" in text
+    for piece in (USER_TOKEN, USER_TOKEN[:6], USER_TOKEN[6:]):
+        assert piece not in text
+
+
+@pytest.mark.parametrize("url", [f"{URL_TOKEN}@hooks.example.com/x", f"{USER_TOKEN}:x@hooks.example.com/x",
+                                 f"hooks.example.com/{URL_TOKEN}"])
+def test_a_url_without_its_scheme_is_refused_without_echoing_it(url):
+    with pytest.raises(ConfigError) as err:
+        alerts.validate_webhook_url(url)
+    assert "http:// or https://" in err.value.message
+    for piece in (URL_TOKEN, USER_TOKEN, URL_TOKEN[:5], USER_TOKEN[:5]):
+        assert piece not in err.value.describe()
+
+
+def test_redact_removes_every_secret_piece_of_the_url():
+    url = f"https://u:{USER_TOKEN}@hooks.example.com/services/{URL_TOKEN}/x?token={QUERY_TOKEN}&v=1"
+    answer = (f"no route for /services/{URL_TOKEN}/x?token={QUERY_TOKEN} (user u:{USER_TOKEN}) "
+              f"%2Fservices%2F{URL_TOKEN} password={USER_TOKEN[:5]}")
+    text = alerts.redact(answer, url)
+    assert URL_TOKEN not in text and QUERY_TOKEN not in text and USER_TOKEN not in text
+    assert text.startswith("no route for ***") and "password=***" in text
+    assert alerts.redact("nothing to hide at hooks.example.com", url) == "nothing to hide at hooks.example.com"

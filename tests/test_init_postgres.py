@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from esg_workbench.core.errors import WorkspaceError
 from esg_workbench.sync import operations
 from esg_workbench.sync.engine import SyncEngine, SyncRequest
-from esg_workbench.workspace import open_workspace, organizations
+from esg_workbench.workspace import open_workspace, organizations, schema
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.pg_shared import shared_database
 
@@ -71,7 +71,8 @@ def test_init_postgres_twice_changes_nothing_the_second_time(shared):
     state = security_state(shared)
     assert {t for t, *_ in state["policies"]} >= {"connectors", "esg_ingestion_audit", "workspace_meta", "organizations"}
     tables = [(name, enabled, forced) for name, enabled, forced, *_ in state["rls"] if not name.endswith("_seq")]
-    assert len(tables) == 14 and all(enabled and forced for _, enabled, forced in tables), tables
+    assert len(tables) == len(schema.metadata.tables), tables
+    assert all(enabled and forced for _, enabled, forced in tables), tables
     assert sorted(name for name, *_ in state["schemas"]) == [f"{state['meta'][2][1]}_org_acme", "public"]
 
     second = cli("workspace", "init-postgres", shared.url(alice), "--admin-url", shared.admin_url,

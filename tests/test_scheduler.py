@@ -21,7 +21,8 @@ from esg_workbench.core.errors import ConfigError, NotFound
 from esg_workbench.sync import cron, operations, scheduler
 from esg_workbench.sync.engine import SyncEngine
 from esg_workbench.workspace import open_workspace, sync_records
-from esg_workbench.workspace.database import connector_lock_key, utcnow
+from esg_workbench.workspace import concurrency
+from esg_workbench.workspace.database import utcnow
 from esg_workbench.workspace.schema import connector_sync_logs, scheduled_jobs
 
 FAST = (0.01, 0.02, 0.04)
@@ -250,10 +251,10 @@ def test_a_busy_connector_is_skipped_and_says_so(ws, pg_database, source):
         holder = SyncEngine(ws)._connector_lock(record.id)
         holder.__enter__()
         release = lambda: holder.__exit__(None, None, None)  # noqa: E731
-    else:  # ... or in another process: it holds the connector's advisory lock
-        other = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=pg_database, autocommit=True)
-        other.execute("SELECT pg_advisory_lock(%s)", (connector_lock_key(record.id),))
-        release = other.close
+    else:  # ... or in another process: it holds the connector's sync lock (on a connection of its own)
+        holder = concurrency.connector_sync_lock(ws, record.id)
+        assert holder.__enter__()
+        release = lambda: holder.__exit__(None, None, None)  # noqa: E731
     try:
         [outcome] = scheduler.run_due(ws, now, retry_delays=FAST)
     finally:

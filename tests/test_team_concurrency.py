@@ -37,7 +37,7 @@ from esg_workbench.sample_data import TABLES, ensure_sample_erp
 from esg_workbench.sync import operations
 from esg_workbench.workspace import connectors_store, open_workspace, organizations
 from esg_workbench.workspace.concurrency import ChangedElsewhere
-from esg_workbench.workspace.database import connector_lock_key
+from esg_workbench.workspace import concurrency
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, port_open, service_missing
 from tests.pg_shared import SharedDatabase, shared_database
 
@@ -475,8 +475,8 @@ def test_the_same_connector_synced_from_two_processes(team, tmp_path):
     ws = team.open("ana")
     try:
         record = operations.get_connector(ws, "erp")
-        with team.shared.admin() as other:
-            other.execute("SELECT pg_advisory_lock(%s)", (connector_lock_key(record.id),))
+        with concurrency.connector_sync_lock(ws, record.id) as held:
+            assert held
             busy = subprocess.run(cli + ["sync", "erp", "--table", "waste"], cwd=ROOT, capture_output=True,
                                   text=True, env=env)
         assert busy.returncode == 1
@@ -537,11 +537,9 @@ def test_a_transaction_rolled_back_by_a_conflict_is_run_again(team_ws):
 
 def test_an_apply_that_must_wait_says_for_what(team_ws):
     """While a recompute holds the organization's KPIs, an apply waits, and says so."""
-    from esg_workbench.workspace.concurrency import lock_key
-
     said: list[str] = []
     with team_ws.engine.connect() as other:  # another analyst's recompute under way
-        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("kpis", team_ws.organization_id)})
+        concurrency.lock_kpis(team_ws, other, shared=False)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             applying = pool.submit(apply.apply_mapping, team_ws, demo.SAMPLE_MAPPING, progress=said.append)
             deadline = time.monotonic() + 20
@@ -549,6 +547,6 @@ def test_an_apply_that_must_wait_says_for_what(team_ws):
                 time.sleep(0.05)
             assert said == ["Waiting for a KPI recompute (another analyst's or a sync's) to finish..."]
             assert not applying.done()
-            other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("kpis", team_ws.organization_id)})
+            other.rollback()  # the recompute ends
             assert applying.result(timeout=60).staging_rows > 0
     assert said[1].startswith("Mapping ")

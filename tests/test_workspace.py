@@ -120,8 +120,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_interrupted(tmp_path):
 
 
 def test_postgres_keeps_runs_whose_process_lives(pg_database):
-    from esg_workbench.workspace import sync_records
-    from esg_workbench.workspace.database import connector_lock_key
+    from esg_workbench.workspace import concurrency, sync_records
     from tests.conftest import PG_HOST, PG_PORT, PG_USER
 
     url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
@@ -129,13 +128,12 @@ def test_postgres_keeps_runs_whose_process_lives(pg_database):
     with ws.transaction() as conn:
         sync_records.start_run(ws, conn, "alive", "full", "sync")
         sync_records.start_run(ws, conn, "dead", "full", "sync")
-    with ws.engine.connect() as holder:  # the live sync's process holds its lock
-        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": connector_lock_key("alive")})
+    with concurrency.connector_sync_lock(ws, "alive") as held:  # the live sync's process holds its lock
+        assert held
         other = open_workspace(url)
         with other.read() as conn:
             status = {r["connector_id"]: r["status"] for r in sync_records.runs(other, conn)}
         other.close()
-        holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
     ws.close()
     assert status == {"alive": "running", "dead": "failed"}
 

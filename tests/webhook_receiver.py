@@ -4,8 +4,9 @@
         send_webhook(hook.url, alert, retry_delays=(0.01, 0.01, 0.01))
         hook.requests  # [(path, headers, parsed JSON body), ...] in arrival order
 
-`statuses` are answered in turn; once used up, `default` is answered. http.server in a
-thread; no dependencies.
+`statuses` are answered in turn; once used up, `default` is answered. With
+`echo_path=True` a 404 answers as Express does by default ("Cannot POST /the/path"),
+echoing the path, token and all. http.server in a thread; no dependencies.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, statuses: list[int] | None = None, default: int = 200, path: str = "/hook/T0KEN-abc123"):
+    def __init__(self, statuses: list[int] | None = None, default: int = 200, path: str = "/hook/T0KEN-abc123",
+                 echo_path: bool = False):
         self.statuses = list(statuses or [])
         self.default = default
         self.path = path
@@ -37,8 +39,13 @@ class WebhookReceiver:
                     receiver.requests.append((self.path, dict(self.headers), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else receiver.default
                 answer = b'{"ok": true}' if status < 300 else b'{"error": "receiver says no"}'
+                kind = "application/json"
+                if status == 404 and echo_path:
+                    answer = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Error</title>'
+                              f'</head><body><pre>Cannot POST {self.path}</pre></body></html>').encode()
+                    kind = "text/html; charset=utf-8"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 if 300 <= status < 400:
                     self.send_header("Location", f"http://127.0.0.1:{receiver.port}/elsewhere")
                 self.send_header("Content-Length", str(len(answer)))

@@ -1,5 +1,6 @@
 """Audit: the hash chain (actor, action, hashes, metadata) and Verify chain, which names
-and highlights the first broken entry."""
+and highlights the first broken entry, and says in plain words what the chain's head is
+(the entry count and last hash every KPI export carries) and how to check it later."""
 
 from __future__ import annotations
 
@@ -86,6 +87,17 @@ class AuditPanel(QWidget):
         self.result = QLabel("The chain has not been verified in this session.")
         self.result.setObjectName("verifyResult")
         self.result.setWordWrap(True)
+        self.head = QLabel("")
+        self.head.setObjectName("chainHead")
+        self.head.setWordWrap(True)
+        self.head.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_head_button = QPushButton("Copy head")
+        self.copy_head_button.setObjectName("copyChainHead")
+        self.copy_head_button.setToolTip("Copy the chain's head (ENTRIES:HASH) to write it down: "
+                                         "esg-workbench audit verify --anchor ENTRIES:HASH checks a later chain "
+                                         "against it")
+        self.copy_head_button.setEnabled(False)
+        self.anchor: str | None = None
         self.model = AuditModel(self)
         self.view = QTableView()
         self.view.setObjectName("auditTable")
@@ -113,7 +125,12 @@ class AuditPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(head)
+        anchor_row = QHBoxLayout()
+        anchor_row.addWidget(self.head, 1)
+        anchor_row.addWidget(self.copy_head_button)
+        layout.addLayout(anchor_row)
         layout.addWidget(self.splitter, 1)
+        self.copy_head_button.clicked.connect(self.copy_head)
 
         self.verify_button.clicked.connect(self.verify)
         self.refresh_button.clicked.connect(self.refresh)
@@ -125,6 +142,9 @@ class AuditPanel(QWidget):
         self.model.clear_rows()
         self.details.clear()
         self._set_result(None, "The chain has not been verified in this session.")
+        self.head.setText("")
+        self.anchor = None
+        self.copy_head_button.setEnabled(False)
         self.refresh()
 
     def refresh(self) -> None:
@@ -157,6 +177,7 @@ class AuditPanel(QWidget):
             self.verify_button.setEnabled(True)
             self.model.broken_id = None if result.ok else result.first_bad_id
             self._set_result(result.ok, result.describe())
+            self._show_head(result)
             if not result.ok:
                 self._show_broken(result.first_bad_id)
             self.model.layoutChanged.emit()
@@ -167,6 +188,27 @@ class AuditPanel(QWidget):
             self._set_result(False, message)
 
         self.pool.run(chain.verify, self.workspace, on_done=done, on_error=failed, owner=self)
+
+    def _show_head(self, result) -> None:
+        """The head in plain words: what it is, and what to do with it."""
+        head = result.head
+        if head is None:
+            self.anchor = None
+            self.head.setText("No head is recorded yet: the next entry records one (then removed entries are "
+                              "found too).")
+        else:
+            self.anchor = str(head)
+            self.head.setText(
+                f"Chain head: {head.entries:,} entries, last hash {head.last_hash[:12]}…. Every KPI export carries "
+                "it; write it down (Copy head) and check later that the chain still continues it with: "
+                f"esg-workbench audit verify --anchor {head.entries}:{head.last_hash[:12]}…")
+        self.copy_head_button.setEnabled(self.anchor is not None)
+
+    def copy_head(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        if self.anchor:
+            QApplication.clipboard().setText(self.anchor)
 
     def _show_broken(self, entry_id: int | None) -> None:
         if entry_id is None:

@@ -36,6 +36,7 @@ from esg_workbench.gui import icons
 from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
 from esg_workbench.gui.drill_down import FLAG_TEXT, ORG, DrillDownDialog, drill, format_value
 from esg_workbench.mapping.catalog import Catalog, load_catalog
+from esg_workbench.mapping.report import ANCHOR_COLUMN, audit_anchor
 
 HEADLINE = ["energy_total", "ghg_scope1", "ghg_scope2_location", "ghg_scope2_market", "water_withdrawal",
             "waste_total", "headcount"]
@@ -63,6 +64,11 @@ def load_values(workspace, period_type: str) -> list[dict[str, Any]]:
     return kpi_rows(workspace, period_type=period_type)
 
 
+def export_with_anchor(workspace, path: str, kind: str, table: dict[str, Any]) -> str:
+    """export_rows() with the audit chain's head (read in the worker): the file is a witness."""
+    return export_rows(path, kind, {**table, ANCHOR_COLUMN: audit_anchor(workspace)})
+
+
 def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
     """Write the KPI table (as shown) to CSV or XLSX; returns the path."""
     target = Path(path)
@@ -70,10 +76,11 @@ def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
     if kind == "csv":
         with target.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(header + ["flags"])
+            writer.writerow(header + [ANCHOR_COLUMN, "flags"])
             for r in rows:
                 writer.writerow([r["period"], r["site"]] + ["" if v is None else repr(round(v, 6)) for v in r["values"]]
-                                + [json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
+                                + [table.get(ANCHOR_COLUMN, ""),
+                                   json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
         return str(target)
     from openpyxl import Workbook
     from openpyxl.comments import Comment
@@ -117,6 +124,8 @@ def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
     for line in (["Exported by", "ESG Workbench"], ["Exported at (UTC)", dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
                  ["Workspace", table.get("workspace", "")], ["Catalog version", table.get("catalog_version", "")],
                  ["Periods", table.get("period_type", "")],
+                 ["Audit chain head", table.get(ANCHOR_COLUMN, "")],
+                 ["Check later with", f"esg-workbench audit verify --anchor {table.get(ANCHOR_COLUMN, '')}"],
                  ["Note", "Every value traces to its staging rows and source keys (KPIs tab → Drill down); "
                           "result_hash is the same whenever the same inputs are recomputed."]):
         about.append(line)
@@ -598,4 +607,5 @@ class KpiPanel(QWidget):
             self.message.emit(text)
             self.exported.emit(written)
 
-        self.pool.run(export_rows, str(path), kind, table, on_done=done, on_error=self._error, owner=self)
+        self.pool.run(export_with_anchor, self.workspace, str(path), kind, table, on_done=done, on_error=self._error,
+                      owner=self)

@@ -1,4 +1,9 @@
-"""The KPI table as the CLI and the demo print it (and as CSV or JSON)."""
+"""The KPI table as the CLI and the demo print it (and as CSV or JSON).
+
+Every row of a report carries the audit chain's head at the time of the report
+(`audit_chain_head`, ENTRIES:HASH): an exported report is a witness of the chain, and
+`esg-workbench audit verify --anchor ENTRIES:HASH` later checks that the chain still
+continues it (see audit/chain.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +26,15 @@ HEADLINE = (
     ("headcount", "headcount"),
 )
 ORG = "(all sites)"
+#: the column (CSV) and key (JSON) of the audit chain's head in an exported report
+ANCHOR_COLUMN = "audit_chain_head"
+
+
+def audit_anchor(workspace) -> str:
+    """The audit chain's head now, as ENTRIES:HASH (what `esg-workbench audit anchor` prints)."""
+    from esg_workbench.audit import chain
+
+    return str(chain.anchor(workspace))
 
 
 def report_rows(workspace, *, period: str | None = None, kpis: list[str] | None = None) -> list[dict[str, Any]]:
@@ -30,10 +44,12 @@ def report_rows(workspace, *, period: str | None = None, kpis: list[str] | None 
     ('2024-03', '2024-Q1', '2024'): that period only."""
     kpis = kpis or [k for k, _ in HEADLINE]
     rows = kpi_rows(workspace, period=period, period_type=None if period else "month", kpis=kpis)
+    head = audit_anchor(workspace)  # read after the KPIs: a head the chain reached once they were computed
     table: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         key = (r["period"], r["site"] or ORG)
-        line = table.setdefault(key, {"period": r["period"], "site": r["site"] or ORG, "flags": {}})
+        line = table.setdefault(key, {"period": r["period"], "site": r["site"] or ORG, "flags": {},
+                                      ANCHOR_COLUMN: head})
         line[r["kpi"]] = r["value"]
         if r["quality"]:
             line["flags"][r["kpi"]] = r["quality"]
@@ -78,8 +94,8 @@ def format_csv(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> str
     kpis = kpis or [k for k, _ in HEADLINE]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["period", "site", *kpis, "flags"])
+    writer.writerow(["period", "site", *kpis, ANCHOR_COLUMN, "flags"])
     for r in rows:
         writer.writerow([r["period"], r["site"], *["" if r.get(k) is None else repr(round(r[k], 6)) for k in kpis],
-                         json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
+                         r.get(ANCHOR_COLUMN, ""), json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
     return buffer.getvalue()

@@ -45,7 +45,7 @@ from esg_workbench.core.specs import (
 from esg_workbench.sync import planner
 from esg_workbench.sync.source_calls import GuardedConnector
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
-from esg_workbench.workspace.database import Workspace, connector_lock_key
+from esg_workbench.workspace.database import Workspace
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
 
 DEFAULT_RETRY_DELAYS = (2.0, 4.0, 8.0)
@@ -172,44 +172,20 @@ class SyncEngine:
     @contextlib.contextmanager
     def _connector_lock(self, connector_id: str):
         """One sync per connector at a time (per process on DuckDB, which one process
-        owns; across processes on PostgreSQL through a session advisory lock)."""
+        owns; across processes on PostgreSQL through the connector's lock row, which
+        only its organization can see and lock: concurrency.connector_sync_lock)."""
         key = (id(self.workspace.engine), connector_id)
         with self._locks_guard:
             lock = self._connector_locks.setdefault(key, threading.Lock())
         if not lock.acquire(blocking=False):
             raise SyncBusy("This connector is already syncing.")
         try:
-            if self.workspace.is_duckdb:
-                yield
-                return
-            import sqlalchemy as sa
-
-            with self.workspace.engine.connect() as conn:
-                lock_key = connector_lock_key(connector_id)
-                if not self._try_lock(conn, lock_key):
+            with concurrency.connector_sync_lock(self.workspace, connector_id) as held:
+                if not held:
                     raise SyncBusy("This connector is already syncing in another ESG Workbench process.")
-                try:
-                    yield
-                finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+                yield
         finally:
             lock.release()
-
-    @staticmethod
-    def _try_lock(conn, lock_key: int, attempts: int = 10, wait: float = 0.1) -> bool:
-        """The connector's session lock, if no sync holds it. Another process opening the
-        workspace holds it for a moment while it checks for dead runs
-        (sync_records.mark_dead_runs): a short second try tells that apart from a sync."""
-        import sqlalchemy as sa
-
-        for attempt in range(attempts):
-            if conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar():
-                conn.commit()  # the session lock outlives this statement's transaction
-                return True
-            conn.rollback()
-            if attempt + 1 < attempts:
-                time.sleep(wait)
-        return False
 
     def _sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):

@@ -10,7 +10,7 @@ an OS scheduler's ``schedule run-due``, or two windows on a PostgreSQL workspace
 read the same due job both try; exactly one update matches, so exactly one runs it.
 Because the new value is the first slot after *now*, a job whose slots were missed while
 the machine was off runs once, not once per missed slot. Different jobs of one connector
-meet the engine's per-connector lock (in-process, plus a PostgreSQL advisory lock across
+meet the engine's per-connector lock (in-process, plus the connector's lock row on PostgreSQL across
 processes): the later one is recorded ``skipped`` and says why.
 """
 

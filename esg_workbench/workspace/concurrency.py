@@ -1,19 +1,27 @@
 """Two analysts at once on one shared PostgreSQL workspace: who waits, what is retried.
 
 Writers on a PostgreSQL workspace run in parallel (READ COMMITTED). Where two of them
-would step on each other, a transaction-scoped advisory lock makes the second one wait
-until the first has committed; every statement after the wait sees the first one's
-rows, so nothing is lost and nothing lands twice:
+would step on each other, a row lock makes the second one wait until the first has
+committed; every statement after the wait sees the first one's rows, so nothing is lost
+and nothing lands twice:
 
 * saving a mapping: one lock per organization and mapping name (versions 1, 2, 3 ...);
 * applying a mapping: another lock per organization and mapping name (delete + insert
   of its staging rows), and the organization's KPI lock in *shared* mode;
 * aggregating KPIs: the organization's KPI lock in *exclusive* mode, so a recompute
   sees no staging rows change under it, and two recomputes never both insert;
-* the schema cache of a connector, an imported factor set, a connector's name.
+* the schema cache of a connector, an imported factor set, a connector's sync (held for
+  the whole sync on a connection of its own, see `connector_sync_lock`).
+
+The locks are rows of `workspace_locks`, one per organization and thing, locked with
+SELECT ... FOR UPDATE (exclusive) or FOR SHARE (shared). Row-level security hides other
+organizations' rows, so no session of another organization can take, or even see, a
+lock that this organization's work waits for. (Advisory locks, which this module used
+before, live in one key space per database: any session may take any key, and pg_locks
+shows every key held, so one organization could stall another.)
 
 Locks are always taken in that order (name locks, then the KPI lock, then the audit
-chain's lock at the very end of a transaction), so they cannot deadlock each other.
+chain's head at the very end of a transaction), so they cannot deadlock each other.
 On DuckDB one process owns the file and the workspace's write lock serializes every
 write transaction, so all of this is a no-op there.
 
@@ -24,15 +32,17 @@ happening does the user see `WorkspaceBusy`, which says so plainly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import EsgError
 from esg_workbench.workspace.database import Workspace
+from esg_workbench.workspace.schema import workspace_locks as locks
 
 T = TypeVar("T")
 
@@ -56,10 +66,36 @@ class ChangedElsewhere(EsgError):
     hint = "Reload (close the editor and open it again) to see the other change, then make yours again."
 
 
-def lock_key(kind: str, *names: str) -> int:
-    """A stable 60-bit advisory lock key for a kind of thing and its names."""
+def lock_key(kind: str, *names: str) -> str:
+    """The key of a lock row: a digest of the kind of thing and its names (names may be
+    long; the organization is a column of its own)."""
     text = "\x1f".join(("esg-workbench", kind, *names))
-    return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _lock_row(workspace: Workspace, key: str) -> sa.Select:
+    return sa.select(locks.c.lock_key).where(locks.c.organization_id == workspace.organization_id,
+                                             locks.c.lock_key == key)
+
+
+def _create_lock_row(workspace: Workspace, key: str, kind: str, names: tuple[str, ...]) -> None:
+    """The lock's row, in a transaction of its own: committed at once, so that nobody
+    ever waits for the transaction that happened to create it."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    with workspace.engine.begin() as conn:
+        conn.execute(insert(locks).values(organization_id=workspace.organization_id, lock_key=key, kind=kind,
+                                          label=" / ".join(names)[:200]).on_conflict_do_nothing())
+
+
+def _try_row_lock(workspace: Workspace, conn: sa.Connection, kind: str, names: tuple[str, ...],
+                  shared: bool) -> bool | None:
+    """Take the lock if nobody holds it: True. False when someone does; None when the
+    lock's row does not exist yet (nobody has ever taken it)."""
+    key = lock_key(kind, *names)
+    if conn.execute(_lock_row(workspace, key).with_for_update(read=shared, skip_locked=True)).first() is not None:
+        return True
+    return False if conn.execute(_lock_row(workspace, key)).first() is not None else None
 
 
 def xact_lock(workspace: Workspace, conn: sa.Connection, kind: str, *names: str, shared: bool = False,
@@ -69,13 +105,58 @@ def xact_lock(workspace: Workspace, conn: sa.Connection, kind: str, *names: str,
     moves). PostgreSQL only: DuckDB's writers are serialized already."""
     if workspace.is_duckdb:
         return
-    mode = "_shared" if shared else ""
-    key = {"k": lock_key(kind, workspace.organization_id, *names)}
+    held = _try_row_lock(workspace, conn, kind, names, shared)
+    if held is None:
+        _create_lock_row(workspace, lock_key(kind, *names), kind, names)
+        held = _try_row_lock(workspace, conn, kind, names, shared)
+    if held:
+        return
     if waiting is not None:
-        if conn.execute(sa.text(f"SELECT pg_try_advisory_xact_lock{mode}(:k)"), key).scalar():
-            return
         waiting()
-    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock{mode}(:k)"), key)
+    conn.execute(_lock_row(workspace, lock_key(kind, *names)).with_for_update(read=shared))
+
+
+def try_xact_lock(workspace: Workspace, conn: sa.Connection, kind: str, *names: str) -> bool:
+    """Take the lock until `conn` commits if nobody holds it (True), else False at once.
+    A lock nobody ever took is free (and is not created)."""
+    if workspace.is_duckdb:
+        return True
+    return _try_row_lock(workspace, conn, kind, names, shared=False) is not False
+
+
+CONNECTOR_SYNC = "connector-sync"
+
+
+@contextlib.contextmanager
+def connector_sync_lock(workspace: Workspace, connector_id: str, *, attempts: int = 10,
+                        wait: float = 0.1) -> Iterator[bool]:
+    """Hold the connector's sync lock for the whole block (a sync spans many transactions:
+    the lock lives in a transaction of its own, on a connection of its own, that does
+    nothing else). Yields False, holding nothing, when another sync holds it. Another
+    process opening the workspace holds it for a moment while it checks for dead runs
+    (sync_records.mark_dead_runs): a few short tries tell that apart from a sync.
+    PostgreSQL only; on DuckDB it yields True."""
+    if workspace.is_duckdb:
+        yield True
+        return
+    names = (connector_id,)
+    _create_lock_row(workspace, lock_key(CONNECTOR_SYNC, *names), CONNECTOR_SYNC, names)
+    with workspace.engine.connect() as conn:
+        try:
+            for attempt in range(attempts):
+                # this transaction idles while the sync works: a server-wide idle timeout must not end it
+                conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+                if _try_row_lock(workspace, conn, CONNECTOR_SYNC, names, shared=False):
+                    break
+                conn.rollback()
+                if attempt + 1 < attempts:
+                    time.sleep(wait)
+            else:
+                yield False
+                return
+            yield True
+        finally:
+            conn.rollback()
 
 
 def lock_mapping_save(workspace: Workspace, conn: sa.Connection, name: str) -> None:

@@ -21,24 +21,11 @@ ENV_WORKSPACE = "ESG_WORKBENCH_WORKSPACE"
 ENV_ORGANIZATION = "ESG_WORKBENCH_ORGANIZATION"
 DEFAULT_ORGANIZATION = "default"
 
-# PostgreSQL advisory lock keys (any constant bigint unique to this app)
-AUDIT_LOCK_KEY = 0x45534757_0001  # (before organizations had chains of their own)
+# The PostgreSQL advisory lock of creating and upgrading the tables (any constant bigint
+# unique to this app). Only a migration takes it: opening a current workspace does not,
+# so no session holding it can keep analysts from their work (see concurrency.py for
+# the locks of everyday work, which are rows other organizations cannot see).
 MIGRATION_LOCK_KEY = 0x45534757_0002
-
-
-def connector_lock_key(connector_id: str) -> int:
-    """The PostgreSQL advisory lock a sync of this connector holds while it runs."""
-    import hashlib
-
-    return int(hashlib.sha1(connector_id.encode()).hexdigest()[:15], 16)
-
-
-def audit_lock_key(organization_id: str) -> int:
-    """The advisory lock serializing appends to one organization's audit chain: the chains
-    of two organizations are independent, so their writers never wait for each other."""
-    import hashlib
-
-    return int(hashlib.sha1(f"audit\0{organization_id}".encode()).hexdigest()[:15], 16)
 
 
 def utcnow() -> dt.datetime:
@@ -74,7 +61,7 @@ class Workspace:
     DuckDB allows one writing process; inside it, write transactions are serialized by
     a lock so that parallel syncs never conflict. On PostgreSQL, writers run in
     parallel; where two would step on each other (a mapping's versions, its staging
-    rows, the KPIs, the audit chain) advisory locks make one wait: see concurrency.py.
+    rows, the KPIs, the audit chain) row locks make one wait: see concurrency.py.
     """
 
     def __init__(self, kind: str, url: str, engine: sa.Engine, organization_id: str = DEFAULT_ORGANIZATION):
@@ -118,11 +105,6 @@ class Workspace:
         with self.engine.connect() as conn:
             yield conn
 
-    def lock_audit_chain(self, conn: sa.Connection) -> None:
-        """Serialize audit appends across processes until `conn` commits."""
-        if not self.is_duckdb:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": audit_lock_key(self.organization_id)})
-
     def close(self) -> None:
         self.engine.dispose()
 
@@ -148,11 +130,29 @@ class Workspace:
 
     def migrate_connection(self, conn: sa.Connection) -> int:
         """migrate() inside the caller's transaction (init-postgres runs it as the owner)."""
-        if not self.is_duckdb:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         version = self.schema_version(conn)
         if version == schema.SCHEMA_VERSION:
-            return version
+            return version  # the everyday case takes no lock that another session could hold
+        self._check_may_migrate(conn, version)
+        if not self.is_duckdb:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            version = self.schema_version(conn)  # another process may have migrated meanwhile
+            if version == schema.SCHEMA_VERSION:
+                return version
+            self._check_may_migrate(conn, version)
+        if version is None:
+            schema.metadata.create_all(conn)
+            self._set_version(conn, schema.SCHEMA_VERSION)
+            conn.execute(sa.insert(schema.workspace_meta).values(key="created_at", value=utcnow().isoformat()))
+            return schema.SCHEMA_VERSION
+        while version < schema.SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+            self._set_version(conn, version)
+        return version
+
+    def _check_may_migrate(self, conn: sa.Connection, version: int | None) -> None:
+        """Refuse a workspace of a newer app, and an upgrade by an analyst of a shared one."""
         if version is not None and version > schema.SCHEMA_VERSION:
             raise WorkspaceTooNew(
                 f"This workspace was made by a newer ESG Workbench (schema version {version}; "
@@ -167,16 +167,6 @@ class Workspace:
                     "that only its owner can make.",
                     hint="Ask the workspace's administrator to run: esg-workbench workspace init-postgres "
                          "WORKSPACE_URL --admin-url ADMIN_URL")
-        if version is None:
-            schema.metadata.create_all(conn)
-            self._set_version(conn, schema.SCHEMA_VERSION)
-            conn.execute(sa.insert(schema.workspace_meta).values(key="created_at", value=utcnow().isoformat()))
-            return schema.SCHEMA_VERSION
-        while version < schema.SCHEMA_VERSION:
-            MIGRATIONS[version](conn)
-            version += 1
-            self._set_version(conn, version)
-        return version
 
     @staticmethod
     def _owns_tables(conn: sa.Connection) -> bool:

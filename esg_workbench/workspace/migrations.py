@@ -49,10 +49,37 @@ def add_sync_request_and_deletes(conn: sa.Connection) -> None:
     _add_columns(conn, "connector_sync_state", [("syncs_since_deletes_check", "INTEGER")])
 
 
+def add_audit_heads_and_lock_rows(conn: sa.Connection) -> None:
+    """The audit chains' recorded heads, from the entries there are (issue 11), and the
+    organizations' lock rows (concurrency.py)."""
+    from esg_workbench.workspace import schema
+
+    schema.esg_audit_heads.create(conn, checkfirst=True)
+    schema.workspace_locks.create(conn, checkfirst=True)
+    audit, heads = schema.esg_ingestion_audit, schema.esg_audit_heads
+    quote = conn.dialect.identifier_preparer.quote
+    forced = conn.dialect.name == "postgresql" and conn.execute(sa.text(
+        "SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass('esg_ingestion_audit')")).scalar()
+    if forced:  # the owner (running this upgrade) reads every organization's chain, in this transaction only
+        conn.execute(sa.text(f"ALTER TABLE {quote(audit.name)} NO FORCE ROW LEVEL SECURITY"))
+    last = sa.select(audit.c.organization_id, sa.func.count().label("entries"), sa.func.max(audit.c.id).label("id")) \
+        .group_by(audit.c.organization_id).subquery()
+    recorded = set(conn.execute(sa.select(heads.c.organization_id)).scalars())
+    for org, entries, last_hash in conn.execute(
+            sa.select(last.c.organization_id, last.c.entries, audit.c.entry_hash).join(audit, audit.c.id == last.c.id)):
+        if org in recorded:
+            continue
+        conn.execute(sa.insert(heads).values(organization_id=org, entries=entries, last_hash=last_hash,
+                                             updated_at=sa.func.now()))
+    if forced:
+        conn.execute(sa.text(f"ALTER TABLE {quote(audit.name)} FORCE ROW LEVEL SECURITY"))
+
+
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
     add_sync_request_and_deletes,
+    add_audit_heads_and_lock_rows,
 ]
 
 

@@ -63,6 +63,7 @@ from typing import Any, Callable, Iterator
 import sqlalchemy as sa
 
 from esg_workbench.core.errors import ConfigError, WorkspaceError
+from esg_workbench.workspace import audit_trigger
 
 SETTING = "esg.organization_id"
 SESSION_FUNCTION = "esg_session_org"
@@ -392,7 +393,7 @@ def _policy_expressions(table: str, column: str = "organization_id") -> tuple[st
 
 
 def _privileges(table: str) -> set[str]:
-    if table in ("workspace_meta", "organizations"):
+    if table in ("workspace_meta", "organizations", "esg_audit_heads"):
         return {"SELECT"}
     if table == "esg_ingestion_audit":  # append-only
         return {"SELECT", "INSERT"}
@@ -664,6 +665,7 @@ SETUP_STEPS: list[Callable[[_Setup], None]] = [
     _functions,
     _fixed_tables,
     _Setup.audit_trigger,
+    audit_trigger.install,  # the server links audit entries and keeps each chain's head
     _Setup.statistics,
     _Setup.ddl_guard,
 ]

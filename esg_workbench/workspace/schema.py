@@ -314,3 +314,32 @@ esg_ingestion_audit = sa.Table(
     sa.Column("metadata", sa.Text, nullable=False),  # JSON, never a secret
     sa.Column("at", sa.DateTime, nullable=False, quote=True),  # a keyword in DuckDB
 )
+
+# since schema version 3 ---------------------------------------------------------------------
+
+# The head of each organization's audit chain: how many entries it has and the hash of
+# the last one. verify() compares the chain with it, so removed entries (the last ones,
+# or all of them) are found. On a shared PostgreSQL workspace only the server's audit
+# trigger writes it (audit_trigger.py); analysts may read their organization's head.
+esg_audit_heads = sa.Table(
+    "esg_audit_heads",
+    metadata,
+    sa.Column("organization_id", sa.String(64), primary_key=True, server_default="default"),
+    sa.Column("entries", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# One row per thing an organization's writers take turns on (a mapping's saves, its
+# applies, the KPIs, a connector's sync ...): concurrency.py locks the row (SELECT ... FOR
+# UPDATE / FOR SHARE). Row-level security hides other organizations' rows, so, unlike an
+# advisory lock key, nobody outside the organization can take such a lock.
+workspace_locks = sa.Table(
+    "workspace_locks",
+    metadata,
+    _org(),
+    sa.Column("lock_key", sa.String(40), nullable=False),  # sha1 of the kind and names
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),  # the names, for an administrator reading pg_locks
+    sa.PrimaryKeyConstraint("organization_id", "lock_key"),
+)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from esg_workbench.core.keys import decode_key, encode_key
 from esg_workbench.core.specs import ChunkRange, ChunkStatus, SyncStatus
-from esg_workbench.workspace.database import Workspace, connector_lock_key, utcnow
+from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import connector_sync_chunks as chunks
 from esg_workbench.workspace.schema import connector_sync_logs as logs
 from esg_workbench.workspace.schema import connector_sync_state as state
@@ -134,16 +134,16 @@ def mark_interrupted(workspace: Workspace, conn: sa.Connection, connector_id: st
 def mark_dead_runs(workspace: Workspace) -> None:
     """On opening: runs still 'running' whose process is gone (killed, crashed, machine
     off) are marked interrupted. A DuckDB workspace has one process, so every such run
-    is dead; on PostgreSQL a live run holds its connector's advisory lock."""
+    is dead; on PostgreSQL a live run holds its connector's sync lock."""
+    from esg_workbench.workspace import concurrency
+
     with workspace.transaction() as conn:
         running = conn.execute(sa.select(logs.c.connector_id).distinct().where(
             logs.c.organization_id == workspace.organization_id,
             logs.c.status == SyncStatus.RUNNING.value)).scalars().all()
         for connector_id in running:
-            if not workspace.is_duckdb:
-                key = connector_lock_key(connector_id)
-                if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
-                    continue  # that sync is alive in another process
+            if not concurrency.try_xact_lock(workspace, conn, concurrency.CONNECTOR_SYNC, connector_id):
+                continue  # that sync is alive in another process
             mark_interrupted(workspace, conn, connector_id)
 
 

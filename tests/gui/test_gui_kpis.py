@@ -150,6 +150,11 @@ def test_export_csv_and_xlsx_and_read_them_back(qtbot, kpis, tmp_path):
     assert float(line[2]) == pytest.approx(cell["value"])
     flagged = [r for r in rows[1:] if r[-1]]
     assert flagged and all(isinstance(json.loads(r[-1]), dict) for r in flagged)
+    from esg_workbench.audit import chain
+
+    anchor = str(chain.anchor(kpis.workspace))  # the file is a witness of the audit chain
+    assert rows[0][-2] == "audit_chain_head" and {r[-2] for r in rows[1:]} == {anchor}
+    assert chain.verify(kpis.workspace, anchor=chain.Head.parse(anchor)).ok
 
     with qtbot.waitSignal(kpis.exported, timeout=30000):
         kpis.export(str(tmp_path / "kpis.xlsx"))
@@ -166,6 +171,8 @@ def test_export_csv_and_xlsx_and_read_them_back(qtbot, kpis, tmp_path):
     mine = next(r for r in values[1:] if r[header.index("id")] == cell["id"])
     assert mine[header.index("result_hash")] == cell["result_hash"]
     assert mine[header.index("site")] == "(all sites)"
+    about = dict(book["About"].iter_rows(values_only=True))
+    assert about["Audit chain head"] == anchor and about["Check later with"].endswith(f"--anchor {anchor}")
 
 
 def test_main_window_mapping_and_kpi_tabs_from_apply_to_the_table(qtbot, make_window, tmp_path_factory, tmp_path,

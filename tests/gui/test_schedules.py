@@ -314,11 +314,9 @@ def pg_workspace_url():
 
 
 def test_a_schedule_whose_connector_syncs_in_another_process_is_skipped(qtbot, make_window, pg_workspace_url, source):
-    """Another process holds the connector's sync lock (a PostgreSQL advisory lock):
-    the engine refuses with SyncBusy and the schedule records `skipped`."""
-    import psycopg
-
-    from esg_workbench.workspace.database import connector_lock_key
+    """Another process holds the connector's sync lock (a row lock on a connection of
+    its own): the engine refuses with SyncBusy and the schedule records `skipped`."""
+    from esg_workbench.workspace import concurrency
 
     window = make_window(pg_workspace_url)
     add_connector(qtbot, window, source, "erp", chunk_size=10_000)
@@ -326,16 +324,16 @@ def test_a_schedule_whose_connector_syncs_in_another_process_is_skipped(qtbot, m
     scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="UTC")
     make_due(ws, "nightly")
     connector_id = scheduler.get_job(ws, "nightly").connector_id
-    other = psycopg.connect(pg_workspace_url, autocommit=True)
+    other = concurrency.connector_sync_lock(ws, connector_id)
     try:
-        other.execute("SELECT pg_advisory_lock(%s)", (connector_lock_key(connector_id),))
+        assert other.__enter__()
         notices: list[str] = []
         window.notice.connect(notices.append)
         with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=30000) as blocker:
             window.scheduler.check_now()
         outcome = blocker.args[0]
     finally:
-        other.close()
+        other.__exit__(None, None, None)
     assert outcome.status == "skipped"
     assert "already syncing in another ESG Workbench process" in outcome.message
     assert any("skipped (schedule 'nightly')" in n and "another ESG Workbench process" in n for n in notices)

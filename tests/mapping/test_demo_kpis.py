@@ -46,6 +46,7 @@ def test_cli_kpi_report_formats(demo_ws, tmp_path):
     csv_out = run("kpi", "report", "--period", "2024", "--format", "csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert csv_out.stdout.splitlines()[0].startswith("period,site,energy_total,ghg_scope1")
+    assert csv_out.stdout.splitlines()[0].endswith(",audit_chain_head,flags")  # the report is a witness
     rows = json.loads(run("kpi", "report", "--period", "2024-Q1", "--format", "json").stdout)
     assert {r["site"] for r in rows} >= {"DE-MUC", "(all sites)"}
     table = run("kpi", "report", "--period", "2024")
@@ -54,3 +55,10 @@ def test_cli_kpi_report_formats(demo_ws, tmp_path):
     assert shown.returncode == 0 and "headcount#" in shown.stdout
     listed = run("mapping", "list")
     assert "sample_erp" in listed.stdout
+    from esg_workbench.audit import chain
+
+    anchor = str(chain.anchor(ws))  # (opens the file again: after the last command)
+    ws.engine.dispose()
+    anchored = [line for line in csv_out.stdout.splitlines()[1:] if line]
+    assert anchored and all(f",{anchor}," in line for line in anchored)
+    assert {r["audit_chain_head"] for r in rows} == {anchor}
