@@ -38,7 +38,7 @@ from esg_workbench.core.specs import (
     SyncStatus,
     TableInfo,
 )
-from esg_workbench.sync import planner
+from esg_workbench.sync import file_changes, planner
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace, connector_lock_key
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
@@ -238,6 +238,7 @@ class SyncEngine:
             try:
                 connector = self.open_connector(record)
                 streams = self._streams(record, connector, request)
+                watch = file_changes.watch(ws, record, connector, streams, request)  # None unless a file source
                 for stream in streams:
                     self.cancel.raise_if_cancelled()
                     result = StreamResult(stream.qualified)
@@ -248,6 +249,8 @@ class SyncEngine:
                         raise
                     except EsgError as exc:
                         result.error = exc.describe()
+                if watch is not None:  # new, deleted and left-out files; what the readers noticed
+                    watch.report(results)
             except Cancelled:
                 status, error = SyncStatus.CANCELLED, "Cancelled by the user. Resume continues from the last landed chunk."
             except EsgError as exc:

@@ -102,6 +102,10 @@ def validate_connector(workspace: Workspace, name: str, engine: SyncEngine | Non
 class DiscoverResult:
     tables: list[TableInfo]
     drift: dict[str, Drift] = field(default_factory=dict)
+    #: tables the source lists but could not read, with why (they stay in the sync's scope)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    #: what the source noticed per table (file sources: encoding, header row, formats)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
 
 def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | None = None,
@@ -135,9 +139,12 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
                 info.sample_rows = connector.sample(info.stream, sample_rows)
                 with workspace.transaction() as conn:
                     schema_cache.save_samples(workspace, conn, record.id, info.stream, info.sample_rows)
+        unreadable = dict(getattr(connector, "unreadable", {}))
+        notes = {i.stream.qualified: connector.notes(i.stream.qualified) for i in infos} \
+            if hasattr(connector, "notes") else {}
     finally:
         connector.close()
-    return DiscoverResult(infos, drift)
+    return DiscoverResult(infos, drift, unreadable, {k: v for k, v in notes.items() if v})
 
 
 def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAULT_SAMPLE_ROWS,

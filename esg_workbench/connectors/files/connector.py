@@ -31,7 +31,7 @@ from esg_workbench.connectors.files.model import (
     file_format,
 )
 from esg_workbench.connectors.files.tables import TableFiles, group, partition_columns, partition_value, partitions
-from esg_workbench.core.errors import ConfigError, EsgError, TableMissing
+from esg_workbench.core.errors import ConfigError, EsgError, PermissionDenied, TableMissing
 from esg_workbench.core.specs import (
     CancelToken,
     ChunkRange,
@@ -125,11 +125,9 @@ class FileConnector:
             self._tables = group(self._entries(), self.store.root_name, self._sheets_of)
         return self._tables
 
-    def _sheets_of(self, entry: FileEntry) -> list[str]:
+    def _sheets_of(self, entry: FileEntry, table: str) -> list[str]:
         """The sheets of a root workbook that hold tables, unless a sheet is chosen."""
-        from esg_workbench.connectors.files.tables import table_name
-
-        options = self.options.for_table(table_name(entry.rel, self.store.root_name))
+        options = self.options.for_table(table)
         if options.sheet:
             return []
         try:
@@ -181,7 +179,7 @@ class FileConnector:
                 continue
             try:
                 infos.append(self._describe(groups[name]))
-            except BadFile as exc:
+            except (BadFile, PermissionDenied, TableMissing) as exc:  # this table's own trouble
                 self.unreadable[name] = exc.describe()
                 if streams is not None:
                     raise
@@ -301,9 +299,9 @@ class FileConnector:
 
     # --- what a sync should hear about ------------------------------------------------------------
 
-    def current_files(self) -> dict[str, list[str]]:
-        """The files of every table as listed now."""
-        return {name: [e.path for e in table.files] for name, table in self._groups().items()}
+    def current_files(self) -> dict[str, dict[str, int]]:
+        """{table: {file: size}} as listed now."""
+        return {name: {e.path: e.size for e in table.files} for name, table in self._groups().items()}
 
     def run_notes(self, table: str) -> list[str]:
         """Warnings of the files read for a table since the connector was opened."""

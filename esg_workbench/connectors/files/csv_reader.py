@@ -258,24 +258,49 @@ def _problem(store: FileStore, entry: FileEntry, gz: bool, layout: CsvLayout, ex
 
 def _local_formats(text: pa.RecordBatch, inferred: pa.RecordBatch, options: FileOptions) -> tuple[pa.Schema, list[str]]:
     """The inferred schema with text columns that read as local numbers or dates retyped
-    (their format in the field's metadata), and what was found, for discovery."""
+    (their format in the field's metadata), and what was found, for discovery. A file
+    whose numbers elsewhere have decimal commas reads "1.000" as a thousand, not as one."""
     forced = options.decimal is not None or options.thousands is not None or options.date_format is not None
-    fields, found = [], []
+    found: list[str] = []
+    detected: dict[str, tuple] = {}
+
+    def values(name: str) -> list:
+        return text.column(text.schema.get_field_index(name)).to_pylist()
+
     for field in inferred.schema:
-        column = text.column(text.schema.get_field_index(field.name))
-        typed = pa.types.is_string(field.type) or pa.types.is_null(field.type)
-        if typed or (forced and (pa.types.is_integer(field.type) or pa.types.is_floating(field.type))):
-            detected = formats.detect(column.to_pylist(), options)
-            if isinstance(detected, tuple):
-                fmt, type_ = detected
-                fields.append(pa.field(field.name, type_, metadata=fmt.to_meta()))
-                found.append(f"column '{field.name}': {fmt.describe()}")
-                continue
-            if detected == "ambiguous":
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        if pa.types.is_string(field.type) or pa.types.is_null(field.type) or (forced and numeric):
+            result = formats.detect(values(field.name), options)
+            if isinstance(result, tuple):
+                detected[field.name] = result
+            elif result == "ambiguous":
                 found.append(f"column '{field.name}' is kept as text: its values read as numbers or dates in more "
                              "than one way (set the options decimal, thousands or date_format)")
-        fields.append(field)
+    commas = any(f.kind == "number" and f.decimal == "," for f, _ in detected.values())
+    if commas and options.decimal is None:
+        as_file = dataclasses.replace(options, decimal=",")
+        for field in inferred.schema:
+            if field.name not in detected and pa.types.is_floating(field.type):
+                result = formats.detect(values(field.name), as_file)
+                if isinstance(result, tuple):
+                    detected[field.name] = result
+    fields = []
+    for field in inferred.schema:
+        if field.name in detected:
+            fmt, type_ = detected[field.name]
+            fields.append(pa.field(field.name, type_, metadata=fmt.to_meta()))
+            found.append(f"column '{field.name}': {fmt.describe()}")
+        else:
+            fields.append(field)
+            if pa.types.is_floating(field.type) and not forced and _three_decimals(values(field.name)):
+                found.append(f"column '{field.name}' is read with a decimal point (1.000 is one); if its points "
+                             "separate thousands, set the option thousands=.")
     return pa.schema(fields), found
+
+
+def _three_decimals(values: list) -> bool:
+    filled = [v.strip() for v in values if v and v.strip()]
+    return bool(filled) and all(re.fullmatch(r"[+-]?\d{1,3}\.\d{3}", v) for v in filled)
 
 
 def infer(store, entry, gz, options) -> Sample | None:

@@ -75,8 +75,8 @@ def partition_value(text: str | None, type_: pa.DataType):
 
 
 def group(entries: list[FileEntry], root_name: str, sheets_of) -> dict[str, TableFiles]:
-    """Tables by name. `sheets_of(entry)` lists the sheets of a root workbook that hold a
-    table (called only for workbooks directly in the root)."""
+    """Tables by name. `sheets_of(entry, table)` lists the sheets of a root workbook that
+    hold a table (called only for a workbook directly in the root, alone in its table)."""
     folders: dict[str, list[FileEntry]] = {}
     roots: dict[str, list[FileEntry]] = {}
     for entry in entries:
@@ -99,7 +99,7 @@ def group(entries: list[FileEntry], root_name: str, sheets_of) -> dict[str, Tabl
             name = new
         workbooks = [e for e in files if file_format(e.rel)[0] == "xlsx"]
         if len(workbooks) == 1 and len(files) == 1:
-            sheets = sheets_of(workbooks[0])
+            sheets = sheets_of(workbooks[0], name)
             if len(sheets) > 1:  # one table per sheet that holds one
                 for sheet in sheets:
                     tables[f"{name} / {' '.join(sheet.split())}"] = TableFiles(
