@@ -343,8 +343,9 @@ def test_one_broken_file_does_not_stop_discovery_and_its_table_heals_without_red
     place.put("trips/a.jsonl", b'{"who": "x", "km": 1}\nnot json at all\n')
     place.put("water/a.parquet", b"PAR1 this is not parquet")
     name = connect(ws, place)
-    found = discover(ws, place, name)
+    found = discover(ws, place, name, sample_rows=3)
     assert sorted(t.stream.table for t in found.tables) == ["energy", "trips", "water"]
+    assert next(t for t in found.tables if t.stream.table == "energy").sample_rows[0]["site"] == "A"
     assert [c.name for c in next(t for t in found.tables if t.stream.table == "trips").columns][0] == "_esg_file"
     assert "line 2: malformed JSON line" in found.unreadable["trips"]
     assert "is not a readable Parquet file" in found.unreadable["water"]
@@ -396,3 +397,80 @@ def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fa
         gone = run(ws, place, name)
         assert gone.status is SyncStatus.SUCCESS, gone.error
         assert "all its files were deleted" in notes_of(gone, "fuel")
+
+
+# --- the detectors, case by case -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, found", [
+    (["1.234,56", "7,5", "12.000"], ("number", ",", ".", "float64")),
+    (["1,234.56", "7.5", "12,000"], ("number", ".", ",", "float64")),
+    (["1.234", "5.678.901"], ("number", ",", ".", "int64")),
+    (["1 234", "12 000 000"], ("number", ".", " ", "int64")),
+    (["1,5", "-2,25", "+3"], ("number", ",", "", "float64")),
+    (["1'234.50", "12.5"], ("number", ".", "'", "float64")),
+    (["1,500", "2,250"], "ambiguous"),  # 1.5 or 1500
+    (["31.12.2024", "01.01.2025"], ("date", "%d.%m.%Y")),
+    (["13/01/2024", "01/02/2024"], ("date", "%d/%m/%Y")),
+    (["01/13/2024", "02/01/2024"], ("date", "%m/%d/%Y")),
+    (["01/02/2024", "03/04/2024"], "ambiguous"),  # day first or month first
+    (["31.12.2024 13:45", "01.01.2025 00:00"], ("timestamp", "%d.%m.%Y %H:%M")),
+    (["Müller", "12,5"], None),
+    (["12", "13"], None),  # plain whole numbers: Arrow's own reading stands
+    (["1.2.3", "4,5"], None),
+])
+def test_local_number_and_date_formats_are_found_only_when_unambiguous(values, found):
+    from esg_workbench.connectors.files import formats
+    from esg_workbench.connectors.files.model import FileOptions
+
+    result = formats.detect(values + [None, ""], FileOptions())
+    if found is None or found == "ambiguous":
+        assert result == found
+        return
+    fmt, type_ = result
+    if fmt.kind == "number":
+        assert (fmt.kind, fmt.decimal, fmt.thousands, str(type_).replace("double", "float64")) == found
+    else:
+        assert (fmt.kind, fmt.date_format) == found
+    parsed = fmt.parse(pa.array(values + [None]), type_).to_pylist()
+    assert parsed[-1] is None and None not in parsed[:-1]
+
+
+def test_a_value_that_does_not_read_in_the_detected_format_names_its_line(ws, tmp_path):
+    root = tmp_path / "src"
+    place = Local(root)
+    root.mkdir()
+    # types come from the first three files (in path order); the fourth is read as they say
+    place.put("energy/a.csv", b"site;kwh\nA;1.234,5\nB;7,5\n")
+    place.put("energy/b.csv", b"site;kwh\nC;2\n")
+    place.put("energy/c.csv", b"site;kwh\nD;3,25\n")
+    place.put("energy/d.csv", b"site;kwh\nE;2,5\nF;lots\n")
+    name = connect(ws, place, load_type="delta")
+    result = run(ws, place, name)
+    assert result.status is SyncStatus.PARTIAL_SUCCESS
+    errors = [c["error"] for c in operations.connector_status(ws, name)["failed_chunks"]]
+    assert len(errors) == 1 and "energy/d.csv, line 3, column 'kwh': 'lots' is not a number" in errors[0]
+    assert rows(ws, result.streams[0].raw_table, ["site", "kwh"]) == [("A", 1234.5), ("B", 7.5), ("C", 2.0), ("D", 3.25)]
+
+
+def test_header_detection_keeps_line_one_when_rows_carry_trailing_delimiters(ws, tmp_path):
+    root = tmp_path / "src"
+    place = Local(root)
+    root.mkdir()
+    place.put("a/x.csv", b"site,kwh\nA,1,\nB,2,\n")  # data rows end in a delimiter, the header not
+    place.put("b/x.csv", b"Report\n\nsite;kwh\nA;1\n")
+    place.put("c/x.csv", "site,kwh\n".encode() + ("Zürich,1\n" * 120_000).encode() + "Müller,2\n".encode("cp1252"))
+    place.put("d/x.csv", "site,kwh\nZürich,1\n".encode() + "Müller,2\n".encode("cp1252"))
+    name = connect(ws, place)
+    found = discover(ws, place, name, sample_rows=2)
+    tables = {t.stream.table: t for t in found.tables}
+    assert [c.name for c in tables["a"].columns[:3]] == ["site", "kwh", "column_3"]
+    assert [c.name for c in tables["b"].columns[:2]] == ["site", "kwh"]
+    result = run(ws, place, name)
+    assert by_stream(result)["a"].rows_written == 2 and by_stream(result)["b"].rows_written == 1
+    # valid UTF-8 for its first MiB, then a Windows-1252 byte: refused by name, not landed as bytes
+    error = by_stream(result)["c"].error or "\n".join(c["error"] for c in operations.connector_status(ws, name)["failed_chunks"])
+    assert "is not valid utf-8 text" in error and "option encoding" in error
+    # UTF-8 letters and Windows-1252 bytes in one file: no encoding reads it right, so none is guessed
+    assert "mixes UTF-8 text with bytes that are not UTF-8" in found.unreadable["d"]
+    assert "option encoding" in by_stream(result)["d"].error

@@ -247,7 +247,9 @@ class FileConnector:
         for sample in samples:
             notes += [n for n in sample.notes if n not in notes]
         keys = partition_columns(table.files)
-        keys = {k: options.column_types.get(k, t) for k, t in keys.items() if k not in samples[0].schema.names}
+        taken = {n.lower() for n in samples[0].schema.names}  # a file's own column wins (names ignore case)
+        keys = {k: options.column_types.get(k, t) for k, t in keys.items()
+                if k.lower() not in taken and not k.lower().startswith("_esg_")}
         if keys:
             notes.append("columns from key=value folders: " + ", ".join(f"{k} ({type_family(t)})" for k, t in keys.items()))
         total = sum(e.size for e in table.files)
@@ -283,7 +285,10 @@ class FileConnector:
     def sample(self, stream: StreamRef, limit: int) -> list[dict[str, Any]]:
         from esg_workbench.connectors.sql import json_safe
 
-        table, described = self._table_described(stream)
+        try:
+            table, described = self._table_described(stream)
+        except (BadFile, PermissionDenied):
+            return []  # an unreadable table has no rows to show; discovery lists its error
         out: list[dict[str, Any]] = []
         for entry in table.files:
             if len(out) >= limit:

@@ -88,16 +88,17 @@ def sniff_delimiter(text: str, path: str) -> str:
 
 
 def _header_at(records: list[tuple[int, list[str]]]) -> int:
-    """The index of the header among a head's records: the first as wide as most rows,
-    at least half filled, not all numbers (title lines above it are skipped)."""
-    widths = _widths(records)
-    if not widths:
+    """The index of the header among a head's records: the first with as many filled
+    cells as most rows have, not all numbers (title lines above it, which fill fewer
+    cells, are skipped)."""
+    counts = Counter(sum(1 for c in r if c.strip()) for _, r in records)
+    counts.pop(0, None)
+    if not counts:
         return 0
-    width = max(widths.items(), key=lambda wc: (wc[1], wc[0]))[0]
+    usual = max(counts.items(), key=lambda fc: (fc[1], fc[0]))[0]
     for i, (_, record) in enumerate(records):
         filled = [c for c in record if c.strip()]
-        if len(record) >= width and len(filled) * 2 >= width and filled and \
-                not all(re.fullmatch(r"[\d.,\s+-]+", c) for c in filled):
+        if len(filled) >= usual and not all(re.fullmatch(r"[\d.,\s+-]+", c) for c in filled):
             return i
     return 0
 
@@ -105,6 +106,14 @@ def _header_at(records: list[tuple[int, list[str]]]) -> int:
 def layout_of(head: bytes, complete: bool, entry: FileEntry, options: FileOptions) -> CsvLayout | None:
     encoding = detect_encoding(head, entry.path, options.encoding, complete)
     text = head[encoding.bom:].decode(encoding.name, errors="replace")
+    lines = (options.header_row or 0) + HEAD_LINES
+    cut = -1
+    for _ in range(lines):  # the layout is told from the first lines, not the whole MiB
+        cut = text.find("\n", cut + 1)
+        if cut < 0:
+            break
+    if cut >= 0:
+        text = text[:cut + 1]
     if options.header_row:
         lines = text.splitlines()
         if len(lines) < options.header_row or not lines[options.header_row - 1].strip():
@@ -115,7 +124,7 @@ def layout_of(head: bytes, complete: bool, entry: FileEntry, options: FileOption
         if index is None:
             return None
         end, header = records[index]
-        return CsvLayout(clean_names(header), delimiter, end, encoding)
+        return CsvLayout(_names(header, records[index + 1:]), delimiter, end, encoding)
     if not text.strip():
         return None  # an empty file
     delimiter = options.delimiter or sniff_delimiter(text, entry.path)
@@ -125,7 +134,15 @@ def layout_of(head: bytes, complete: bool, entry: FileEntry, options: FileOption
         return None
     index = _header_at(records)
     end, header = records[index]
-    return CsvLayout(clean_names(header), delimiter, end, encoding, found_header=end > 1)
+    return CsvLayout(_names(header, records[index + 1:]), delimiter, end, encoding, found_header=end > 1)
+
+
+def _names(header: list[str], rows: list[tuple[int, list[str]]]) -> list[str]:
+    """The header's names, and names by position for values past its end that most rows
+    have (rows that end in a delimiter the header does not have)."""
+    widths = _widths(rows)
+    width = max(widths.items(), key=lambda wc: (wc[1], wc[0]))[0] if widths else 0
+    return clean_names(header + [""] * (width - len(header)))
 
 
 def _is_totals(line: bytes, delimiter: str) -> bool:
@@ -169,7 +186,8 @@ def _open(store: FileStore, entry: FileEntry, gz: bool, options: FileOptions):
     empty file."""
     raw = sequential(store, entry, gz)
     try:
-        head, complete = read_head(raw, (options.header_row or HEAD_LINES) + 1)
+        # the encoding is told from the first MiB: what Arrow's types are inferred from
+        head, complete = read_head(raw, (options.header_row or HEAD_LINES) + 1, min_bytes=INFER_BYTES)
         layout = layout_of(head, complete, entry, options)
     except BaseException:
         raw.close()

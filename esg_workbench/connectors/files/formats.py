@@ -130,7 +130,8 @@ def _detect_number(values: list[str], options: FileOptions) -> tuple[TextFormat,
         return "ambiguous"
     (decimal, thousands), numbers = next(iter(readings.items()))
     if not any(decimal in v for v in values) and options.decimal is None:
-        decimal = "."  # no value has a decimal part: which sign it would be is not known, nor needed
+        # no value has a decimal part: the sign is not known, nor needed; not the thousands'
+        decimal = "," if thousands == "." else "."
         if not any(thousands in v for v in values if thousands):
             return None  # plain whole numbers: nothing local about them
     whole = all(n.is_integer() for n in numbers) and not any(decimal in v for v in values)

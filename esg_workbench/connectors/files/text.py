@@ -25,7 +25,7 @@ class Replay:
     handed out again before the rest."""
 
     def __init__(self, head: bytes, rest):
-        self._head = head
+        self._head = bytearray(head)  # deleting from its front is cheap
         self._rest = rest
         self.closed = False
 
@@ -35,9 +35,11 @@ class Replay:
     def read(self, n: int = -1) -> bytes:
         if self._head:
             if n is None or n < 0:
-                out, self._head = self._head + bytes(self._rest.read()), b""
+                out = bytes(self._head) + bytes(self._rest.read())
+                self._head = bytearray()
                 return out
-            out, self._head = self._head[:n], self._head[n:]
+            out = bytes(self._head[:n])
+            del self._head[:n]
             return out
         return bytes(self._rest.read(n))
 
@@ -54,11 +56,11 @@ def sequential(store: FileStore, entry: FileEntry, gz: bool):
     return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip")
 
 
-def read_head(stream, lines: int, limit: int = 16 << 20) -> tuple[bytes, bool]:
-    """At least `lines` complete lines (or all of a short file), in 64 KiB steps, and
-    whether that is the whole file."""
+def read_head(stream, lines: int, limit: int = 16 << 20, min_bytes: int = 0) -> tuple[bytes, bool]:
+    """At least `lines` complete lines and `min_bytes` (or all of a short file), in 64 KiB
+    steps, and whether that is the whole file."""
     head = b""
-    while head.count(b"\n") < lines and len(head) < limit:
+    while (head.count(b"\n") < lines or len(head) < min_bytes) and len(head) < limit:
         block = stream.read(1 << 16)
         if not block:
             return head, True
@@ -114,13 +116,18 @@ def detect_encoding(head: bytes, path: str, wanted: str | None, complete: bool) 
         return Encoding(utf16, note=f"{path} has no byte order mark but reads as {utf16.upper()}.")
     if _valid_utf8(head, complete):
         return Encoding("utf-8")
+    first = _first_invalid(head)
+    if any(ord(c) > 127 and c != "\ufffd" for c in head.decode("utf-8", errors="replace")):
+        # UTF-8 letters and other bytes in one file: no single encoding reads it right
+        raise BadFile(f"{path} mixes UTF-8 text with bytes that are not UTF-8 (the first at byte {first}).",
+                      hint="Save the file in one encoding (UTF-8), or set the connector option encoding to the "
+                           "one most of it is in, then use Retry failed chunks.")
     try:
         head.decode(FALLBACK)
     except UnicodeDecodeError:
         raise BadFile(f"{path} is not UTF-8 text, and not Windows-1252 either: its encoding is unknown.",
                       hint="Set the connector option encoding (e.g. latin-1, cp1250, utf-16), "
                            "then use Retry failed chunks.") from None
-    first = _first_invalid(head)
     return Encoding(FALLBACK, note=(
         f"{path} is not UTF-8 (byte {first} is not); it was read as Windows-1252 (cp1252). "
         "If its letters look wrong, set the option encoding (e.g. latin-1, cp1250)."))
@@ -158,7 +165,7 @@ class Utf8Stream:
         self._path = path
         self._decoder = codecs.getincrementaldecoder(encoding.name)()
         self._skip = encoding.bom
-        self._buffer = b""
+        self._buffer = bytearray()
         self._done = False
         self._offset = 0
         self.closed = False
@@ -181,11 +188,10 @@ class Utf8Stream:
             self._done = not block
 
     def read(self, n: int = -1) -> bytes:
-        self._fill(1 << 62 if n is None or n < 0 else n)
-        if n is None or n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
+        want = 1 << 62 if n is None or n < 0 else n
+        self._fill(want)
+        out = bytes(self._buffer[:want])
+        del self._buffer[:want]
         return out
 
     def close(self) -> None:
@@ -201,39 +207,39 @@ class HoldLastLines:
         self._raw = raw
         self._keep = keep
         self._drop = drop
-        self._pending = b""  # bytes not yet handed out: they hold at most `keep` line ends more
-        self._out = b""
+        self._pending = b""  # bytes not yet handed out: the last `keep` non-blank lines and an unfinished one
+        self._out = bytearray()  # ready to hand out (deleting from its front is cheap)
         self._done = False
         self.closed = False
 
     def readable(self) -> bool:
         return True
 
-    def _release(self) -> None:
-        """Hand out everything but the last `keep` non-blank lines (and what follows them)."""
-        lines = self._pending.split(b"\n")
-        lines.pop()  # an unfinished line stays pending
-        count, cut = 0, len(lines)
-        while cut > 0 and count < self._keep:
-            cut -= 1
-            if lines[cut].strip():
+    def _held_from(self) -> int:
+        """Where the last `keep` non-blank complete lines of the pending bytes start, or
+        -1 when it holds fewer (found from the end: a few rfind calls per block)."""
+        pos = self._pending.rfind(b"\n")  # the end of the last complete line
+        count = 0
+        while pos >= 0:
+            start = self._pending.rfind(b"\n", 0, pos)
+            if self._pending[start + 1:pos].strip():
                 count += 1
-        if count < self._keep:
-            return
-        ready = b"".join(line + b"\n" for line in lines[:cut])
-        self._out += ready
-        self._pending = self._pending[len(ready):]
+                if count == self._keep:
+                    return start + 1
+            pos = start
+        return -1
+
+    def _hand_out(self, data: bytes) -> None:
+        self._out += data
 
     def _finish(self) -> None:
         lines = self._pending.split(b"\n")
         filled = [i for i, line in enumerate(lines) if line.strip()]
         n = self._drop([lines[i] for i in filled]) if filled else 0
         if n:
-            cut = filled[len(filled) - n]
-            lines = lines[:cut]
-            self._out += b"".join(line + b"\n" for line in lines)
+            self._hand_out(b"".join(line + b"\n" for line in lines[:filled[len(filled) - n]]))
         else:
-            self._out += self._pending
+            self._hand_out(self._pending)
         self._pending = b""
         self._done = True
 
@@ -245,11 +251,12 @@ class HoldLastLines:
                 self._finish()
                 break
             self._pending += block
-            self._release()
-        if n is None or n < 0:
-            out, self._out = self._out, b""
-        else:
-            out, self._out = self._out[:n], self._out[n:]
+            cut = self._held_from()
+            if cut > 0:
+                self._hand_out(self._pending[:cut])
+                self._pending = self._pending[cut:]
+        out = bytes(self._out[:want])
+        del self._out[:want]
         return out
 
     def close(self) -> None:
