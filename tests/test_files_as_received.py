@@ -474,3 +474,27 @@ def test_header_detection_keeps_line_one_when_rows_carry_trailing_delimiters(ws,
     # UTF-8 letters and Windows-1252 bytes in one file: no encoding reads it right, so none is guessed
     assert "mixes UTF-8 text with bytes that are not UTF-8" in found.unreadable["d"]
     assert "option encoding" in by_stream(result)["d"].error
+
+
+def test_the_cli_shows_what_discovery_detected_and_what_a_sync_noticed(tmp_path):
+    from tests.test_cli import cli
+
+    root = tmp_path / "exports"
+    place = Local(root)
+    root.mkdir()
+    place.put("energie/werke.csv", ERP.encode("cp1252"))
+    place.put("trips/a.jsonl", b"not json\n")
+    workspace = str(tmp_path / "cli.duckdb")
+    added = cli(workspace, "connector", "add", "exports", "--type", "files", "--option", f"path={root}",
+                "--option", "trips.encoding=utf-8")
+    assert added.returncode == 0, added.stderr
+    found = cli(workspace, "connector", "discover", "exports")
+    assert found.returncode == 0, found.stderr
+    assert "energie: column 'Menge kWh': numbers written like 1.234,56 (decimal ',', thousands '.')" in found.stdout
+    assert "energie: header on line 4" in found.stdout
+    assert "Could not read trips (it stays in the sync, which tries it again): " in found.stdout
+    assert "trips/a.jsonl, line 1: malformed JSON line" in found.stdout
+    synced = cli(workspace, "sync", "exports")
+    assert synced.returncode != 0  # trips cannot be read: a partial success
+    assert "note: energie/werke.csv: skipped the totals row at its end" in synced.stdout
+    assert "error: " in synced.stdout and "malformed JSON line" in synced.stdout
