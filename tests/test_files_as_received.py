@@ -221,6 +221,10 @@ def test_encodings_are_detected_or_refused_by_name_never_landed_as_bytes(ws, pla
     assert "unknown" in found.unreadable and "encoding" in found.unreadable["unknown"]
     result = run(ws, place, other, tables=["unknown"])
     assert result.status is SyncStatus.FAILED and "option encoding" in result.streams[0].error
+    # the wrong encoding set by hand: refused, not landed as bytes
+    wrong = connect(ws, place, **{"latin.encoding": "utf-8"})
+    result = run(ws, place, wrong, tables=["latin"])
+    assert result.status is SyncStatus.FAILED and "is not valid utf-8 text" in result.streams[0].error
     # ... and read once the encoding is set for that table
     fixed = connect(ws, place, **{"unknown.encoding": "cp437"})
     result = run(ws, place, fixed, tables=["unknown"])
@@ -312,7 +316,8 @@ def _workbook(sheets: dict[str, list[list]]) -> bytes:
 def test_workbook_sheets_are_tables_with_dates_and_a_file_beside_its_folder_stays_apart(ws, place):
     place.put("readings.xlsx", _workbook({
         "Cover": [["Readings 2024"], ["Status:", "final"], ["Owner:", "Facilities"]],
-        "Strom": [["Standort", "Tag", "kWh"], ["A", dt.datetime(2024, 1, 1), 5], ["B", dt.datetime(2024, 1, 2), 6.5]],
+        "Strom": [["Standort", "Tag", "kWh"], ["A", dt.datetime(2024, 1, 1), 5], ["B", dt.datetime(2024, 1, 2), 6.5],
+                  [None, None, None], ["Gesamt", None, 11.5]],
         "Gas": [["Standort", "abgelesen", "m3"], ["A", dt.datetime(2024, 1, 1, 7, 30), 1]],
     }))
     place.put("readings/2024-01.csv", b"site,kwh\nA,1\n")
@@ -330,6 +335,7 @@ def test_workbook_sheets_are_tables_with_dates_and_a_file_beside_its_folder_stay
     streams = by_stream(result)
     assert rows(ws, streams["readings_xlsx / Strom"].raw_table, ["Standort", "Tag", "kWh"]) == [
         ("A", dt.date(2024, 1, 1), 5.0), ("B", dt.date(2024, 1, 2), 6.5)]
+    assert "skipped the totals row at the end of sheet 'Strom' (sheet row 5)" in notes_of(result, "readings_xlsx / Strom")
     assert rows(ws, streams["readings"].raw_table, ["site", "kwh"]) == [("A", 1)]
     assert rows(ws, streams["fleet"].raw_table, ["car", "km"]) == [("X1", 10)]
     # the option sheet picks one sheet: the workbook is one table again
@@ -498,3 +504,33 @@ def test_the_cli_shows_what_discovery_detected_and_what_a_sync_noticed(tmp_path)
     assert synced.returncode != 0  # trips cannot be read: a partial success
     assert "note: energie/werke.csv: skipped the totals row at its end" in synced.stdout
     assert "error: " in synced.stdout and "malformed JSON line" in synced.stdout
+
+
+def test_on_a_postgresql_workspace_too(tmp_path, pg_database):
+    from esg_workbench.workspace import open_workspace
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    root = tmp_path / "exports"
+    place = Local(root)
+    root.mkdir()
+    place.put("energie/werke.csv", ERP.encode("cp1252"))
+    place.put("energie/werke-2.csv", ERP.replace("München", "Bonn").encode("cp1252"))
+    workspace = open_workspace(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}")
+    try:
+        name = connect(workspace, place, load_type="delta")
+        discover(workspace, place, name)
+        first = run(workspace, place, name)
+        assert first.status is SyncStatus.SUCCESS, first.error
+        table = by_stream(first)["energie"].raw_table
+        assert rows(workspace, table, ["Werk", "Menge kWh", "Datum"])[:2] == [
+            ("Bonn", 1234.56, dt.date(2024, 12, 31)), ("Köln Süd", 7.5, dt.date(2025, 1, 1))]
+        place.delete("energie/werke-2.csv")
+        place.put("energie/werke-3.csv", ERP.encode("cp1252"))
+        second = run(workspace, place, name)
+        assert second.status is SyncStatus.SUCCESS, second.error
+        said = notes_of(second, "energie")
+        assert "1 new file since the last sync: energie/werke-3.csv" in said
+        assert "1 file deleted from the source: energie/werke-2.csv; the rows of energie/werke-2.csv stay" in said
+        assert len(rows(workspace, table, ["Werk"])) == 9
+    finally:
+        workspace.close()

@@ -20,6 +20,8 @@ from esg_workbench.workspace.database import Workspace
 
 #: files named in a note before it says "and N more"
 SHOWN = 5
+#: notes per table in one run
+MAX_NOTES = 12
 
 
 def _names(paths: list[str]) -> str:
@@ -68,7 +70,10 @@ class Watch:
                                  "rows landed earlier stay. Discover the connector again to drop the table.")
             elif before is not None:
                 notes += self._changes(result, files, before)
-            result.warnings += [n for n in notes if n not in result.warnings]
+            notes = [n for n in notes if n not in result.warnings]
+            if len(notes) > MAX_NOTES:  # a thousand files in one old encoding need not say it a thousand times
+                notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more notes like these."]
+            result.warnings += notes
         if self.asked_all:
             synced = {s.qualified for s in self.streams}
             left_out = sorted(set(current) - synced)

@@ -21,6 +21,8 @@ from esg_workbench.connectors.files.model import (
     FileEntry,
     FileOptions,
     FileStore,
+    TOTALS,
+    TOTALS_ROWS,
     Sample,
 )
 from esg_workbench.connectors.files.text import (
@@ -37,11 +39,6 @@ from esg_workbench.connectors.files.text import (
 _DELIMITERS = (",", ";", "\t", "|")
 #: lines of a file looked at for its delimiter and header row
 HEAD_LINES = 60
-#: a totals row: its first filled cell is one of these words, alone
-_TOTALS = re.compile(r"^\s*(?:grand\s+|sub\s*)?(?:total|totals|sum|summe|gesamt|gesamtsumme|insgesamt|"
-                     r"totaal|somme|suma|totale|summa)\s*[:.]?\s*$", re.I)
-#: trailing lines checked for totals rows
-TOTALS_LINES = 2
 
 
 @dataclasses.dataclass
@@ -151,7 +148,7 @@ def _is_totals(line: bytes, delimiter: str) -> bool:
     except (csv.Error, StopIteration):
         return False
     filled = [c for c in record if c.strip()]
-    return bool(filled) and bool(_TOTALS.match(filled[0]))
+    return bool(filled) and bool(TOTALS.match(filled[0]))
 
 
 class _Footer:
@@ -163,12 +160,12 @@ class _Footer:
 
     @property
     def keep(self) -> int:
-        return self.options.skip_footer + TOTALS_LINES
+        return self.options.skip_footer + TOTALS_ROWS
 
     def __call__(self, lines: list[bytes]) -> int:
         n = min(self.options.skip_footer, len(lines))
         totals = 0
-        while totals < TOTALS_LINES and n + totals < len(lines) and \
+        while totals < TOTALS_ROWS and n + totals < len(lines) and \
                 _is_totals(lines[len(lines) - n - totals - 1], self.layout.delimiter):
             totals += 1
         if totals:
@@ -269,9 +266,11 @@ def _problem(store: FileStore, entry: FileEntry, gz: bool, layout: CsvLayout, ex
         return value_misfit(where, name, convert.group(3), target)
     detail = parse.group(1) if parse else message.splitlines()[0]
     detail = re.sub(r"^Expected (\d+) columns, got (\d+)", r"expected \1 values, found \2", detail)
+    shown = {"\t": "tab"}.get(layout.delimiter, layout.delimiter)
     return BadFile(f"{where}: malformed CSV row: {' '.join(detail.split())[:300]}",
-                   hint=None if layout.found_header or width > 1 else
-                   "If lines above the header hold a title, set the option header_row to the header's line.")
+                   hint=f"The header was taken from line {layout.skip} and values split at '{shown}'. Fix the "
+                        "file, or set the options header_row and delimiter if those are wrong; then sync again "
+                        "(or use Retry failed chunks).")
 
 
 def _local_formats(text: pa.RecordBatch, inferred: pa.RecordBatch, options: FileOptions) -> tuple[pa.Schema, list[str]]:
@@ -341,6 +340,8 @@ def infer(store, entry, gz, options) -> Sample | None:
         return Sample(pa.schema([(n, pa.null()) for n in layout.names]), 0, entry.size)
     except pa.ArrowInvalid as exc:
         raise _problem(store, entry, gz, layout, exc, None) from None
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in inferred.schema):
+        raise not_in_encoding(entry.path, layout.encoding)  # text never lands as bytes
     schema, found = _local_formats(text, inferred, options)
     notes = []
     if layout.encoding.note:

@@ -40,6 +40,11 @@ _FORMATS = {
     ".xlsx": "xlsx", ".xlsm": "xlsx",
 }
 _GZIP_OK = {"csv", "jsonl"}
+#: a totals row: its first filled cell is one of these words, alone; up to TOTALS_ROWS
+#: such rows at the end of a CSV file or a sheet are skipped (and the run says so)
+TOTALS = re.compile(r"^\s*(?:grand\s+|sub\s*)?(?:total|totals|sum|summe|gesamt|gesamtsumme|insgesamt|"
+                    r"totaal|somme|suma|totale|summa)\s*[:.]?\s*$", re.I)
+TOTALS_ROWS = 2
 _DATE_SUFFIX = re.compile(
     r"^(?P<base>.*?\S)[\s_\-.]+"
     r"(?:19|20)\d{2}(?:[\-_.]?(?:0[1-9]|1[0-2]|[qQ][1-4]|[hH][12]))?(?:[\-_.]?(?:0[1-9]|[12]\d|3[01]))?$"

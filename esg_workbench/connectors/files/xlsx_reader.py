@@ -21,6 +21,8 @@ from esg_workbench.connectors.files.columns import (
 )
 from esg_workbench.connectors.files.model import (
     BATCH_ROWS,
+    TOTALS,
+    TOTALS_ROWS,
     INFER_SHEET_ROWS,
     BadFile,
     FileEntry,
@@ -90,9 +92,15 @@ def _find_header(first_rows: list[tuple]) -> int:
     return next((i for i, n in enumerate(filled) if n), 0)
 
 
-def _sheet_rows(ws, options: FileOptions, limit: int | None = None):
+def _is_totals(values: tuple) -> bool:
+    first = next((v for v in values if v is not None), None)
+    return isinstance(first, str) and bool(TOTALS.match(first))
+
+
+def _sheet_rows(ws, options: FileOptions, limit: int | None = None, totals: list[int] | None = None):
     """(names, the header's sheet row, iterator of (sheet row, values)) of a sheet, or
-    None when it holds no table."""
+    None when it holds no table. Totals rows at its end are left out (their sheet rows
+    go to `totals`)."""
     rows = (tuple(_cell(v) for v in row) for row in ws.iter_rows(values_only=True))
     first: list[tuple] = []
     for row in rows:
@@ -119,14 +127,26 @@ def _sheet_rows(ws, options: FileOptions, limit: int | None = None):
 
     def data():
         count = 0
+        held: list[tuple[int, tuple]] = []  # the last rows, until it is known they are no totals
         for number, row in enumerate(itertools.chain(first[header_at + 1:], rows), start=header_at + 2):
             values = row[:width]
             if not any(v is not None for v in values):
                 continue  # blank rows carry nothing
-            yield number, values + (None,) * (width - len(values))
-            count += 1
+            held.append((number, values + (None,) * (width - len(values))))
+            if len(held) > TOTALS_ROWS:
+                yield held.pop(0)
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+        while held and len(totals if totals is not None else ()) < TOTALS_ROWS and _is_totals(held[-1][1]):
+            number, _ = held.pop()
+            if totals is not None:
+                totals.insert(0, number)
+        for item in held:
             if limit is not None and count >= limit:
                 return
+            yield item
+            count += 1
 
     return names, header_at + 1, data()
 
@@ -171,7 +191,9 @@ def read(store, entry, gz, options, schema, cancel, limit=None, notes=None):
     header row) although blank rows are skipped."""
     workbook = _workbook(store, entry)
     try:
-        found = _sheet_rows(_pick_sheet(workbook, entry, options), options, limit=limit)
+        totals: list[int] = []
+        sheet = _pick_sheet(workbook, entry, options)
+        found = _sheet_rows(sheet, options, limit=limit, totals=totals)
         if found is None:
             return
         names, header_row, rows = found
@@ -192,6 +214,9 @@ def read(store, entry, gz, options, schema, cancel, limit=None, notes=None):
         if numbers:
             batch = _sheet_batch(entry, names, columns, numbers, schema)
             yield conform(batch, schema, entry.path, 0), [n - header_row for n in numbers]
+        if totals and notes is not None:
+            notes.append(f"{entry.path}: skipped the totals row{'s' if len(totals) > 1 else ''} at the end of sheet "
+                         f"'{sheet.title}' (sheet row {', '.join(map(str, totals))}).")
     finally:
         workbook.close()
 
