@@ -534,3 +534,21 @@ def test_on_a_postgresql_workspace_too(tmp_path, pg_database):
         assert len(rows(workspace, table, ["Werk"])) == 9
     finally:
         workspace.close()
+
+
+@pytest.mark.parametrize("text, header, skipped", [
+    ("site,kwh\nA,1\n", ["site", "kwh"], 1),
+    ("site,,note\nA,1,x\nB,2,y\n", ["site", "column_2", "note"], 1),  # an unnamed column is no title line
+    ("site,kwh\nA,1,\nB,2,\n", ["site", "kwh", "column_3"], 1),
+    ("Report\n\nsite;kwh\nA;1\n", ["site", "kwh"], 3),
+    ("Bericht;;;\nMandant: 100;Werk: 2;;\nsite;kwh;day;note\nA;1;2024-01-01;x\nB;2;2024-01-02;y\n",
+     ["site", "kwh", "day", "note"], 3),
+    ("kwh\n1\n2\n", ["kwh"], 1),
+])
+def test_header_rows_are_found_below_title_lines_only(text, header, skipped):
+    from esg_workbench.connectors.files import csv_reader
+    from esg_workbench.connectors.files.model import FileEntry, FileOptions
+
+    entry = FileEntry("x.csv", "x.csv", len(text), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    layout = csv_reader.layout_of(text.encode(), True, entry, FileOptions())
+    assert (layout.names, layout.skip) == (header, skipped)

@@ -85,17 +85,20 @@ def sniff_delimiter(text: str, path: str) -> str:
 
 
 def _header_at(records: list[tuple[int, list[str]]]) -> int:
-    """The index of the header among a head's records: the first with as many filled
-    cells as most rows have, not all numbers (title lines above it, which fill fewer
-    cells, are skipped)."""
+    """The index of the header among a head's records: the first, not all numbers, that
+    has as many filled cells as most rows, or as many values as most rows with more than
+    half of them filled. Title lines above it ("Report", "Mandant: 100;;;") fill fewer."""
     counts = Counter(sum(1 for c in r if c.strip()) for _, r in records)
     counts.pop(0, None)
-    if not counts:
+    widths = _widths(records)
+    if not counts or not widths:
         return 0
     usual = max(counts.items(), key=lambda fc: (fc[1], fc[0]))[0]
+    width = max(widths.items(), key=lambda wc: (wc[1], wc[0]))[0]
     for i, (_, record) in enumerate(records):
         filled = [c for c in record if c.strip()]
-        if len(filled) >= usual and not all(re.fullmatch(r"[\d.,\s+-]+", c) for c in filled):
+        wide = len(filled) >= usual or (len(record) >= width and len(filled) * 2 > width)
+        if filled and wide and not all(re.fullmatch(r"[\d.,\s+-]+", c) for c in filled):
             return i
     return 0
 
