@@ -52,7 +52,15 @@ class Watch:
 
     def report(self, results: list) -> None:
         """Add the source's notes to the streams' results (and a result for each table
-        left out); a table whose files are all gone gets a note instead of an error."""
+        left out); a table whose files are all gone gets a note instead of an error.
+        A courtesy: nothing here may fail the run whose rows have landed."""
+        try:
+            self._report(results)
+        except Exception as exc:  # noqa: BLE001 (a report that cannot be made is a note itself)
+            if results:
+                results[0].warnings.append(f"the source's changes could not be reported: {type(exc).__name__}: {exc}")
+
+    def _report(self, results: list) -> None:
         current = self.connector.current_files()
         by_stream = {r.stream: r for r in results}
         for stream in self.streams:
