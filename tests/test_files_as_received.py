@@ -146,6 +146,11 @@ def run(ws, place: Place, name: str, **kw):
     return engine(ws, place.secret).run(SyncRequest(connector=name, **kw))
 
 
+def failed(ws, name: str) -> str:
+    """The errors of the connector's failed chunks."""
+    return "\n".join(c["error"] for c in operations.connector_status(ws, name)["failed_chunks"])
+
+
 def notes_of(result, table: str) -> str:
     return "\n".join(by_stream(result)[table].warnings)
 
@@ -220,11 +225,11 @@ def test_encodings_are_detected_or_refused_by_name_never_landed_as_bytes(ws, pla
     found = discover(ws, place, other)
     assert "unknown" in found.unreadable and "encoding" in found.unreadable["unknown"]
     result = run(ws, place, other, tables=["unknown"])
-    assert result.status is SyncStatus.FAILED and "option encoding" in result.streams[0].error
+    assert result.status is SyncStatus.FAILED and "option encoding" in failed(ws, other)
     # the wrong encoding set by hand: refused, not landed as bytes
     wrong = connect(ws, place, **{"latin.encoding": "utf-8"})
     result = run(ws, place, wrong, tables=["latin"])
-    assert result.status is SyncStatus.FAILED and "is not valid utf-8 text" in result.streams[0].error
+    assert result.status is SyncStatus.FAILED and "is not valid utf-8 text" in failed(ws, wrong)
     # ... and read once the encoding is set for that table
     fixed = connect(ws, place, **{"unknown.encoding": "cp437"})
     result = run(ws, place, fixed, tables=["unknown"])
@@ -275,8 +280,7 @@ def test_json_lines_with_mixed_types_land_as_text_or_the_declared_type(ws, place
         ("M1", "12", None), ("M2", "n/a", None), ("M3", "3.5", '{"k": [1, 2]}')]
     assert rows(ws, streams["counts"].raw_table, ["n"]) == [(1,), (2,), (3,)]
     # only a line that is not JSON is called malformed, by its number
-    assert streams["broken"].error and f"{place.path('broken/a.jsonl')}, line 2: malformed JSON line" in \
-        streams["broken"].error
+    assert f"{place.path('broken/a.jsonl')}, line 2: malformed JSON line" in failed(ws, name)
     assert result.status is SyncStatus.PARTIAL_SUCCESS
 
 
@@ -360,15 +364,25 @@ def test_one_broken_file_does_not_stop_discovery_and_its_table_heals_without_red
     assert first.status is SyncStatus.PARTIAL_SUCCESS
     streams = by_stream(first)
     assert streams["energy"].rows_written == 1
-    assert "malformed JSON line" in streams["trips"].error and "Parquet" in streams["water"].error
+    assert (streams["trips"].chunks_failed, streams["water"].chunks_failed) == (1, 1)
+    assert "its files could not be read" in notes_of(first, "trips")
+    errors = failed(ws, name)
+    assert f"{place.path('trips/a.jsonl')}, line 2: malformed JSON line" in errors
+    assert f"{place.path('water/a.parquet')} is not a readable Parquet file" in errors
 
+    # fixed, the file lands by Retry failed chunks, with the columns it brings
     place.tick()
     place.put("trips/a.jsonl", b'{"who": "x", "km": 1}\n{"who": "y", "km": 2.5}\n')
+    retried = run(ws, place, name, retry_failed=True)
+    assert by_stream(retried)["trips"].rows_written == 2 and by_stream(retried)["water"].chunks_failed == 1
+    assert rows(ws, by_stream(first)["trips"].raw_table, ["who", "km"]) == [("x", 1.0), ("y", 2.5)]
+    # ... or by the next sync, without a new discovery
     place.put("water/a.parquet", parquet_bytes(pa.table({"site": ["A"], "m3": [1.0]})))
     healed = run(ws, place, name)
     assert healed.status is SyncStatus.SUCCESS, healed.error
+    assert "added site, m3" in (by_stream(healed)["water"].drift or "")
     assert rows(ws, by_stream(healed)["trips"].raw_table, ["who", "km"]) == [("x", 1.0), ("y", 2.5)]
-    assert by_stream(healed)["water"].rows_written == 1
+    assert rows(ws, by_stream(healed)["water"].raw_table, ["site", "m3"]) == [("A", 1.0)]
 
 
 def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fail_syncs(ws, place):
@@ -475,11 +489,11 @@ def test_header_detection_keeps_line_one_when_rows_carry_trailing_delimiters(ws,
     result = run(ws, place, name)
     assert by_stream(result)["a"].rows_written == 2 and by_stream(result)["b"].rows_written == 1
     # valid UTF-8 for its first MiB, then a Windows-1252 byte: refused by name, not landed as bytes
-    error = by_stream(result)["c"].error or "\n".join(c["error"] for c in operations.connector_status(ws, name)["failed_chunks"])
+    error = failed(ws, name)
     assert "is not valid utf-8 text" in error and "option encoding" in error
     # UTF-8 letters and Windows-1252 bytes in one file: no encoding reads it right, so none is guessed
     assert "mixes UTF-8 text with bytes that are not UTF-8" in found.unreadable["d"]
-    assert "option encoding" in by_stream(result)["d"].error
+    assert "d/x.csv mixes UTF-8 text" in error
 
 
 def test_the_cli_shows_what_discovery_detected_and_what_a_sync_noticed(tmp_path):
@@ -503,7 +517,7 @@ def test_the_cli_shows_what_discovery_detected_and_what_a_sync_noticed(tmp_path)
     synced = cli(workspace, "sync", "exports")
     assert synced.returncode != 0  # trips cannot be read: a partial success
     assert "note: energie/werke.csv: skipped the totals row at its end" in synced.stdout
-    assert "error: " in synced.stdout and "malformed JSON line" in synced.stdout
+    assert "note: its files could not be read: " in synced.stdout and "malformed JSON line" in synced.stdout
 
 
 def test_on_a_postgresql_workspace_too(tmp_path, pg_database):

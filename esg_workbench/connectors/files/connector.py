@@ -167,10 +167,11 @@ class FileConnector:
         return [StreamRef(None, name) for name in sorted(self._groups())]
 
     def describe(self, streams: list[StreamRef] | None = None) -> list[TableInfo]:
-        """Every table asked for. Asked for all, a table none of whose files can be read is
-        described by its lineage columns alone, its error kept in `unreadable`: it stays in
-        the sync's scope (each sync tries it again and says why it fails) and heals when its
-        file is fixed. Asked for named tables, such a table raises its error."""
+        """Every table asked for. A table none of whose first files can be read is described
+        by its lineage columns alone, its error kept in `unreadable` (and noted for the
+        run): it stays in the sync's scope, its files are planned and fail their chunks
+        with their own errors (so Retry failed chunks retries them), and it heals when they
+        are fixed, without a new discovery."""
         groups = self._groups()
         names = sorted(groups) if streams is None else [s.qualified for s in streams]
         infos = []
@@ -181,8 +182,7 @@ class FileConnector:
                 infos.append(self._describe(groups[name]))
             except (BadFile, PermissionDenied, TableMissing) as exc:  # this table's own trouble
                 self.unreadable[name] = exc.describe()
-                if streams is not None:
-                    raise
+                self._note(name, [f"its files could not be read: {exc.describe()}"])
                 infos.append(self._info(name, [], None))
         return infos
 
@@ -246,10 +246,7 @@ class FileConnector:
         notes = [] if table.note is None else [table.note]
         for sample in samples:
             notes += [n for n in sample.notes if n not in notes]
-        keys = partition_columns(table.files)
-        taken = {n.lower() for n in samples[0].schema.names}  # a file's own column wins (names ignore case)
-        keys = {k: options.column_types.get(k, t) for k, t in keys.items()
-                if k.lower() not in taken and not k.lower().startswith("_esg_")}
+        keys = self._partition_keys(table, samples[0].schema.names, options)
         if keys:
             notes.append("columns from key=value folders: " + ", ".join(f"{k} ({type_family(t)})" for k, t in keys.items()))
         total = sum(e.size for e in table.files)
@@ -392,16 +389,39 @@ class FileConnector:
                               "start a new sync to plan the table again.")
         path = chunk.lower[scope.key.index(FILE)]
         planned = chunk.lower[scope.key.index(MODIFIED)] if MODIFIED in scope.key else None
-        table, described = self._table_described(stream)
+        table = self._table(stream)
         with self.store.errors(f"Reading {path}"):
             entry = self.store.stat(path)
         if entry is None:
             return  # deleted since the sync was planned: nothing of it to land
         entry = dataclasses.replace(entry, rel=next((e.rel for e in table.files if e.path == path), entry.rel))
+        try:
+            table, described = self._table_described(stream)
+        except (BadFile, PermissionDenied):  # no first file reads: this one is read as it is, or says why not
+            described = self._described_by(table, entry)
         stamp = planned if planned is not None else entry.modified
-        columns = list(scope.columns)
+        # a table planned while none of its files could be read has only lineage columns
+        # in its scope: its columns come from the file, and the landing adds them
+        columns = list(scope.columns) if not set(scope.columns) <= set(LINEAGE_COLUMNS) else []
         for batch in self._read_entry(table, described, entry, stamp, cancel):
             yield batch.select([c for c in columns if c in batch.schema.names]) if columns else batch
+
+    def _described_by(self, table: TableFiles, entry: FileEntry) -> _Described:
+        """A table's columns from one file alone (its own error when it cannot be read)."""
+        options = self._options(table)
+        sample = self._infer_file(entry, options)
+        if sample is None:
+            raise BadFile(f"{entry.path} has no header line.")
+        schema = pa.schema([pa.field(f.name, options.column_types.get(f.name, normalize_type(f.type)),
+                                     metadata=f.metadata) for f in sample.schema])
+        return _Described(schema, self._partition_keys(table, schema.names, options), None, list(sample.notes))
+
+    @staticmethod
+    def _partition_keys(table: TableFiles, names: list[str], options: FileOptions) -> dict[str, pa.DataType]:
+        """The key=value folder columns of a table whose files hold columns `names`."""
+        taken = {n.lower() for n in names}  # a file's own column wins (names ignore case)
+        return {k: options.column_types.get(k, t) for k, t in partition_columns(table.files).items()
+                if k.lower() not in taken and not k.lower().startswith("_esg_")}
 
     def _read_entry(self, table: TableFiles, described: _Described, entry: FileEntry, stamp: dt.datetime,
                     cancel: CancelToken | None, limit: int | None = None) -> Iterator[pa.RecordBatch]:
