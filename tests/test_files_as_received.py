@@ -566,3 +566,27 @@ def test_header_rows_are_found_below_title_lines_only(text, header, skipped):
     entry = FileEntry("x.csv", "x.csv", len(text), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
     layout = csv_reader.layout_of(text.encode(), True, entry, FileOptions())
     assert (layout.names, layout.skip) == (header, skipped)
+
+
+def test_a_database_table_without_permission_does_not_stop_discovery(ws, pg_conn, pg_database):
+    """The same promise for databases: the others are discovered and sampled, the one that
+    cannot be read is listed with its error."""
+    from tests.conftest import PG_HOST, PG_PORT
+
+    role = f"esg_reader_{uuid.uuid4().hex[:8]}"
+    pg_conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        pg_conn.execute("CREATE TABLE open_t (id int PRIMARY KEY, kwh numeric(8,2)); INSERT INTO open_t VALUES (1, 2.5);"
+                        "CREATE TABLE closed_t (id int PRIMARY KEY, kwh numeric(8,2))")
+        pg_conn.execute(f'GRANT SELECT ON open_t TO "{role}"')
+        operations.add_connector(ws, "pg", "postgres", {"host": PG_HOST, "port": PG_PORT, "database": pg_database,
+                                                       "username": role, "schema": "public"})
+        found = operations.discover_connector(ws, "pg", sample_rows=5)
+        tables = {t.stream.table: t for t in found.tables}
+        assert sorted(tables) == ["closed_t", "open_t"]  # closed_t is described: it stays in the sync's scope
+        assert len(tables["open_t"].sample_rows) == 1 and tables["open_t"].sample_rows[0]["id"] == 1
+        assert tables["closed_t"].sample_rows is None
+        assert "permission" in found.unreadable["public.closed_t"]
+    finally:
+        pg_conn.execute(f'DROP OWNED BY "{role}"')
+        pg_conn.execute(f'DROP ROLE "{role}"')
