@@ -284,6 +284,16 @@ def test_json_lines_with_mixed_types_land_as_text_or_the_declared_type(ws, place
     assert result.status is SyncStatus.PARTIAL_SUCCESS
 
 
+@pytest.mark.parametrize("rel, table", [
+    ("readings/year=2024/month=01/part-0.parquet", "readings"), ("year=2024/part-0.parquet", "root"),
+    ("a=b.c/x.csv", "root"),
+])
+def test_partitioned_folders_name_their_table(rel, table):
+    from esg_workbench.connectors.files import table_name
+
+    assert table_name(rel, "root") == table
+
+
 def test_hive_partition_folders_become_typed_columns(ws, place):
     for year, month, day in ((2024, "01", "2024-01-31"), (2024, "02", "2024-02-29"), (2025, "01", "2025-01-31")):
         place.put(f"readings/year={year}/month={month}/day={day}/part-0.parquet",

@@ -49,6 +49,7 @@ _DATE_SUFFIX = re.compile(
     r"^(?P<base>.*?\S)[\s_\-.]+"
     r"(?:19|20)\d{2}(?:[\-_.]?(?:0[1-9]|1[0-2]|[qQ][1-4]|[hH][12]))?(?:[\-_.]?(?:0[1-9]|[12]\d|3[01]))?$"
 )
+_PARTITION_FOLDER = re.compile(r"^[^=/]+=")
 _ALL_DATE = re.compile(r"^(?:19|20)\d{2}(?:[\-_.]?\d{1,2}){0,2}$")
 
 
@@ -97,7 +98,8 @@ def table_name(rel: str, root_name: str) -> str:
     """The table a file belongs to (see the module docstring)."""
     parts = rel.split("/")
     if len(parts) > 1:
-        name = parts[0]
+        # key=value folders at the top (year=2024/...): the root itself is one partitioned table
+        name = parts[0] if not _PARTITION_FOLDER.match(parts[0]) else root_name
     else:
         stem = parts[0]
         if stem.lower().endswith(".gz"):

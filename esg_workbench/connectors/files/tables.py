@@ -80,10 +80,7 @@ def group(entries: list[FileEntry], root_name: str, sheets_of) -> dict[str, Tabl
     folders: dict[str, list[FileEntry]] = {}
     roots: dict[str, list[FileEntry]] = {}
     for entry in entries:
-        parts = entry.rel.split("/")
-        if len(parts) > 1 and _PARTITION.match(parts[0]):
-            folders.setdefault(table_name(root_name + "/x", root_name), []).append(entry)  # root partitioned
-        elif len(parts) > 1:
+        if "/" in entry.rel:
             folders.setdefault(table_name(entry.rel, root_name), []).append(entry)
         else:
             roots.setdefault(table_name(entry.rel, root_name), []).append(entry)
