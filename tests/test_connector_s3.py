@@ -115,20 +115,23 @@ def test_broken_objects_fail_alone_and_retry_lands_them(ws, moto_s3, bucket):  #
     streams = by_stream(first)
     assert (streams["water"].rows_written, streams["water"].chunks_failed) == (2, 1)
     assert (streams["energy"].rows_written, streams["energy"].chunks_failed) == (1, 2)
-    assert "logs" in streams and streams["logs"].error  # its only file is broken: nothing to infer from
+    # its only file is broken: nothing to infer its columns from, yet it is planned and its chunk fails
+    assert (streams["logs"].chunks_planned, streams["logs"].chunks_failed) == (1, 1)
     errors = "\n".join(failed_errors(ws, "s3"))
     assert "water/2.parquet is not a readable Parquet file" in errors
     assert "energy/b.csv, line 3: malformed CSV row: expected 3 values, found 2" in errors
     assert "energy/c.csv: its columns differ" in errors
-    assert "logs/a.jsonl, line 2: malformed JSON line" in streams["logs"].error
+    assert "logs/a.jsonl, line 2: malformed JSON line" in errors
 
     put(moto_s3, bucket, "water/2.parquet", good)
     put(moto_s3, bucket, "energy/b.csv", csv_bytes(ENERGY, [["S2", 2, "2024-01-02"], ["S3", 3, "2024-01-03"]]))
     put(moto_s3, bucket, "energy/c.csv", csv_bytes(ENERGY, [["S4", 4, "2024-01-04"]]))
+    put(moto_s3, bucket, "logs/a.jsonl", b'{"a": 1}\n{"a": 2}\n')
     retried = sync(ws, "s3", moto_s3.admin_secret, retry_failed=True)
     assert retried.status is SyncStatus.SUCCESS, retried.error
     assert rows(ws, streams["energy"].raw_table, ["site"]) == [("S1",), ("S2",), ("S3",), ("S4",)]
     assert len(rows(ws, streams["water"].raw_table, ["site"])) == 4
+    assert rows(ws, streams["logs"].raw_table, ["a"]) == [(1,), (2,)]  # the columns came with the fixed file
 
 
 def test_validate_names_what_is_wrong_with_s3s_codes(moto_s3, bucket):  # noqa: F811

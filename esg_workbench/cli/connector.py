@@ -79,12 +79,18 @@ def cmd_connector_discover(ws, args, out: Output) -> int:
             "sample_rows": t.sample_rows,
         } for t in result.tables],
         "drift": {k: v.__dict__ for k, v in result.drift.items()},
+        "unreadable": result.unreadable,
+        "notes": result.notes,
     }
     lines = [table([[t.stream.qualified, len(t.columns), ",".join(t.primary_key), t.row_estimate,
                       "" if t.sample_rows is None else len(t.sample_rows)] for t in result.tables],
                     ["table", "columns", "primary key", "rows (est.)", "samples"])]
     for stream, drift in result.drift.items():
         lines.append(f"Drift in {stream}: {drift.describe()}")
+    for stream, notes in result.notes.items():  # what was detected (file sources: encoding, formats...)
+        lines += [f"{stream}: {note}" for note in notes]
+    for stream, error in result.unreadable.items():
+        lines.append(f"Could not read {stream} (it stays in the sync, which tries it again): {error}")
     out.emit(data, "\n".join(lines))
     return 0
 

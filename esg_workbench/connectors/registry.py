@@ -23,7 +23,8 @@ _TYPES = {
     "delta_lake": ("esg_workbench.connectors.delta_lake", "DeltaLakeConnector"),
 }
 
-_FILE_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types")
+_FILE_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types", "decimal", "thousands",
+                 "date_format", "skip_footer")
 
 #: options each type asks for, in the order a setup form shows them
 TYPE_OPTIONS = {

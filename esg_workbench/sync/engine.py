@@ -42,7 +42,7 @@ from esg_workbench.core.specs import (
     Timeouts,
     table_settings_of,
 )
-from esg_workbench.sync import planner
+from esg_workbench.sync import file_changes, planner
 from esg_workbench.sync.source_calls import GuardedConnector
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace
@@ -224,6 +224,7 @@ class SyncEngine:
                     asked["streams"] = [s.qualified for s in streams]
                     with ws.transaction() as conn:
                         sync_records.set_request(conn, run_id, asked)
+                watch = file_changes.watch(ws, record, connector, streams, request)  # None unless a file source
                 open_plans = set(resume.open_streams) if resume else set()
                 for stream in streams:
                     self.cancel.raise_if_cancelled()
@@ -237,6 +238,8 @@ class SyncEngine:
                         raise
                     except EsgError as exc:
                         result.error = exc.describe()
+                if watch is not None:  # new, deleted and left-out files; what the readers noticed
+                    watch.report(results)
             except Cancelled:
                 status, error = SyncStatus.CANCELLED, "Cancelled by the user. Resume continues from the last landed chunk."
             except EsgError as exc:

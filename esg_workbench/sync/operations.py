@@ -117,6 +117,10 @@ def validate_connector(workspace: Workspace, name: str, engine: SyncEngine | Non
 class DiscoverResult:
     tables: list[TableInfo]
     drift: dict[str, Drift] = field(default_factory=dict)
+    #: tables the source lists but could not read, with why (they stay in the sync's scope)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    #: what the source noticed per table (file sources: encoding, header row, formats)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
 
 SAMPLE_MODES = ("first", "random")
@@ -148,7 +152,20 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
     try:
         default_schema = getattr(connector, "schema", None)
         streams = [StreamRef.parse(t, default_schema) for t in tables] if tables else None
-        infos = connector.describe(streams)
+        unreadable: dict[str, str] = {}
+        try:
+            infos = connector.describe(streams)
+        except EsgError as exc:
+            if not _one_table(exc):
+                raise
+            infos = []  # one table's trouble: describe them one by one, listing those that fail
+            for stream in streams or connector.list_streams():
+                try:
+                    infos += connector.describe([stream])
+                except EsgError as each:
+                    if not _one_table(each):
+                        raise
+                    unreadable[stream.qualified] = each.describe()
         if streams:
             missing = {s.table for s in streams} - {i.stream.table for i in infos}
             if missing:
@@ -164,12 +181,35 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
             for info in infos:
                 if progress:
                     progress(f"sampling {info.stream.qualified}")
-                info.sample_rows = _sample(connector, info.stream, sample_rows, sample_mode)
+                try:
+                    info.sample_rows = _sample(connector, info.stream, sample_rows, sample_mode)
+                except EsgError as exc:
+                    if not _one_table(exc):
+                        raise
+                    unreadable[info.stream.qualified] = exc.describe()  # no permission to read it, say
+                    continue
                 with workspace.transaction() as conn:
                     schema_cache.save_samples(workspace, conn, record.id, info.stream, info.sample_rows)
+        unreadable.update(getattr(connector, "unreadable", {}))
+        notes = {i.stream.qualified: connector.notes(i.stream.qualified) for i in infos} \
+            if hasattr(connector, "notes") else {}
     finally:
         connector.close()
-    return DiscoverResult(infos, drift)
+    return DiscoverResult(infos, drift, unreadable, {k: v for k, v in notes.items() if v})
+
+
+def _one_table(exc: EsgError) -> bool:
+    """An error of one table (no permission on it, gone, unreadable), not of the source:
+    discovery lists it and goes on with the others."""
+    from esg_workbench.core.errors import (
+        AuthenticationFailed,
+        DatabaseMissing,
+        SourceError,
+        SourceUnreachable,
+    )
+
+    return isinstance(exc, SourceError) and not exc.transient and \
+        not isinstance(exc, (SourceUnreachable, AuthenticationFailed, DatabaseMissing))
 
 
 def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAULT_SAMPLE_ROWS,

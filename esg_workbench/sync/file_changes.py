@@ -1,0 +1,132 @@
+"""What a file source (local folder, S3, Azure Blob) tells a sync besides its rows: files
+new or deleted since the last landing, tables it left out because they were never
+discovered, tables whose files are all gone (a note, not a failure: their landed rows
+stay), and what its readers noticed (an encoding guessed, a totals row skipped).
+
+The engine calls `watch()` before its tables are synced and `report()` after; a source
+without `current_files()` (a database) is left alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import sqlalchemy as sa
+
+from esg_workbench.core.specs import StreamRef
+from esg_workbench.workspace import raw_tables, sync_records
+from esg_workbench.workspace.database import Workspace
+
+#: files named in a note before it says "and N more"
+SHOWN = 5
+#: notes per table in one run
+MAX_NOTES = 12
+
+
+def _names(paths: list[str]) -> str:
+    shown = ", ".join(sorted(paths)[:SHOWN])
+    return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+
+
+def _landed_files(workspace: Workspace, raw_table: str) -> set[str] | None:
+    """The files whose rows are in a raw table, or None when it does not exist (yet)."""
+    try:
+        with workspace.read() as conn:
+            if raw_tables.existing_columns(workspace, conn, raw_table) is None:
+                return None
+            prep = workspace.engine.dialect.identifier_preparer
+            query = f"SELECT DISTINCT {prep.quote('_esg_file')} FROM {prep.quote(raw_table)}"
+            return {row[0] for row in conn.execute(sa.text(query))}
+    except sa.exc.SQLAlchemyError:
+        return None  # the report is a courtesy: a table we cannot read now changes nothing
+
+
+@dataclasses.dataclass
+class Watch:
+    workspace: Workspace
+    connector: Any
+    streams: list[StreamRef]
+    asked_all: bool  # the sync was asked for every discovered table
+    landed: dict[str, set[str]]  # files landed before the sync, per table
+
+    def report(self, results: list) -> None:
+        """Add the source's notes to the streams' results (and a result for each table
+        left out); a table whose files are all gone gets a note instead of an error.
+        A courtesy: nothing here may fail the run whose rows have landed."""
+        try:
+            self._report(results)
+        except Exception as exc:  # noqa: BLE001 (a report that cannot be made is a note itself)
+            if results:
+                results[0].warnings.append(f"the source's changes could not be reported: {type(exc).__name__}: {exc}")
+
+    def _report(self, results: list) -> None:
+        current = self.connector.current_files()
+        by_stream = {r.stream: r for r in results}
+        for stream in self.streams:
+            name = stream.qualified
+            result = by_stream.get(name)
+            if result is None:
+                continue
+            notes = list(self.connector.run_notes(name))
+            files = current.get(name)
+            before = self.landed.get(name)
+            if files is None:
+                if result.error and not result.chunks_done:
+                    result.error = None  # not a failure: nothing is there to read any more
+                    notes.append("all its files were deleted from the source (or moved): nothing to read; the "
+                                 "rows landed earlier stay. Discover the connector again to drop the table.")
+            elif before is not None:
+                notes += self._changes(result, files, before)
+            notes = [n for n in notes if n not in result.warnings]
+            if len(notes) > MAX_NOTES:  # a thousand files in one old encoding need not say it a thousand times
+                notes = notes[:MAX_NOTES] + [f"... and {len(notes) - MAX_NOTES} more notes like these."]
+            result.warnings += notes
+        if self.asked_all:
+            synced = {s.qualified for s in self.streams}
+            left_out = sorted(set(current) - synced)
+            if left_out:
+                from esg_workbench.sync.engine import StreamResult
+
+                for name in left_out:
+                    results.append(StreamResult(name, warnings=[
+                        f"not synced: a new table under the source ({_names(list(current[name]))}) that was not "
+                        "discovered yet. Discover the connector to add it."]))
+
+    def _changes(self, result, files: dict[str, int], before: set[str]) -> list[str]:
+        """Notes on files new, deleted or emptied since the last landing."""
+        notes = []
+        new = [f for f, size in files.items() if f not in before and size]
+        gone = [f for f in before if f not in files]
+        emptied = [f for f, size in files.items() if f in before and not size]
+        if new:
+            notes.append(f"{len(new)} new file{'s' if len(new) > 1 else ''} since the last sync: {_names(new)}.")
+        if gone or emptied:
+            after = (_landed_files(self.workspace, result.raw_table) if result.raw_table else None) or set()
+            for paths, what in ((gone, "deleted from the source"), (emptied, "emptied to 0 bytes")):
+                if not paths:
+                    continue
+                kept = [f for f in paths if f in after]
+                text = f"{len(paths)} file{'s' if len(paths) > 1 else ''} {what}: {_names(paths)}"
+                if kept:
+                    text += f"; the rows of {_names(kept)} stay until the next full load."
+                else:
+                    text += "; their rows were removed by this full load."
+                notes.append(text)
+        return notes
+
+
+def watch(workspace: Workspace, record, connector, streams: list[StreamRef], request) -> Watch | None:
+    if not hasattr(connector, "current_files"):
+        return None
+    landed: dict[str, set[str]] = {}
+    with workspace.read() as conn:
+        states = {s.stream: s for s in sync_records.states(workspace, conn, record.id)}
+    for stream in streams:
+        state = states.get(stream.qualified)
+        if state is not None:
+            found = _landed_files(workspace, state.raw_table)
+            if found is not None:
+                landed[stream.qualified] = found
+    asked_all = not request.tables and not request.resume and not request.retry_failed
+    return Watch(workspace, connector, streams, asked_all, landed)
