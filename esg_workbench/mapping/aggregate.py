@@ -49,6 +49,20 @@ from esg_workbench.workspace.schema import kpi_lineage, kpi_values
 OUTLIER_Z = 5.0
 OUTLIER_MIN_MONTHS = 6
 _SELECT_COLUMNS = ("entity", "field", "category", "subcategory", "scope", "method")
+#: staging row flags a KPI value takes over from the rows behind it (row flag -> KPI flag)
+ROW_FLAGS = {
+    "no_factor": "no_factor", "market_uses_location_factor": "market_uses_location_factor",
+    "factor_vintage": "factor_vintage", "factor_other_region": "factor_other_region",
+    "lifecycle_factor": "lifecycle_factor", "site_without_country": "site_without_country",
+    "missing_value": "missing_value", "unit_unknown": "unit_unknown", "unit_ambiguous": "unit_ambiguous",
+    "unit_mismatch": "unit_mismatch", "not_a_number": "not_a_number", "no_energy_content": "no_energy_content",
+    "market_factor_negative": "market_factor_negative", "duplicate": "duplicate", "estimated": "estimated",
+}
+#: KPI flags that are not passed up to totals and roll-ups as they are ('missing' months
+#: and sites make a total 'partial' instead)
+NOT_PASSED_UP = {"missing"}
+#: the site of rows whose site could not be read (apply.UNASSIGNED_SITE)
+UNKNOWN_SITE = "(unassigned)"
 
 
 @dataclass
@@ -102,21 +116,54 @@ def _in(d: Dialect, column: str, value: Any) -> str:
     return f"s.{column} IN ({', '.join(d.literal(v) for v in values)})"
 
 
+def _attribute_conditions(d: Dialect, kpi: KpiDef) -> list[str]:
+    """`"attribute": {"hazardous": "true"}` in a KPI's selection: rows whose attributes
+    (JSON text written by apply.py as {"name":"text",...}) hold that value. 'false' also
+    takes rows where the attribute is missing or empty: a record not marked hazardous is
+    non-hazardous."""
+    out = []  # strpos, not LIKE: psycopg reads a '%' in statement text as a placeholder
+    for name, value in (kpi.select.get("attribute") or {}).items():
+        if str(value).lower() == "false":
+            truthy = d.literal(f'"{name}":"true"')
+            out.append(f"(s.attributes IS NULL OR strpos(s.attributes, {truthy}) = 0)")
+        else:
+            wanted = d.literal('"%s":"%s"' % (name, value))
+            out.append(f"strpos(coalesce(s.attributes, ''), {wanted}) > 0")
+    return out
+
+
+def _number_text(d: Dialect, column: str) -> str:
+    """A number as the same text in DuckDB and PostgreSQL (fixed six decimals): result
+    hashes must not depend on how a backend prints a double ('0.0' vs '0')."""
+    return f"coalesce(CAST(CAST({column} AS DECIMAL(38, 6)) AS {d.text}), '')"
+
+
+def _source_text(d: Dialect, column: str) -> str:
+    """A source value's text with number spellings made equal ('12.50', '12.5' -> '12.5';
+    '3.0' -> '3'): landed numbers print differently in DuckDB and PostgreSQL."""
+    decimals = f"regexp_replace({column}, '^(-?[0-9]+[.][0-9]*[1-9])0+$', '\\1')"
+    return f"coalesce(regexp_replace({decimals}, '^(-?[0-9]+)[.]0+$', '\\1'), '')"
+
+
 def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float]) -> str:
     """The staging rows of a base KPI, with their value in the KPI's unit."""
     where = [f"s.organization_id = {d.literal(workspace.organization_id)}", "s.period IS NOT NULL"]
     for column in _SELECT_COLUMNS:
         if column in kpi.select:
             where.append(_in(d, column, kpi.select[column]))
+    where += _attribute_conditions(d, kpi)
     whens = " ".join(f"WHEN s.normalized_unit = {d.literal(u)} THEN s.normalized_value * {d.number_literal(f)}"
                      for u, f in unit_factors.items())
     value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
-    text = (f"concat_ws('|', s.connector_id, s.source_table, s.source_key, s.field, coalesce(s.value, ''), "
-            f"coalesce(s.unit, ''), coalesce(s.factor_id, ''), coalesce(CAST(s.normalized_value AS {d.text}), ''))")
-    inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.quality, {text} AS rt "
-             f"FROM staging_rows s WHERE {' AND '.join(where)}")
+    # the content of a row, for the result hash: no ids (the connector's id is random), and
+    # numbers as the same text on every backend
+    text = (f"concat_ws('|', s.source_table, s.source_key, s.field, {_source_text(d, 's.value')}, "
+            f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
+            f"{_number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
+    inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
+             f"{text} AS rt FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, quality, rt FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt FROM (SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
@@ -127,6 +174,7 @@ def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[s
     for column in _SELECT_COLUMNS:
         if column in kpi.select:
             where.append(_in(d, column, kpi.select[column]))
+    where += _attribute_conditions(d, kpi)
     found = [r[0] for r in conn.exec_driver_sql(
         f"SELECT DISTINCT s.normalized_unit FROM staging_rows s WHERE {' AND '.join(where)}").all()]
     out = {}
@@ -180,8 +228,10 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             # the order of the terms, and rows come in their physical order, which an
             # incremental apply or a concurrent writer changes. In a fixed order the same
             # staging rows always give the same value to the last bit, hence the same hash.
+            # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
+            # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
             rows = conn.exec_driver_sql(
-                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL), "
+                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
                 f"count(*) FILTER (WHERE v < 0), md5(string_agg(rt, '|' ORDER BY rt)), "
                 f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM ({inputs}) i GROUP BY site, period "
                 f"ORDER BY site, period").all()
@@ -193,10 +243,15 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
                     cell.flag("unit_mismatch")
                 if negatives:
                     cell.flag("negative")
-                for flag in (row_flags or "").split(","):
-                    if flag in ("no_factor", "market_uses_location_factor", "not_a_number", "unit_unknown"):
-                        cell.flag("unit_mismatch" if flag in ("unit_unknown", "not_a_number") else flag)
+                for flag in sorted(set((row_flags or "").split(","))):
+                    if flag in ROW_FLAGS:
+                        cell.flag(ROW_FLAGS[flag])
+                if site == UNKNOWN_SITE:
+                    cell.flag("unknown_site")
                 cells[cell.key] = cell
+        from esg_workbench.mapping import scope2
+
+        extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
         months_seen = sorted({c.period for c in cells.values()})
         months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
         sites = sorted({c.site for c in cells.values() if c.site is not None})
@@ -248,6 +303,12 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
                 f"SELECT {d.literal(org)}, c.id, i.id FROM ({inputs}) i JOIN _esg_cells c "
                 f"ON c.site = i.site AND c.period = i.period").rowcount or 0
             conn.exec_driver_sql("DROP TABLE IF EXISTS _esg_cells")
+        if extra_lineage:  # the contractual instruments behind market-based and renewable values
+            value_ids = {c.key: c.id for c in ordered}
+            conn.execute(sa.insert(kpi_lineage), [
+                dict(organization_id=org, kpi_value_id=value_ids[key], staging_row_id=row_id)
+                for key, row_id in extra_lineage])
+            lineage += len(extra_lineage)
         flags: dict[str, int] = {}
         for c in ordered:
             for f in c.quality:
@@ -364,7 +425,7 @@ def _site_totals(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> No
             total.flag("partial")
         for c in parts:
             for f in c.quality:
-                if f not in ("missing", "outlier"):
+                if f not in NOT_PASSED_UP:
                     total.flag(f)
         cells[total.key] = total
 
@@ -399,7 +460,7 @@ def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: li
                 cell.flag("partial" if known else "missing")
         for c in parts:
             for f in c.quality:
-                if f in ("unit_mismatch", "negative", "no_factor", "market_uses_location_factor", "outlier"):
+                if f not in NOT_PASSED_UP and f not in ("partial", "not_period_end"):
                     cell.flag(f)
         cells[cell.key] = cell
 

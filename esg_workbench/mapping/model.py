@@ -128,6 +128,10 @@ class Mapping:
     factor_set: str | None = None  # None: the shipped DESNZ set
     factor_set_version: str | None = None
     catalog_version: str | None = None
+    # the region whose factors an activity of a site takes when the site's own region has
+    # none (never for regional activities such as grid electricity); such results are
+    # flagged factor_other_region. None: no emission and no_factor instead.
+    factor_fallback_region: str | None = None
     # set when loaded from the workspace
     version: int | None = None
     author: str | None = None
@@ -169,15 +173,19 @@ class Mapping:
     # --- (de)serialization -----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "name": self.name, "connector": self.connector, "description": self.description,
-                "factor_set": self.factor_set, "factor_set_version": self.factor_set_version,
-                "catalog_version": self.catalog_version, "tables": [t.to_json() for t in self.tables]}
+        out = {"format": FORMAT, "name": self.name, "connector": self.connector, "description": self.description,
+               "factor_set": self.factor_set, "factor_set_version": self.factor_set_version,
+               "catalog_version": self.catalog_version, "tables": [t.to_json() for t in self.tables]}
+        if self.factor_fallback_region:  # only when set, so older mappings keep their definition hash
+            out["factor_fallback_region"] = self.factor_fallback_region
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Mapping":
         return cls(name=data["name"], connector=data["connector"], description=data.get("description", ""),
                    factor_set=data.get("factor_set"), factor_set_version=data.get("factor_set_version"),
                    catalog_version=data.get("catalog_version"),
+                   factor_fallback_region=data.get("factor_fallback_region") or None,
                    tables=[TableMapping.from_json(t) for t in data.get("tables", [])])
 
     def definition_hash(self) -> str:
@@ -288,7 +296,8 @@ class SetMapping(Operation):
     value: Any
 
     def perform(self, mapping):
-        if self.attribute not in ("description", "factor_set", "factor_set_version", "connector", "name"):
+        if self.attribute not in ("description", "factor_set", "factor_set_version", "connector", "name",
+                                  "factor_fallback_region"):
             raise ValueError(f"cannot set {self.attribute} of a mapping")
         old = getattr(mapping, self.attribute)
         setattr(mapping, self.attribute, self.value)
@@ -436,7 +445,7 @@ def validate(mapping: Mapping, catalog: Catalog, columns_by_stream: dict[str, di
                 problems.append(RequiredFieldUnmapped(
                     f"{entity.label}.{fdef.label} is required but not mapped in {table.stream}.",
                     table_id=table.id, field=fdef.name))
-        if not mapped & {f.name for f in entity.by_role("date") + entity.by_role("period")}:
+        if entity.kind == "records" and not mapped & {f.name for f in entity.by_role("date") + entity.by_role("period")}:
             problems.append(RequiredFieldUnmapped(
                 f"{entity.label} needs a date or a reporting month; map one in {table.stream}.",
                 table_id=table.id, field="activity_date"))

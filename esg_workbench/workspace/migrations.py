@@ -41,9 +41,23 @@ def upgrade_1_to_2(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ALTER COLUMN organization_id SET DEFAULT 'default'"))
 
 
+def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
+    """Methodology (issue 13): factors state their basis, GWP set and licence; sites get a
+    location (the region their factors are chosen by)."""
+    from esg_workbench.workspace import schema
+
+    _add_columns(conn, "emission_factors", [
+        ("basis", "VARCHAR(100)"),
+        ("gwp", "VARCHAR(32)"),
+        ("licence", "VARCHAR(200)"),
+    ])
+    schema.metadata.tables["site_locations"].create(conn, checkfirst=True)
+
+
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
+    add_factor_regions_and_site_locations,
 ]
 
 
