@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from esg_workbench.gui import icons
 from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
 from esg_workbench.gui.sample_model import RecordsModel
+from esg_workbench.mapping import flags as quality_flags
 from esg_workbench.mapping.catalog import Catalog, load_catalog
 
 ORG = "(all sites)"
@@ -46,16 +47,7 @@ SHORT = {"energy_total": "Energy", "ghg_scope1": "Scope 1", "ghg_scope2_location
          "ghg_scope2_market": "Scope 2 market", "water_withdrawal": "Water withdrawal", "waste_total": "Waste",
          "headcount": "Headcount", "ghg_total_location": "GHG total location", "ghg_total_market": "GHG total market",
          "energy_renewable_share": "Renewable share"}
-FLAG_TEXT = {
-    "missing": "no data for this site and month",
-    "partial": "some months or sites are missing from this total",
-    "unit_mismatch": "some rows had a unit that could not be converted (left out)",
-    "negative": "negative input rows or a negative result",
-    "outlier": "far from the site's usual months",
-    "not_period_end": "a stock taken from an earlier month than the period's end",
-    "no_factor": "emission rows without a factor",
-    "market_uses_location_factor": "market-based without supplier data: the location factor was used",
-}
+FLAG_TEXT = quality_flags.DESCRIPTIONS  # one text per flag for the app, the CLI and the README
 PERIOD_TYPES = [("month", "Months"), ("quarter", "Quarters"), ("year", "Years")]
 ALL, TOTAL_ONLY = "__all__", "__total__"
 

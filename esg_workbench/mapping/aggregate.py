@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
-from esg_workbench.mapping import periods, units
+from esg_workbench.mapping import gaps, periods, units
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
@@ -56,7 +56,8 @@ ROW_FLAGS = {
     "lifecycle_factor": "lifecycle_factor", "site_without_country": "site_without_country",
     "missing_value": "missing_value", "unit_unknown": "unit_unknown", "unit_ambiguous": "unit_ambiguous",
     "unit_mismatch": "unit_mismatch", "not_a_number": "not_a_number", "no_energy_content": "no_energy_content",
-    "market_factor_negative": "market_factor_negative", "duplicate": "duplicate", "estimated": "estimated",
+    "market_factor_negative": "market_factor_negative", "duplicate": "duplicate", "duplicate_ignored": "duplicate",
+    "estimated": "estimated",
 }
 #: KPI flags that are not passed up to totals and roll-ups as they are ('missing' months
 #: and sites make a total 'partial' instead)
@@ -161,9 +162,9 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
             f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
             f"{_number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
     inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
-             f"{text} AS rt FROM staging_rows s WHERE {' AND '.join(where)}")
+             f"{text} AS rt, s.source_table AS st FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, nv, quality, rt FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt, st FROM (SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
@@ -189,18 +190,21 @@ def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[s
 
 
 def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_start: int = 1,
-              actor: str | None = None, progress: Callable[[str], None] | None = None) -> AggregateResult:
-    """Recompute every KPI value of the organization from its staging rows."""
+              actor: str | None = None, progress: Callable[[str], None] | None = None,
+              estimate: str | None | bool = True) -> AggregateResult:
+    """Recompute every KPI value of the organization from its staging rows. `estimate`:
+    how gaps are estimated (gaps.METHODS); True (default): the organization's choice
+    (gaps.set_estimate_method), None or False: not at all."""
     started = time.monotonic()
     catalog = catalog or load_catalog()
     say = progress or (lambda text: None)
     return concurrency.retrying(
-        lambda: _aggregate_once(workspace, catalog, fiscal_start, actor, say, started),
+        lambda: _aggregate_once(workspace, catalog, fiscal_start, actor, say, started, estimate),
         what="Recomputing the KPIs")
 
 
 def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, actor: str | None,
-                    say: Callable[[str], None], started: float) -> AggregateResult:
+                    say: Callable[[str], None], started: float, estimate: str | None | bool = None) -> AggregateResult:
     """One recompute's transaction (repeatable as a whole: it replaces every value)."""
     d = dialect_of(workspace)
     run_id = uuid.uuid4().hex[:16]
@@ -257,8 +261,15 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         sites = sorted({c.site for c in cells.values() if c.site is not None})
         say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
         base = [k for k in catalog.kpis_in_order() if k.is_base]
+        gap_count = 0
         for kpi in base:
             _fill_missing(cells, kpi, months)
+            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi)
+        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
+        estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
+        if method:
+            say(f"{estimated} missing site-month values estimated ({method})")
+        for kpi in base:
             kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
             _flag_outliers(cells, kpi)
             _site_totals(cells, kpi, kpi_months)
@@ -316,7 +327,8 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         output_hash = chain.sha256_json(sorted([c.kpi, c.site or "", c.period, c.result_hash] for c in ordered))
         chain.append(workspace, conn, "kpi.aggregate", actor=actor, output_hash=output_hash, metadata={
             "run_id": run_id, "values": len(ordered), "lineage_rows": lineage, "catalog_version": catalog.version,
-            "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags})
+            "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags,
+            "gaps": gap_count, "gap_estimate": method, "estimated": estimated})
     return AggregateResult(run_id, len(ordered), sum(1 for c in ordered if c.period_type == "month" and c.site),
                            lineage, months, sites, time.monotonic() - started, flags, output_hash)
 

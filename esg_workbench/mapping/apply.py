@@ -33,7 +33,7 @@ from esg_workbench.core.errors import EsgError
 from esg_workbench.core.specs import SyncStatus
 from esg_workbench.mapping import units
 from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, FieldDef, load_catalog
-from esg_workbench.mapping.errors import MappingError, UnknownUnit
+from esg_workbench.mapping.errors import AmbiguousUnit, MappingError, UnknownUnit
 from esg_workbench.mapping.factors import FactorLibrary, load_library
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only, validate
 from esg_workbench.mapping.sql import (ANY, BOOLEAN, DUCKDB, NULL, NUMBER, Dialect, dialect_of,
@@ -237,6 +237,21 @@ class TableCompiler(Context):
                 return source, None
         return self.stated_unit(measure)
 
+    def duplicate_columns(self) -> list[str]:
+        """_dup_flag ('duplicate' on every row sharing its business key with another) and
+        _dup_ignored (TRUE on all but the first of them, by source key, when the table
+        mapping counts duplicates once). Rows with a NULL key part are never duplicates."""
+        d = self.dialect
+        keys = [self.columns[k][0] for k in (self.table.business_key or []) if k in self.columns]
+        if not keys:
+            return [f"CAST(NULL AS {d.text}) AS _dup_flag", "FALSE AS _dup_ignored"]
+        window = f"PARTITION BY {', '.join(keys)}"
+        any_null = " OR ".join(f"{k} IS NULL" for k in keys)
+        first = f"row_number() OVER ({window} ORDER BY {self.key_sql()}) = 1"
+        once = self.table.duplicates == "count_once"
+        return [f"CASE WHEN {any_null} THEN NULL WHEN count(*) OVER ({window}) > 1 THEN 'duplicate' END AS _dup_flag",
+                f"CASE WHEN {any_null} THEN FALSE ELSE {'NOT (' + first + ')' if once else 'FALSE'} END AS _dup_ignored"]
+
     def key_sql(self) -> str:
         d = self.dialect
         keys = self.table.key_columns or self.source.primary_key
@@ -299,6 +314,7 @@ class TableCompiler(Context):
             cols.append(f"{unit_sql if unit_sql else d.literal(constant)} AS {d.quote('su__' + m.name)}")
         mf = next((self.field_sql(f.name) for f in e.by_role("market_factor") if self.table.edges_to(f.name)), None)
         cols.append(f"{d.to_number(*mf) if mf else f'CAST(NULL AS {d.double})'} AS market_factor")
+        cols += self.duplicate_columns()
         conditions = list(where)
         if self.table.filter:
             from esg_workbench.mapping.expressions import parse
@@ -319,6 +335,9 @@ def _normalizer(measure: FieldDef, found_units: list[str | None]) -> dict[str | 
     for unit in found_units:
         try:
             dim = units.dimension(unit)
+        except AmbiguousUnit:  # 'gallon', 'ton': never guessed
+            out[unit] = "unit_ambiguous"
+            continue
         except UnknownUnit:
             out[unit] = "unit_unknown"
             continue
@@ -466,11 +485,17 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
             scope = (f"{mine} AND source_table = {d.literal(source.stream)} AND entity = {d.literal(table.entity)}")
             if "_esg_sync_id" in source.columns:
                 where.append(_not_landing(d))
-            if incremental:
+            table_incremental = incremental
+            if incremental and table.business_key:
+                # duplicates of a business key are found among all the table's rows, not only
+                # the new ones: re-map the whole table
+                conn.exec_driver_sql(f"DELETE FROM staging_rows WHERE {scope}")
+                table_incremental = False
+            if table_incremental:
                 last = conn.exec_driver_sql(f"SELECT max(sync_id) FROM staging_rows WHERE {scope}").scalar()
                 if last is not None and "_esg_sync_id" in source.columns:
                     where.append(f"src.{d.quote('_esg_sync_id')} > {int(last)}")
-            _run_table(conn, d, workspace, compiler, mapping, connector_id, where, result, incremental, scope)
+            _run_table(conn, d, workspace, compiler, mapping, connector_id, where, result, table_incremental, scope)
             results.append(result)
         summary = conn.exec_driver_sql(
             f"SELECT field, count(*), sum(normalized_value) FROM staging_rows WHERE {mine} GROUP BY field ORDER BY field").all()
@@ -543,16 +568,20 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         value_branches = {k: f"{d.quote('m__' + m.name)} * {d.number_literal(v[0])}" for k, v in table.items() if isinstance(v, tuple)}
         unit_branches = {k: lit(v[1]) for k, v in table.items() if isinstance(v, tuple)}
         flag_branches = {k: lit(v) for k, v in table.items() if isinstance(v, str)}
-        norm_cols += [f"{_case(d, u, value_branches, f'CAST(NULL AS {d.double})')} AS {d.quote('n__' + m.name)}",
+        # a duplicate counted once elsewhere has no value here (and says so)
+        norm_cols += [f"CASE WHEN _dup_ignored THEN CAST(NULL AS {d.double}) ELSE "
+                      f"{_case(d, u, value_branches, f'CAST(NULL AS {d.double})')} END AS {d.quote('n__' + m.name)}",
                       f"{_case(d, u, unit_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('nu__' + m.name)}",
-                      f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('uf__' + m.name)}"]
+                      f"CASE WHEN _dup_ignored THEN 'duplicate_ignored' ELSE "
+                      f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} END AS {d.quote('uf__' + m.name)}"]
         measures.append(m)
     rn = f", rowid - {int(ids.first_rowid)} AS _esg_rn" if ids.block else ""
     norm = f"(SELECT *{rn}{''.join(', ' + col for col in norm_cols)} FROM {src}) n"
     columns = list(STAGING_COLUMNS)
 
     def quality(*flags: str) -> str:
-        return f"NULLIF(concat_ws(',', {', '.join(flags)}), '')"
+        """The row's flags, and 'duplicate' when it shares its business key with another row."""
+        return f"NULLIF(concat_ws(',', {', '.join(flags + ('n._dup_flag',))}), '')"
 
     written = 0
     for m in measures:
@@ -666,18 +695,22 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
             for combo in combos:
                 category, subcategory, unit, region, period = combo
                 entry = _vocab_flags(c.catalog, entity, category)
-                found = c.library.resolve(_vocab_selectors(c.catalog, entity, category, subcategory), unit, region,
-                                          period, gases, regional=bool(entry.get("regional")),
+                # `selector` of the spec narrows the activity (biogenic CO2: DESNZ's "Outside of scopes")
+                selectors = [{**sel, **spec.get("selector", {})}
+                             for sel in _vocab_selectors(c.catalog, entity, category, subcategory)]
+                found = c.library.resolve(selectors, unit, region, period, gases, regional=bool(entry.get("regional")),
                                           fallback_region=c.fallback_region)
                 flags = ",".join(found.flags) or None
-                if found.co2e is None:  # a CO2e row without value, flagged: the activity is not lost silently
-                    rows.append((*combo, "ghg_co2e", None, None, None, None, None, 0, flags))
+                if found.factors.get(gases[0]) is None:
+                    if not spec.get("optional"):  # a CO2e row without value, flagged: not lost silently
+                        rows.append((*combo, "ghg_co2e", None, None, None, None, None, 0, flags))
                     continue
                 for gas_ix, g in enumerate(gases):
                     f = found.factors.get(g)
                     if f is not None:
+                        gwp = f" ({f.gwp})" if f.gwp and f.gwp != "not stated" else ""
                         rows.append((*combo, EMISSION_FIELDS[g], f.per(unit), f.set_label, f.id, f.value,
-                                     f"kg CO2e{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix, flags))
+                                     f"kg CO2e{gwp}{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix, flags))
             _factor_temp(conn, d, "_esg_ef", keys + ["field", "t_per_unit", "factor_set", "factor_id", "factor_value",
                                                      "factor_unit", "gas_ix", "flags"],
                          key_types + [d.text, d.double, d.text, d.text, d.double, d.text, "INTEGER", d.text], rows)
@@ -693,12 +726,14 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                 if gas_ix is not None:
                     select += f" WHERE f.gas_ix = {gas_ix}"
                 written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+        if spec.get("optional"):
+            continue
         # activity that could not be used (no value, an unknown or ambiguous unit): a CO2e row
         # without value carrying the measure's flag, so the emission KPI shows the doubt too
         unusable = {**base, "id": ids.take(), "field": lit("ghg_co2e"), "normalized_value": "NULL",
                     "factor_set": "NULL", "factor_id": "NULL", "factor_value": "NULL", "factor_unit": "NULL",
-                    "quality": f"COALESCE(n.{q('uf__')}, CASE WHEN n.{q('v__')} IS NULL THEN 'missing_value' "
-                               f"ELSE 'not_a_number' END)"}
+                    "quality": quality(f"COALESCE(n.{q('uf__')}, CASE WHEN n.{q('v__')} IS NULL THEN 'missing_value' "
+                                       f"ELSE 'not_a_number' END)")}
         select = f"SELECT {', '.join(_prefixed(unusable, columns))} FROM {norm} WHERE n.{q('n__')} IS NULL"
         written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
     result.staging_rows = written

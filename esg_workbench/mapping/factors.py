@@ -279,7 +279,11 @@ class FactorLibrary:
     def resolve(self, selectors: list[dict], activity_unit: str, region: str | None, period: str | None,
                 gases: Iterable[str] = ("CO2e",), *, regional: bool = False,
                 fallback_region: str | None = None) -> Resolution:
-        """The factors of an activity of a site in `region` in the month `period`."""
+        """The factors of an activity of a site in `region` in the month `period`. The first
+        of `gases` leads (CO2e; CO2 for DESNZ's biogenic 'Outside of scopes' factors): the
+        other gases take the factors of its set, region and vintage."""
+        gases = list(gases)
+        lead = gases[0] if gases else "CO2e"
         day = month_start(period)
         flags: list[str] = []
         if day is None or not selectors:
@@ -288,13 +292,13 @@ class FactorLibrary:
             flags.append("site_without_country")
         found = None
         for candidate in regions.widening(region):
-            found = self._in_region(selectors, activity_unit, "CO2e", candidate, day)
+            found = self._in_region(selectors, activity_unit, lead, candidate, day)
             if found:
                 region = candidate
                 break
         if found is None and fallback_region and not regional:
             region = regions.normalize(fallback_region)
-            found = self._in_region(selectors, activity_unit, "CO2e", region, day)
+            found = self._in_region(selectors, activity_unit, lead, region, day)
             if found is not None:
                 flags.append("factor_other_region")
         if found is None:
@@ -304,9 +308,9 @@ class FactorLibrary:
             flags.append(vintage)
         if co2e.basis == LIFECYCLE:
             flags.append("lifecycle_factor")
-        out = {"CO2e": co2e}
+        out = {lead: co2e}
         for gas in gases:
-            if gas == "CO2e":
+            if gas == lead:
                 continue
             same = [f for f in self._set_of(co2e).candidates(selector, activity_unit, gas)
                     if f.region == co2e.region and f.valid_from == co2e.valid_from and f.valid_to == co2e.valid_to]

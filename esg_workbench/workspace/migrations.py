@@ -43,7 +43,8 @@ def upgrade_1_to_2(conn: sa.Connection) -> None:
 
 def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
     """Methodology (issue 13): factors state their basis, GWP set and licence; sites get a
-    location (the region their factors are chosen by)."""
+    location (the region their factors are chosen by); organizations keep methodology
+    choices (how gaps are estimated)."""
     from esg_workbench.workspace import schema
 
     _add_columns(conn, "emission_factors", [
@@ -52,6 +53,7 @@ def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
         ("licence", "VARCHAR(200)"),
     ])
     schema.metadata.tables["site_locations"].create(conn, checkfirst=True)
+    schema.metadata.tables["methodology_settings"].create(conn, checkfirst=True)
 
 
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each

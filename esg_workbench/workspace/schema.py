@@ -299,6 +299,20 @@ site_locations = sa.Table(
     sa.UniqueConstraint("organization_id", "site", name="uq_site_locations_site"),
 )
 
+# An organization's methodology choices (since v3), e.g. gap_estimate: how KPI gaps are
+# estimated (mapping/gaps.py).
+methodology_settings = sa.Table(
+    "methodology_settings",
+    metadata,
+    _id("methodology_settings"),
+    _org(),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("value", sa.String(200)),
+    sa.Column("set_by", sa.String(200)),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "key", name="uq_methodology_settings_key"),
+)
+
 scheduled_jobs = sa.Table(
     "scheduled_jobs",
     metadata,

@@ -12,7 +12,7 @@ def test_demo_ends_with_a_kpi_table(demo_ws):
     kpis = summary["kpis"]
     assert kpis["mapping"] == "sample_erp" and kpis["staging_rows"] > 10_000
     text = demo.describe(summary)
-    assert "energy MWh" in text and "scope1 tCO2e" in text and "headcount" in text and "water ML" in text
+    assert "energy MWh" in text and "scope1 tCO2e" in text and "headcount" in text and "water m3" in text
     sites = {r["site"] for r in kpis["table"]}
     assert sites == {"DE-MUC", "DE-BER", "NL-RTM", "SE-GOT", "ES-VLC", "(all sites)"}
     months = sorted({r["period"] for r in kpis["table"]})
