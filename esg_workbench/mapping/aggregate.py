@@ -133,13 +133,13 @@ def _attribute_conditions(d: Dialect, kpi: KpiDef) -> list[str]:
     return out
 
 
-def _number_text(d: Dialect, column: str) -> str:
+def number_text(d: Dialect, column: str) -> str:
     """A number as the same text in DuckDB and PostgreSQL (fixed six decimals): result
     hashes must not depend on how a backend prints a double ('0.0' vs '0')."""
     return f"coalesce(CAST(CAST({column} AS DECIMAL(38, 6)) AS {d.text}), '')"
 
 
-def _source_text(d: Dialect, column: str) -> str:
+def source_text(d: Dialect, column: str) -> str:
     """A source value's text with number spellings made equal ('12.50', '12.5' -> '12.5';
     '3.0' -> '3'): landed numbers print differently in DuckDB and PostgreSQL."""
     decimals = f"regexp_replace({column}, '^(-?[0-9]+[.][0-9]*[1-9])0+$', '\\1')"
@@ -158,9 +158,9 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
     value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
     # the content of a row, for the result hash: no ids (the connector's id is random), and
     # numbers as the same text on every backend
-    text = (f"concat_ws('|', s.source_table, s.source_key, s.field, {_source_text(d, 's.value')}, "
+    text = (f"concat_ws('|', s.source_table, s.source_key, s.field, {source_text(d, 's.value')}, "
             f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
-            f"{_number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
+            f"{number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
     inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
              f"{text} AS rt, s.source_table AS st FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":

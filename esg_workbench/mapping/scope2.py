@@ -74,11 +74,13 @@ def _day(value: Any) -> str | None:
 
 def load_instruments(conn, d, workspace) -> list[Instrument]:
     """The instruments of the organization, from their staging rows."""
+    from esg_workbench.mapping.aggregate import source_text  # one spelling of numbers on every backend
+
     org = d.literal(workspace.organization_id)
     rows = conn.exec_driver_sql(
         f"SELECT s.id, s.mapping_name, s.source_table, s.source_key, s.site, s.activity_date, s.attributes, "
         f"s.category, s.field, s.normalized_value, concat_ws('|', s.source_table, s.source_key, s.field, "
-        f"coalesce(s.value, ''), coalesce(s.unit, ''), coalesce(s.category, ''), coalesce(s.attributes, '')) "
+        f"{source_text(d, 's.value')}, coalesce(s.unit, ''), coalesce(s.category, ''), coalesce(s.attributes, '')) "
         f"FROM staging_rows s WHERE s.organization_id = {org} AND s.entity = {d.literal(INSTRUMENT_ENTITY)} "
         f"ORDER BY s.source_table, s.source_key, s.field, s.id").all()
     found: dict[tuple, Instrument] = {}
@@ -115,12 +117,24 @@ def _market_electricity(conn, d, workspace) -> dict[tuple[str, str], tuple[float
 
 def allocate_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple[tuple, int]]:
     """Apply the instruments to the month-and-site values of market-based Scope 2 and
-    renewable energy (cells from aggregate.py). Returns extra lineage: (cell key, staging
-    row id) for every instrument row behind a changed value."""
+    renewable energy (cells from aggregate.py), and keep every market-based value at or
+    above zero. Returns extra lineage: (cell key, staging row id) for every instrument row
+    behind a changed value."""
+    if catalog.kpi(MARKET_KPI) is None:
+        return []
+    lineage = _apply_instruments(conn, d, workspace, cells, catalog)
+    for cell in cells.values():  # with or without instruments: never below zero
+        if cell.kpi == MARKET_KPI and cell.value is not None and cell.value < 0:
+            cell.value = 0.0
+            cell.flag("clamped_at_zero")
+    return lineage
+
+
+def _apply_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple[tuple, int]]:
     from esg_workbench.mapping.aggregate import Cell
 
     instruments = [i for i in load_instruments(conn, d, workspace) if i.site and i.mwh is not None]
-    if not instruments or catalog.kpi(MARKET_KPI) is None:
+    if not instruments:
         return []
     renewable_kinds = {k for k, v in catalog.vocabulary("instrument").items() if v.get("renewable")}
     consumption = {(c.site, c.period): c.value for c in cells.values()
@@ -153,9 +167,6 @@ def allocate_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple
                 value = None  # the uncovered part has no rate: stays unknown (flagged no_factor)
             else:
                 value = other_t + (elec or 0.0) * (1.0 - fraction) + inst_t
-                if value < 0:
-                    value = 0.0
-                    market.flag("clamped_at_zero")
             market.value = value
             if fraction >= 1.0 and not others:
                 # every kWh is covered by instruments: no row's fallback rate is in the value
