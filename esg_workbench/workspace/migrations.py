@@ -47,11 +47,13 @@ def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
     choices (how gaps are estimated)."""
     from esg_workbench.workspace import schema
 
-    _add_columns(conn, "emission_factors", [
+    # only the columns it lacks: a workspace may have been made by a build that had them
+    present = set(conn.exec_driver_sql("SELECT * FROM emission_factors LIMIT 0").keys())  # (DuckDB: no inspector)
+    _add_columns(conn, "emission_factors", [(name, sql_type) for name, sql_type in (
         ("basis", "VARCHAR(100)"),
         ("gwp", "VARCHAR(32)"),
         ("licence", "VARCHAR(200)"),
-    ])
+    ) if name not in present])
     schema.metadata.tables["site_locations"].create(conn, checkfirst=True)
     schema.metadata.tables["methodology_settings"].create(conn, checkfirst=True)
 

@@ -354,3 +354,44 @@ def test_result_hashes_equal_across_workspaces_and_backends(computed, tmp_path, 
     finally:
         for other in others:
             other.close()
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def test_cli_sites_instruments_factor_import_and_gap_estimates(computed, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    url = str(computed.engine.url.database)
+    computed.engine.dispose()
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "esg_workbench", "--workspace", url, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    listed = json.loads(run("--json", "site", "list").stdout)
+    assert {r["site"]: r["region"] for r in listed}["US-SFO"] == "US-CA"
+    assert {r["site"]: r["origin"] for r in listed}["(unassigned)"] is None  # seen in data, no country
+    bad = run("site", "set", "XX-NOW", "Atlantis")
+    assert bad.returncode != 0 and "not an ISO 3166 country" in bad.stderr + bad.stdout
+    good = run("site", "set", "XX-NOW", "fr")
+    assert good.returncode == 0 and "XX-NOW is in FR" in good.stdout
+    instruments = json.loads(run("--json", "instruments", "list").stdout)
+    assert sorted((r["site"], r["type"], r["mwh"]) for r in instruments) == [
+        ("DE-HAM", "guarantee_of_origin", 15.0), ("SE-STO", "ppa", 10.0)]
+    # a national factor for France, with its region and validity given on the command line
+    path = tmp_path / "fr.csv"
+    path.write_text("Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2023\n"
+                    "Scope 2,Electricity grid,,Electricity: grid average,France,,kWh,kg CO2e,0.052\n")
+    imported = run("factors", "import", str(path), "--name", "fr-national", "--region", "FR", "--gwp", "AR5")
+    assert imported.returncode == 0 and "for FR" in imported.stdout
+    wrong = run("factors", "import", str(path), "--name", "x", "--region", "Narnia")
+    assert wrong.returncode != 0 and "ISO 3166" in wrong.stderr + wrong.stdout
+    estimated = run("kpi", "estimate-gaps", "neighbours")
+    assert estimated.returncode == 0, estimated.stderr
+    shown = run("kpi", "show", "energy_electricity", "--period", "2023-03", "--site", "SE-STO")
+    assert "estimated" in shown.stdout and "estimate:neighbours" in shown.stdout
+    # the drill-down shows the source value in its unit and the converted one in its unit
+    shown = run("kpi", "show", "energy_electricity", "--period", "2023-01", "--site", "GB-LON")
+    assert "kWh -> 10.0 MWh" in shown.stdout
