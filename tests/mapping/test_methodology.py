@@ -395,3 +395,23 @@ def test_cli_sites_instruments_factor_import_and_gap_estimates(computed, tmp_pat
     # the drill-down shows the source value in its unit and the converted one in its unit
     shown = run("kpi", "show", "energy_electricity", "--period", "2023-01", "--site", "GB-LON")
     assert "kWh -> 10.0 MWh" in shown.stdout
+
+
+def test_per_headcount_estimate_is_the_sites_own_intensity():
+    from esg_workbench.mapping.aggregate import Cell
+    from esg_workbench.mapping.catalog import load_catalog
+
+    kpi = load_catalog().kpi("energy_electricity")
+    cells = {}
+    for kpi_id, month, v in [("energy_electricity", "2023-01", 10.0), ("energy_electricity", "2023-02", None),
+                             ("energy_electricity", "2023-03", 20.0), ("headcount", "2023-01", 5.0),
+                             ("headcount", "2023-02", 6.0), ("headcount", "2023-03", 5.0)]:
+        cell = Cell(kpi_id, "A", month, "month", v, "MWh", "sum")
+        if v is None:
+            cell.flag("missing")
+        cells[cell.key] = cell
+    assert gaps.estimate(cells, kpi, "per_headcount") == 1
+    feb = cells[("energy_electricity", "A", "2023-02")]
+    # (10 + 20) MWh / (5 + 5) employees = 3 MWh per employee, x 6 employees in February
+    assert feb.value == pytest.approx(3 * 6) and {"estimated", "estimate:per_headcount"} <= set(feb.quality)
+    assert "missing" not in feb.quality and ("headcount", "A", "2023-02") in feb.parts
