@@ -127,10 +127,21 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
     lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {value['value']} {value['unit']} "
              f"({value['rule']}; flags: {', '.join(value['quality']) or 'none'}; hash {value['result_hash'][:16]})",
              f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:"]
+    from esg_workbench.mapping.factors import factor_details
+
+    described: dict[tuple, dict | None] = {}
     for r in found["staging_rows"][:args.limit]:
+        key = (r["factor_set"], r["factor_id"])
+        if key not in described:
+            described[key] = factor_details(ws, *key)
+        factor = described[key]
+        where = (f": {factor['region'] or 'no region'} {factor['valid_from']}..{factor['valid_to']}, "
+                 f"{factor['basis'] or 'basis not stated'}, GWP {factor['gwp'] or 'not stated'}") if factor else ""
         lines.append(f"  {r['source_table']}#{r['source_key']} {r['period']} {r['site']} {r['field']} "
                      f"{r['value']} {r['unit'] or ''} -> {r['normalized_value']} {r['normalized_unit']}"
-                     + (f" (factor {r['factor_id']})" if r["factor_id"] else ""))
+                     + (f" (factor {r['factor_set'] or ''} {r['factor_id']}{where})" if r["factor_id"] else "")
+                     + (f" [{r['quality']}]" if r["quality"] else ""))
+        r["factor"] = factor
     out.emit(found, "\n".join(lines))
     return 0
 

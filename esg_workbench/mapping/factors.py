@@ -597,6 +597,21 @@ def load_library(workspace, name: str | None = None, version: str | None = None)
     return FactorLibrary([chosen] + [s for s in shipped if s.label != chosen.label])
 
 
+def factor_details(workspace, set_label: str | None, factor_id: str | None) -> dict[str, Any] | None:
+    """Region, validity, basis, GWP set, source and licence of the factor a staging row
+    records (set label 'NAME@VERSION' and id); None when the row has no factor or the set
+    is gone. An energy row's id 'per-unit/per-kWh' names its per-unit factor."""
+    if not set_label or not factor_id or "@" not in set_label:
+        return None
+    name, version = set_label.rsplit("@", 1)
+    try:
+        fs = load_factor_set(workspace, name, version)
+    except NotFound:
+        return None
+    found = fs.by_id(factor_id) or fs.by_id(factor_id.split("/")[0])
+    return found.details() if found else None
+
+
 def selector_json(selector: dict[str, str]) -> str:
     return json.dumps(selector, sort_keys=True)
 

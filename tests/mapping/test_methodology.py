@@ -395,6 +395,9 @@ def test_cli_sites_instruments_factor_import_and_gap_estimates(computed, tmp_pat
     # the drill-down shows the source value in its unit and the converted one in its unit
     shown = run("kpi", "show", "energy_electricity", "--period", "2023-01", "--site", "GB-LON")
     assert "kWh -> 10.0 MWh" in shown.stdout
+    # and the factor behind an emission: its region, validity, basis and GWP set
+    shown = run("kpi", "show", "ghg_scope2_location", "--period", "2023-01", "--site", "DE-HAM")
+    assert "GRID-2023@1 country:DEU:2023: DE 2023-01-01..2023-12-31, lifecycle" in shown.stdout
 
 
 def test_per_headcount_estimate_is_the_sites_own_intensity():

@@ -196,6 +196,8 @@ class MappingPanel(QWidget):
                              "Saved versions of this mapping", "mappingHistory")
         self.act_apply = a("Apply", self.apply, "Ctrl+Return", "SP_MediaPlay",
                            "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
+        self.act_sites = a("Sites…", self.show_sites, None, "SP_DirHomeIcon",
+                           "Sites and their countries: the region emission factors are chosen by", "siteLocations")
         self.zoom_label = QLabel("100 %")
         self.zoom_label.setMinimumWidth(44)
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -228,6 +230,8 @@ class MappingPanel(QWidget):
         bar.addAction(self.act_save)
         bar.addAction(self.act_history)
         bar.addAction(self.act_apply)
+        bar.addSeparator()
+        bar.addAction(self.act_sites)
         self.toolbar = bar
 
     def _update_actions(self) -> None:
@@ -235,6 +239,7 @@ class MappingPanel(QWidget):
         mapping = self.document.mapping
         has = mapping is not None
         self.act_new.setEnabled(has_ws)
+        self.act_sites.setEnabled(has_ws)
         self.act_add_table.setEnabled(has)
         self.act_automap.setEnabled(has and bool(mapping.tables))
         self.act_save.setEnabled(has and self.document.modified)
@@ -600,6 +605,19 @@ class MappingPanel(QWidget):
             self.mappings_listed.emit(rows)
 
         self.pool.run(tasks.list_mappings, self.workspace, on_done=done, on_error=self._error, owner=self)
+
+    def show_sites(self):
+        """The sites and their countries (set one by hand there)."""
+        from esg_workbench.gui.mapping.sites_dialog import SitesDialog
+
+        if self.workspace is None:
+            return None
+        dialog = SitesDialog(self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.sites_dialog = dialog
+        return dialog
 
     def show_history(self) -> HistoryDialog | None:
         m = self.document.mapping
