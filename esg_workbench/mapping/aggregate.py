@@ -11,15 +11,22 @@
   (and add up sites); ratios are recomputed from the rolled-up numerator and
   denominator, never averaged; `linear` KPIs add up their terms.
 * `result_hash` is a SHA-256 over the KPI, site, period, value, unit, rule, catalog
-  version and the inputs (the content of the staging rows, or the parts' hashes): the
-  same inputs always give the same hash, whatever the row ids or the time.
-* Data-quality flags per value: `missing` (no data for a site and month inside the
-  reporting range), `partial` (a roll-up or total with missing months or sites),
-  `unit_mismatch` (rows whose unit could not be converted, left out), `negative`
-  (negative input rows or a negative result), `outlier` (far from the site's usual
+  version and the inputs (the content of the staging rows: source table and key, value
+  with numbers spelled alike on every backend, unit, factor, flags; or the parts'
+  hashes): the same inputs give the same hash, whatever the row ids, the connector's id,
+  the time or the backend (DuckDB or PostgreSQL).
+* Data-quality flags per value (mapping/flags.py says what each means): the staging rows'
+  own flags (ROW_FLAGS: no_factor, factor_vintage, missing_value, unit_ambiguous,
+  duplicate, ...), `missing` (no data for a site and month inside the reporting range),
+  `partial` (a roll-up or total with missing months or sites), `gap` (a monthly input
+  without rows for the month: gaps.py), `unit_mismatch` (rows whose unit could not be
+  converted to the KPI's, left out), `negative`, `outlier` (far from the site's usual
   months: robust z-score over median and MAD), `not_period_end` (a stock taken from an
-  earlier month), `no_factor` / `market_uses_location_factor` (emission rows without a
-  factor, or market-based without supplier data).
+  earlier month), `unknown_site`, the market-based ones of scope2.py and `estimated`.
+  Totals and roll-ups carry the flags of their parts (a missing part makes them
+  `partial`).
+* Market-based Scope 2 and renewable energy take the contractual instruments allocated
+  to each site and month (scope2.py); missing site-months may be estimated (gaps.py).
 * On a shared workspace recomputes of one organization take turns, and wait for the
   applies under way (workspace/concurrency.py): every recompute sees one settled set of
   staging rows and replaces all the values, so the last one is what a single run gives.

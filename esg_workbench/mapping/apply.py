@@ -8,8 +8,16 @@ the factor set gives for the categories and units found. Nothing is done per row
 Python, so a million landed rows map in seconds, in DuckDB and PostgreSQL alike.
 
 Every staging row carries its lineage: connector, source table, source key, the sync run
-that landed the raw row, the mapping name and version; emission and energy rows also the
-factor set, factor id and value. Re-applying replaces the mapping's staging rows; an
+that landed the raw row, the mapping name and version, the source value in its source
+unit (`value`, `unit`) and the converted value in its unit; emission and energy rows also
+the factor set, factor id and value. A row without a value, with an unknown or ambiguous
+unit, or sharing a business key is kept and flagged, so every KPI it feeds says so.
+
+Emission factors are chosen per category, unit, site region (workspace site locations,
+filled by a mapping of the `site` entity, which an apply processes first) and month
+(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate, else the
+region's residual mix, else the location factor; contractual instruments are allocated
+when the KPIs are computed (scope2.py). Re-applying replaces the mapping's staging rows; an
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
 
