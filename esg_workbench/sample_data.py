@@ -2,8 +2,9 @@
 
 `create_sample_erp(path)` writes a SQLite file holding two years (January 2023 to
 December 2024) of ESG activity data of a fictional manufacturer with five sites in four
-countries: energy meters and their readings, fuel purchases, business travel, waste,
-water and headcount. The same seed always gives the same rows (a seeded
+countries (each site with its ISO 3166 country code): energy meters and their readings,
+fuel purchases, business travel, waste, water, headcount, and the energy attribute
+certificates (guarantees of origin, a PPA) the company cancelled for three sites. The same seed always gives the same rows (a seeded
 ``random.Random``; no clock, no numpy).
 
 Every table has an integer primary key ``id`` and an ``updated_at`` TIMESTAMP stored as
@@ -48,6 +49,7 @@ TABLES = (
     "waste",
     "water",
     "headcount",
+    "energy_attribute_certificates",
 )
 
 #: the deliberate flaws, for data-quality checks and their tests
@@ -152,6 +154,19 @@ CREATE TABLE headcount (
     updated_at TIMESTAMP NOT NULL,
     UNIQUE (site_id, month)
 );
+CREATE TABLE energy_attribute_certificates (
+    id INTEGER PRIMARY KEY,
+    site_id INTEGER NOT NULL REFERENCES sites (id),
+    certificate_type TEXT NOT NULL CHECK (certificate_type IN ('GO', 'PPA')),
+    registry TEXT NOT NULL,
+    tracking_id TEXT NOT NULL UNIQUE,
+    mwh NUMERIC(12, 3) NOT NULL,
+    period_start DATE NOT NULL,
+    period_end DATE NOT NULL,
+    cancelled_on DATE,
+    evidence TEXT,
+    updated_at TIMESTAMP NOT NULL
+);
 CREATE INDEX electricity_readings_updated ON electricity_readings (updated_at, id);
 CREATE INDEX business_travel_updated ON business_travel (updated_at, id);
 """
@@ -181,6 +196,24 @@ _CITIES = {
     "Warsaw": (52.230, 21.012), "New York": (40.713, -74.006), "Chicago": (41.878, -87.630),
     "São Paulo": (-23.551, -46.633), "Shanghai": (31.230, 121.474), "Singapore": (1.352, 103.820),
 }
+
+# energy attribute certificates cancelled for the green-tariff sites: (site, type, registry,
+# tracking id, MWh, period start, period end, cancelled on, evidence). DE-BER's 2023 GOs and
+# NL-RTM's 2023 GOs hold a little more than the sites used (a surplus); NL-RTM's 2024 GOs
+# cover only January to June; SE-GOT has a PPA for 2024 only, so its 2023 market-based
+# emissions fall back to the location factor.
+_CERTIFICATES = (
+    ("DE-BER", "GO", "UBA HKNR", "DE-HKNR-2023-000184", 620.0, "2023-01-01", "2023-12-31", "2024-03-28",
+     "Vattenfall cancellation statement 2024-03-28"),
+    ("DE-BER", "GO", "UBA HKNR", "DE-HKNR-2024-000211", 600.0, "2024-01-01", "2024-12-31", "2025-03-27",
+     "Vattenfall cancellation statement 2025-03-27"),
+    ("NL-RTM", "GO", "CertiQ", "NL-CERTIQ-2023-77120", 1000.0, "2023-01-01", "2023-12-31", "2024-03-15",
+     "Eneco GO cancellation 2023"),
+    ("NL-RTM", "GO", "CertiQ", "NL-CERTIQ-2024-80404", 450.0, "2024-01-01", "2024-06-30", "2024-09-12",
+     "Eneco GO cancellation H1 2024"),
+    ("SE-GOT", "PPA", "Cesar (Energimyndigheten)", "SE-PPA-2024-GE-0007", 2000.0, "2024-01-01", "2024-12-31",
+     "2025-02-10", "PPA Göteborg Energi Vind AB, 2024 GOs cancelled 2025-02-10"),
+)
 
 # waste stream: (waste type, treatment, collections per month, typical kg per collection
 # at a plant) and which site kinds produce it
@@ -417,6 +450,13 @@ def _generate(rng: random.Random) -> dict[str, list[tuple]]:
                                         _stamp(rng, day, lag_days=(3, 20))))
     travel_rows.sort(key=lambda r: (r[0], r[1], r[2], r[5]))
     rows["business_travel"] = [(None, r[1], r[0].isoformat(), *r[2:]) for r in travel_rows]
+
+    # --- energy attribute certificates (fixed: they use no random numbers, so adding them
+    # changed no other table's rows) ----------------------------------------------------------
+    for number, (code, kind, registry, tracking, mwh, start, end, cancelled, evidence) in enumerate(_CERTIFICATES, 1):
+        rows["energy_attribute_certificates"].append(
+            (number, site_ids[code], kind, registry, tracking, mwh, start, end, cancelled, evidence,
+             f"{cancelled} 10:15:00.000001"))
     return rows
 
 

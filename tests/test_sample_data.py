@@ -34,6 +34,7 @@ ROWS = {
     "waste": 1248,
     "water": 120,
     "headcount": 120,
+    "energy_attribute_certificates": 5,
 }
 
 FOREIGN_KEYS = {
@@ -46,6 +47,7 @@ FOREIGN_KEYS = {
     "headcount": [("site_id", "sites")],
     "sites": [],
     "business_travel": [],
+    "energy_attribute_certificates": [("site_id", "sites")],
 }
 
 
@@ -91,7 +93,7 @@ def test_row_counts_size_and_period(sample):
     assert tuple(ROWS) == TABLES
     for table, expected in ROWS.items():
         assert query(sample, f"SELECT count(*) FROM {table}") == [(expected,)]
-    assert sum(ROWS.values()) == 4769
+    assert sum(ROWS.values()) == 4774  # 4,769 activity rows and 5 certificates
     assert sample.stat().st_size < 1_000_000
     assert query(sample, "SELECT min(month), max(month), count(DISTINCT month) FROM headcount") == [
         ("2023-01-01", "2024-12-01", 24)]
@@ -180,7 +182,7 @@ def test_ensure_creates_once_and_create_refuses_to_overwrite(tmp_path):
 
 def test_the_whole_sample_reads_through_the_sqlite_connector(sample):
     conn = SqliteConnector(ConnectorSpec(type="sqlite", name="sample", options={"path": str(sample)}))
-    assert conn.validate() == "Connected. 9 tables readable in sample_erp.sqlite."
+    assert conn.validate() == "Connected. 10 tables readable in sample_erp.sqlite."
     infos = {info.stream.table: info for info in conn.describe()}
     assert sorted(infos) == sorted(TABLES)
     for table, info in infos.items():

@@ -129,6 +129,18 @@ def cmd_kpi_aggregate(ws, args, out: Output) -> int:
     return 0
 
 
+def cmd_kpi_estimate_gaps(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import aggregate, gaps
+
+    method = None if args.method == "none" else args.method
+    gaps.set_estimate_method(ws, method, actor=args.actor)
+    agg = aggregate.aggregate(ws)
+    out.emit({"method": method, "values": agg.values, "flags": agg.flags},
+             f"Gaps are {'estimated by ' + method if method else 'not estimated'}; {agg.values:,} KPI values recomputed "
+             f"({agg.flags.get('estimated', 0)} carry estimates).")
+    return 0
+
+
 def cmd_kpi_report(ws, args, out: Output) -> int:
     from esg_workbench.mapping import report
 
@@ -157,11 +169,22 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
     lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {_rounded(value['value'], value['unit'])} {value['unit']} "
              f"({value['rule']}; flags: {', '.join(value['quality']) or 'none'}; hash {value['result_hash'][:16]})",
              f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:"]
+    from esg_workbench.mapping.factors import factor_details
+
+    described: dict[tuple, dict | None] = {}
     for r in found["staging_rows"][:args.limit]:
+        key = (r["factor_set"], r["factor_id"])
+        if key not in described:
+            described[key] = factor_details(ws, *key)
+        factor = described[key]
+        where = (f": {factor['region'] or 'no region'} {factor['valid_from']}..{factor['valid_to']}, "
+                 f"{factor['basis'] or 'basis not stated'}, GWP {factor['gwp'] or 'not stated'}") if factor else ""
         lines.append(f"  {r['source_table']}#{r['source_key']} {r['period']} {r['site']} {r['field']} "
                      f"{plain(r['value'])} {r['unit'] or ''} -> {_rounded(r['normalized_value'], r['normalized_unit'])} "
                      f"{r['normalized_unit']}"
-                     + (f" (factor {r['factor_id']})" if r["factor_id"] else ""))
+                     + (f" (factor {r['factor_set'] or ''} {r['factor_id']}{where})" if r["factor_id"] else "")
+                     + (f" [{r['quality']}]" if r["quality"] else ""))
+        r["factor"] = factor
     out.emit(found, "\n".join(lines))
     return 0
 
@@ -180,9 +203,14 @@ def cmd_kpi_list(ws, args, out: Output) -> int:
 def cmd_factors_import(ws, args, out: Output) -> int:
     from esg_workbench.mapping import factors
 
-    fs = factors.import_factor_set(ws, args.file, name=args.name, version=args.version)
-    out.emit({"name": fs.name, "version": fs.version, "factors": len(fs.factors), "sha256": fs.sha256},
-             f"Imported {len(fs.factors):,} factors as {fs.label}. Use it in a mapping with \"factor_set\": \"{fs.name}\".")
+    fs = factors.import_factor_set(ws, args.file, name=args.name, version=args.version, region=args.region,
+                                   valid_from=args.valid_from, valid_to=args.valid_to, gwp=args.gwp,
+                                   licence=args.licence)
+    regions = sorted({f.region for f in fs.factors if f.region})
+    out.emit({"name": fs.name, "version": fs.version, "factors": len(fs.factors), "sha256": fs.sha256,
+              "regions": regions, "warnings": fs.warnings},
+             "\n".join([f"Imported {len(fs.factors):,} factors as {fs.label} for {', '.join(regions[:10]) or 'no region'}. "
+                        f"Use it in a mapping with \"factor_set\": \"{fs.name}\"."] + fs.warnings))
     return 0
 
 
@@ -229,6 +257,11 @@ def add_commands(sub, common) -> None:
     p.add_argument("--fiscal-year-start", type=int, default=1, choices=range(1, 13), metavar="MONTH",
                    help="the month (1-12) the fiscal year starts in (default 1: calendar years)")
     p.set_defaults(func=cmd_kpi_aggregate)
+    p = ksub.add_parser("estimate-gaps", parents=[common],
+                        help="choose how missing site-months are estimated (marked as estimates), and recompute")
+    p.add_argument("method", choices=["previous_year", "neighbours", "per_headcount", "none"])
+    p.add_argument("--actor")
+    p.set_defaults(func=cmd_kpi_estimate_gaps)
     p = ksub.add_parser("report", parents=[common], help="KPIs by site and month (or one period)")
     p.add_argument("--period", type=period, help="2024-03, 2024-Q1 or 2024 (default: every month)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
@@ -247,6 +280,11 @@ def add_commands(sub, common) -> None:
     p.add_argument("file", help="a .csv or .xlsx file")
     p.add_argument("--name", help="the factor set's name (default: from the file)")
     p.add_argument("--version", help="its version label (default: from the file)")
+    p.add_argument("--region", help="ISO 3166 region of rows without a region column (DE, FR, US-CA)")
+    p.add_argument("--valid-from", help="YYYY-MM-DD for rows without valid_from (default: Jan 1 of the factor column's year)")
+    p.add_argument("--valid-to", help="YYYY-MM-DD for rows without valid_to")
+    p.add_argument("--gwp", help="GWP set of rows without a gwp column (AR5, AR6)")
+    p.add_argument("--licence", help="the licence of the factors")
     p.set_defaults(func=cmd_factors_import)
     p = fsub.add_parser("list", parents=[common], help="the shipped and imported factor sets")
     p.set_defaults(func=cmd_factors_list)

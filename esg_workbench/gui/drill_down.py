@@ -14,20 +14,12 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QSplitt
 from esg_workbench.gui import icons
 from esg_workbench.gui.data_grid import DataGrid, natural_key
 from esg_workbench.gui.sample_model import RecordsModel
+from esg_workbench.mapping import flags as quality_flags
 from esg_workbench.mapping.catalog import Catalog
 
 ORG = "(all sites)"
 PAGE = 1000  # staging rows per "Load more"
-FLAG_TEXT = {
-    "missing": "no data for this site and month",
-    "partial": "some months or sites are missing from this total",
-    "unit_mismatch": "some rows had a unit that could not be converted (left out)",
-    "negative": "negative input rows or a negative result",
-    "outlier": "far from the site's usual months",
-    "not_period_end": "a stock taken from an earlier month than the period's end",
-    "no_factor": "emission rows without a factor",
-    "market_uses_location_factor": "market-based without supplier data: the location factor was used",
-}
+FLAG_TEXT = quality_flags.DESCRIPTIONS  # one text per flag for the app, the CLI and the README
 
 
 def format_value(value: float | None, unit: str = "") -> str:

@@ -11,15 +11,22 @@
   (and add up sites); ratios are recomputed from the rolled-up numerator and
   denominator, never averaged; `linear` KPIs add up their terms.
 * `result_hash` is a SHA-256 over the KPI, site, period, value, unit, rule, catalog
-  version and the inputs (the content of the staging rows, or the parts' hashes): the
-  same inputs always give the same hash, whatever the row ids or the time.
-* Data-quality flags per value: `missing` (no data for a site and month inside the
-  reporting range), `partial` (a roll-up or total with missing months or sites),
-  `unit_mismatch` (rows whose unit could not be converted, left out), `negative`
-  (negative input rows or a negative result), `outlier` (far from the site's usual
+  version and the inputs (the content of the staging rows: source table and key, value
+  with numbers spelled alike on every backend, unit, factor, flags; or the parts'
+  hashes): the same inputs give the same hash, whatever the row ids, the connector's id,
+  the time or the backend (DuckDB or PostgreSQL).
+* Data-quality flags per value (mapping/flags.py says what each means): the staging rows'
+  own flags (ROW_FLAGS: no_factor, factor_vintage, missing_value, unit_ambiguous,
+  duplicate, ...), `missing` (no data for a site and month inside the reporting range),
+  `partial` (a roll-up or total with missing months or sites), `gap` (a monthly input
+  without rows for the month: gaps.py), `unit_mismatch` (rows whose unit could not be
+  converted to the KPI's, left out), `negative`, `outlier` (far from the site's usual
   months: robust z-score over median and MAD), `not_period_end` (a stock taken from an
-  earlier month), `no_factor` / `market_uses_location_factor` (emission rows without a
-  factor, or market-based without supplier data).
+  earlier month), `unknown_site`, the market-based ones of scope2.py and `estimated`.
+  Totals and roll-ups carry the flags of their parts (a missing part makes them
+  `partial`).
+* Market-based Scope 2 and renewable energy take the contractual instruments allocated
+  to each site and month (scope2.py); missing site-months may be estimated (gaps.py).
 * On a shared workspace recomputes of one organization take turns, and wait for the
   applies under way (workspace/concurrency.py): every recompute sees one settled set of
   staging rows and replaces all the values, so the last one is what a single run gives.
@@ -38,7 +45,7 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
-from esg_workbench.mapping import periods, units
+from esg_workbench.mapping import gaps, periods, units
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
@@ -49,6 +56,21 @@ from esg_workbench.workspace.schema import kpi_lineage, kpi_values
 OUTLIER_Z = 5.0
 OUTLIER_MIN_MONTHS = 6
 _SELECT_COLUMNS = ("entity", "field", "category", "subcategory", "scope", "method")
+#: staging row flags a KPI value takes over from the rows behind it (row flag -> KPI flag)
+ROW_FLAGS = {
+    "no_factor": "no_factor", "market_uses_location_factor": "market_uses_location_factor",
+    "factor_vintage": "factor_vintage", "factor_other_region": "factor_other_region",
+    "lifecycle_factor": "lifecycle_factor", "site_without_country": "site_without_country",
+    "missing_value": "missing_value", "unit_unknown": "unit_unknown", "unit_ambiguous": "unit_ambiguous",
+    "unit_mismatch": "unit_mismatch", "not_a_number": "not_a_number", "no_energy_content": "no_energy_content",
+    "market_factor_negative": "market_factor_negative", "duplicate": "duplicate", "duplicate_ignored": "duplicate",
+    "estimated": "estimated",
+}
+#: KPI flags that are not passed up to totals and roll-ups as they are ('missing' months
+#: and sites make a total 'partial' instead)
+NOT_PASSED_UP = {"missing"}
+#: the site of rows whose site could not be read (apply.UNASSIGNED_SITE)
+UNKNOWN_SITE = "(unassigned)"
 
 
 @dataclass
@@ -102,21 +124,54 @@ def _in(d: Dialect, column: str, value: Any) -> str:
     return f"s.{column} IN ({', '.join(d.literal(v) for v in values)})"
 
 
+def _attribute_conditions(d: Dialect, kpi: KpiDef) -> list[str]:
+    """`"attribute": {"hazardous": "true"}` in a KPI's selection: rows whose attributes
+    (JSON text written by apply.py as {"name":"text",...}) hold that value. 'false' also
+    takes rows where the attribute is missing or empty: a record not marked hazardous is
+    non-hazardous."""
+    out = []  # strpos, not LIKE: psycopg reads a '%' in statement text as a placeholder
+    for name, value in (kpi.select.get("attribute") or {}).items():
+        if str(value).lower() == "false":
+            truthy = d.literal(f'"{name}":"true"')
+            out.append(f"(s.attributes IS NULL OR strpos(s.attributes, {truthy}) = 0)")
+        else:
+            wanted = d.literal('"%s":"%s"' % (name, value))
+            out.append(f"strpos(coalesce(s.attributes, ''), {wanted}) > 0")
+    return out
+
+
+def number_text(d: Dialect, column: str) -> str:
+    """A number as the same text in DuckDB and PostgreSQL (fixed six decimals): result
+    hashes must not depend on how a backend prints a double ('0.0' vs '0')."""
+    return f"coalesce(CAST(CAST({column} AS DECIMAL(38, 6)) AS {d.text}), '')"
+
+
+def source_text(d: Dialect, column: str) -> str:
+    """A source value's text with number spellings made equal ('12.50', '12.5' -> '12.5';
+    '3.0' -> '3'): landed numbers print differently in DuckDB and PostgreSQL."""
+    decimals = f"regexp_replace({column}, '^(-?[0-9]+[.][0-9]*[1-9])0+$', '\\1')"
+    return f"coalesce(regexp_replace({decimals}, '^(-?[0-9]+)[.]0+$', '\\1'), '')"
+
+
 def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float]) -> str:
     """The staging rows of a base KPI, with their value in the KPI's unit."""
     where = [f"s.organization_id = {d.literal(workspace.organization_id)}", "s.period IS NOT NULL"]
     for column in _SELECT_COLUMNS:
         if column in kpi.select:
             where.append(_in(d, column, kpi.select[column]))
+    where += _attribute_conditions(d, kpi)
     whens = " ".join(f"WHEN s.normalized_unit = {d.literal(u)} THEN s.normalized_value * {d.number_literal(f)}"
                      for u, f in unit_factors.items())
     value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
-    text = (f"concat_ws('|', s.connector_id, s.source_table, s.source_key, s.field, coalesce(s.value, ''), "
-            f"coalesce(s.unit, ''), coalesce(s.factor_id, ''), coalesce(CAST(s.normalized_value AS {d.text}), ''))")
-    inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.quality, {text} AS rt "
-             f"FROM staging_rows s WHERE {' AND '.join(where)}")
+    # the content of a row, for the result hash: no ids (the connector's id is random), and
+    # numbers as the same text on every backend
+    text = (f"concat_ws('|', s.source_table, s.source_key, s.field, {source_text(d, 's.value')}, "
+            f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
+            f"{number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
+    inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
+             f"{text} AS rt, s.source_table AS st FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, quality, rt FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt, st FROM (SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
@@ -127,6 +182,7 @@ def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[s
     for column in _SELECT_COLUMNS:
         if column in kpi.select:
             where.append(_in(d, column, kpi.select[column]))
+    where += _attribute_conditions(d, kpi)
     found = [r[0] for r in conn.exec_driver_sql(
         f"SELECT DISTINCT s.normalized_unit FROM staging_rows s WHERE {' AND '.join(where)}").all()]
     out = {}
@@ -141,18 +197,21 @@ def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[s
 
 
 def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_start: int = 1,
-              actor: str | None = None, progress: Callable[[str], None] | None = None) -> AggregateResult:
-    """Recompute every KPI value of the organization from its staging rows."""
+              actor: str | None = None, progress: Callable[[str], None] | None = None,
+              estimate: str | None | bool = True) -> AggregateResult:
+    """Recompute every KPI value of the organization from its staging rows. `estimate`:
+    how gaps are estimated (gaps.METHODS); True (default): the organization's choice
+    (gaps.set_estimate_method), None or False: not at all."""
     started = time.monotonic()
     catalog = catalog or load_catalog()
     say = progress or (lambda text: None)
     return concurrency.retrying(
-        lambda: _aggregate_once(workspace, catalog, fiscal_start, actor, say, started),
+        lambda: _aggregate_once(workspace, catalog, fiscal_start, actor, say, started, estimate),
         what="Recomputing the KPIs")
 
 
 def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, actor: str | None,
-                    say: Callable[[str], None], started: float) -> AggregateResult:
+                    say: Callable[[str], None], started: float, estimate: str | None | bool = None) -> AggregateResult:
     """One recompute's transaction (repeatable as a whole: it replaces every value)."""
     d = dialect_of(workspace)
     run_id = uuid.uuid4().hex[:16]
@@ -180,8 +239,10 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             # the order of the terms, and rows come in their physical order, which an
             # incremental apply or a concurrent writer changes. In a fixed order the same
             # staging rows always give the same value to the last bit, hence the same hash.
+            # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
+            # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
             rows = conn.exec_driver_sql(
-                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL), "
+                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
                 f"count(*) FILTER (WHERE v < 0), md5(string_agg(rt, '|' ORDER BY rt)), "
                 f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM ({inputs}) i GROUP BY site, period "
                 f"ORDER BY site, period").all()
@@ -193,17 +254,29 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
                     cell.flag("unit_mismatch")
                 if negatives:
                     cell.flag("negative")
-                for flag in (row_flags or "").split(","):
-                    if flag in ("no_factor", "market_uses_location_factor", "not_a_number", "unit_unknown"):
-                        cell.flag("unit_mismatch" if flag in ("unit_unknown", "not_a_number") else flag)
+                for flag in sorted(set((row_flags or "").split(","))):
+                    if flag in ROW_FLAGS:
+                        cell.flag(ROW_FLAGS[flag])
+                if site == UNKNOWN_SITE:
+                    cell.flag("unknown_site")
                 cells[cell.key] = cell
+        from esg_workbench.mapping import scope2
+
+        extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
         months_seen = sorted({c.period for c in cells.values()})
         months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
         sites = sorted({c.site for c in cells.values() if c.site is not None})
         say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
         base = [k for k in catalog.kpis_in_order() if k.is_base]
+        gap_count = 0
         for kpi in base:
             _fill_missing(cells, kpi, months)
+            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi)
+        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
+        estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
+        if method:
+            say(f"{estimated} missing site-month values estimated ({method})")
+        for kpi in base:
             kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
             _flag_outliers(cells, kpi)
             _site_totals(cells, kpi, kpi_months)
@@ -248,6 +321,12 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
                 f"SELECT {d.literal(org)}, c.id, i.id FROM ({inputs}) i JOIN _esg_cells c "
                 f"ON c.site = i.site AND c.period = i.period").rowcount or 0
             conn.exec_driver_sql("DROP TABLE IF EXISTS _esg_cells")
+        if extra_lineage:  # the contractual instruments behind market-based and renewable values
+            value_ids = {c.key: c.id for c in ordered}
+            conn.execute(sa.insert(kpi_lineage), [
+                dict(organization_id=org, kpi_value_id=value_ids[key], staging_row_id=row_id)
+                for key, row_id in extra_lineage])
+            lineage += len(extra_lineage)
         flags: dict[str, int] = {}
         for c in ordered:
             for f in c.quality:
@@ -255,7 +334,8 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         output_hash = chain.sha256_json(sorted([c.kpi, c.site or "", c.period, c.result_hash] for c in ordered))
         chain.append(workspace, conn, "kpi.aggregate", actor=actor, output_hash=output_hash, metadata={
             "run_id": run_id, "values": len(ordered), "lineage_rows": lineage, "catalog_version": catalog.version,
-            "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags})
+            "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags,
+            "gaps": gap_count, "gap_estimate": method, "estimated": estimated})
     return AggregateResult(run_id, len(ordered), sum(1 for c in ordered if c.period_type == "month" and c.site),
                            lineage, months, sites, time.monotonic() - started, flags, output_hash)
 
@@ -364,7 +444,7 @@ def _site_totals(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> No
             total.flag("partial")
         for c in parts:
             for f in c.quality:
-                if f not in ("missing", "outlier"):
+                if f not in NOT_PASSED_UP:
                     total.flag(f)
         cells[total.key] = total
 
@@ -399,7 +479,7 @@ def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: li
                 cell.flag("partial" if known else "missing")
         for c in parts:
             for f in c.quality:
-                if f in ("unit_mismatch", "negative", "no_factor", "market_uses_location_factor", "outlier"):
+                if f not in NOT_PASSED_UP and f not in ("partial", "not_period_end"):
                     cell.flag(f)
         cells[cell.key] = cell
 

@@ -8,8 +8,16 @@ the factor set gives for the categories and units found. Nothing is done per row
 Python, so a million landed rows map in seconds, in DuckDB and PostgreSQL alike.
 
 Every staging row carries its lineage: connector, source table, source key, the sync run
-that landed the raw row, the mapping name and version; emission and energy rows also the
-factor set, factor id and value. Re-applying replaces the mapping's staging rows; an
+that landed the raw row, the mapping name and version, the source value in its source
+unit (`value`, `unit`) and the converted value in its unit; emission and energy rows also
+the factor set, factor id and value. A row without a value, with an unknown or ambiguous
+unit, or sharing a business key is kept and flagged, so every KPI it feeds says so.
+
+Emission factors are chosen per category, unit, site region (workspace site locations,
+filled by a mapping of the `site` entity, which an apply processes first) and month
+(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate, else the
+region's residual mix, else the location factor; contractual instruments are allocated
+when the KPIs are computed (scope2.py). Re-applying replaces the mapping's staging rows; an
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
 
@@ -33,8 +41,8 @@ from esg_workbench.core.errors import EsgError
 from esg_workbench.core.specs import SyncStatus
 from esg_workbench.mapping import units
 from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, FieldDef, load_catalog
-from esg_workbench.mapping.errors import MappingError, UnknownUnit
-from esg_workbench.mapping.factors import FactorSet, load_factor_set
+from esg_workbench.mapping.errors import AmbiguousUnit, MappingError, UnknownUnit
+from esg_workbench.mapping.factors import FactorLibrary, load_library
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only, validate
 from esg_workbench.mapping.sql import (ANY, BOOLEAN, DUCKDB, NULL, NUMBER, Dialect, dialect_of,
                                        value_type)
@@ -155,11 +163,14 @@ def validate_in_workspace(workspace: Workspace, mapping: Mapping, catalog: Catal
 # --- compiling one table mapping ----------------------------------------------------------------
 
 class TableCompiler(Context):
-    def __init__(self, dialect: Dialect, catalog: Catalog, factor_set: FactorSet, table: TableMapping,
-                 source: SourceInfo, lookup_source: Callable[[str], SourceInfo | None]):
+    def __init__(self, dialect: Dialect, catalog: Catalog, library: FactorLibrary, table: TableMapping,
+                 source: SourceInfo, lookup_source: Callable[[str], SourceInfo | None],
+                 fallback_region: str | None = None):
         self.dialect = dialect
         self.catalog = catalog
-        self.factor_set = factor_set
+        self.library = library
+        self.factor_set = library.sets[0]  # the mapping's own set: energy content of fuels
+        self.fallback_region = fallback_region
         self.table = table
         self.entity: EntityDef = catalog.entity(table.entity)
         self.source = source
@@ -223,6 +234,32 @@ class TableCompiler(Context):
                 return None, self.dialect.to_text(*found)
         return measure.unit, None
 
+    def source_unit(self, measure: FieldDef) -> tuple[str | None, str | None]:
+        """(constant unit, SQL of a unit column) the source value is in: the input unit of
+        the edge's first unit conversion, else the stated unit. Staging rows keep the source
+        value in it (55,546 kWh, not '55546 MWh')."""
+        edges = self.table.edges_to(measure.name)
+        for t in edges[0].transforms if edges else []:
+            source = getattr(t, "from_unit", None)
+            if source:
+                return source, None
+        return self.stated_unit(measure)
+
+    def duplicate_columns(self) -> list[str]:
+        """_dup_flag ('duplicate' on every row sharing its business key with another) and
+        _dup_ignored (TRUE on all but the first of them, by source key, when the table
+        mapping counts duplicates once). Rows with a NULL key part are never duplicates."""
+        d = self.dialect
+        keys = [self.columns[k][0] for k in (self.table.business_key or []) if k in self.columns]
+        if not keys:
+            return [f"CAST(NULL AS {d.text}) AS _dup_flag", "FALSE AS _dup_ignored"]
+        window = f"PARTITION BY {', '.join(keys)}"
+        any_null = " OR ".join(f"{k} IS NULL" for k in keys)
+        first = f"row_number() OVER ({window} ORDER BY {self.key_sql()}) = 1"
+        once = self.table.duplicates == "count_once"
+        return [f"CASE WHEN {any_null} THEN NULL WHEN count(*) OVER ({window}) > 1 THEN 'duplicate' END AS _dup_flag",
+                f"CASE WHEN {any_null} THEN FALSE ELSE {'NOT (' + first + ')' if once else 'FALSE'} END AS _dup_ignored"]
+
     def key_sql(self) -> str:
         d = self.dialect
         keys = self.table.key_columns or self.source.primary_key
@@ -281,8 +318,11 @@ class TableCompiler(Context):
             cols.append(f"{d.to_text(*raw)} AS {d.quote('v__' + m.name)}")
             constant, unit_sql = self.stated_unit(m)
             cols.append(f"{unit_sql if unit_sql else d.literal(constant)} AS {d.quote('u__' + m.name)}")
+            constant, unit_sql = self.source_unit(m)
+            cols.append(f"{unit_sql if unit_sql else d.literal(constant)} AS {d.quote('su__' + m.name)}")
         mf = next((self.field_sql(f.name) for f in e.by_role("market_factor") if self.table.edges_to(f.name)), None)
         cols.append(f"{d.to_number(*mf) if mf else f'CAST(NULL AS {d.double})'} AS market_factor")
+        cols += self.duplicate_columns()
         conditions = list(where)
         if self.table.filter:
             from esg_workbench.mapping.expressions import parse
@@ -303,6 +343,9 @@ def _normalizer(measure: FieldDef, found_units: list[str | None]) -> dict[str | 
     for unit in found_units:
         try:
             dim = units.dimension(unit)
+        except AmbiguousUnit:  # 'gallon', 'ton': never guessed
+            out[unit] = "unit_ambiguous"
+            continue
         except UnknownUnit:
             out[unit] = "unit_unknown"
             continue
@@ -328,16 +371,28 @@ def _vocab_selectors(catalog: Catalog, entity: EntityDef, category: str | None, 
     entry = _vocab_entry(vocab, category)
     if entry is None or "factor" not in entry:
         return []
-    base = dict(entry["factor"])
+    # a list: alternative activities, preferred first (e.g. a national authority's grid
+    # factor before the lifecycle grid intensity): the first with a factor of the region wins
+    bases = entry["factor"] if isinstance(entry["factor"], list) else [entry["factor"]]
     sub_vocab = catalog.vocabulary(entity.subcategory.get("vocabulary"))
     sub = _vocab_entry(sub_vocab, subcategory)
-    if sub and "factor" in sub:
-        extra = sub["factor"]
-        texts = extra.get("column_text")
-        if isinstance(texts, list):
-            return [{**base, **{k: v for k, v in extra.items() if k != "column_text"}, "column_text": t} for t in texts]
-        return [{**base, **extra}]
-    return [base]
+    out = []
+    for base in bases:
+        if sub and "factor" in sub:
+            extra = sub["factor"]
+            texts = extra.get("column_text")
+            if isinstance(texts, list):
+                out += [{**base, **{k: v for k, v in extra.items() if k != "column_text"}, "column_text": t} for t in texts]
+            else:
+                out.append({**base, **extra})
+        else:
+            out.append(dict(base))
+    return out
+
+
+def _vocab_flags(catalog: Catalog, entity: EntityDef, category: str | None) -> dict[str, Any]:
+    """The category's vocabulary entry (regional?, residual mix selector)."""
+    return _vocab_entry(catalog.vocabulary(entity.category.get("vocabulary")), category) or {}
 
 
 def _vocab_entry(vocab: dict[str, dict], value: str | None) -> dict | None:
@@ -388,14 +443,14 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
     problems = errors_only(validate_in_workspace(workspace, mapping, catalog))
     if problems:
         raise MappingInvalid(f"The mapping '{mapping.name}' v{mapping.version} has {len(problems)} problem(s):", problems)
-    factor_set = load_factor_set(workspace, mapping.factor_set, mapping.factor_set_version)
+    library = load_library(workspace, mapping.factor_set, mapping.factor_set_version)
     say = progress or (lambda text: None)
     return concurrency.retrying(
-        lambda: _apply_once(workspace, mapping, incremental, catalog, factor_set, actor, say, started),
+        lambda: _apply_once(workspace, mapping, incremental, catalog, library, actor, say, started),
         what=f"Applying the mapping '{mapping.name}'")
 
 
-def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catalog: Catalog, factor_set: FactorSet,
+def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catalog: Catalog, library: FactorLibrary,
                 actor: str | None, say: Callable[[str], None], started: float) -> ApplyResult:
     """One apply's transaction (repeatable as a whole: it replaces what it writes)."""
     d = dialect_of(workspace)
@@ -417,21 +472,38 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
                 incremental = False  # another version produced rows: re-map everything
         if not incremental:
             conn.exec_driver_sql(f"DELETE FROM staging_rows WHERE {mine}")
-        for table in mapping.tables:
+        # site locations first: the emissions of the other tables are chosen by them
+        ordered = sorted(mapping.tables, key=lambda t: catalog.entity(t.entity).kind != "site_registry")
+        for table in ordered:
             source = source_info(workspace, conn, connector_id, table.stream)
-            compiler = TableCompiler(d, catalog, factor_set, table, source,
-                                     lambda s: source_info(workspace, conn, connector_id, s))
+            compiler = TableCompiler(d, catalog, library, table, source,
+                                     lambda s: source_info(workspace, conn, connector_id, s),
+                                     mapping.factor_fallback_region)
             say(f"Mapping {table.stream} → {table.entity}")
             result = TableResult(table.id, table.stream, table.entity)
+            if compiler.entity.kind == "site_registry":
+                from esg_workbench.mapping import sites
+
+                counts = sites.apply_registry(conn, workspace, compiler, mapping.name)
+                result.source_rows = counts.pop("sites")
+                result.quality = {k: v for k, v in counts.items() if v}
+                results.append(result)
+                continue
             where = []
             scope = (f"{mine} AND source_table = {d.literal(source.stream)} AND entity = {d.literal(table.entity)}")
             if "_esg_sync_id" in source.columns:
                 where.append(_not_landing(d))
-            if incremental:
+            table_incremental = incremental
+            if incremental and table.business_key:
+                # duplicates of a business key are found among all the table's rows, not only
+                # the new ones: re-map the whole table
+                conn.exec_driver_sql(f"DELETE FROM staging_rows WHERE {scope}")
+                table_incremental = False
+            if table_incremental:
                 last = conn.exec_driver_sql(f"SELECT max(sync_id) FROM staging_rows WHERE {scope}").scalar()
                 if last is not None and "_esg_sync_id" in source.columns:
                     where.append(f"src.{d.quote('_esg_sync_id')} > {int(last)}")
-            _run_table(conn, d, workspace, compiler, mapping, connector_id, where, result, incremental, scope)
+            _run_table(conn, d, workspace, compiler, mapping, connector_id, where, result, table_incremental, scope)
             results.append(result)
         summary = conn.exec_driver_sql(
             f"SELECT field, count(*), sum(normalized_value) FROM staging_rows WHERE {mine} GROUP BY field ORDER BY field").all()
@@ -439,7 +511,7 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
         chain.append(workspace, conn, "mapping.apply", actor=actor, input_hash=mapping.definition_hash(),
                      output_hash=output_hash, metadata={
                          "mapping": mapping.name, "version": mapping.version, "incremental": incremental,
-                         "factor_set": factor_set.label, "catalog_version": catalog.version,
+                         "factor_set": library.label, "catalog_version": catalog.version,
                          "tables": [{"stream": r.stream, "entity": r.entity, "source_rows": r.source_rows,
                                      "staging_rows": r.staging_rows, "quality": r.quality} for r in results]})
     return ApplyResult(mapping.name, mapping.version, results, time.monotonic() - started, incremental, output_hash)
@@ -461,7 +533,10 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
     entity = c.entity
     src = "_esg_src"
     conn.exec_driver_sql(d.drop_temp(src))
-    conn.exec_driver_sql(d.temp_table(src, c.select_sql(where)))
+    # each row with the region of its site (workspace site locations): factors are chosen by it
+    located = (f"SELECT x.*, sl.region AS region FROM ({c.select_sql(where)}) x LEFT JOIN site_locations sl "
+               f"ON sl.organization_id = {d.literal(workspace.organization_id)} AND sl.site = x.site")
+    conn.exec_driver_sql(d.temp_table(src, located))
     if d.is_duckdb:
         # a new table's rowids are a dense range (offset while the transaction is open): checked, not assumed
         n, first, last = conn.exec_driver_sql(f"SELECT count(*), min(rowid), max(rowid) FROM {src}").one()
@@ -501,27 +576,32 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         value_branches = {k: f"{d.quote('m__' + m.name)} * {d.number_literal(v[0])}" for k, v in table.items() if isinstance(v, tuple)}
         unit_branches = {k: lit(v[1]) for k, v in table.items() if isinstance(v, tuple)}
         flag_branches = {k: lit(v) for k, v in table.items() if isinstance(v, str)}
-        norm_cols += [f"{_case(d, u, value_branches, f'CAST(NULL AS {d.double})')} AS {d.quote('n__' + m.name)}",
+        # a duplicate counted once elsewhere has no value here (and says so)
+        norm_cols += [f"CASE WHEN _dup_ignored THEN CAST(NULL AS {d.double}) ELSE "
+                      f"{_case(d, u, value_branches, f'CAST(NULL AS {d.double})')} END AS {d.quote('n__' + m.name)}",
                       f"{_case(d, u, unit_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('nu__' + m.name)}",
-                      f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('uf__' + m.name)}"]
+                      f"CASE WHEN _dup_ignored THEN 'duplicate_ignored' ELSE "
+                      f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} END AS {d.quote('uf__' + m.name)}"]
         measures.append(m)
     rn = f", rowid - {int(ids.first_rowid)} AS _esg_rn" if ids.block else ""
     norm = f"(SELECT *{rn}{''.join(', ' + col for col in norm_cols)} FROM {src}) n"
     columns = list(STAGING_COLUMNS)
 
     def quality(*flags: str) -> str:
-        return f"NULLIF(concat_ws(',', {', '.join(flags)}), '')"
+        """The row's flags, and 'duplicate' when it shares its business key with another row."""
+        return f"NULLIF(concat_ws(',', {', '.join(flags + ('n._dup_flag',))}), '')"
 
     written = 0
     for m in measures:
         q = lambda p: d.quote(p + m.name)  # noqa: E731
-        values = {**common, "id": ids.take(), "field": lit(m.name), "value": q("v__"), "unit": q("u__"),
+        # a row without a value is kept (flagged missing_value), so every KPI it feeds shows the gap
+        values = {**common, "id": ids.take(), "field": lit(m.name), "value": q("v__"), "unit": q("su__"),
                   "normalized_value": q("n__"),
                   "normalized_unit": q("nu__"),
-                  "quality": quality(q("uf__"),
+                  "quality": quality(f"CASE WHEN {q('v__')} IS NULL THEN 'missing_value' ELSE {q('uf__')} END",
                                      f"CASE WHEN {q('v__')} IS NOT NULL AND {q('m__')} IS NULL THEN 'not_a_number' END",
                                      f"CASE WHEN {q('n__')} < 0 THEN 'negative' END")}
-        select = f"SELECT {', '.join(values[col] for col in columns)} FROM {norm} WHERE {q('v__')} IS NOT NULL"
+        select = f"SELECT {', '.join(values[col] for col in columns)} FROM {norm}"
         written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
     # --- derived energy (fuel quantity -> MWh by energy content) ------------------------------------
     for spec in entity.derive:
@@ -542,78 +622,127 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                     break
         _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit"],
                      [d.text, d.text, d.double, d.text, d.double, d.text], rows)
-        values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("u__"),
+        values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("su__"),
                   "normalized_value": f"n.{q('n__')} * f.mult", "normalized_unit": lit(spec["unit"]),
                   "factor_set": f"CASE WHEN f.factor_id IS NULL THEN NULL ELSE {lit(c.factor_set.label)} END",
                   "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
-                  "quality": quality("CASE WHEN f.mult IS NULL THEN 'no_energy_content' END",
+                  "quality": quality(f"CASE WHEN n.{q('n__')} IS NULL THEN COALESCE(n.{q('uf__')}, CASE WHEN "
+                                     f"n.{q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END) END",
+                                     f"CASE WHEN n.{q('n__')} IS NOT NULL AND f.mult IS NULL THEN 'no_energy_content' END",
                                      f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
+        # rows without a usable quantity too (value NULL, flagged): the energy KPI shows the doubt
         select = (f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} LEFT JOIN _esg_energy f "
-                  f"ON f.category IS NOT DISTINCT FROM n.category AND f.unit = n.{q('nu__')} WHERE n.{q('n__')} IS NOT NULL")
+                  f"ON f.category IS NOT DISTINCT FROM n.category AND f.unit = n.{q('nu__')}")
         written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
     # --- emissions per gas -------------------------------------------------------------------------
+    # The factor of each activity is chosen per category, unit, site region and month
+    # (factors.FactorLibrary.resolve): the temp tables hold one row per such combination
+    # found, with the flags the choice raised (factor_vintage, no_factor, ...).
     for spec in entity.emissions:
         m = entity.field(spec["from"])
         if m not in measures:
             continue
         q = lambda p: d.quote(p + m.name)  # noqa: E731
-        triples = conn.exec_driver_sql(
-            f"SELECT DISTINCT category, subcategory, {q('nu__')} FROM {norm} WHERE {q('n__')} IS NOT NULL").all()
+        combos = conn.exec_driver_sql(
+            f"SELECT DISTINCT category, subcategory, {q('nu__')}, region, period FROM {norm} "
+            f"WHERE {q('n__')} IS NOT NULL").all()
         gases = spec.get("gases", ["CO2e"])
-        rows = []
-        for category, subcategory, unit in triples:
-            for selector in _vocab_selectors(c.catalog, entity, category, subcategory):
-                picked = {g: c.factor_set.lookup(selector, unit, g) for g in gases}
-                if picked.get("CO2e") is not None:
-                    for gas_ix, (g, f) in enumerate(picked.items()):
-                        if f is not None:
-                            rows.append((category, subcategory, unit, EMISSION_FIELDS[g], f.per(unit), f.id, f.value,
-                                         f"kg CO2e{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix))
-                    break
-        _factor_temp(conn, d, "_esg_ef", ["category", "subcategory", "unit", "field", "t_per_unit", "factor_id",
-                                           "factor_value", "factor_unit", "gas_ix"],
-                     [d.text, d.text, d.text, d.text, d.double, d.text, d.double, d.text, "INTEGER"], rows)
-        join = (f"{norm} JOIN _esg_ef f ON f.category IS NOT DISTINCT FROM n.category "
-                f"AND f.subcategory IS NOT DISTINCT FROM n.subcategory AND f.unit = n.{q('nu__')}")
+        on = (f"f.category IS NOT DISTINCT FROM n.category AND f.subcategory IS NOT DISTINCT FROM n.subcategory "
+              f"AND f.unit = n.{q('nu__')} AND f.region IS NOT DISTINCT FROM n.region "
+              f"AND f.period IS NOT DISTINCT FROM n.period")
         base = {**common, "scope": lit(spec["scope"]), "method": lit(spec.get("method")), "value": q("v__"),
-                "unit": q("u__"), "normalized_unit": lit("tCO2e"), "factor_set": lit(c.factor_set.label)}
+                "unit": q("su__"), "normalized_unit": lit("tCO2e")}
+        keys = ["category", "subcategory", "unit", "region", "period"]
+        key_types = [d.text] * 5
         if spec.get("market"):
-            instruments = [k for k, v in c.catalog.vocabulary(entity.subcategory.get("vocabulary")).items()
-                           if v.get("zero_emission")]
-            zero = f"lower(n.subcategory) IN ({', '.join(lit(k) for k in instruments)})" if instruments else "FALSE"
-            # kg CO2e per kWh of the supplier; the measure is in its normalized energy unit
+            rows = []
+            for combo in combos:
+                category, subcategory, unit, region, period = combo
+                entry = _vocab_flags(c.catalog, entity, category)
+                loc = c.library.resolve(_vocab_selectors(c.catalog, entity, category, subcategory), unit, region,
+                                        period, regional=bool(entry.get("regional")), fallback_region=c.fallback_region)
+                res = None
+                if entry.get("residual_mix"):
+                    found = c.library.resolve([entry["residual_mix"]], unit, region, period, regional=True)
+                    res = found if found.co2e is not None else None
+                lf, rf = loc.co2e, res.co2e if res else None
+                rows.append((*combo,
+                             lf.per(unit) if lf else None, lf.set_label if lf else None, lf.id if lf else None,
+                             lf.value if lf else None, ",".join(loc.flags) or None,
+                             rf.per(unit) if rf else None, rf.set_label if rf else None, rf.id if rf else None,
+                             rf.value if rf else None, ",".join(res.flags) if res and res.flags else None,
+                             f"kg CO2e per {(lf or rf).uom.strip()}" if (lf or rf) else None))
+            _factor_temp(conn, d, "_esg_mk", keys + ["loc_t", "loc_set", "loc_id", "loc_value", "loc_flags", "res_t",
+                                                     "res_set", "res_id", "res_value", "res_flags", "factor_unit"],
+                         key_types + [d.double, d.text, d.text, d.double, d.text, d.double, d.text, d.text, d.double,
+                                      d.text, d.text], rows)
+            # the row's rate, after the GHG Protocol's hierarchy (instruments are allocated to
+            # consumption when the KPIs are computed: scope2.py): the supplier's own rate, else
+            # the residual mix of the site's region, else the location factor (flagged)
             per_kwh = units.factor(m.unit, "kWh")
-            supplier = f"n.{q('n__')} * {d.number_literal(per_kwh)} * n.market_factor / 1000.0"
-            values = {**base, "id": ids.take(), "field": "f.field",
-                      "normalized_value": f"CASE WHEN {zero} THEN 0.0 WHEN n.market_factor IS NOT NULL THEN {supplier} "
-                                          f"ELSE n.{q('n__')} * f.t_per_unit END",
-                      "factor_id": f"CASE WHEN {zero} THEN 'contractual_instrument' WHEN n.market_factor IS NOT NULL "
-                                   f"THEN 'supplier_specific' ELSE f.factor_id END",
-                      "factor_value": f"CASE WHEN {zero} THEN 0.0 WHEN n.market_factor IS NOT NULL THEN n.market_factor ELSE f.factor_value END",
-                      "factor_unit": "f.factor_unit",
-                      "quality": quality(f"CASE WHEN NOT ({zero}) AND n.market_factor IS NULL THEN 'market_uses_location_factor' END",
+            supplier = "n.market_factor IS NOT NULL AND n.market_factor >= 0"
+            values = {**base, "id": ids.take(), "field": lit("ghg_co2e"),
+                      "normalized_value": f"CASE WHEN {supplier} THEN n.{q('n__')} * {d.number_literal(per_kwh)} "
+                                          f"* n.market_factor / 1000.0 WHEN f.res_t IS NOT NULL THEN n.{q('n__')} * f.res_t "
+                                          f"ELSE n.{q('n__')} * f.loc_t END",
+                      "factor_set": f"CASE WHEN {supplier} THEN NULL WHEN f.res_t IS NOT NULL THEN f.res_set ELSE f.loc_set END",
+                      "factor_id": f"CASE WHEN {supplier} THEN 'supplier_specific' WHEN f.res_t IS NOT NULL THEN f.res_id "
+                                   f"ELSE f.loc_id END",
+                      "factor_value": f"CASE WHEN {supplier} THEN n.market_factor WHEN f.res_t IS NOT NULL THEN f.res_value "
+                                      f"ELSE f.loc_value END",
+                      "factor_unit": f"CASE WHEN {supplier} THEN 'kg CO2e per kWh' ELSE f.factor_unit END",
+                      "quality": quality(f"CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
+                                         f"CASE WHEN NOT ({supplier}) AND f.res_t IS NULL THEN "
+                                         f"concat_ws(',', 'market_uses_location_factor', f.loc_flags) END",
+                                         f"CASE WHEN NOT ({supplier}) AND f.res_t IS NOT NULL THEN f.res_flags END",
                                          f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
-            select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {join} WHERE f.field = 'ghg_co2e'"
+            select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} JOIN _esg_mk f ON {on}"
             written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
         else:
+            rows = []
+            for combo in combos:
+                category, subcategory, unit, region, period = combo
+                entry = _vocab_flags(c.catalog, entity, category)
+                # `selector` of the spec narrows the activity (biogenic CO2: DESNZ's "Outside of scopes")
+                selectors = [{**sel, **spec.get("selector", {})}
+                             for sel in _vocab_selectors(c.catalog, entity, category, subcategory)]
+                found = c.library.resolve(selectors, unit, region, period, gases, regional=bool(entry.get("regional")),
+                                          fallback_region=c.fallback_region)
+                flags = ",".join(found.flags) or None
+                if found.factors.get(gases[0]) is None:
+                    if not spec.get("optional"):  # a CO2e row without value, flagged: not lost silently
+                        rows.append((*combo, "ghg_co2e", None, None, None, None, None, 0, flags))
+                    continue
+                for gas_ix, g in enumerate(gases):
+                    f = found.factors.get(g)
+                    if f is not None:
+                        gwp = f" ({f.gwp})" if f.gwp and f.gwp != "not stated" else ""
+                        rows.append((*combo, EMISSION_FIELDS[g], f.per(unit), f.set_label, f.id, f.value,
+                                     f"kg CO2e{gwp}{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix, flags))
+            _factor_temp(conn, d, "_esg_ef", keys + ["field", "t_per_unit", "factor_set", "factor_id", "factor_value",
+                                                     "factor_unit", "gas_ix", "flags"],
+                         key_types + [d.text, d.double, d.text, d.text, d.double, d.text, "INTEGER", d.text], rows)
             values = {**base, "field": "f.field", "normalized_value": f"n.{q('n__')} * f.t_per_unit",
-                      "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
-                      "quality": quality(f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
+                      "factor_set": "f.factor_set", "factor_id": "f.factor_id", "factor_value": "f.factor_value",
+                      "factor_unit": "f.factor_unit",
+                      "quality": quality("f.flags", f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
             # DuckDB: one INSERT per gas (a row per source row each), which keeps the memory
             # of a statement to that of the source; PostgreSQL: all gases in one
             for gas_ix in range(len(gases)) if ids.block else [None]:
                 values["id"] = ids.take()
-                select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {join}"
+                select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} JOIN _esg_ef f ON {on}"
                 if gas_ix is not None:
                     select += f" WHERE f.gas_ix = {gas_ix}"
                 written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
-        # activity without a factor: a CO2e row without value, flagged, so it is not lost silently
-        missing = {**base, "id": ids.take(), "field": lit("ghg_co2e"), "normalized_value": "NULL", "factor_id": "NULL",
-                   "factor_value": "NULL", "factor_unit": "NULL", "factor_set": lit(c.factor_set.label),
-                   "quality": lit("no_factor")}
-        select = (f"SELECT {', '.join(_prefixed(missing, columns))} FROM {norm} WHERE n.{q('n__')} IS NOT NULL AND NOT EXISTS "
-                  f"(SELECT 1 FROM _esg_ef f WHERE f.category IS NOT DISTINCT FROM n.category "
-                  f"AND f.subcategory IS NOT DISTINCT FROM n.subcategory AND f.unit = n.{q('nu__')})")
+        if spec.get("optional"):
+            continue
+        # activity that could not be used (no value, an unknown or ambiguous unit): a CO2e row
+        # without value carrying the measure's flag, so the emission KPI shows the doubt too
+        unusable = {**base, "id": ids.take(), "field": lit("ghg_co2e"), "normalized_value": "NULL",
+                    "factor_set": "NULL", "factor_id": "NULL", "factor_value": "NULL", "factor_unit": "NULL",
+                    "quality": quality(f"COALESCE(n.{q('uf__')}, CASE WHEN n.{q('v__')} IS NULL THEN 'missing_value' "
+                                       f"ELSE 'not_a_number' END)")}
+        select = f"SELECT {', '.join(_prefixed(unusable, columns))} FROM {norm} WHERE n.{q('n__')} IS NULL"
         written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
     result.staging_rows = written
     flags = conn.exec_driver_sql(
@@ -657,7 +786,8 @@ def _prefixed(values: dict[str, str], columns: list[str]) -> list[str]:
     out = []
     for col in columns:
         v = values[col]
-        out.append(f"n.{v}" if v in _PLAIN else v.replace('"v__', 'n."v__').replace('"u__', 'n."u__') if v.startswith('"') else v)
+        out.append(f"n.{v}" if v in _PLAIN else v.replace('"v__', 'n."v__').replace('"u__', 'n."u__')
+                   .replace('"su__', 'n."su__') if v.startswith('"') else v)
     return out
 
 
@@ -681,7 +811,7 @@ def preview(workspace: Workspace, mapping: Mapping, table_id: str, limit: int = 
     computed by the same SQL as apply, in a transaction that is rolled back."""
     catalog = catalog or load_catalog()
     table = mapping.table(table_id)
-    factor_set = load_factor_set(workspace, mapping.factor_set, mapping.factor_set_version)
+    library = load_library(workspace, mapping.factor_set, mapping.factor_set_version)
     d = dialect_of(workspace)
     with workspace.transaction() as conn:
         outer = conn.begin_nested() if not workspace.is_duckdb else None
@@ -698,8 +828,9 @@ def preview(workspace: Workspace, mapping: Mapping, table_id: str, limit: int = 
             conn.exec_driver_sql(d.drop_temp("_esg_preview"))
             conn.exec_driver_sql(d.temp_table("_esg_preview", "SELECT * FROM staging_rows WHERE 1 = 0"))
             shown = SourceInfo(source.stream, sample, source.columns, source.primary_key)
-            compiler = TableCompiler(d, catalog, factor_set, table, shown,
-                                     lambda s: source_info(workspace, conn, connector_id, s))
+            compiler = TableCompiler(d, catalog, library, table, shown,
+                                     lambda s: source_info(workspace, conn, connector_id, s),
+                                     mapping.factor_fallback_region)
             probe = mapping.copy()
             probe.version, probe.mapping_id = probe.version or 0, probe.mapping_id or 0
             result = TableResult(table.id, table.stream, table.entity)

@@ -10,7 +10,10 @@ every mapping and KPI value). Field roles say what a field becomes in a staging 
 * `category`, `subcategory`           the classification KPIs select on (fuel type,
                                       waste material, treatment route, instrument);
 * `market_factor`                     a supplier-specific factor (market-based Scope 2);
-* `attribute`                         kept for drill-down (supplier, meter, contractor).
+* `attribute`                         kept for drill-down (supplier, meter, contractor);
+* `country`, `subdivision`            where a site is (entity `site`, kind `site_registry`:
+                                      applying it fills the workspace's site locations,
+                                      not staging rows).
 
 KPI rules: `sum` (a flow, summed over the period), `stock` (a point-in-time value: the
 period's end), `ratio` (recomputed from the summed numerator and denominator, never an
@@ -31,7 +34,10 @@ from esg_workbench.mapping.resources import resources_dir
 
 CATALOG_FILE = "catalog/esg_catalog.json"
 RULES = ("sum", "stock", "ratio", "linear")
-ROLES = ("date", "period", "site", "measure", "unit", "category", "subcategory", "market_factor", "attribute")
+ROLES = ("date", "period", "site", "measure", "unit", "category", "subcategory", "market_factor", "attribute", "country",
+         "subdivision")
+#: what applying an entity writes: staging rows, or the workspace's site locations
+KINDS = ("records", "site_registry")
 #: staging fields an entity derives (not mapped by hand)
 EMISSION_FIELDS = {"CO2e": "ghg_co2e", "CO2": "ghg_co2", "CH4": "ghg_ch4", "N2O": "ghg_n2o"}
 
@@ -74,6 +80,7 @@ class EntityDef:
     subcategory: dict[str, Any] = field(default_factory=dict)
     emissions: tuple[dict[str, Any], ...] = ()
     derive: tuple[dict[str, Any], ...] = ()
+    kind: str = "records"
 
     def field(self, name: str) -> FieldDef | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -192,7 +199,9 @@ def parse_catalog(data: dict[str, Any], sha256: str = "") -> Catalog:
         entities[e["name"]] = EntityDef(
             name=e["name"], label=e.get("label", e["name"]), description=e.get("description", ""), fields=fields,
             category=dict(e.get("category", {})), subcategory=dict(e.get("subcategory", {})),
-            emissions=tuple(e.get("emissions", ())), derive=tuple(e.get("derive", ())))
+            emissions=tuple(e.get("emissions", ())), derive=tuple(e.get("derive", ())), kind=e.get("kind", "records"))
+        if entities[e["name"]].kind not in KINDS:
+            raise ConfigError(f"Catalog entity {e['name']} has an unknown kind '{entities[e['name']].kind}'.")
     kpis = {}
     for k in data["kpis"]:
         if k["rule"] not in RULES:

@@ -50,6 +50,15 @@ class UnknownUnit(MappingError):
     hint = "Write the unit as e.g. kWh, MWh, litre, m3, ML, kg, t, km or h."
 
 
+class AmbiguousUnit(UnknownUnit):
+    """A unit text that names several units ('gallon': US or imperial; 'ton': short, long or
+    metric): never guessed. `choices` are the unambiguous units to pick from."""
+
+    def __init__(self, message: str, *, choices: tuple[str, ...] = (), **where):
+        super().__init__(message, **where)
+        self.choices = choices
+
+
 class DuplicateMapping(MappingError):
     hint = "Remove one of the edges onto this field."
 

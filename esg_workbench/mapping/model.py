@@ -93,6 +93,11 @@ class TableMapping:
     key_columns: list[str] | None = None  # None: the table's primary key
     id: str = field(default_factory=lambda: new_id("t"))
     label: str = ""
+    # the business key of a record (e.g. invoice number, or meter and period): rows sharing
+    # it are duplicates, flagged; with duplicates="count_once" only the first (by source
+    # key) is counted, the others are kept in staging without value, flagged duplicate_ignored
+    business_key: list[str] | None = None
+    duplicates: str = "flag"  # flag | count_once
 
     def edge(self, edge_id: str) -> Edge | None:
         return next((e for e in self.edges if e.id == edge_id), None)
@@ -101,14 +106,22 @@ class TableMapping:
         return [e for e in self.edges if e.target == target]
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "stream": self.stream, "entity": self.entity, "label": self.label, "filter": self.filter,
-                "key_columns": self.key_columns, "edges": [e.to_json() for e in self.edges]}
+        out = {"id": self.id, "stream": self.stream, "entity": self.entity, "label": self.label, "filter": self.filter,
+               "key_columns": self.key_columns, "edges": [e.to_json() for e in self.edges]}
+        if self.business_key:  # only when set, so older mappings keep their definition hash
+            out["business_key"] = list(self.business_key)
+            out["duplicates"] = self.duplicates
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TableMapping":
         return cls(stream=data["stream"], entity=data["entity"], edges=[Edge.from_json(e) for e in data.get("edges", [])],
                    filter=data.get("filter"), key_columns=data.get("key_columns"), id=data.get("id") or new_id("t"),
-                   label=data.get("label", ""))
+                   label=data.get("label", ""), business_key=data.get("business_key") or None,
+                   duplicates=data.get("duplicates") or "flag")
+
+
+DUPLICATE_CHOICES = ("flag", "count_once")
 
 
 @dataclass
@@ -128,6 +141,10 @@ class Mapping:
     factor_set: str | None = None  # None: the shipped DESNZ set
     factor_set_version: str | None = None
     catalog_version: str | None = None
+    # the region whose factors an activity of a site takes when the site's own region has
+    # none (never for regional activities such as grid electricity); such results are
+    # flagged factor_other_region. None: no emission and no_factor instead.
+    factor_fallback_region: str | None = None
     # set when loaded from the workspace
     version: int | None = None
     author: str | None = None
@@ -169,15 +186,19 @@ class Mapping:
     # --- (de)serialization -----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "name": self.name, "connector": self.connector, "description": self.description,
-                "factor_set": self.factor_set, "factor_set_version": self.factor_set_version,
-                "catalog_version": self.catalog_version, "tables": [t.to_json() for t in self.tables]}
+        out = {"format": FORMAT, "name": self.name, "connector": self.connector, "description": self.description,
+               "factor_set": self.factor_set, "factor_set_version": self.factor_set_version,
+               "catalog_version": self.catalog_version, "tables": [t.to_json() for t in self.tables]}
+        if self.factor_fallback_region:  # only when set, so older mappings keep their definition hash
+            out["factor_fallback_region"] = self.factor_fallback_region
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Mapping":
         return cls(name=data["name"], connector=data["connector"], description=data.get("description", ""),
                    factor_set=data.get("factor_set"), factor_set_version=data.get("factor_set_version"),
                    catalog_version=data.get("catalog_version"),
+                   factor_fallback_region=data.get("factor_fallback_region") or None,
                    tables=[TableMapping.from_json(t) for t in data.get("tables", [])])
 
     def definition_hash(self) -> str:
@@ -227,7 +248,7 @@ class SetTable(Operation):
     value: Any
 
     def perform(self, mapping):
-        if self.attribute not in ("stream", "entity", "filter", "key_columns", "label"):
+        if self.attribute not in ("stream", "entity", "filter", "key_columns", "label", "business_key", "duplicates"):
             raise ValueError(f"cannot set {self.attribute} of a table mapping")
         table = mapping.table(self.table_id)
         old = getattr(table, self.attribute)
@@ -288,7 +309,8 @@ class SetMapping(Operation):
     value: Any
 
     def perform(self, mapping):
-        if self.attribute not in ("description", "factor_set", "factor_set_version", "connector", "name"):
+        if self.attribute not in ("description", "factor_set", "factor_set_version", "connector", "name",
+                                  "factor_fallback_region"):
             raise ValueError(f"cannot set {self.attribute} of a mapping")
         old = getattr(mapping, self.attribute)
         setattr(mapping, self.attribute, self.value)
@@ -436,7 +458,7 @@ def validate(mapping: Mapping, catalog: Catalog, columns_by_stream: dict[str, di
                 problems.append(RequiredFieldUnmapped(
                     f"{entity.label}.{fdef.label} is required but not mapped in {table.stream}.",
                     table_id=table.id, field=fdef.name))
-        if not mapped & {f.name for f in entity.by_role("date") + entity.by_role("period")}:
+        if entity.kind == "records" and not mapped & {f.name for f in entity.by_role("date") + entity.by_role("period")}:
             problems.append(RequiredFieldUnmapped(
                 f"{entity.label} needs a date or a reporting month; map one in {table.stream}.",
                 table_id=table.id, field="activity_date"))
@@ -463,6 +485,14 @@ def validate(mapping: Mapping, catalog: Catalog, columns_by_stream: dict[str, di
                 if k not in columns:
                     problems.append(MappedColumnMissing(f"Key column '{k}' of {table.stream} is not in the source any more.",
                                                         table_id=table.id, column=k))
+        if table.duplicates not in DUPLICATE_CHOICES:
+            problems.append(TransformError(f"duplicates must be one of {', '.join(DUPLICATE_CHOICES)}, not '{table.duplicates}'.",
+                                           table_id=table.id))
+        if columns is not None and table.business_key:
+            for k in table.business_key:
+                if k not in columns:
+                    problems.append(MappedColumnMissing(
+                        f"Business key column '{k}' of {table.stream} is not in the source.", table_id=table.id, column=k))
         if keys_by_stream is not None and not table.key_columns and not keys_by_stream.get(table.stream):
             problems.append(MissingKey(f"{table.stream} has no primary key; records are traced by a hash of their values.",
                                        table_id=table.id))

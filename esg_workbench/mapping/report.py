@@ -21,7 +21,7 @@ HEADLINE = (
     ("ghg_scope1", "scope1 tCO2e"),
     ("ghg_scope2_location", "scope2 loc tCO2e"),
     ("ghg_scope2_market", "scope2 mkt tCO2e"),
-    ("water_withdrawal", "water ML"),
+    ("water_withdrawal", "water m3"),
     ("waste_total", "waste t"),
     ("headcount", "headcount"),
 )
@@ -74,6 +74,8 @@ def format_table(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> s
         cells = [r["period"], r["site"]]
         for k in kpis:
             text = _number(r.get(k), k)
+            if "estimated" in r["flags"].get(k, ()):
+                text = "~" + text  # an estimate never looks like a measured value
             if k in r["flags"]:
                 text += "*"
                 seen_flags.update(r["flags"][k])
@@ -86,7 +88,7 @@ def format_table(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> s
     if seen_flags:
         lines.append("")
         lines.append("* data-quality flags: " + ", ".join(sorted(seen_flags))
-                     + " (see: esg-workbench kpi report --format json)")
+                     + " (see: esg-workbench kpi report --format json)" + ("; ~ estimated" if "estimated" in seen_flags else ""))
     return "\n".join(lines)
 
 

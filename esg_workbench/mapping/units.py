@@ -12,7 +12,7 @@ import re
 
 import pint
 
-from esg_workbench.mapping.errors import IncompatibleUnit, UnknownUnit
+from esg_workbench.mapping.errors import AmbiguousUnit, IncompatibleUnit, UnknownUnit
 
 _DEFINITIONS = """
 gram_co2e = [co2e] = gCO2e
@@ -20,6 +20,8 @@ kilogram_co2e = 1000 * gram_co2e = kgCO2e
 tonne_co2e = 1000000 * gram_co2e = tCO2e
 person = [] = persons = headcount
 passenger = [] = passengers
+normal_cubic_metre = 288.15 / 273.15 * m ** 3 = Nm3
+million_btu = 1e6 * Btu = MMBtu
 """
 
 #: what source systems write (lower-cased, spaces squeezed) -> a pint expression
@@ -45,6 +47,27 @@ ALIASES = {
     "headcount": "person", "persons": "person", "person": "person", "employees": "person", "fte": "person",
     "count": "dimensionless", "1": "dimensionless", "": "dimensionless", "number": "dimensionless",
     "%": "percent", "percent": "percent",
+    # spellings ERP systems use
+    "kwhr": "kWh", "kw-h": "kWh", "kw.h": "kWh", "kwh.": "kWh", "mwhr": "MWh", "mw h": "MWh", "mw-h": "MWh",
+    "m^3": "m**3", "m**3": "m**3", "cu m": "m**3", "cu. m": "m**3", "cu.m": "m**3", "cu.m.": "m**3",
+    "kubikmeter": "m**3", "sm3": "m**3", "scm": "m**3",
+    "nm3": "normal_cubic_metre", "nm³": "normal_cubic_metre", "n m3": "normal_cubic_metre", "nmc": "normal_cubic_metre",
+    "ltr.": "litre", "lit": "litre", "lts": "litre",
+    "tonne (metric)": "tonne", "metric tonne": "tonne", "metric tonnes": "tonne", "te": "tonne",
+    "kilo": "kg", "kilos": "kg", "kg.": "kg",
+    "us gallon": "gallon", "us gallons": "gallon", "us gal": "gallon", "usgal": "gallon", "gal (us)": "gallon",
+    "imperial gallon": "imperial_gallon", "imperial gallons": "imperial_gallon", "imp gal": "imperial_gallon",
+    "uk gallon": "imperial_gallon", "uk gal": "imperial_gallon", "gal (uk)": "imperial_gallon",
+    "short ton": "short_ton", "short tons": "short_ton", "us ton": "short_ton", "long ton": "long_ton",
+    "long tons": "long_ton", "uk ton": "long_ton",
+    "mmbtu": "million_btu", "btu": "Btu", "therm (us)": "US_therm",
+}
+#: unit texts that name several units: never guessed; the canvas asks which one is meant
+AMBIGUOUS = {
+    "gallon": ("US gallon", "imperial gallon"), "gallons": ("US gallon", "imperial gallon"),
+    "gal": ("US gallon", "imperial gallon"), "gals": ("US gallon", "imperial gallon"),
+    "ton": ("short ton", "long ton", "tonne"), "tons": ("short ton", "long ton", "tonne"),
+    "mt": ("tonne", "megatonne"),
 }
 #: case matters for these (ML is a megalitre, ml a millilitre; Ml is the UK water industry's megalitre)
 CASE_SENSITIVE = {"ML": "megalitre", "Ml": "megalitre", "ml": "millilitre", "mL": "millilitre"}
@@ -80,9 +103,18 @@ def canonical_text(unit: str | None) -> str:
     return ALIASES.get(key, text)
 
 
+def ambiguity(unit: str | None) -> tuple[str, ...]:
+    """The units an ambiguous unit text may mean (empty when it is not ambiguous)."""
+    return AMBIGUOUS.get(re.sub(r"\s+", " ", str(unit or "").strip().lower()), ())
+
+
 @functools.lru_cache(maxsize=4096)
 def parse(unit: str | None) -> pint.Unit:
-    """A pint unit; UnknownUnit when the text names none."""
+    """A pint unit; UnknownUnit when the text names none, AmbiguousUnit when it names
+    several ('gallon', 'ton')."""
+    choices = ambiguity(unit)
+    if choices:
+        raise AmbiguousUnit(f"'{unit}' may mean {' or '.join(choices)}: say which.", choices=choices)
     text = canonical_text(unit)
     try:
         quantity = registry().parse_expression(text) if text else registry().dimensionless

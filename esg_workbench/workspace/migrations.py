@@ -75,11 +75,29 @@ def add_audit_heads_and_lock_rows(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {quote(audit.name)} FORCE ROW LEVEL SECURITY"))
 
 
+def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
+    """Methodology (issue 13): factors state their basis, GWP set and licence; sites get a
+    location (the region their factors are chosen by); organizations keep methodology
+    choices (how gaps are estimated)."""
+    from esg_workbench.workspace import schema
+
+    # only the columns it lacks: a workspace may have been made by a build that had them
+    present = set(conn.exec_driver_sql("SELECT * FROM emission_factors LIMIT 0").keys())  # (DuckDB: no inspector)
+    _add_columns(conn, "emission_factors", [(name, sql_type) for name, sql_type in (
+        ("basis", "VARCHAR(100)"),
+        ("gwp", "VARCHAR(32)"),
+        ("licence", "VARCHAR(200)"),
+    ) if name not in present])
+    schema.metadata.tables["site_locations"].create(conn, checkfirst=True)
+    schema.metadata.tables["methodology_settings"].create(conn, checkfirst=True)
+
+
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
     add_sync_request_and_deletes,
     add_audit_heads_and_lock_rows,
+    add_factor_regions_and_site_locations,
 ]
 
 

@@ -279,8 +279,44 @@ emission_factors = sa.Table(
     sa.Column("source", sa.String(500)),
     sa.Column("source_sha256", sa.String(64)),
     sa.Column("imported_at", sa.DateTime, nullable=False),
+    sa.Column("basis", sa.String(100)),  # since v3: combustion | lifecycle | Gross CV | Net CV ...
+    sa.Column("gwp", sa.String(32)),  # since v3: AR5 | AR6 | not stated
+    sa.Column("licence", sa.String(200)),  # since v3
 )
 sa.Index("ix_emission_factors_set", emission_factors.c.factor_set, emission_factors.c.version)
+
+# Where each site is (since v3): the region its emission factors are chosen by. Filled by
+# applying a mapping of the `site` entity (origin 'mapping:<name>') or set by an analyst
+# (origin 'manual', which a mapping never overwrites).
+site_locations = sa.Table(
+    "site_locations",
+    metadata,
+    _id("site_locations"),
+    _org(),
+    sa.Column("site", sa.String(200), nullable=False),
+    sa.Column("country", sa.String(8)),  # ISO 3166-1 alpha-2
+    sa.Column("subdivision", sa.String(16)),  # ISO 3166-2 subdivision or grid region, optional
+    sa.Column("region", sa.String(32)),  # country[-subdivision]: what factors are matched on
+    sa.Column("name", sa.String(300)),
+    sa.Column("origin", sa.String(250), nullable=False),  # manual | mapping:<name>
+    sa.Column("set_by", sa.String(200)),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "site", name="uq_site_locations_site"),
+)
+
+# An organization's methodology choices (since v3), e.g. gap_estimate: how KPI gaps are
+# estimated (mapping/gaps.py).
+methodology_settings = sa.Table(
+    "methodology_settings",
+    metadata,
+    _id("methodology_settings"),
+    _org(),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("value", sa.String(200)),
+    sa.Column("set_by", sa.String(200)),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "key", name="uq_methodology_settings_key"),
+)
 
 scheduled_jobs = sa.Table(
     "scheduled_jobs",

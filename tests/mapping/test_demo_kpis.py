@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from esg_workbench import demo
 from esg_workbench.mapping import aggregate as ag
 
@@ -12,7 +14,7 @@ def test_demo_ends_with_a_kpi_table(demo_ws):
     kpis = summary["kpis"]
     assert kpis["mapping"] == "sample_erp" and kpis["staging_rows"] > 10_000
     text = demo.describe(summary)
-    assert "energy MWh" in text and "scope1 tCO2e" in text and "headcount" in text and "water ML" in text
+    assert "energy MWh" in text and "scope1 tCO2e" in text and "headcount" in text and "water m3" in text
     sites = {r["site"] for r in kpis["table"]}
     assert sites == {"DE-MUC", "DE-BER", "NL-RTM", "SE-GOT", "ES-VLC", "(all sites)"}
     months = sorted({r["period"] for r in kpis["table"]})
@@ -62,3 +64,33 @@ def test_cli_kpi_report_formats(demo_ws, tmp_path):
     anchored = [line for line in csv_out.stdout.splitlines()[1:] if line]
     assert anchored and all(f",{anchor}," in line for line in anchored)
     assert {r["audit_chain_head"] for r in rows} == {anchor}
+
+
+def test_demo_sites_take_their_own_countries_factors(demo_ws):
+    from esg_workbench.mapping import sites
+
+    ws, _ = demo_ws
+    assert {s["site"]: s["region"] for s in sites.locations(ws)} == {
+        "DE-BER": "DE", "DE-MUC": "DE", "ES-VLC": "ES", "NL-RTM": "NL", "SE-GOT": "SE"}  # from the ERP's sites table
+    # each site's grid, never the UK's 0.20707 kg/kWh: Germany 380.95, Spain 174.05 g/kWh (lifecycle, 2023)
+    for site, factor in (("DE-MUC", 380.95 / 1000), ("ES-VLC", 174.05 / 1000)):
+        mwh = ag.find_value(ws, "energy_electricity", "2023-06", site)["value"]
+        scope2 = ag.find_value(ws, "ghg_scope2_location", "2023-06", site)
+        assert scope2["value"] == pytest.approx(mwh * factor) and "lifecycle_factor" in scope2["quality"]
+    # 2024 activity uses the 2023 factors, and says so
+    assert "factor_vintage" in ag.find_value(ws, "ghg_scope2_location", "2024-06", "DE-MUC")["quality"]
+
+
+def test_demo_market_based_scope2_uses_the_certificates(demo_ws):
+    ws, _ = demo_ws
+    # DE-BER's November 2023 had a -1,850 kWh correction; its GOs cover the year: 0, never negative
+    nov = ag.find_value(ws, "ghg_scope2_market", "2023-11", "DE-BER")
+    assert nov["value"] == 0.0 and "negative" in nov["quality"]
+    # SE-GOT has a PPA for 2024 only: 2023 falls back to the location factor, flagged
+    se_2023 = ag.find_value(ws, "ghg_scope2_market", "2023", "SE-GOT")
+    assert se_2023["value"] == pytest.approx(ag.find_value(ws, "ghg_scope2_location", "2023", "SE-GOT")["value"])
+    assert "market_uses_location_factor" in se_2023["quality"]
+    # the PPA's 2,000 MWh are renewable energy of 2024; the supplier's general mix is not
+    assert ag.find_value(ws, "energy_renewable", "2024", "SE-GOT")["value"] == pytest.approx(2000)
+    assert ag.find_value(ws, "energy_renewable", "2023", "SE-GOT")["value"] is None  # no instrument in 2023
+    assert ag.find_value(ws, "energy_renewable_supplier_mix", "2023", "SE-GOT")["value"] > 0

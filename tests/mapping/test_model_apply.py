@@ -94,13 +94,13 @@ def test_check_edge_and_compatible_fields_for_dragging():
     with pytest.raises(DuplicateMapping):
         check_edge(table, Edge("energy", "kwh"), CATALOG, ELEC_COLUMNS)
     with pytest.raises(IncompatibleType):
-        check_edge(table, Edge("renewable_energy", "kwh_text"), CATALOG, ELEC_COLUMNS)
+        check_edge(table, Edge("supplier_renewable_energy", "kwh_text"), CATALOG, ELEC_COLUMNS)
     with pytest.raises(IncompatibleUnit):
-        check_edge(table, Edge("renewable_energy", "kwh", [Unit("m3", "ML")]), CATALOG, ELEC_COLUMNS)
+        check_edge(table, Edge("supplier_renewable_energy", "kwh", [Unit("m3", "ML")]), CATALOG, ELEC_COLUMNS)
     with pytest.raises(MappedColumnMissing):
-        check_edge(table, Edge("renewable_energy", "gone"), CATALOG, ELEC_COLUMNS)
+        check_edge(table, Edge("supplier_renewable_energy", "gone"), CATALOG, ELEC_COLUMNS)
     fields = compatible_fields(table, "kwh_text", CATALOG, ELEC_COLUMNS)
-    assert "renewable_energy" not in fields and "supplier" in fields
+    assert "supplier_renewable_energy" not in fields and "supplier" in fields
     proposed = propose_edges(TableMapping("readings", "purchased_electricity"), CATALOG, ELEC_COLUMNS)
     assert {(e.source, e.target) for e in proposed} >= {("reading_date", "activity_date"), ("site_code", "site"),
                                                         ("kwh", "energy")}
@@ -130,6 +130,11 @@ def _readings():
 
 
 def _setup(ws):
+    from esg_workbench.mapping import sites
+
+    # both sites in the UK: their 2024 activity takes the DESNZ 2023 factors (nearest earlier vintage)
+    sites.set_location(ws, "A", "GB")
+    sites.set_location(ws, "B", "GB")
     land(ws, "erp", "readings", _readings())
     land(ws, "erp", "staff", pa.table({
         "id": [1, 2, 3, 4], "site_code": ["A", "A", "A", "A"],
@@ -161,7 +166,9 @@ def test_apply_and_aggregation_rules(ws):
     assert value("energy_total", "2024-01", "A") == pytest.approx(1.0)
     assert value("energy_total", "2024-Q1", "A") == pytest.approx(6.0)
     assert value("energy_total", "2024-Q1") == pytest.approx(7.2)
+    # (1 + 2 + 3 + 0.5 + 0.7) MWh x 0.20707 t/MWh (DESNZ 2023 UK electricity, the nearest earlier vintage)
     assert value("ghg_scope2_location", "2024-Q1") == pytest.approx(7.2 * 0.20707)
+    assert "factor_vintage" in ag.find_value(ws, "ghg_scope2_location", "2024-Q1", None)["quality"]
     # site B has no February reading: a missing month, and a partial quarter
     feb_b = ag.find_value(ws, "energy_total", "2024-02", "B")
     assert feb_b["value"] is None and feb_b["quality"] == ["missing"]

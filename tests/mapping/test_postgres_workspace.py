@@ -62,6 +62,11 @@ def test_demo_apply_and_aggregate_on_postgres(pg_ws, demo_ws):
         assert quality == d_quality and rows == d_rows, key
         assert (value is None) == (d_value is None), key
         assert value is None or value == pytest.approx(d_value, rel=1e-9, abs=1e-9), key
+    # and the same result hashes: they depend on the content only, not on the backend or ids
+    pg_hashes = {(r["kpi"], r["site"], r["period"]): r["result_hash"] for r in ag.kpi_rows(pg_ws)}
+    duck_hashes = {(r["kpi"], r["site"], r["period"]): r["result_hash"] for r in ag.kpi_rows(duck)}
+    differing = [k for k in pg_hashes if pg_hashes[k] != duck_hashes.get(k)]
+    assert not differing, f"{len(differing)} of {len(pg_hashes)} hashes differ, e.g. {differing[:3]}"
 
     with pg_ws.read() as conn:
         ids = conn.execute(sa.text("SELECT count(*), count(DISTINCT id) FROM staging_rows")).one()

@@ -210,6 +210,8 @@ class MappingPanel(QWidget):
                             "Read a mapping file and save it as a new version", "importMapping")
         self.act_apply = a("Apply", self.apply, "Ctrl+Return", "SP_MediaPlay",
                            "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
+        self.act_sites = a("Sites…", self.show_sites, None, "SP_DirHomeIcon",
+                           "Sites and their countries: the region emission factors are chosen by", "siteLocations")
         self.zoom_label = QLabel("100 %")
         self.zoom_label.setMinimumWidth(44)
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -261,6 +263,8 @@ class MappingPanel(QWidget):
             button = bar.widgetForAction(act)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
             button.setAccessibleName(act.text().rstrip("…"))
+        bar.addSeparator()
+        bar.addAction(self.act_sites)
         self.toolbar = bar
 
     def _update_actions(self) -> None:
@@ -268,6 +272,7 @@ class MappingPanel(QWidget):
         mapping = self.document.mapping
         has = mapping is not None
         self.act_new.setEnabled(has_ws)
+        self.act_sites.setEnabled(has_ws)
         self.act_add_table.setEnabled(has)
         self.act_automap.setEnabled(has and bool(mapping.tables))
         self.act_save.setEnabled(has and self.document.modified)
@@ -735,6 +740,18 @@ class MappingPanel(QWidget):
             self.imported.emit(saved.name)
 
         self.pool.run(exchange.import_mapping, self.workspace, path, on_done=done, on_error=self._error, owner=self)
+    def show_sites(self):
+        """The sites and their countries (set one by hand there)."""
+        from esg_workbench.gui.mapping.sites_dialog import SitesDialog
+
+        if self.workspace is None:
+            return None
+        dialog = SitesDialog(self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.sites_dialog = dialog
+        return dialog
 
     def show_history(self) -> HistoryDialog | None:
         m = self.document.mapping

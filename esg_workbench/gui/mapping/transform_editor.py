@@ -62,8 +62,9 @@ KINDS = [
 ]
 COMMON_UNITS = {
     "energy": ["kWh", "MWh", "GWh", "GJ", "MJ", "therm"],
-    "volume": ["litre", "m3", "ML"],
-    "mass": ["kg", "t"],
+    # never a bare 'gallon' or 'ton' (units.AMBIGUOUS): the analyst picks which one is meant
+    "volume": ["litre", "m3", "Nm3", "ML", "US gallon", "imperial gallon"],
+    "mass": ["kg", "t", "short ton", "long ton"],
     "length": ["km", "mile"],
     "time": ["h"],
     "count": ["persons", "count"],

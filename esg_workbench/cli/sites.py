@@ -1,0 +1,71 @@
+"""`esg-workbench site|instruments`: where each site is (the region its emission factors are
+chosen by) and the contractual instruments of market-based Scope 2 (esg_workbench/mapping)."""
+
+from __future__ import annotations
+
+from esg_workbench.cli.output import Output, table
+
+
+def cmd_site_list(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import sites
+
+    rows = sites.locations(ws)
+    text = table([[r["site"], r["country"] or "-", r["subdivision"] or "", r["origin"] or "(no country: flagged)"]
+                  for r in rows], ["site", "country", "subdivision", "set by"]) if rows else \
+        "No sites yet. Map a table of sites (entity 'site') or set one: esg-workbench site set SITE COUNTRY"
+    out.emit(rows, text)
+    return 0
+
+
+def cmd_site_set(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import sites
+
+    found = sites.set_location(ws, args.site, args.country, args.subdivision, name=args.name, actor=args.actor)
+    out.emit(found, f"{found['site']} is in {found['region']} (set by hand; a mapping will not change it). "
+                    f"Apply the mappings again for its emissions to use it: esg-workbench mapping apply NAME")
+    return 0
+
+
+def cmd_site_clear(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import sites
+
+    sites.clear_location(ws, args.site, actor=args.actor)
+    out.emit({"site": args.site, "cleared": True}, f"{args.site}: the location set by hand is gone.")
+    return 0
+
+
+def cmd_instruments_list(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import scope2
+    from esg_workbench.mapping.sql import dialect_of
+
+    with ws.read() as conn:
+        found = scope2.load_instruments(conn, dialect_of(ws), ws)
+    rows = [{"site": i.site, "type": i.kind, "mwh": i.mwh, "from": i.start, "to": i.end,
+             "kg_co2e_per_kwh": i.kg_per_kwh, "source": f"{i.key[1]}#{i.key[2]}"} for i in found]
+    out.emit(rows, table([[r["site"], r["type"], r["mwh"], r["from"], r["to"], r["kg_co2e_per_kwh"], r["source"]]
+                          for r in rows], ["site", "type", "MWh", "from", "to", "kg CO2e/kWh", "source row"])
+             if rows else "No contractual instruments. Map a table of them (entity 'contractual_instrument').")
+    return 0
+
+
+def add_commands(sub, common) -> None:
+    sp = sub.add_parser("site", help="where each site is: the region its emission factors are chosen by")
+    ssub = sp.add_subparsers(dest="site_command", metavar="ACTION", required=True)
+    p = ssub.add_parser("list", parents=[common], help="every site, its country and who set it")
+    p.set_defaults(func=cmd_site_list)
+    p = ssub.add_parser("set", parents=[common], help="set a site's country by hand (wins over any mapping)")
+    p.add_argument("site")
+    p.add_argument("country", help="ISO 3166 code or English name: DE, SE, US, Germany")
+    p.add_argument("--subdivision", help="a subdivision or grid region, e.g. CA (a US state)")
+    p.add_argument("--name", help="the site's name")
+    p.add_argument("--actor", help="who sets it (recorded in the audit trail)")
+    p.set_defaults(func=cmd_site_set)
+    p = ssub.add_parser("clear", parents=[common], help="forget a location set by hand")
+    p.add_argument("site")
+    p.add_argument("--actor")
+    p.set_defaults(func=cmd_site_clear)
+
+    ip = sub.add_parser("instruments", help="contractual instruments (GOs, RECs, PPAs) of market-based Scope 2")
+    isub = ip.add_subparsers(dest="instruments_command", metavar="ACTION", required=True)
+    p = isub.add_parser("list", parents=[common], help="the instruments mapped into the workspace")
+    p.set_defaults(func=cmd_instruments_list)

@@ -1,0 +1,42 @@
+"""What each data-quality flag on a KPI value means, in words an analyst reads (the app's
+tooltips, the CLI, the README's Methodology section use the same text)."""
+
+from __future__ import annotations
+
+DESCRIPTIONS = {
+    # completeness
+    "missing": "no data for this site and month",
+    "partial": "some months or sites are missing from this total",
+    "gap": "an input that reports monthly (e.g. an electricity meter) has no data for a month here",
+    "missing_value": "source rows without a quantity (NULL): left out",
+    "unknown_site": "rows whose site could not be read (site '(unassigned)')",
+    "site_without_country": "a site without a country: no emission factor could be chosen for it",
+    "estimated": "estimated, not measured (see the estimate:<method> flag)",
+    "estimate:previous_year": "estimated from the same month of the previous year",
+    "estimate:neighbours": "estimated as the mean of the months before and after",
+    "estimate:per_headcount": "estimated from the site's value per employee times the month's headcount",
+    # units and values
+    "unit_mismatch": "some rows had a unit that could not be converted (left out)",
+    "unit_unknown": "some rows had a unit ESG Workbench does not know (left out)",
+    "unit_ambiguous": "some rows had an ambiguous unit (gallon, ton): left out until the mapping says which",
+    "not_a_number": "some rows had a value that is not a number (left out)",
+    "negative": "negative input rows or a negative result",
+    "outlier": "far from the site's usual months",
+    "duplicate": "rows sharing a business key (counted once when the mapping says so)",
+    "not_period_end": "a stock taken from an earlier month than the period's end",
+    # emission factors
+    "no_factor": "activity without an emission factor for its region and date: no emission counted",
+    "factor_vintage": "no factor valid at the activity's date: the nearest earlier vintage was used",
+    "factor_other_region": "the mapping's fallback region's factor was used (the site's region has none)",
+    "lifecycle_factor": "a lifecycle grid intensity (a proxy; not a direct-emission factor)",
+    "no_energy_content": "fuel without an energy content in the factor set: left out of energy",
+    # market-based Scope 2
+    "market_uses_location_factor": "market-based without instrument, supplier rate or residual mix: the location factor was used",
+    "market_factor_negative": "a negative supplier rate was ignored",
+    "instrument_surplus": "instruments hold more MWh than the site used in the month: the rest is not carried over",
+    "clamped_at_zero": "corrections would have made the value negative: reported as 0",
+}
+
+
+def describe(flag: str) -> str:
+    return DESCRIPTIONS.get(flag, flag)
