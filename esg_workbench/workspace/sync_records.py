@@ -156,10 +156,11 @@ def chunk_done(conn: sa.Connection, chunk_id: int, run_id: int, rows_read: int, 
 
 
 def chunk_failed(conn: sa.Connection, chunk_id: int, run_id: int, error: str, attempts: int) -> None:
+    now = utcnow()
     conn.execute(sa.update(chunks).where(chunks.c.id == chunk_id).values(
         status=ChunkStatus.FAILED.value, last_run_id=run_id, error=error,
-        attempts=chunks.c.attempts + attempts, updated_at=utcnow(),
-        first_failed_at=sa.func.coalesce(chunks.c.first_failed_at, utcnow())))
+        attempts=chunks.c.attempts + attempts, updated_at=now,
+        first_failed_at=sa.func.coalesce(chunks.c.first_failed_at, now)))
 
 
 def supersede(conn: sa.Connection, sync_id: int, stream: str) -> None:
