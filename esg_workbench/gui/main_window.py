@@ -446,6 +446,10 @@ class MainWindow(QMainWindow):
         record = operations.get_connector(ws, name)  # as stored now, not as last listed
 
         def save(new_name, type_, options, password):
+            if password:  # a new password is tried on the source first: a refused one keeps the old
+                from esg_workbench.sync import rotation
+
+                rotation.check_password(ws, name, password, options=options)
             # refused with "changed by someone else" if another analyst saved it meanwhile
             return operations.update_connector(ws, name, options, password,
                                                new_name=new_name if new_name != name else None,
