@@ -134,7 +134,8 @@ def test_a_predecessor_that_does_not_finish_in_the_window_skips_after_the_window
                             dependency_window_minutes=60)
     slot = job.next_run_at
     # a success from before the window does not count
-    set_job(ws, "pred", last_status="success", last_run_at=slot - dt.timedelta(minutes=61))
+    set_job(ws, "pred", last_status="success", last_run_at=slot - dt.timedelta(minutes=61),
+            next_run_at=slot + dt.timedelta(days=10))  # it does not run meanwhile
     [waiting] = [d for d in scheduler.pending(ws, slot + dt.timedelta(minutes=59)) if d.job.name == "after"]
     assert waiting.verdict == "wait" and "until" in waiting.reason
     assert scheduler.run_due(ws, slot + dt.timedelta(minutes=59), retry_delays=FAST) == []

@@ -591,14 +591,16 @@ def _alert(ws: Workspace, outcome: JobOutcome) -> str | None:
     return alert_for_result(ws, outcome.connector, outcome.result)
 
 
-def _skip(ws: Workspace, decision: schedule_plan.Decision, now: dt.datetime) -> JobOutcome | None:
-    """Record a dependency skip once (the claim decides who records it)."""
+def skip(ws: Workspace, decision: schedule_plan.Decision, now: dt.datetime | None = None) -> JobOutcome | None:
+    """Record a dependency skip once (the claim decides who records it); None if another
+    process or thread recorded it first."""
+    now = _naive_utc(now)
     job = decision.job
     if not claim(ws, job, now, retry=False):
         return None
     outcome = JobOutcome(job.name, job.connector, job.action, "skipped", decision.reason[0].upper() +
                          decision.reason[1:] + ".")
-    record_outcome(ws, outcome)
+    record_outcome(ws, outcome, finished_at=max(utcnow(), now))
     return outcome
 
 
@@ -639,7 +641,9 @@ def run_job(ws: Workspace, job: ScheduledJob, *, now: dt.datetime | None = None,
     problem = _alert(ws, outcome)
     if problem:
         outcome.message += f" The alert could not be sent: {problem}"
-    record_outcome(ws, outcome)
+    # a run cannot end before the moment it ran at (a `now` ahead of the clock: a check made
+    # for a later moment, as tests and catch-up runs do; dependencies compare these times)
+    record_outcome(ws, outcome, finished_at=max(utcnow(), now))
     return outcome
 
 
@@ -667,7 +671,7 @@ def run_due(ws: Workspace, now: dt.datetime | None = None, *,
                 continue
             handled.add((job.id, decision.retry))
             if decision.verdict == schedule_plan.SKIP:
-                skipped = _skip(ws, decision, _naive_utc(now))
+                skipped = skip(ws, decision, now)
                 if skipped is not None:
                     outcomes.append(skipped)
                 continue
@@ -688,3 +692,51 @@ def run_due(ws: Workspace, now: dt.datetime | None = None, *,
             break  # look again: a chain may go on, a retry may be due, priorities still hold
         if not started:
             return outcomes
+
+
+# --- what the Schedules tab and `schedule list` show -------------------------------------
+
+
+@dataclass
+class Overview:
+    jobs: list[ScheduledJob]
+    state: dict[str, str]  # job name -> what it does now: waiting and why, a retry pending, ...
+    chains: list[list[str]]  # names in the order they run (schedule_plan.chains)
+    upcoming: list[tuple[dt.datetime, str, str]]  # (naive UTC, job name, note), soonest first
+    limits: schedule_slots.Limits
+
+
+def job_state(job: ScheduledJob, decision: schedule_plan.Decision | None) -> str:
+    """A short sentence on the job's state now ('' when nothing to say)."""
+    if not job.enabled:
+        return "disabled"
+    if decision is not None and decision.verdict != schedule_plan.RUN:
+        return decision.reason
+    if decision is not None:
+        return "due now" + (" (retry)" if decision.retry else "")
+    if job.retry_due_at is not None:
+        return (f"retry {(job.retry_attempt or 2) - 1} of {job.retry_attempts} at "
+                f"{job.retry_due_at:%Y-%m-%d %H:%M} UTC")
+    if job.last_status == "skipped" and job.last_message:
+        return "last run skipped: " + job.last_message
+    return ""
+
+
+def overview(ws: Workspace, now: dt.datetime | None = None, upcoming: int = 10) -> Overview:
+    now = _naive_utc(now)
+    jobs = list_jobs(ws)
+    by_name = {d.job.name: d for d in schedule_plan.decisions(jobs, now)}
+    times: list[tuple[dt.datetime, str, str]] = []
+    for job in jobs:
+        if not job.enabled:
+            continue
+        note = ("after " + ", ".join(job.depends_on)) if job.depends_on else ""
+        if job.retry_due_at is not None:
+            times.append((job.retry_due_at, job.name, "retry"))
+        if job.next_run_at is not None:
+            slots = [job.next_run_at, *(t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                                        for t in job.upcoming(3, after=max(now, job.next_run_at)))]
+            times.extend((t, job.name, note) for t in slots)
+    times.sort(key=lambda t: (t[0], -next(j.priority for j in jobs if j.name == t[1]), t[1]))
+    return Overview(jobs, {j.name: job_state(j, by_name.get(j.name)) for j in jobs},
+                    schedule_plan.chains(jobs), times[:upcoming], schedule_slots.get_limits(ws))
