@@ -395,7 +395,7 @@ class SchedulesPanel(QWidget):
 
         def save(v: ScheduleValues):
             return scheduler.add_job(ws, v.name, v.cron, v.connector, v.action, timezone=v.timezone,
-                                     enabled=v.enabled, options=v.options)
+                                     enabled=v.enabled, options=v.options, **v.policy)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names,
                                          taken_names=set(self.names()), workspace=ws, parent=self))
@@ -411,7 +411,7 @@ class SchedulesPanel(QWidget):
         def save(v: ScheduleValues):
             return scheduler.update_job(ws, name, new_name=v.name if v.name != name else None, cron=v.cron,
                                         timezone=v.timezone, connector=v.connector, action=v.action,
-                                        enabled=v.enabled, options=v.options)
+                                        enabled=v.enabled, options=v.options, **v.policy)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names, job=job,
                                          taken_names=set(self.names()), workspace=ws, parent=self))

@@ -172,11 +172,11 @@ def reopen(ws: Workspace, ids: Iterable[int], *, actor: str | None = None) -> li
     return list_failed(ws, ids=[c.id for c in found])
 
 
-def retry(ws: Workspace, ids: Iterable[int], *, retry_delays: tuple[float, ...] | None = None,
-          on_progress: Callable[[ProgressEvent], None] | None = None, cancel=None) -> list:
-    """Retry the chosen failed chunks (one engine run per connector); the SyncResults.
-    A chunk a later sync replaced cannot be retried and is refused before anything runs."""
-    from esg_workbench.sync.engine import DEFAULT_RETRY_DELAYS, SyncEngine, SyncRequest
+def retry_requests(ws: Workspace, ids: Iterable[int]) -> list:
+    """The engine requests that retry the chosen failed chunks, one per connector (named
+    by its name, as the app's sync jobs know it). A chunk a later sync replaced cannot be
+    retried alone: refused before anything runs."""
+    from esg_workbench.sync.engine import SyncRequest
 
     found = _chosen(ws, ids)
     stale = [c for c in found if not c.retryable]
@@ -187,14 +187,19 @@ def retry(ws: Workspace, ids: Iterable[int], *, retry_delays: tuple[float, ...] 
             hint="Sync the table again (its new plan covers the range), or ignore the chunk with a reason.")
     by_connector: dict[str, list[FailedChunk]] = {}
     for c in found:
-        by_connector.setdefault(c.connector_id, []).append(c)
+        by_connector.setdefault(c.connector, []).append(c)
+    return [SyncRequest(connector=name, tables=sorted({c.stream for c in group}), retry_failed=True,
+                        chunk_ids=tuple(c.id for c in group)) for name, group in by_connector.items()]
+
+
+def retry(ws: Workspace, ids: Iterable[int], *, retry_delays: tuple[float, ...] | None = None,
+          on_progress: Callable[[ProgressEvent], None] | None = None, cancel=None) -> list:
+    """Retry the chosen failed chunks now (one engine run per connector); the SyncResults."""
+    from esg_workbench.sync.engine import DEFAULT_RETRY_DELAYS, SyncEngine
+
+    requests = retry_requests(ws, ids)
     engine = SyncEngine(ws, retry_delays=retry_delays or DEFAULT_RETRY_DELAYS, on_progress=on_progress, cancel=cancel)
-    results = []
-    for connector_id, group in by_connector.items():
-        results.append(engine.run(SyncRequest(
-            connector=connector_id, tables=sorted({c.stream for c in group}), retry_failed=True,
-            chunk_ids=tuple(c.id for c in group))))
-    return results
+    return [engine.run(request) for request in requests]
 
 
 def incomplete_ranges(ws: Workspace, conn: sa.Connection | None = None, *,
