@@ -83,7 +83,8 @@ def cmd_logs(ws, args, out: Output) -> int:
     for r in runs:
         r["connector"] = names.get(r["connector_id"], r["connector_id"])
         r["details"] = json.loads(r["details"]) if r.get("details") else None
-    out.emit(runs, table([[r["id"], r["connector"], r["status"], r["mode"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+    out.emit(runs, table([[r["id"], r["connector"], r["status"],
+                           r["mode"] + (f", retry of {r['retry_of']}" if r.get("retry_of") else ""), f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
                             r["finished_at"] and f"{r['finished_at']:%H:%M:%S}", r["items_read"], r["items_written"],
                             (r["error"] or "").splitlines()[0][:80] if r["error"] else ""] for r in runs],
                           ["run", "connector", "status", "mode", "started", "finished", "read", "written", "error"])

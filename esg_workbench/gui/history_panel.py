@@ -71,6 +71,8 @@ class StatusModel(RecordsModel):
 
 def _with_duration(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in runs:
+        if r.get("retry_of"):  # a schedule's retry names its first attempt (sync/scheduler.py)
+            r["mode"] = f"{r['mode']}, retry {r.get('attempt') or 2} of run {r['retry_of']}"
         if r.get("finished_at") and r.get("started_at"):
             seconds = (r["finished_at"] - r["started_at"]).total_seconds()
             r["duration"] = f"{seconds:.1f} s"
