@@ -6,7 +6,6 @@ shared, row-level secured workspace."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys

@@ -36,6 +36,12 @@ def cmd_chunks_retry(ws, args, out: Output) -> int:
     with cancel_on_ctrl_c(out) as cancel:
         results = review.retry(ws, args.ids, retry_delays=retry_delays(), on_progress=progress_printer(out),
                                cancel=cancel)
+    from esg_workbench.sync.scheduler import alert_for_result
+
+    for result in results:  # a retry that fails alerts like any sync
+        problem = alert_for_result(ws, result.connector, result)
+        if problem:
+            out.info(f"The alert could not be sent: {problem}")
     left = {c.id for c in review.list_failed(ws, ids=args.ids)}
     landed = [i for i in args.ids if i not in left]
     lines = [f"Run {r.run_id} of '{r.connector}': {r.status.value}, {r.rows_written:,} rows landed." for r in results]

@@ -28,9 +28,8 @@ from esg_workbench.core.errors import EsgError
 from esg_workbench.gui import dialogs, icons
 from esg_workbench.gui.schedule_dialog import ACTION_LABELS, ScheduleDialog, ScheduleValues, action_text
 
-COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Last run", "Result", "Runs after",
-           "Now")
-ENABLED, NAME, CONNECTOR, ACTION, WHEN, NEXT, LAST, RESULT, AFTER, NOW = range(len(COLUMNS))
+COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Runs after", "Now", "Last run", "Result")
+ENABLED, NAME, CONNECTOR, ACTION, WHEN, NEXT, AFTER, NOW, LAST, RESULT = range(len(COLUMNS))
 STATUS_KIND = {"success": "ok", "partial_success": "warn", "cancelled": "warn", "skipped": "warn",
                "failed": "error", "running": "info"}
 JOB = Qt.ItemDataRole.UserRole + 1
