@@ -20,6 +20,8 @@ docs/screenshots/*.png:
     schedules.png        the Schedules tab: three schedules, one of them just run by the app
     schedule-dialog.png  editing a schedule: load, tables, preset, time zone, the next five runs
     health.png           the Health tab after syncs that partly failed, with the notice they raised
+    failed-chunks.png    the Failed chunks tab: chunks of a sync whose source dropped mid-read, one ignored
+    schedule-chains.png  the Schedules tab with a chain waiting for its first schedule, and the next runs
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ def main(out: Path) -> int:
         about_screen(window, out)
         schedule_screens(window, out, shot)
         health_screen(window, out, shot)
+        failed_chunks_screen(window, out, shot)
+        schedule_chains_screen(window, out, shot)
         organization_screen(out)
 
         window.close()
@@ -349,6 +353,85 @@ def health_screen(window, out: Path, shot) -> None:
         with sqlite3.connect(source) as con:
             con.execute("ALTER TABLE waste_archived RENAME TO waste")
         window.info.dismiss()
+
+
+class _DroppingConnector:
+    """The sample connector, with a source that drops every read of the chunks starting
+    inside `failing` (for failed-chunks.png: what a flaky ERP link does to a sync)."""
+
+    def __init__(self, inner, failing: range):
+        self.inner, self.failing = inner, failing
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read(self, stream, scope, chunk, cancel=None):
+        from esg_workbench.core.errors import TransientSourceError
+
+        lower = chunk.lower[0] if chunk.lower else None
+        if isinstance(lower, int) and lower in self.failing:
+            raise TransientSourceError("The connection to the ERP database was lost (server closed the connection).")
+        return self.inner.read(stream, scope, chunk, cancel)
+
+
+def failed_chunks_screen(window, out: Path, shot) -> None:
+    """failed-chunks.png (esg_workbench/gui/failed_chunks_panel.py): a full reload of one
+    sample table in id chunks while the source drops some reads; one chunk ignored."""
+    from esg_workbench.connectors.registry import create_connector
+    from esg_workbench.sync import review
+    from esg_workbench.sync.engine import SyncEngine, SyncRequest
+
+    ws = window.workspace
+    engine = SyncEngine(ws, retry_delays=(0.01, 0.01),
+                        connector_factory=lambda spec: _DroppingConnector(create_connector(spec), range(100, 250)))
+    engine.run(SyncRequest("sample-erp", tables=["business_travel"], load_type="full", chunk_strategy="id",
+                           chunk_size=50))
+    failed = sorted(review.list_failed(ws), key=lambda c: c.id)
+    review.ignore(ws, [failed[0].id], "Trips of the closed Leeds office: none expected for this range")
+    panel = window.failed_chunks
+    sizes = window.splitter.sizes()
+    window.splitter.setSizes([0, sum(sizes)])
+    window.tabs.setCurrentWidget(panel)
+    wait_for(panel.loaded)
+    panel.select_ids([failed[-1].id])
+    shot("failed-chunks.png")
+    window.splitter.setSizes(sizes)
+
+
+def schedule_chains_screen(window, out: Path, shot) -> None:
+    """schedule-chains.png (esg_workbench/gui/schedules_panel.py): sites before meters
+    before a rediscovery; the first two are due, meters waits for sites."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from esg_workbench.sync import scheduler
+    from esg_workbench.workspace import schedule_slots
+    from esg_workbench.workspace.database import utcnow
+    from esg_workbench.workspace.schema import scheduled_jobs
+
+    ws = window.workspace
+    window.scheduler.stop()  # the shot shows the waits; nothing starts meanwhile
+    zone = "Europe/Berlin"
+    scheduler.add_job(ws, "erp-sites", "0 1 * * *", "sample-erp", timezone=zone, priority=10,
+                      options={"tables": ["sites"]}, retry_attempts=2, retry_backoff_seconds=600)
+    scheduler.add_job(ws, "erp-meters", "0 1 * * *", "sample-erp", timezone=zone, depends_on=["erp-sites"],
+                      options={"tables": ["electricity_readings"]}, retry_attempts=1)
+    scheduler.add_job(ws, "kpi-refresh", "30 1 * * *", "sample-erp", timezone=zone,
+                      depends_on=["erp-meters"], dependency_accepts_partial=True, action="discover")
+    with ws.transaction() as conn:  # due a few minutes ago
+        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name.in_(["erp-sites", "erp-meters"]))
+                     .values(next_run_at=utcnow() - dt.timedelta(minutes=4)))
+    schedule_slots.set_limits(ws, workspace=2, per_host=1)
+    panel = window.schedules
+    sizes = window.splitter.sizes()
+    window.splitter.setSizes([0, sum(sizes)])  # the connectors list folded away: room for every column
+    window.tabs.setCurrentWidget(panel)
+    panel.refresh()
+    wait_for(panel.loaded)
+    panel.select("erp-meters")
+    shot("schedule-chains.png")
+    window.splitter.setSizes(sizes)
 
 
 if __name__ == "__main__":

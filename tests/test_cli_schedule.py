@@ -110,7 +110,8 @@ def test_schedule_lifecycle(ws_path, pg_database, cli_here):
     listed = cli_here(ws_path, "schedule", "list")
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["name", "connector", "action", "schedule", "next", "run", "last", "run"]
+    assert lines[0].split() == ["name", "connector", "action", "schedule", "next", "run", "last", "run", "after",
+                                "priority", "now"]
     assert "30 6 * * MON-FRI  (At 06:30 on Monday to Friday)" in lines[2] and ("CET" in lines[2] or "CEST" in lines[2])
     assert lines[3].startswith("weekly") and "disabled" in lines[3] and "never run" in lines[3]
 

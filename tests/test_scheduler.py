@@ -209,14 +209,14 @@ def test_missed_runs_run_once_and_the_next_slot_is_after_now(ws, pg_database, so
     scheduler.add_job(ws, "quarter-hourly", "*/15 * * * *", "erp", timezone="UTC")
     ten_days_ago = utcnow() - dt.timedelta(days=10)
     set_next_run(ws, "quarter-hourly", ten_days_ago.replace(second=0, microsecond=0))  # the machine was off
+    started = utcnow()  # the claim moves the slot past this moment (the sync may end after a quarter)
     outcomes = scheduler.run_due(ws, retry_delays=FAST)
     assert [o.status for o in outcomes] == ["success"]  # once, not 960 times
     assert len(runs_of(ws)) == 1
     job = scheduler.get_job(ws, "quarter-hourly")
-    now = utcnow()
-    assert now < job.next_run_at <= now + dt.timedelta(minutes=15)
+    assert started < job.next_run_at <= started + dt.timedelta(minutes=15)
     assert job.next_run_at.minute % 15 == 0
-    assert scheduler.run_due(ws, retry_delays=FAST) == []
+    assert scheduler.run_due(ws, job.next_run_at - dt.timedelta(seconds=1), retry_delays=FAST) == []
 
 
 def test_two_threads_claiming_one_slot_only_one_wins(ws, pg_database):
@@ -312,7 +312,9 @@ def test_partial_scheduled_sync_alerts_then_a_retry_job_finishes_it(ws, pg_datab
             if event.chunks_done >= 2 and not proxy.is_cut:
                 proxy.cut()
 
-        [partial] = scheduler.run_due(ws, sync_job.next_run_at, retry_delays=FAST, on_progress=cut_after_two)
+        # due by the real clock, so that neither job's next slot comes within the calls
+        set_next_run(ws, "nightly", utcnow() - dt.timedelta(minutes=1))
+        [partial] = scheduler.run_due(ws, retry_delays=FAST, on_progress=cut_after_two)
         assert partial.status == "partial_success", partial.message
         assert "chunk(s) failed" in partial.message and "could not be sent" not in partial.message
         [body] = hook.bodies
@@ -320,7 +322,8 @@ def test_partial_scheduled_sync_alerts_then_a_retry_job_finishes_it(ws, pg_datab
 
         proxy.restore()
         assert scheduler.request_for(ws, retry_job).retry_failed is True
-        [retried] = scheduler.run_due(ws, retry_job.next_run_at, retry_delays=FAST)
+        set_next_run(ws, "retry", utcnow() - dt.timedelta(minutes=1))
+        [retried] = scheduler.run_due(ws, retry_delays=FAST)
         assert retried.status == "success", retried.message
         assert len(hook.bodies) == 1  # a success sends nothing
     assert [(r.status, r.mode) for r in runs_of(ws)] == [("partial_success", "sync"), ("success", "retry_failed")]

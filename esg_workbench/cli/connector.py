@@ -95,6 +95,30 @@ def cmd_connector_discover(ws, args, out: Output) -> int:
     return 0
 
 
+def cmd_connector_set_password(ws, args, out: Output) -> int:
+    """Rotate a secret: tried on the source first; a refused one keeps the old (sync/rotation.py)."""
+    from esg_workbench.core.errors import ConfigError
+    from esg_workbench.sync import rotation
+
+    if not args.password_stdin:
+        raise ConfigError("Give the new password on standard input with --password-stdin.",
+                          hint="printf %s \"$PW\" | esg-workbench connector set-password NAME --password-stdin")
+    age = rotation.set_password(ws, args.name, sys.stdin.read().rstrip("\r\n"))
+    out.emit({"connector": age.connector, "set_at": age.set_at, "rotation_days": age.rotation_days},
+             f"The source accepted the new password of '{age.connector}'; it replaced the old one in the keyring "
+             f"({age.set_at:%Y-%m-%d %H:%M} UTC).")
+    return 0
+
+
+def cmd_connector_rotation(ws, args, out: Output) -> int:
+    from esg_workbench.sync import rotation
+
+    age = rotation.set_rotation_period(ws, args.name, args.days)
+    out.emit({"connector": age.connector, "rotation_days": age.rotation_days},
+             f"Health warns when the secret of '{age.connector}' is older than {age.rotation_days} days."
+             if age.rotation_days else f"No rotation period for '{age.connector}'.")
+    return 0
+
 
 def _options_by_type() -> str:
     from esg_workbench.connectors.options import describe_keys
@@ -141,6 +165,16 @@ def add_commands(sub, common) -> None:
                    help="first: the first N rows (default); random: N rows picked at random (PostgreSQL: "
                         "TABLESAMPLE SYSTEM for large tables; MySQL/MariaDB: a RAND() filter; SQLite, DuckDB)")
     p.set_defaults(func=cmd_connector_discover)
+    p = csub.add_parser("set-password", parents=[common],
+                        help="replace a connector's password: tried on the source first, the old one kept if refused")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the new password from standard input")
+    p.set_defaults(func=cmd_connector_set_password)
+    p = csub.add_parser("rotation", parents=[common],
+                        help="a rotation period: Health warns when the secret is older")
+    p.add_argument("name")
+    p.add_argument("--days", type=int, required=True, help="days (0: no rotation period)")
+    p.set_defaults(func=cmd_connector_rotation)
     p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")
     p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.set_defaults(func=cmd_connector_remove)

@@ -35,6 +35,13 @@ def cmd_health(ws, args, out: Output) -> int:
             text += f"\n{h.name}: {h.last_error.splitlines()[0]}"
         if h.failed_chunks_waiting:
             text += f"\n{h.name}: retry the failed chunks with: esg-workbench sync {h.name} --retry-failed"
+            text += " (or review them one by one: esg-workbench chunks list)"
+        if h.secret_overdue:
+            text += (f"\n{h.name}: the secret is due for rotation ({h.secret_text}): "
+                     f"esg-workbench connector set-password {h.name} --password-stdin")
+    secrets = [h for h in health if h.has_secret]
+    if secrets:
+        text += "\nSecrets: " + "; ".join(f"{h.name} {h.secret_text}" for h in secrets)
     out.emit([h.to_json() for h in health], text)
     return 0
 

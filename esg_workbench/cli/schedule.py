@@ -3,6 +3,7 @@ OS schedulers (cron, Windows Task Scheduler, launchd) on machines where the app 
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from typing import Any
 
@@ -23,7 +24,11 @@ def _job_data(job, upcoming: int = 0) -> dict[str, Any]:
         "description": job.description, "timezone": job.timezone, "enabled": job.enabled,
         "options": job.options, "next_run_at": job.next_run_local, "next_run_at_utc": job.next_run_at,
         "last_run_at_utc": job.last_run_at, "last_status": job.last_status, "last_message": job.last_message,
-        "last_run_id": job.last_run_id,
+        "last_run_id": job.last_run_id, "priority": job.priority, "runs_after": job.depends_on,
+        "dependency_window_minutes": job.dependency_window_minutes,
+        "dependency_accepts_partial": job.dependency_accepts_partial,
+        "retry_attempts": job.retry_attempts, "retry_backoff_seconds": job.retry_backoff_seconds,
+        "retry_due_at_utc": job.retry_due_at, "retry_attempt": job.retry_attempt,
     }
     if upcoming:
         data["next_runs"] = job.upcoming(upcoming) if job.enabled else []
@@ -42,11 +47,23 @@ def _options(args, current: dict[str, Any] | None = None) -> dict[str, Any] | No
     return options
 
 
+def _policy(args) -> dict[str, Any]:
+    """Dependency, retry and priority settings given on the command line (None: as is)."""
+    after = None
+    if getattr(args, "no_after", False):
+        after = []
+    elif args.after:
+        after = args.after
+    return {"priority": args.priority, "depends_on": after, "dependency_window_minutes": args.after_window,
+            "dependency_accepts_partial": args.accept_partial, "retry_attempts": args.retries,
+            "retry_backoff_seconds": args.retry_backoff}
+
+
 def cmd_schedule_add(ws, args, out: Output) -> int:
     from esg_workbench.sync import scheduler
 
     job = scheduler.add_job(ws, args.name, args.cron, args.connector, args.action, timezone=args.timezone,
-                            enabled=not args.disabled, options=_options(args))
+                            enabled=not args.disabled, options=_options(args), **_policy(args))
     text = f"Added scheduled job '{job.name}': {scheduler.ACTION_WORDS[job.action]} of '{job.connector}', " \
            f"{job.description} ({job.timezone})."
     text += f" Next run: {_when(job.next_run_local)}." if job.enabled else " It is disabled."
@@ -57,12 +74,33 @@ def cmd_schedule_add(ws, args, out: Output) -> int:
 def cmd_schedule_list(ws, args, out: Output) -> int:
     from esg_workbench.sync import scheduler
 
-    jobs = scheduler.list_jobs(ws)
+    overview = scheduler.overview(ws)
+    jobs = overview.jobs
     rows = [[j.name, j.connector, j.action, f"{j.cron}  ({j.description})",
-             _when(j.next_run_local) if j.enabled else "disabled", j.last_status or "never run"] for j in jobs]
-    out.emit([_job_data(j) for j in jobs],
-             table(rows, ["name", "connector", "action", "schedule", "next run", "last run"]) if jobs else
-             "No scheduled jobs yet. Add one with: esg-workbench schedule add NAME --connector C --cron \"0 2 * * *\"")
+             _when(j.next_run_local) if j.enabled else "disabled", j.last_status or "never run",
+             ", ".join(j.depends_on), j.priority or "", overview.state.get(j.name, "")] for j in jobs]
+    text = (table(rows, ["name", "connector", "action", "schedule", "next run", "last run", "after", "priority",
+                         "now"]) if jobs else
+            "No scheduled jobs yet. Add one with: esg-workbench schedule add NAME --connector C --cron \"0 2 * * *\"")
+    if overview.chains:
+        text += "\nChains: " + "; ".join(" -> ".join(c) for c in overview.chains)
+    if jobs:
+        text += "\nLimits: " + overview.limits.describe() + "."
+    out.emit([{**_job_data(j), "now": overview.state.get(j.name, "")} for j in jobs], text)
+    return 0
+
+
+def cmd_schedule_limits(ws, args, out: Output) -> int:
+    from esg_workbench.workspace import schedule_slots
+
+    if args.workspace_limit is None and args.per_host is None:
+        limits = schedule_slots.get_limits(ws)
+    else:
+        current = schedule_slots.get_limits(ws)
+        limits = schedule_slots.set_limits(
+            ws, workspace=current.workspace if args.workspace_limit is None else args.workspace_limit,
+            per_host=current.per_host if args.per_host is None else args.per_host)
+    out.emit({"workspace": limits.workspace, "per_host": limits.per_host}, "Limits: " + limits.describe() + ".")
     return 0
 
 
@@ -76,6 +114,17 @@ def cmd_schedule_show(ws, args, out: Output) -> int:
              f"  schedule: {job.cron} — {job.description}, time zone {job.timezone}"]
     if job.options:
         lines.append("  options: " + ", ".join(f"{k}={v}" for k, v in sorted(job.options.items())))
+    if job.depends_on:
+        lines.append(f"  runs after: {', '.join(job.depends_on)} (their "
+                     + ("success or partial success" if job.dependency_accepts_partial else "success")
+                     + f", within {job.dependency_window_minutes or 120} minutes of its time)")
+    if job.priority:
+        lines.append(f"  priority: {job.priority}")
+    if job.retry_attempts:
+        lines.append(f"  retries: {job.retry_attempts} after a failed or partial run, first after "
+                     f"{job.retry_backoff_seconds} s, then doubling")
+    if job.retry_due_at:
+        lines.append(f"  retry pending: attempt {job.retry_attempt} at {job.retry_due_at:%Y-%m-%d %H:%M} UTC")
     if job.enabled:
         lines.append("  next runs:")
         lines += [f"    {_when(t)}" for t in data["next_runs"]]
@@ -96,7 +145,7 @@ def cmd_schedule_edit(ws, args, out: Output) -> int:
     current = scheduler.get_job(ws, args.name)
     job = scheduler.update_job(ws, args.name, new_name=args.new_name, cron=args.cron, timezone=args.timezone,
                                connector=args.connector, action=args.action,
-                               options=_options(args, current.options))
+                               options=_options(args, current.options), **_policy(args))
     text = f"Updated '{job.name}': {scheduler.ACTION_WORDS[job.action]} of '{job.connector}', " \
            f"{job.description} ({job.timezone})."
     if job.enabled:
@@ -137,7 +186,7 @@ def _run_due_exit(outcomes) -> int:
 
 def _outcome_data(o) -> dict[str, Any]:
     return {"job": o.job_name, "connector": o.connector, "action": o.action, "status": o.status,
-            "message": o.message, "run_id": o.run_id}
+            "message": o.message, "run_id": o.run_id, "attempt": o.attempt or 1, "retry_of": o.first_run_id}
 
 
 def cmd_schedule_run_due(workspace_url, args, out: Output) -> int:
@@ -169,7 +218,8 @@ def _run_due(ws, args, out: Output) -> int:
         return 0
     with cancel_on_ctrl_c(out) as cancel:
         outcomes = scheduler.run_due(ws, cancel=cancel, on_progress=progress_printer(out),
-                                     retry_delays=retry_delays())
+                                     retry_delays=retry_delays(),
+                                     on_waiting=lambda d: out.info(f"{d.job.name}: {d.reason}"))
     out.emit({"outcomes": [_outcome_data(o) for o in outcomes]},
              "\n".join(o.describe() for o in outcomes) or "No job is due.")
     return _run_due_exit(outcomes)
@@ -193,6 +243,21 @@ def add_commands(sub, common) -> None:
                             + ("" if editing else " (default: this machine's)"))
         p.add_argument("--table", action="append", help="only this table (repeatable)")
         p.add_argument("--load-type", choices=["full", "delta"], help="override the connector's load type")
+        p.add_argument("--after", action="append", metavar="JOB",
+                       help="run only after this job succeeded (repeatable); a cycle is refused")
+        if editing:
+            p.add_argument("--no-after", action="store_true", help="run after no other job")
+        p.add_argument("--after-window", type=int, metavar="MINUTES",
+                       help="how long before its time a predecessor's run counts, and how long it waits "
+                            "for one after (default 120)")
+        p.add_argument("--accept-partial", action=argparse.BooleanOptionalAction, default=None,
+                       help="also run after a predecessor's partial success")
+        p.add_argument("--priority", type=int, metavar="N",
+                       help="-100..100 (default 0): among jobs due at once, higher runs first")
+        p.add_argument("--retries", type=int, metavar="N",
+                       help="run again up to N times after a failed or partial run (default 0)")
+        p.add_argument("--retry-backoff", type=int, metavar="SECONDS",
+                       help="wait before the first retry (default 300), doubled for each next one")
 
     p = ssub.add_parser("add", parents=[common], help="add a scheduled job")
     p.add_argument("name", help="the job's name")
@@ -216,6 +281,11 @@ def add_commands(sub, common) -> None:
     p = ssub.add_parser("remove", parents=[common], help="remove a job")
     p.add_argument("name", help="the job's name")
     p.set_defaults(func=cmd_schedule_remove)
+    p = ssub.add_parser("limits", parents=[common],
+                        help="show or set how many scheduled syncs run at once (per workspace, per source host)")
+    p.add_argument("--workspace-limit", type=int, metavar="N", help="at once in this workspace (0: no limit)")
+    p.add_argument("--per-host", type=int, metavar="N", help="at once per source host (0: no limit)")
+    p.set_defaults(func=cmd_schedule_limits)
     p = ssub.add_parser("run-due", parents=[common],
                         help="run the jobs that are due, then exit (for cron, Task Scheduler, launchd)")
     p.add_argument("--dry-run", action="store_true", help="only list the jobs that are due")

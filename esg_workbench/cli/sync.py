@@ -39,6 +39,11 @@ def cmd_sync(ws, args, out: Output) -> int:
             connector=args.name, tables=args.table, load_type=args.load_type, chunk_size=args.chunk_size,
             chunk_strategy=args.chunk_strategy, window=args.window, resume=args.resume,
             retry_failed=args.retry_failed))
+    from esg_workbench.sync.scheduler import alert_for_result
+
+    problem = alert_for_result(ws, result.connector, result)  # as the app and schedule run-due do
+    if problem:
+        out.info(f"The alert could not be sent: {problem}")
     out.emit({"run_id": result.run_id, "status": result.status.value, "seconds": result.seconds,
               "rows_written": result.rows_written, "error": result.error, "mapped": result.mapped,
               "streams": [s.__dict__ for s in result.streams]}, _describe_sync(result))
@@ -89,7 +94,8 @@ def cmd_logs(ws, args, out: Output) -> int:
     for r in runs:
         r["connector"] = names.get(r["connector_id"], r["connector_id"])
         r["details"] = json.loads(r["details"]) if r.get("details") else None
-    out.emit(runs, table([[r["id"], r["connector"], r["status"], r["mode"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+    out.emit(runs, table([[r["id"], r["connector"], r["status"],
+                           r["mode"] + (f", retry of {r['retry_of']}" if r.get("retry_of") else ""), f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
                             r["finished_at"] and f"{r['finished_at']:%H:%M:%S}", r["items_read"], r["items_written"],
                             (r["error"] or "").splitlines()[0][:80] if r["error"] else ""] for r in runs],
                           ["run", "connector", "status", "mode", "started", "finished", "read", "written", "error"])

@@ -37,7 +37,9 @@ from esg_workbench.gui import icons
 from esg_workbench.gui.kpi_chart import format_number, nice_step
 from esg_workbench.sync.health import ConnectorHealth, SyncPoint
 
-COLUMNS = ["Connector", "Type", "Last success", "Data lag", "Last run", "Failure streak", "Failed chunks waiting"]
+COLUMNS = ["Connector", "Type", "Last success", "Data lag", "Last run", "Failure streak", "Failed chunks waiting",
+           "Secret"]
+SECRET = COLUMNS.index("Secret")
 STATUS_COLORS = {"success": "#2e7d32", "partial_success": "#ef6c00", "failed": "#c62828",
                  "cancelled": "#90a4ae", "running": "#64b5f6"}
 STATUS_WORDS = {"success": "success", "partial_success": "partial", "failed": "failed", "cancelled": "cancelled",
@@ -82,18 +84,22 @@ class HealthModel(QAbstractTableModel):
                 h.name, h.type, _when(h.last_success_at), h.lag_text,
                 STATUS_WORDS.get(h.last_run_status or "", "no run yet"),
                 f"{h.failure_streak} failed in a row" if h.failure_streak else "0",
-                f"{h.failed_chunks_waiting:,}",
+                f"{h.failed_chunks_waiting:,}" + (f" ({h.failed_chunks_ignored:,} ignored)"
+                                                  if h.failed_chunks_ignored else ""),
+                h.secret_text,
             ][column]
         if role == Qt.ItemDataRole.DecorationRole:
             if column == 0:
                 return icons.dot_icon("error" if h.failure_streak else "warn" if h.failed_chunks_waiting
-                                      else "ok" if h.last_success_at else "idle")
+                                      or h.secret_overdue else "ok" if h.last_success_at else "idle")
             if column == 4 and h.last_run_status:
                 return icons.dot_icon(STATUS_KIND.get(h.last_run_status, "idle"))
         if role == Qt.ItemDataRole.BackgroundRole:
             if column == 5 and h.failure_streak:
                 return QBrush(ALERT_BG)
             if column == 6 and h.failed_chunks_waiting:
+                return QBrush(WAIT_BG)
+            if column == SECRET and h.secret_overdue:
                 return QBrush(WAIT_BG)
         if role == Qt.ItemDataRole.ForegroundRole and column == 5 and h.failure_streak:
             return QBrush(ALERT_FG)
@@ -106,6 +112,13 @@ class HealthModel(QAbstractTableModel):
                 return h.last_error
             if column == 3 and h.last_success_at:
                 return f"The newest data landed by a successful sync is {h.lag_text} old."
+            if column == SECRET and h.has_secret:
+                return ("Due for rotation: replace it with Edit connector (the new password is tried on the source "
+                        "first) or esg-workbench connector set-password." if h.secret_overdue else
+                        "When the password in the keyring was last set. A rotation period makes Health warn when "
+                        "it is older: esg-workbench connector rotation NAME --days N.")
+            if column == 6 and h.failed_chunks_ignored:
+                return "Ignored chunks stay missing until they land: see the Failed chunks tab."
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (5, 6):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -74,6 +74,8 @@ def _with_duration(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The run's own time (start to finish of the landing). Mapping the new rows and
     recomputing the KPIs come after it; the live log's total includes them, so say so."""
     for r in runs:
+        if r.get("retry_of"):  # a schedule's retry names its first attempt (sync/scheduler.py)
+            r["mode"] = f"{r['mode']}, retry {r.get('attempt') or 2} of run {r['retry_of']}"
         if r.get("finished_at") and r.get("started_at"):
             seconds = (r["finished_at"] - r["started_at"]).total_seconds()
             r["duration"] = f"{seconds:.1f} s" + (" + mapping" if _mapped(r) else "")

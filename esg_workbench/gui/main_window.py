@@ -28,7 +28,7 @@ from esg_workbench.gui.sync_panel import SyncPanel
 from esg_workbench.gui.workers import WorkerPool
 
 MAX_RECENT = 8
-TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health", "schedules")
+TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health", "schedules", "failed_chunks")
 
 
 class MessageRelay(QWidget):
@@ -77,6 +77,9 @@ class MainWindow(QMainWindow):
 
         install_health_tab(self)  # the Health tab: self.health
         install_scheduling(self)  # the Schedules tab and the in-app scheduler: self.schedules, self.scheduler
+        from esg_workbench.gui.failed_chunks_panel import install_failed_chunks_tab
+
+        install_failed_chunks_tab(self)  # the Failed chunks tab: self.failed_chunks
         install_notifications(self)  # failed/partial syncs: a desktop notification and the webhook
         self.info = dialogs.InfoBar()
         right = QWidget()
@@ -150,7 +153,7 @@ class MainWindow(QMainWindow):
         self.act_reload = a("Reload &all", self.refresh_all, "Ctrl+R", "SP_BrowserReload",
                             "Reload connectors, history and audit from the workspace")
         self.tab_actions = []
-        titles = ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs", "Health", "Schedules")
+        titles = ("Schema", "Sync", "History", "Audit", "Mapping", "KPIs", "Health", "Schedules", "Failed chunks")
         for i, (name, title) in enumerate(zip(TABS, titles)):
             act = a(f"&{title}", lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
             self.tab_actions.append(act)
@@ -465,6 +468,10 @@ class MainWindow(QMainWindow):
         record = operations.get_connector(ws, name)  # as stored now, not as last listed
 
         def save(new_name, type_, options, password):
+            if password:  # a new password is tried on the source first: a refused one keeps the old
+                from esg_workbench.sync import rotation
+
+                rotation.check_password(ws, name, password, options=options)
             # refused with "changed by someone else" if another analyst saved it meanwhile
             return operations.update_connector(ws, name, options, password,
                                                new_name=new_name if new_name != name else None,

@@ -300,6 +300,7 @@ class ScheduleValues:
     action: str
     enabled: bool
     options: dict[str, Any] = field(default_factory=dict)  # as scheduler.add_job/update_job take them
+    policy: dict[str, Any] = field(default_factory=dict)  # runs after, priority, retries (schedule_policy.py)
 
 
 class ScheduleDialog(QDialog):
@@ -314,7 +315,7 @@ class ScheduleDialog(QDialog):
 
     def __init__(self, pool, save: Callable[[ScheduleValues], Any], *, connectors: list[str], job=None,
                  taken_names: set[str] = frozenset(), now: Callable[[], dt.datetime] | None = None,
-                 workspace=None, parent: QWidget | None = None):
+                 workspace=None, other_jobs: list[str] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         from esg_workbench.sync import cron
 
@@ -432,6 +433,10 @@ class ScheduleDialog(QDialog):
         form.addRow("Cron e&xpression", self.cron)
         form.addRow("&Time zone", self.timezone)
         form.addRow("", self.enabled)
+        from esg_workbench.gui.schedule_policy import SchedulePolicy
+
+        others = sorted(set(other_jobs if other_jobs is not None else taken_names) - {job.name if job else None})
+        self.policy = SchedulePolicy(others)
 
         # the preview
         self.description = QLabel()
@@ -464,6 +469,7 @@ class ScheduleDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.policy)
         layout.addWidget(preview)
         layout.addWidget(self.problems)
         layout.addStretch(1)  # space left by hidden rows goes here, not between the form's rows
@@ -508,6 +514,7 @@ class ScheduleDialog(QDialog):
         self.weekday.setCurrentIndex(self.weekday.findData(timing.weekday))
         self.month_day.setValue(timing.month_day)
         self.cron.setText(job.cron)
+        self.policy.fill(job)
 
     def timing(self) -> Timing:
         preset = self.frequency.currentData()
@@ -536,7 +543,8 @@ class ScheduleDialog(QDialog):
         return ScheduleValues(
             name=self.name.text().strip(), cron=" ".join(self.cron.text().split()),
             timezone=self.timezone.currentText().strip(), connector=self.connector.currentData() or "",
-            action=self.action.currentData(), enabled=self.enabled.isChecked(), options=self.options())
+            action=self.action.currentData(), enabled=self.enabled.isChecked(), options=self.options(),
+            policy=self.policy.values())
 
     # --- reactions -------------------------------------------------------------------------
 

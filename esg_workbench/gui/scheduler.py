@@ -11,6 +11,12 @@ as the schema browser's Refresh does. One connector never runs two jobs at once:
 whose connector is syncing in this window is recorded `skipped` and says so, and the
 engine's own lock (SyncBusy) covers other processes. Every ending is recorded with
 `record_outcome` and told in the status bar.
+
+Dependencies, priorities and the limit of syncs at once are the engine-side scheduler's
+(sync/scheduler.py): a check takes the due jobs in their order, records the ones to skip
+(a predecessor failed, with the reason), leaves the waiting ones for a later check and
+holds a concurrency slot for each run it starts until that run ends. A pending retry of a
+failed or partial run starts like a slot, as the retry it is.
 """
 
 from __future__ import annotations
@@ -40,31 +46,62 @@ class Claimed:
 
     job: Any  # ScheduledJob
     request: Any = None  # SyncRequest
-    failed: Any = None  # the JobOutcome recorded when the request could not be made
+    failed: Any = None  # the JobOutcome recorded when the request could not be made (or a skip)
+    retry: bool = False  # a retry of the job's failed or partial run
+    slots: Any = None  # schedule_slots.Held while the run goes on
+
+    def release(self) -> None:
+        if self.slots is not None:
+            self.slots.release()
 
 
 def _first_line(text: str | None) -> str:
     return (text or "").split("\nWhat to do:")[0].strip()
 
 
-def _request(workspace, job) -> Claimed:
+def _request(workspace, job, retry: bool = False) -> Claimed:
     from esg_workbench.sync import scheduler
 
     try:
-        request = scheduler.request_for(workspace, job)
+        request = scheduler.request_for(workspace, job, retry=retry)
     except EsgError as exc:
-        return Claimed(job, failed=finish(workspace, _outcome(job, "failed", exc.describe())))
+        return Claimed(job, failed=finish(workspace, _outcome(job, "failed", exc.describe(), retry=retry)),
+                       retry=retry)
     if request is not None:
         # SyncJobs (and the Sync tab) know a connector by its name
         request = dataclasses.replace(request, connector=job.connector)
-    return Claimed(job, request)
+    return Claimed(job, request, retry=retry)
 
 
 def claim_due(workspace) -> list[Claimed]:
-    """In a worker: the due jobs this process claimed, each with its sync request."""
-    from esg_workbench.sync import scheduler
+    """In a worker: the due jobs this process claimed, in their order (priority, then the
+    longest overdue), each with its sync request and its concurrency slots; jobs skipped
+    for their dependencies come back with their recorded outcome as `failed`."""
+    from esg_workbench.sync import schedule_plan, scheduler
+    from esg_workbench.workspace import schedule_slots
 
-    return [_request(workspace, job) for job in scheduler.due_jobs(workspace) if scheduler.claim(workspace, job)]
+    claimed = []
+    for decision in scheduler.pending(workspace):
+        job = decision.job
+        if decision.verdict == schedule_plan.WAIT:
+            continue
+        if decision.verdict == schedule_plan.SKIP:
+            skipped = scheduler.skip(workspace, decision)
+            if skipped is not None:
+                claimed.append(Claimed(job, failed=skipped))
+            continue
+        slots = scheduler.take_slots(workspace, job)
+        if isinstance(slots, schedule_slots.Busy):
+            continue  # a later check starts it when a slot is free
+        if not scheduler.claim(workspace, job, retry=decision.retry):
+            slots.release()
+            continue
+        c = _request(workspace, job, decision.retry)
+        c.slots = slots
+        if c.failed is not None:
+            c.release()
+        claimed.append(c)
+    return claimed
 
 
 def prepare(workspace, name: str) -> Claimed:
@@ -74,10 +111,13 @@ def prepare(workspace, name: str) -> Claimed:
     return _request(workspace, scheduler.get_job(workspace, name))
 
 
-def _outcome(job, status: str, message: str, run_id: int | None = None, result: Any = None):
+def _outcome(job, status: str, message: str, run_id: int | None = None, result: Any = None, retry: bool = False):
     from esg_workbench.sync import scheduler
 
-    return scheduler.JobOutcome(job.name, job.connector, job.action, status, message, run_id, result)
+    outcome = scheduler.JobOutcome(job.name, job.connector, job.action, status, message, run_id, result)
+    if retry:
+        outcome.attempt, outcome.first_run_id = job.retry_attempt or 2, job.retry_first_run_id
+    return outcome
 
 
 def finish(workspace, outcome):
@@ -89,13 +129,18 @@ def finish(workspace, outcome):
     return outcome
 
 
-def discover_and_record(workspace, job):
+def discover_and_record(workspace, job, retry: bool = False, slots=None):
     """In a worker: rediscover the connector as `run_job` does (under the connector's
     sync lock, so never beside a sync of it), then record the outcome."""
     from esg_workbench.sync import scheduler
     from esg_workbench.sync.engine import SyncEngine
 
-    return finish(workspace, scheduler.execute(workspace, job, SyncEngine(workspace)))
+    try:
+        outcome = scheduler.execute(workspace, job, SyncEngine(workspace), retry=retry)
+    finally:
+        if slots is not None:
+            slots.release()
+    return finish(workspace, outcome)
 
 
 def sync_outcome(sync_job: SyncJob) -> tuple[str, str, int | None, Any]:
@@ -127,7 +172,7 @@ class InAppScheduler(QObject):
         self.can_start = can_start
         self.workspace = None
         self._checking = False
-        self._syncs: dict[SyncJob, Any] = {}  # running syncs this scheduler started -> their ScheduledJob
+        self._syncs: dict[SyncJob, Claimed] = {}  # running syncs this scheduler started -> their claim
         self._discovering: set[str] = set()  # connectors being rediscovered by a schedule
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
@@ -203,17 +248,20 @@ class InAppScheduler(QObject):
         label = f"{what} of '{job.connector}'"
         via = f"schedule '{job.name}'" + (", run now" if now else "")
         if c.failed is not None:
-            self._announce(f"{label} could not start ({via}): {_first_line(c.failed.message)}")
+            verb = "skipped" if c.failed.status == "skipped" else "could not start"
+            self._announce(f"{label} {verb} ({via}): {_first_line(c.failed.message)}")
             self.outcome_recorded.emit(c.failed)
             return
         if not self.can_start():  # the window is closing: say so rather than lose the claimed run silently
-            self._record(job, "skipped", f"{label} skipped ({via}): ESG Workbench was closing.")
+            c.release()
+            self._record(job, "skipped", f"{label} skipped ({via}): ESG Workbench was closing.", retry=c.retry)
             return
         if self.busy(job.connector):
+            c.release()
             text = f"{label} skipped ({via}): '{job.connector}' is already " + (
                 "being rediscovered." if job.connector in self._discovering else "syncing in this window.")
             self._announce(text)
-            self._record(job, "skipped", text)
+            self._record(job, "skipped", text, retry=c.retry)
             return
         if job.action == "discover" or c.request is None:
             self._discovering.add(job.connector)
@@ -229,16 +277,18 @@ class InAppScheduler(QObject):
                 self._discovering.discard(job.connector)
                 self._announce(f"{label} ({via}) failed: {_first_line(message)}")
 
-            self.pool.run(discover_and_record, workspace, job, on_done=done, on_error=failed, owner=self)
+            self.pool.run(discover_and_record, workspace, job, c.retry, c.slots, on_done=done, on_error=failed,
+                          owner=self)
         else:
             try:
                 sync_job = self.jobs.start(self.workspace, c.request)
             except RuntimeError:  # a sync of the connector began since the check above
+                c.release()
                 text = f"{label} skipped ({via}): '{job.connector}' is already syncing in this window."
                 self._announce(text)
-                self._record(job, "skipped", text)
+                self._record(job, "skipped", text, retry=c.retry)
                 return
-            self._syncs[sync_job] = job
+            self._syncs[sync_job] = c
             sync_job._log(f"Started by {via}.")
         self._announce(f"{label} started ({via}).")
         self.started.emit(job)
@@ -246,10 +296,11 @@ class InAppScheduler(QObject):
     def _announce(self, text: str) -> None:
         self.message.emit(text)
 
-    def _record(self, job, status: str, message: str, run_id: int | None = None, result: Any = None) -> None:
+    def _record(self, job, status: str, message: str, run_id: int | None = None, result: Any = None,
+                retry: bool = False) -> None:
         if self.workspace is None:
             return
-        self.pool.run(finish, self.workspace, _outcome(job, status, message, run_id, result),
+        self.pool.run(finish, self.workspace, _outcome(job, status, message, run_id, result, retry),
                       on_done=self.outcome_recorded.emit,
                       on_error=lambda m: self.message.emit(
                           f"Could not record the run of schedule '{job.name}': {_first_line(m)}"),
@@ -259,14 +310,16 @@ class InAppScheduler(QObject):
 
     @Slot(object)
     def _sync_ended(self, sync_job: SyncJob) -> None:
-        job = self._syncs.pop(sync_job, None)
-        if job is None:
+        c = self._syncs.pop(sync_job, None)
+        if c is None:
             return  # a sync the user started
+        c.release()
+        job = c.job
         status, message, run_id, result = sync_outcome(sync_job)
         if status == "skipped":
             self._announce(f"{WHAT.get(job.action, 'Scheduled job')} of '{job.connector}' skipped "
                            f"(schedule '{job.name}'): {_first_line(sync_job.error)}")
-        self._record(job, status, message, run_id, result)
+        self._record(job, status, message, run_id, result, retry=c.retry)
 
 
 def install_scheduling(window, interval_ms: int = CHECK_INTERVAL_MS) -> None:

@@ -1,6 +1,9 @@
 """The Schedules tab: the workspace's scheduled jobs (what, when in plain words, the next
-run in the schedule's zone, the last run and how it ended), with New, Edit, Enable or
-Disable, Remove and Run now. An empty workspace gets a short explanation instead."""
+run in the schedule's zone, the last run and how it ended, what each runs after and what
+it does now: waiting and why, skipped and why, a retry pending), with New, Edit, Enable or
+Disable, Remove and Run now; below, the chains (what waits for what), the next runs of all
+schedules and the limits of syncs at once. An empty workspace gets a short explanation
+instead."""
 
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ from esg_workbench.core.errors import EsgError
 from esg_workbench.gui import dialogs, icons
 from esg_workbench.gui.schedule_dialog import ACTION_LABELS, ScheduleDialog, ScheduleValues, action_text
 
-COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Last run", "Result")
-ENABLED, NAME, CONNECTOR, ACTION, WHEN, NEXT, LAST, RESULT = range(len(COLUMNS))
+COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Runs after", "Now", "Last run", "Result")
+ENABLED, NAME, CONNECTOR, ACTION, WHEN, NEXT, AFTER, NOW, LAST, RESULT = range(len(COLUMNS))
 STATUS_KIND = {"success": "ok", "partial_success": "warn", "cancelled": "warn", "skipped": "warn",
                "failed": "error", "running": "info"}
 JOB = Qt.ItemDataRole.UserRole + 1
@@ -66,6 +69,29 @@ def when_words(moment: dt.datetime | None, zone: str | None, now: dt.datetime | 
     if days == -1:
         return f"yesterday {clock}"
     return f"{local:%a %d %b %Y}, {clock}"
+
+
+def after_words(job) -> str:
+    """'Runs after sites and meters succeeded (or partially), within 120 minutes of its time.'"""
+    from esg_workbench.sync.schedule_plan import DEFAULT_WINDOW_MINUTES
+
+    ending = " succeeded (or partially)" if job.dependency_accepts_partial else " succeeded"
+    window = job.dependency_window_minutes or DEFAULT_WINDOW_MINUTES
+    return (f"Runs after {' and '.join(job.depends_on)}{ending}, within {window} minutes of its time; "
+            f"otherwise it is skipped and says why.")
+
+
+def plan_text(overview) -> str:
+    """Chains, the next runs and the limits, as a few plain lines."""
+    lines = []
+    if overview.chains:
+        lines.append("Chains: " + "; ".join(" → ".join(chain) for chain in overview.chains))
+    if overview.upcoming:
+        runs = [f"{when:%a %H:%M} UTC {name}" + (f" ({note})" if note else "")
+                for when, name, note in overview.upcoming[:6]]
+        lines.append("Next runs: " + ", ".join(runs))
+    lines.append("Limits: " + overview.limits.describe() + ".")
+    return "\n".join(lines)
 
 
 def describe_cron(expr: str) -> str:
@@ -144,6 +170,12 @@ class SchedulesPanel(QWidget):
         self.details.setObjectName("scheduleDetails")
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plan = QLabel()
+        self.plan.setObjectName("schedulePlan")
+        self.plan.setWordWrap(True)
+        self.plan.setTextFormat(Qt.TextFormat.PlainText)
+        self.plan.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.overview = None  # scheduler.Overview of the last refresh
         self.status = QLabel()
         self.status.setObjectName("schedulesStatus")
         self.status.setWordWrap(True)
@@ -153,6 +185,7 @@ class SchedulesPanel(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.details)
+        layout.addWidget(self.plan)
         layout.addWidget(self.status)
 
         self.new_button.clicked.connect(self.new_schedule)
@@ -171,6 +204,7 @@ class SchedulesPanel(QWidget):
     def set_workspace(self, workspace) -> None:
         self.workspace = workspace
         self.jobs = []
+        self.overview = None
         self._fill([])
         self.refresh()
 
@@ -186,16 +220,17 @@ class SchedulesPanel(QWidget):
         self._request += 1
         request = self._request
 
-        def done(jobs: list[Any]) -> None:
+        def done(overview) -> None:
             if request == self._request:
-                self._fill(jobs)
+                self.overview = overview
+                self._fill(overview.jobs)
                 self.loaded.emit()
 
         def failed(message: str) -> None:
             self.status.setText(message)
             self.loaded.emit()
 
-        self.pool.run(scheduler.list_jobs, self.workspace, on_done=done, on_error=failed, owner=self)
+        self.pool.run(scheduler.overview, self.workspace, on_done=done, on_error=failed, owner=self)
 
     def _fill(self, jobs: list[Any]) -> None:
         selected = self.current_name()
@@ -225,7 +260,14 @@ class SchedulesPanel(QWidget):
                 NEXT: QTableWidgetItem(next_text),
                 LAST: QTableWidgetItem(last + (f" (run {job.last_run_id})" if job.last_run_id else "")),
                 RESULT: result,
+                AFTER: QTableWidgetItem(", ".join(job.depends_on)),
+                NOW: QTableWidgetItem(self._state(job)),
             }
+            if job.depends_on:
+                cells[AFTER].setToolTip(after_words(job))
+            cells[NOW].setToolTip(self._state(job))
+            if job.priority:
+                cells[NAME].setToolTip(f"Priority {job.priority}: among schedules due at once, higher runs first")
             cells[WHEN].setToolTip(f"cron: {job.cron}   time zone: {zone}")
             if job.action != "discover" and job.options.get("tables"):
                 cells[ACTION].setToolTip("Tables: " + ", ".join(job.options["tables"]))
@@ -241,11 +283,17 @@ class SchedulesPanel(QWidget):
         self.status.setText(f"{len(jobs)} schedule{'s' if len(jobs) != 1 else ''}, "
                             f"{sum(1 for j in jobs if j.enabled)} enabled. Times are in each schedule's zone."
                             if jobs else "")
+        self.plan.setText(plan_text(self.overview) if jobs and self.overview is not None else "")
         if selected is not None:
             self.select(selected)
         elif jobs and not self.table.selectedItems():
             self.table.selectRow(0)
         self._update_buttons()
+
+    def _state(self, job) -> str:
+        if self.overview is None:
+            return ""
+        return self.overview.state.get(job.name, "")
 
     # --- selection ---------------------------------------------------------------------------
 
@@ -346,7 +394,7 @@ class SchedulesPanel(QWidget):
 
         def save(v: ScheduleValues):
             return scheduler.add_job(ws, v.name, v.cron, v.connector, v.action, timezone=v.timezone,
-                                     enabled=v.enabled, options=v.options)
+                                     enabled=v.enabled, options=v.options, **v.policy)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names,
                                          taken_names=set(self.names()), workspace=ws, parent=self))
@@ -362,7 +410,7 @@ class SchedulesPanel(QWidget):
         def save(v: ScheduleValues):
             return scheduler.update_job(ws, name, new_name=v.name if v.name != name else None, cron=v.cron,
                                         timezone=v.timezone, connector=v.connector, action=v.action,
-                                        enabled=v.enabled, options=v.options)
+                                        enabled=v.enabled, options=v.options, **v.policy)
 
         return self._open(ScheduleDialog(self.pool, save, connectors=self.connector_names, job=job,
                                          taken_names=set(self.names()), workspace=ws, parent=self))

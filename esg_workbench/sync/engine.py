@@ -64,6 +64,7 @@ class SyncRequest:
     window: str | None = None
     resume: bool = False
     retry_failed: bool = False
+    chunk_ids: tuple[int, ...] | None = None  # with retry_failed: only these failed chunks (sync/review.py)
 
     @property
     def mode(self) -> str:
@@ -424,7 +425,8 @@ class SyncEngine:
                 return
             with ws.transaction() as conn:
                 wanted = {ChunkStatus.FAILED.value} if request.retry_failed else {ChunkStatus.PENDING.value, ChunkStatus.FAILED.value}
-                todo = [c for c in sync_records.ledger(conn, st.active_sync_id, name) if c.status in wanted]
+                todo = [c for c in sync_records.ledger(conn, st.active_sync_id, name) if c.status in wanted
+                        and (request.chunk_ids is None or c.id in request.chunk_ids)]
                 sync_records.continues(conn, run_id, st.active_sync_id)
             scope = _scope_from_plan(st.plan)
             load_type = LoadType(st.plan["load_type"])

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from esg_workbench.alerts import scrub
 from esg_workbench.core.specs import ChunkStatus, SyncStatus
-from esg_workbench.workspace import connectors_store
+from esg_workbench.sync.engine import PASSWORD_MARKER
+from esg_workbench.sync.rotation import SecretAge
+from esg_workbench.workspace import connectors_store, secret_records
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import connector_sync_chunks as chunks
 from esg_workbench.workspace.schema import connector_sync_logs as logs
@@ -52,8 +54,13 @@ class ConnectorHealth:
     last_error: str | None  # of the last run, when it was not a success
     lag_seconds: float | None  # now − the last successful sync's finish; None: never synced
     failure_streak: int  # failed/partial runs since the last success
-    failed_chunks_waiting: int  # failed chunks not yet retried or superseded
+    failed_chunks_waiting: int  # failed chunks not yet retried, superseded or ignored
     rows_per_sync: list[SyncPoint] = field(default_factory=list)  # oldest first
+    failed_chunks_ignored: int = 0  # failed chunks an analyst ignored (their rows still missing)
+    has_secret: bool = False  # a password or key in the keyring
+    secret_set_at: dt.datetime | None = None  # None: unknown (set before version 3) or no secret
+    rotation_days: int | None = None
+    secret_overdue: bool = False  # older than the rotation period (or of unknown age with one)
 
     @property
     def lag_text(self) -> str:
@@ -61,7 +68,20 @@ class ConnectorHealth:
 
     @property
     def needs_attention(self) -> bool:
-        return self.failure_streak > 0 or self.failed_chunks_waiting > 0
+        return self.failure_streak > 0 or self.failed_chunks_waiting > 0 or self.secret_overdue
+
+    @property
+    def secret_text(self) -> str:
+        """'set 12 d ago', 'set 40 d ago, rotate every 30 d: overdue', 'no secret', ..."""
+        if not self.has_secret:
+            return "no secret"
+        age = "set at an unknown time" if self.secret_set_at is None else \
+            f"set {plain_duration((self._now - self.secret_set_at).total_seconds())} ago"
+        if self.rotation_days:
+            age += f", rotate every {self.rotation_days} d" + (": overdue" if self.secret_overdue else "")
+        return age
+
+    _now: dt.datetime = field(default_factory=utcnow, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,7 +91,11 @@ class ConnectorHealth:
             "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
             "lag": self.lag_text, "failure_streak": self.failure_streak,
             "failed_chunks_waiting": self.failed_chunks_waiting,
+            "failed_chunks_ignored": self.failed_chunks_ignored,
             "rows_per_sync": [p.to_json() for p in self.rows_per_sync],
+            "secret": {"has_secret": self.has_secret, "set_at": _iso(self.secret_set_at),
+                       "rotation_days": self.rotation_days, "overdue": self.secret_overdue,
+                       "text": self.secret_text},
         }
 
 
@@ -135,11 +159,17 @@ def connector_health(ws: Workspace, now: dt.datetime | None = None,
             .where(marked.c.status.in_(PROBLEM_STATUSES), marked.c.id > sa.func.coalesce(marked.c.success_id, 0))
             .group_by(marked.c.connector_id)).all())
 
-        # failed chunks still waiting (a retry marks them done, a new plan superseded)
-        waiting = dict(conn.execute(
-            sa.select(chunks.c.connector_id, sa.func.count())
-            .where(chunks.c.organization_id == org, chunks.c.status == ChunkStatus.FAILED.value)
-            .group_by(chunks.c.connector_id)).all())
+        # failed chunks still waiting (a retry marks them done, a new plan superseded),
+        # apart from those an analyst ignored
+        waiting: dict[str, int] = {}
+        ignored: dict[str, int] = {}
+        for connector_id, review_status, n in conn.execute(
+                sa.select(chunks.c.connector_id, chunks.c.review_status, sa.func.count())
+                .where(chunks.c.organization_id == org, chunks.c.status == ChunkStatus.FAILED.value)
+                .group_by(chunks.c.connector_id, chunks.c.review_status)):
+            into = waiting if review_status is None else ignored
+            into[connector_id] = into.get(connector_id, 0) + int(n)
+        secrets = secret_records.all_records(ws, conn)
 
         # the last `history` runs of every connector, in one windowed query
         numbered = sa.select(
@@ -156,6 +186,10 @@ def connector_health(ws: Workspace, now: dt.datetime | None = None,
     for record in records:
         success_id, success_at = last_success.get(record.id, (None, None))
         run = last_run.get(record.id)
+        secret = secrets.get(record.id)
+        has_secret = bool(record.config.get(PASSWORD_MARKER))
+        set_at = secret.set_at if secret else None
+        rotation_days = secret.rotation_days if secret else None
         result.append(ConnectorHealth(
             connector_id=record.id, name=record.name, type=record.type, status=record.status,
             last_success_at=success_at,
@@ -167,5 +201,9 @@ def connector_health(ws: Workspace, now: dt.datetime | None = None,
             failure_streak=int(streak.get(record.id, 0)),
             failed_chunks_waiting=int(waiting.get(record.id, 0)),
             rows_per_sync=points.get(record.id, []),
+            failed_chunks_ignored=int(ignored.get(record.id, 0)),
+            has_secret=has_secret, secret_set_at=set_at, rotation_days=rotation_days,
+            secret_overdue=SecretAge(record.id, record.name, has_secret, set_at, rotation_days).overdue(now),
+            _now=now,
         ))
     return result

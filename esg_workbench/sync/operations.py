@@ -19,9 +19,9 @@ from esg_workbench.core.specs import (
 )
 from esg_workbench.connectors.registry import OWN_CURSOR, TYPE_OPTIONS, connector_types
 from esg_workbench.sync.engine import PASSWORD_MARKER, SyncEngine
-from esg_workbench.workspace import connectors_store, schema_cache, sync_records
+from esg_workbench.workspace import connectors_store, schema_cache, secret_records, sync_records
 from esg_workbench.workspace.connectors_store import ConnectorRecord
-from esg_workbench.workspace.database import Workspace
+from esg_workbench.workspace.database import Workspace, utcnow
 
 DEFAULT_SAMPLE_ROWS = 100
 
@@ -46,6 +46,7 @@ def add_connector(workspace: Workspace, name: str, type_: str, options: dict[str
             from esg_workbench import credentials
 
             credentials.store_secret(record.id, password)  # before commit: no record without its secret
+            secret_records.record_set(workspace, conn, record.id, utcnow())
         chain.append(workspace, conn, "connector.add", metadata={
             "connector_id": record.id, "name": record.name, "type": type_, "config": record.config})
     return record
@@ -68,8 +69,10 @@ def update_connector(workspace: Workspace, name: str, options: dict[str, Any],
             from esg_workbench import credentials
 
             credentials.store_secret(record.id, password)
+            secret_records.record_set(workspace, conn, record.id, utcnow())
         chain.append(workspace, conn, "connector.update", metadata={
-            "connector_id": record.id, "name": new_name or record.name, "config": options})
+            "connector_id": record.id, "name": new_name or record.name, "config": options,
+            **({"password_set": True} if password else {})})
         return connectors_store.get(workspace, conn, record.id)
 
 
@@ -77,6 +80,7 @@ def remove_connector(workspace: Workspace, name: str) -> None:
     with workspace.transaction() as conn:
         record = connectors_store.get(workspace, conn, name)
         connectors_store.delete(workspace, conn, record.id)
+        secret_records.forget(workspace, conn, record.id)
         chain.append(workspace, conn, "connector.remove", metadata={"connector_id": record.id, "name": record.name})
     if record.config.get(PASSWORD_MARKER):
         from esg_workbench import credentials

@@ -92,12 +92,42 @@ def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
     schema.metadata.tables["methodology_settings"].create(conn, checkfirst=True)
 
 
+def add_scheduling_review_rotation(conn: sa.Connection) -> None:
+    """Schedules get dependencies, a retry policy and a priority; runs name the run they
+    retry; failed chunks get a review; sync slots, organization settings and the dates
+    connector secrets were set get tables of their own."""
+    from esg_workbench.workspace import schema
+
+    _add_columns(conn, "scheduled_jobs", [
+        ("priority", "INTEGER"),
+        ("depends_on", "TEXT"),
+        ("dependency_window_minutes", "INTEGER"),
+        ("dependency_accepts_partial", "BOOLEAN"),
+        ("retry_attempts", "INTEGER"),
+        ("retry_backoff_seconds", "INTEGER"),
+        ("retry_attempt", "INTEGER"),
+        ("retry_due_at", "TIMESTAMP"),
+        ("retry_first_run_id", "BIGINT"),
+    ])
+    _add_columns(conn, "connector_sync_logs", [("retry_of", "BIGINT"), ("attempt", "INTEGER")])
+    _add_columns(conn, "connector_sync_chunks", [
+        ("first_failed_at", "TIMESTAMP"),
+        ("review_status", "VARCHAR(16)"),
+        ("review_reason", "TEXT"),
+        ("reviewed_by", "VARCHAR(200)"),
+        ("reviewed_at", "TIMESTAMP"),
+    ])
+    for table in (schema.sync_slots, schema.organization_settings, schema.connector_secrets):
+        table.create(conn)
+
+
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_2_TO_3: list[Callable[[sa.Connection], None]] = [
     add_sync_request_and_deletes,
     add_audit_heads_and_lock_rows,
     add_factor_regions_and_site_locations,
+    add_scheduling_review_rotation,
 ]
 
 

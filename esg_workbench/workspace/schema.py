@@ -121,6 +121,9 @@ connector_sync_logs = sa.Table(
     # since v3: JSON, what the run was asked for (tables, settings; a resume: the run it continues)
     sa.Column("request", sa.Text),
     sa.Column("items_deleted", sa.BigInteger),  # since v3: rows found deleted in the source
+    # since schema version 3: a scheduled retry names the run it retries (sync/scheduler.py)
+    sa.Column("retry_of", sa.BigInteger),  # the first attempt's run id
+    sa.Column("attempt", sa.Integer),  # 2, 3, ... for retries; NULL: a first attempt
 )
 sa.Index("ix_connector_sync_logs_connector", connector_sync_logs.c.connector_id, connector_sync_logs.c.started_at)
 
@@ -145,6 +148,12 @@ connector_sync_chunks = sa.Table(
     sa.Column("max_key", sa.Text),  # JSON: the last key landed by this chunk
     sa.Column("error", sa.Text),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # since schema version 3: failed chunks as a review queue (sync/review.py)
+    sa.Column("first_failed_at", sa.DateTime),
+    sa.Column("review_status", sa.String(16)),  # NULL: unreviewed | ignored
+    sa.Column("review_reason", sa.Text),
+    sa.Column("reviewed_by", sa.String(200)),
+    sa.Column("reviewed_at", sa.DateTime),
 )
 sa.Index("ix_connector_sync_chunks_sync", connector_sync_chunks.c.sync_id, connector_sync_chunks.c.stream, connector_sync_chunks.c.seq)
 
@@ -334,6 +343,50 @@ scheduled_jobs = sa.Table(
     sa.Column("last_status", sa.String(32)),
     sa.Column("last_message", sa.Text),
     sa.Column("last_run_id", sa.BigInteger),
+    # since schema version 3: dependencies, retry policy, priority (sync/scheduler.py)
+    sa.Column("priority", sa.Integer),  # higher runs first; NULL: 0
+    sa.Column("depends_on", sa.Text),  # JSON list of scheduled_jobs ids it runs after
+    sa.Column("dependency_window_minutes", sa.Integer),  # how long predecessors' runs count
+    sa.Column("dependency_accepts_partial", sa.Boolean),  # partial_success satisfies too
+    sa.Column("retry_attempts", sa.Integer),  # extra runs after a failed or partial run
+    sa.Column("retry_backoff_seconds", sa.Integer),  # wait before the first retry, doubled after
+    sa.Column("retry_attempt", sa.Integer),  # the attempt the pending retry will be (2, 3, ...)
+    sa.Column("retry_due_at", sa.DateTime),  # when the pending retry may run; NULL: none
+    sa.Column("retry_first_run_id", sa.BigInteger),  # the sync run the retries follow up
+)
+
+# Since schema version 3. The sync slots of an organization: a running sync holds one row
+# of its scope ('workspace', 'host:NAME') locked (SELECT ... FOR UPDATE SKIP LOCKED) in a
+# transaction of its own; rows fall under row-level security, so no other organization
+# can see, lock or add them (workspace/schedule_slots.py).
+sync_slots = sa.Table(
+    "sync_slots",
+    metadata,
+    sa.Column("organization_id", sa.String(64), primary_key=True, server_default="default"),
+    sa.Column("scope", sa.String(300), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+)
+
+# Since schema version 3. Settings of one organization (the concurrency limits of
+# scheduled syncs, ...): key -> JSON value.
+organization_settings = sa.Table(
+    "organization_settings",
+    metadata,
+    sa.Column("organization_id", sa.String(64), primary_key=True, server_default="default"),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Since schema version 3. When each connector's keyring secret was last set, and the
+# rotation period after which Health warns (never the secret itself).
+connector_secrets = sa.Table(
+    "connector_secrets",
+    metadata,
+    sa.Column("connector_id", sa.String(32), primary_key=True),
+    _org(),
+    sa.Column("set_at", sa.DateTime),  # NULL: set before this was recorded
+    sa.Column("rotation_days", sa.Integer),  # NULL: no rotation period
 )
 
 esg_ingestion_audit = sa.Table(

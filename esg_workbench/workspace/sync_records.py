@@ -117,6 +117,12 @@ def finish_run(conn: sa.Connection, run_id: int, status: SyncStatus, error: str 
         status=status.value, finished_at=utcnow(), error=error, details=json.dumps(details, default=str)))
 
 
+def link_retry(workspace: Workspace, conn: sa.Connection, run_id: int, first_run_id: int, attempt: int) -> None:
+    """Record that a scheduled retry's run follows up the run of its first attempt."""
+    conn.execute(sa.update(logs).where(logs.c.id == run_id, logs.c.organization_id == workspace.organization_id)
+                 .values(retry_of=first_run_id, attempt=attempt))
+
+
 def set_details(conn: sa.Connection, run_id: int, details: dict[str, Any]) -> None:
     """Replace a finished run's details (what its saved mappings made of its rows)."""
     conn.execute(sa.update(logs).where(logs.c.id == run_id).values(details=json.dumps(details, default=str)))
@@ -224,9 +230,11 @@ def chunk_done(conn: sa.Connection, chunk_id: int, run_id: int, rows_read: int, 
 
 
 def chunk_failed(conn: sa.Connection, chunk_id: int, run_id: int, error: str, attempts: int) -> None:
+    now = utcnow()
     conn.execute(sa.update(chunks).where(chunks.c.id == chunk_id).values(
         status=ChunkStatus.FAILED.value, last_run_id=run_id, error=error,
-        attempts=chunks.c.attempts + attempts, updated_at=utcnow()))
+        attempts=chunks.c.attempts + attempts, updated_at=now,
+        first_failed_at=sa.func.coalesce(chunks.c.first_failed_at, now)))
 
 
 def supersede(conn: sa.Connection, sync_id: int, stream: str) -> None:

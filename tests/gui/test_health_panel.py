@@ -186,3 +186,29 @@ def test_webhook_dialog_saves_tests_and_removes(qtbot, window, keyring_ready, mo
     assert alerts.webhook_url(window.workspace) is None and dialog.url.text() == ""
     dialog.grab().save("/tmp/esg-webhook-dialog.png")
     dialog.close()
+
+
+def test_health_shows_secret_ages_and_warns_when_rotation_is_due(qtbot, window, pg_database, keyring_ready):
+    import sqlalchemy as sa
+
+    from esg_workbench.sync import operations, rotation
+    from esg_workbench.workspace.database import utcnow
+    from esg_workbench.workspace.schema import connector_secrets
+
+    ws = window.workspace
+    options = {"host": PG_HOST, "port": PG_PORT, "database": pg_database, "username": "esg_pw_user"}
+    record = operations.add_connector(ws, "keyed", "postgres", options, password="not-checked-here")
+    operations.add_connector(ws, "open", "postgres", {**options, "username": PG_USER})
+    rotation.set_rotation_period(ws, "keyed", 30)
+    window.refresh_connectors(select="keyed")
+    panel = show_health(qtbot, window)
+    assert cell(panel, 0, "Secret").startswith("set ") and cell(panel, 0, "Secret").endswith("rotate every 30 d")
+    assert cell(panel, 1, "Secret") == "no secret"
+    with ws.transaction() as conn:  # as if it had been set 40 days ago
+        conn.execute(sa.update(connector_secrets).where(connector_secrets.c.connector_id == record.id)
+                     .values(set_at=utcnow() - dt.timedelta(days=40)))
+    with qtbot.waitSignal(panel.loaded, timeout=20000):
+        panel.refresh()
+    assert cell(panel, 0, "Secret") == "set 40 d ago, rotate every 30 d: overdue"
+    assert cell(panel, 0, "Secret", Qt.ItemDataRole.BackgroundRole) is not None
+    assert "Due for rotation" in cell(panel, 0, "Secret", Qt.ItemDataRole.ToolTipRole)

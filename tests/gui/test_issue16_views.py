@@ -1,0 +1,121 @@
+"""The views of issue 16, driven like a user: the Schedules tab showing chains, waits and
+the next runs, the schedule dialog's "Order and retries" (a cycle refused at Save), and
+the Failed chunks tab (filter, ignore with a reason, retry a selection through the Sync
+tab) after a real partial sync from PostgreSQL through a proxy that is cut."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from PySide6.QtCore import Qt
+
+from esg_workbench.gui.failed_chunks_panel import IgnoreDialog
+from esg_workbench.gui.schedule_dialog import ScheduleDialog
+from esg_workbench.sync import operations, review, scheduler
+from esg_workbench.sync.engine import SyncEngine, SyncRequest
+from esg_workbench.workspace.database import utcnow
+from esg_workbench.workspace.schema import scheduled_jobs
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from fault_proxy import FaultProxy
+
+
+def show(qtbot, window, panel):
+    with qtbot.waitSignal(panel.loaded, timeout=20000):
+        window.tabs.setCurrentWidget(panel)
+    return panel
+
+
+def test_schedules_tab_shows_chains_waits_and_the_dialog_refuses_a_cycle(qtbot, window, pg_database):
+    ws = window.workspace
+    operations.add_connector(ws, "erp", "postgres", {"host": PG_HOST, "port": PG_PORT, "database": pg_database,
+                                                     "username": PG_USER})
+    scheduler.add_job(ws, "sites", "0 2 * * *", "erp", timezone="UTC", enabled=False)
+    meters = scheduler.add_job(ws, "meters", "0 2 * * *", "erp", timezone="UTC", depends_on=["sites"], priority=3,
+                               enabled=False)
+    with ws.transaction() as conn:  # meters is due; sites never ran: meters waits, and says for what
+        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == "meters")
+                     .values(enabled=True, next_run_at=utcnow() - dt.timedelta(minutes=5)))
+    window.scheduler.stop()  # the test looks at the wait; the in-app scheduler must not act on it
+    panel = show(qtbot, window, window.schedules)
+    row = panel.row_texts("meters")
+    assert row["Runs after"] == "sites"
+    assert row["Now"].startswith("waiting for 'sites' to finish")
+    assert "Chains: sites → meters" in panel.plan.text() and "Limits: no limit" in panel.plan.text()
+
+    panel.select("sites")
+    qtbot.waitUntil(lambda: panel.edit_button.isEnabled(), timeout=5000)
+    qtbot.mouseClick(panel.edit_button, Qt.MouseButton.LeftButton)
+    [dialog] = [d for d in panel.findChildren(ScheduleDialog) if d.isVisible()]
+    policy = dialog.policy
+    assert [policy.after.item(i).text() for i in range(policy.after.count())] == ["meters"]
+    assert not policy.window.isEnabled()
+    policy.after.item(0).setCheckState(Qt.CheckState.Checked)
+    assert policy.window.isEnabled()
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "cycle" in dialog.problems.text(), timeout=20000)
+    assert "sites → meters → sites" in dialog.problems.text() and dialog.isVisible()
+    assert scheduler.get_job(ws, "sites").depends_on == []
+    policy.after.item(0).setCheckState(Qt.CheckState.Unchecked)
+    policy.priority.setValue(7)
+    policy.retries.setValue(2)
+    with qtbot.waitSignal(dialog.finished, timeout=20000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    saved = scheduler.get_job(ws, "sites")
+    assert (saved.priority, saved.retry_attempts, saved.depends_on) == (7, 2, [])
+    assert meters.depends_on == ["sites"]
+
+
+@pytest.fixture
+def partial_sync(window, pg_conn, pg_database):
+    pg_conn.execute("""
+        CREATE TABLE readings (id bigint PRIMARY KEY, kwh numeric(10,2), updated_at timestamptz NOT NULL);
+        INSERT INTO readings SELECT g, g * 1.5, '2024-01-01'::timestamptz + g * interval '1 hour'
+        FROM generate_series(1, 300) g;
+    """)
+    with FaultProxy((PG_HOST, PG_PORT)) as proxy:
+        ws = window.workspace
+        operations.add_connector(ws, "erp", "postgres", {
+            "host": PG_HOST, "port": proxy.port, "database": pg_database, "username": PG_USER,
+            "cursor_field": "updated_at", "chunk_size": 50, "load_type": "delta"})
+
+        def cut(event):
+            if event.chunks_done >= 2 and not proxy.is_cut:
+                proxy.cut()
+
+        result = SyncEngine(ws, retry_delays=(0.01,), on_progress=cut).run(SyncRequest("erp"))
+        assert result.status.value == "partial_success"
+        proxy.restore()
+        window.refresh_connectors(select="erp")
+        yield proxy
+
+
+def test_failed_chunks_tab_ignores_with_a_reason_and_retries_a_selection(qtbot, window, partial_sync):
+    panel = show(qtbot, window, window.failed_chunks)
+    chunks = panel.chunks
+    assert len(chunks) >= 2 and panel.table.rowCount() == len(chunks)
+    assert panel.status.text().startswith(f"{len(chunks)} failed chunks, {len(chunks)} unreviewed, 0 ignored")
+    first, second = sorted(c.id for c in chunks)[:2]
+
+    panel.select_ids([first])
+    assert panel.retry_button.isEnabled() and not panel.reopen_button.isEnabled()
+    qtbot.mouseClick(panel.ignore_button, Qt.MouseButton.LeftButton)
+    [dialog] = [d for d in panel.findChildren(IgnoreDialog) if d.isVisible()]
+    assert not dialog.ok_button.isEnabled()  # no reason, no ignore
+    qtbot.keyClicks(dialog.reason, "meter offline that week")
+    with qtbot.waitSignal(panel.loaded, timeout=20000):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    texts = {c.id: c for c in panel.chunks}
+    assert texts[first].ignored and texts[first].review_reason == "meter offline that week"
+
+    with qtbot.waitSignal(panel.loaded, timeout=20000):
+        panel.unreviewed.setChecked(True)
+    assert first not in [c.id for c in panel.chunks]
+
+    panel.select_ids([second])
+    with qtbot.waitSignal(window.jobs.ended, timeout=60000):
+        qtbot.mouseClick(panel.retry_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: second not in [c.id for c in panel.chunks], timeout=20000)
+    left = {c.id for c in review.list_failed(window.workspace)}
+    assert second not in left and first in left
