@@ -442,3 +442,40 @@ def test_every_type_the_app_lands_passes_the_raw_table_functions_check():
     for planted in ("text DEFAULT now()", "integer CHECK (true)", "text GENERATED ALWAYS AS ('x') STORED",
                     "numeric(5,2) COLLATE \"C\"", "text[]", "public.mood", "integer, evil text"):
         assert not re.fullmatch(RAW_COLUMN_TYPE_PATTERN, planted), planted
+
+
+def test_ids_tell_nothing_of_other_organizations(team):
+    """Each organization draws ids from sequences of its own: alice's next id is her last
+    plus the fixed stride, however many rows bob made in between."""
+    from esg_workbench.workspace.postgres_security import ID_STRIDE
+
+    alice, bob = connect_as(team, team.alice, "org-a"), connect_as(team, team.bob, "org-b")
+    try:
+        first = alice.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0]
+        bobs = [bob.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0] for _ in range(5)]
+        second = alice.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0]
+        assert second - first == ID_STRIDE and bobs[1] - bobs[0] == ID_STRIDE
+        assert first % ID_STRIDE != bobs[0] % ID_STRIDE  # never the same id
+        names = team.names()
+        with pytest.raises(psycopg.Error) as caught:
+            alice.execute(f"SELECT nextval('{names['other_schema']}.connector_sync_logs_id_seq')")
+        assert caught.value.sqlstate == DENIED
+        alice.rollback()
+        with pytest.raises(psycopg.Error) as caught:  # the workspace-wide one is out of reach
+            alice.execute("SELECT nextval('public.connector_sync_logs_id_seq_shared')")
+        assert caught.value.sqlstate == DENIED
+        alice.rollback()
+        # rows the app writes (ids drawn by SQLAlchemy, and by the server's default) follow it
+        with team.shared.admin() as admin:
+            ids = {org: [r[0] for r in admin.execute("SELECT id FROM connector_sync_logs WHERE organization_id = %s",
+                                                     (org,)).fetchall()] for org in ("org-a", "org-b")}
+        assert ids["org-a"] and ids["org-b"]
+        assert len({i % ID_STRIDE for i in ids["org-a"]}) == 1 and len({i % ID_STRIDE for i in ids["org-b"]}) == 1
+        drawn = alice.execute("SELECT nextval('mappings_id_seq')").fetchone()[0]
+        alice.execute("INSERT INTO mappings (name, version, definition, created_at) VALUES ('d', 1, '{}', now())")
+        by_default = alice.execute("SELECT id, organization_id FROM mappings WHERE name = 'd'").fetchone()
+        assert by_default == (drawn + ID_STRIDE, "org-a")
+    finally:
+        alice.rollback()
+        alice.close()
+        bob.close()

@@ -70,7 +70,8 @@ def test_init_postgres_twice_changes_nothing_the_second_time(shared):
     assert "Set up the shared workspace" in first.stdout and f"created login role {alice}" in first.stdout
     state = security_state(shared)
     assert {t for t, *_ in state["policies"]} >= {"connectors", "esg_ingestion_audit", "workspace_meta", "organizations"}
-    tables = [(name, enabled, forced) for name, enabled, forced, *_ in state["rls"] if not name.endswith("_seq")]
+    tables = [(name, enabled, forced) for name, enabled, forced, *_ in state["rls"]
+              if not name.endswith(("_seq", "_seq_shared"))]
     assert len(tables) == 14 and all(enabled and forced for _, enabled, forced in tables), tables
     assert sorted(name for name, *_ in state["schemas"]) == [f"{state['meta'][2][1]}_org_acme", "public"]
 

@@ -332,7 +332,8 @@ def test_concurrent_syncs_from_two_processes_keep_each_chain(tmp_path):
             result = json.loads(out)
             assert result["ok"] and result["entries"] >= 21  # connector.add + 20 chunks + ...
         with shared.admin() as conn:  # the two chains really interleaved in one table
-            orgs = [r[0] for r in conn.execute("SELECT organization_id FROM esg_ingestion_audit ORDER BY id")]
+            # (by time: each organization draws its ids from a sequence of its own)
+            orgs = [r[0] for r in conn.execute("SELECT organization_id FROM esg_ingestion_audit ORDER BY at, id")]
             switches = sum(1 for x, y in zip(orgs, orgs[1:]) if x != y)
             by_org = dict(conn.execute("SELECT organization_id, count(*) FROM esg_ingestion_audit GROUP BY 1").fetchall())
         assert by_org == {"org-a": by_org["org-a"], "org-b": by_org["org-b"]} and min(by_org.values()) >= 21

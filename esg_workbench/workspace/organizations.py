@@ -156,8 +156,8 @@ def init_postgres(app_url: str, admin_url: str, *, organization: str = DEFAULT_O
         # organization roles owned and could alter their raw tables)
         for org in conn.execute(sa.select(schema.organizations.c.organization_id)
                                 .order_by(schema.organizations.c.organization_id)).scalars().all():
-            changes += sec.add_organization_role(conn, roles, org)
             changes += sec.lock_down_organization(conn, roles, org, owner)
+            changes += sec.add_organization_role(conn, roles, org)
         changes += sec.add_analyst(conn, roles, role, [organization], password)
         return InitResult(database=app.database, app_role=role, organization=organization,
                           role_prefix=roles.prefix, changes=changes)

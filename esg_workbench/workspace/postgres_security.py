@@ -105,6 +105,15 @@ RAW_DDL_FUNCTIONS = {
 }
 #: their helpers: executable by the owner only
 RAW_HELPER_FUNCTIONS = {"esg_raw_schema": "", "esg_raw_relation": "text", "esg_raw_column": "text, text"}
+#: ids of a secured workspace come from one sequence per table and organization (in the
+#: organization's schema, under the table's sequence name, so the app's nextval('x_id_seq')
+#: finds it on the session's search path): organization n draws base + n, base + n + STRIDE,
+#: ... so ids stay unique across organizations, and a session's ids tell nothing about how
+#: many rows other organizations make. The workspace-wide sequence stays, renamed, as the
+#: high-water mark of the ids drawn before.
+ID_STRIDE = 65536
+ID_FUNCTION = "esg_next_id"
+SHARED_SEQUENCE_SUFFIX = "_shared"
 #: the statistics views that count or size other organizations' tables (PostgreSQL 13 to 17)
 STATISTICS_VIEWS = (
     "pg_stat_all_tables", "pg_stat_sys_tables", "pg_stat_user_tables", "pg_stat_xact_all_tables",
@@ -277,6 +286,19 @@ BEGIN
        AND {guard_roles} THEN
         RAISE EXCEPTION 'analysts of this workspace may not run %', tg_tag USING ERRCODE = '42501';
     END IF;
+END
+$fn$"""),
+        (ID_FUNCTION, f"""
+CREATE OR REPLACE FUNCTION {ID_FUNCTION}(seq text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    org text := {schema}.{SESSION_FUNCTION}();
+BEGIN
+    -- a server-side default: the session's organization's own sequence (see ID_STRIDE)
+    IF org IS NULL THEN
+        RAISE EXCEPTION 'the session works in no organization of this workspace' USING ERRCODE = '42501';
+    END IF;
+    RETURN nextval(format('%I.%I', {org_prefix} || org, seq)::regclass);
 END
 $fn$"""),
         # --- raw-table DDL for analysts: checked arguments only, in their organization's schema
@@ -491,14 +513,15 @@ class _Setup:
             if current is None or current.strip() != _body(sql):
                 self.run(sql, f"{'created' if current is None else 'updated'} function {name}()")
 
-    def column_default(self, table: str, column: str, expression: str) -> None:
+    def column_default(self, table: str, column: str, expression: str,
+                       what: str = "defaults to the session's organization") -> None:
         current = self.scalar(
             "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
             "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = to_regclass(:t) AND a.attname = :c",
             t=self.q(table), c=column)
-        if current != expression:
+        if current is None or not _same_expression(current, expression):
             self.run(f"ALTER TABLE {self.q(table)} ALTER COLUMN {self.q(column)} SET DEFAULT {expression}",
-                     f"{table}.{column} defaults to the session's organization")
+                     f"{table}.{column} {what}")
 
     def row_security(self, table: str, relation: str | None = None) -> None:
         """`relation`: the table's quoted (schema-qualified) name, when not in the search path."""
@@ -536,17 +559,44 @@ class _Setup:
             self.run(f"GRANT {', '.join(missing)} ON {self.q(table)} TO {self.q(role)}",
                      f"granted {', '.join(missing)} on {table} to {role}")
 
-    def sequence_grants(self, sequence: str, role: str) -> None:
-        """USAGE (nextval) only: SELECT would show the sequence's last value, the number of
-        rows every organization together has made."""
-        if not self.scalar("SELECT has_sequence_privilege(:r, to_regclass(:s), 'USAGE')", r=role, s=self.q(sequence)):
-            self.run(f"GRANT USAGE ON SEQUENCE {self.q(sequence)} TO {self.q(role)}",
-                     f"granted USAGE on sequence {sequence} to {role}")
-        for privilege in ("SELECT", "UPDATE"):
-            if self.scalar("SELECT has_sequence_privilege(:r, to_regclass(:s), :p)", r=role, s=self.q(sequence),
-                           p=privilege):
-                self.run(f"REVOKE {privilege} ON SEQUENCE {self.q(sequence)} FROM {self.q(role)}",
-                         f"revoked {privilege} on sequence {sequence} from {role}")
+    def shared_sequence(self, table: str, sequence: str) -> None:
+        """The workspace-wide id sequence of `table` steps aside for the organizations' own
+        (ID_STRIDE): renamed, out of the analysts' reach, no longer the column's default."""
+        shared = sequence + SHARED_SEQUENCE_SUFFIX
+        if self.scalar("SELECT to_regclass(:s) IS NOT NULL", s=self.q(sequence)) and \
+                self.scalar("SELECT to_regclass(:s) IS NULL", s=self.q(shared)):
+            self.run(f"ALTER SEQUENCE {self.q(sequence)} RENAME TO {self.q(shared)}",
+                     f"ids of {table} come from each organization's own sequence")
+        self.column_default(table, "id", f"{ID_FUNCTION}({_literal(sequence)})",
+                            "defaults to an id of the session's organization")
+        for grantee in self.conn.execute(sa.text(
+                "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END "
+                "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass(:s) AND a.grantee <> c.relowner "
+                "ORDER BY 1"), {"s": self.q(shared)}).scalars().all():
+            self.run(f"REVOKE ALL ON SEQUENCE {self.q(shared)} FROM {grantee}",
+                     f"revoked the sequence {shared} from {grantee.strip(chr(34))}")
+
+    def organization_sequence(self, org: str, sequence: str) -> None:
+        """`sequence` in the organization's schema (see ID_STRIDE); only the organization's
+        role may draw from it (USAGE: nextval, not its last value)."""
+        schema_name, role = self.roles.raw_schema(org), self.roles.organization(org)
+        qualified = f"{self.q(schema_name)}.{self.q(sequence)}"
+        if self.scalar("SELECT to_regclass(:s) IS NULL", s=qualified):
+            offset = 1 + self.scalar(
+                "SELECT coalesce(max(s.seqstart % :stride), 0) FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :n AND starts_with(n.nspname, :p) "
+                "AND s.seqincrement = :stride", stride=ID_STRIDE, n=sequence, p=self.roles.organization_role_prefix)
+            if offset >= ID_STRIDE:
+                raise WorkspaceError(f"This workspace has ids for {ID_STRIDE - 1} organizations; no more fit.")
+            shared = self.q(sequence + SHARED_SEQUENCE_SUFFIX)
+            drawn = self.scalar(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {shared}") \
+                if self.scalar("SELECT to_regclass(:s) IS NOT NULL", s=shared) else 0
+            start = (drawn // ID_STRIDE + 1) * ID_STRIDE + offset
+            self.run(f"CREATE SEQUENCE {qualified} INCREMENT BY {ID_STRIDE} START WITH {start}",
+                     f"created sequence {sequence} of {org}")
+        if not self.scalar("SELECT has_sequence_privilege(:r, to_regclass(:s), 'USAGE')", r=role, s=qualified):
+            self.run(f"GRANT USAGE ON SEQUENCE {qualified} TO {self.q(role)}",
+                     f"granted USAGE on sequence {sequence} of {org} to {role}")
 
     def function_privileges(self, name: str, arguments: str, grantee: str | None) -> None:
         """Only `grantee` (None: only the owner) may call the function, not PUBLIC."""
@@ -650,9 +700,12 @@ def _fixed_tables(setup: _Setup) -> None:
             own = "(organization_id = '*')" if name == "workspace_meta" else "(true)"
             setup.policy(name, OWNER_POLICY, own, own, to=setup.owner)
         setup.table_grants(name, setup.roles.analysts, _privileges(name))
-        for column in table.columns:
-            if isinstance(column.default, sa.Sequence):
-                setup.sequence_grants(column.default.name, setup.roles.analysts)
+        for sequence in _id_sequences(table):
+            setup.shared_sequence(name, sequence)
+
+
+def _id_sequences(table: sa.Table) -> list[str]:
+    return [c.default.name for c in table.columns if isinstance(c.default, sa.Sequence)]
 
 
 #: init-postgres's set-up, in order: each step brings one part of the database to the
@@ -677,11 +730,16 @@ def secure_tables(conn: sa.Connection, roles: Roles, owner: str) -> list[str]:
 
 
 def add_organization_role(conn: sa.Connection, roles: Roles, org: str) -> list[str]:
-    """The organization's role and the schema it owns for the organization's raw tables."""
+    """The organization's role, the schema of its raw tables and its id sequences."""
+    from esg_workbench.workspace import schema
+
     setup = _Setup(conn, roles, "")
     role = roles.organization(org)
     setup.group_role(role)
     setup.organization_schema(roles.raw_schema(org), role)
+    for table in schema.metadata.sorted_tables:
+        for sequence in _id_sequences(table):
+            setup.organization_sequence(org, sequence)
     return setup.changes
 
 
@@ -858,7 +916,9 @@ def lock_down_organization(conn: sa.Connection, roles: Roles, org: str, owner: s
 
 def _drop_planted(setup: _Setup, schema_name: str, kinds: tuple[str, ...] | None) -> None:
     """Drop what is in the organization's schema besides its raw tables (of `kinds`, None:
-    of every kind): the app makes nothing else there."""
+    of every kind): the app makes nothing else there but the organization's id sequences."""
+    from esg_workbench.workspace import schema
+
     conn = setup.conn
     planted = conn.execute(sa.text(
         "SELECT 'TABLE', c.oid::regclass::text, c.relowner FROM pg_class c WHERE c.relnamespace = to_regnamespace(:s) "
@@ -870,12 +930,14 @@ def _drop_planted(setup: _Setup, schema_name: str, kinds: tuple[str, ...] | None
         "UNION ALL SELECT 'SEQUENCE', c.oid::regclass::text, c.relowner FROM pg_class c "
         "  WHERE c.relnamespace = to_regnamespace(:s) AND c.relkind = 'S' "
         "  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')) "
+        "  AND NOT (c.relname = ANY(:ids) AND pg_get_userbyid(c.relowner) = :owner) "
         "UNION ALL SELECT 'ROUTINE', p.oid::regprocedure::text, p.proowner FROM pg_proc p "
         "  WHERE p.pronamespace = to_regnamespace(:s) "
         "UNION ALL SELECT 'TYPE', t.oid::regtype::text, t.typowner FROM pg_type t "
         "  WHERE t.typnamespace = to_regnamespace(:s) AND t.typcategory <> 'A' AND (t.typrelid = 0 "
         "  OR EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = t.typrelid AND k.relkind = 'c')) "
-        "ORDER BY 1, 2"), {"s": setup.q(schema_name), "pattern": RAW_TABLE_PATTERN}).all()
+        "ORDER BY 1, 2"), {"s": setup.q(schema_name), "pattern": RAW_TABLE_PATTERN, "owner": setup.owner,
+                           "ids": [n for t in schema.metadata.sorted_tables for n in _id_sequences(t)]}).all()
     for kind, name, object_owner in planted:
         if kinds is not None and kind not in kinds:
             continue
