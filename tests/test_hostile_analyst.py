@@ -271,6 +271,7 @@ ATTACKS = [
     refuse("pg_statio_user_tables", "SELECT relname, heap_blks_read FROM pg_statio_user_tables"),
     refuse("pg_stat_user_indexes", "SELECT relname, idx_tup_read FROM pg_stat_user_indexes"),
     refuse("pg_stat_database", "SELECT tup_inserted FROM pg_stat_database"),
+    refuse("pg_locks: which tables other sessions write", "SELECT relation::regclass::text, mode FROM pg_locks"),
     refuse("the statistics function behind the views", "SELECT pg_stat_get_live_tuples('connectors'::regclass)"),
     refuse("the size of org-b's raw table", "SELECT pg_total_relation_size('{other_raw}')"),
     refuse("the size of a workspace table", "SELECT pg_relation_size('connectors')"),

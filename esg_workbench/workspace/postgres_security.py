@@ -114,7 +114,8 @@ RAW_HELPER_FUNCTIONS = {"esg_raw_schema": "", "esg_raw_relation": "text", "esg_r
 ID_STRIDE = 65536
 ID_FUNCTION = "esg_next_id"
 SHARED_SEQUENCE_SUFFIX = "_shared"
-#: the statistics views that count or size other organizations' tables (PostgreSQL 13 to 17)
+#: the statistics views that count or size other organizations' tables (PostgreSQL 13 to 17),
+#: and pg_locks (which tables other sessions are writing, and their advisory locks)
 STATISTICS_VIEWS = (
     "pg_stat_all_tables", "pg_stat_sys_tables", "pg_stat_user_tables", "pg_stat_xact_all_tables",
     "pg_stat_xact_sys_tables", "pg_stat_xact_user_tables", "pg_statio_all_tables", "pg_statio_sys_tables",
@@ -123,13 +124,14 @@ STATISTICS_VIEWS = (
     "pg_statio_sys_sequences", "pg_statio_user_sequences", "pg_stat_user_functions", "pg_stat_xact_user_functions",
     "pg_stat_database", "pg_stat_database_conflicts", "pg_sequences", "pg_stat_progress_analyze",
     "pg_stat_progress_vacuum", "pg_stat_progress_copy", "pg_stat_progress_create_index",
-    "pg_stat_progress_cluster")
+    "pg_stat_progress_cluster", "pg_locks")
 #: ... and the functions behind them: pg_stat_get_*(oid) of a table, index, function or
 #: database, the size functions and a sequence's last value
 STATISTICS_FUNCTIONS_SQL = (
     "SELECT p.oid::regprocedure::text AS f, p.proacl, p.proowner FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace AND "
     "((p.proname LIKE 'pg\\_stat\\_get\\_%' AND p.proargtypes::text = '26') OR p.proname IN "
-    "('pg_relation_size', 'pg_total_relation_size', 'pg_table_size', 'pg_indexes_size', 'pg_sequence_last_value'))")
+    "('pg_relation_size', 'pg_total_relation_size', 'pg_table_size', 'pg_indexes_size', 'pg_sequence_last_value', "
+    "'pg_lock_status'))")
 
 ORGANIZATION_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,62}")
