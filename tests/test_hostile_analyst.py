@@ -429,7 +429,7 @@ def test_every_type_the_app_lands_passes_the_raw_table_functions_check():
 
     import pyarrow as pa
 
-    from esg_workbench.workspace.postgres_security import RAW_COLUMN_TYPE_PATTERN
+    from esg_workbench.workspace.raw_table_security import RAW_COLUMN_TYPE_PATTERN
     from esg_workbench.workspace.raw_tables import _pg_type
 
     arrow_types = [pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
