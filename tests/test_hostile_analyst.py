@@ -179,6 +179,8 @@ ATTACKS = [
            "CREATE FUNCTION {own_schema}.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
     refuse("a temporary function", "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql "
                                    f"AS $$SELECT {PLANT}$$"),
+    refuse("a temporary function as one's organization's role (only the event trigger stands in the way)",
+           AS_ORG_ROLE, "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
     refuse("a procedure as one's organization's role", AS_ORG_ROLE,
            "CREATE PROCEDURE {own_schema}.p() LANGUAGE sql AS 'SELECT 1'"),
     refuse("an operator", "CREATE OPERATOR pg_temp.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = texteq)"),
