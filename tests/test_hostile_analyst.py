@@ -164,6 +164,9 @@ ATTACKS = [
     Attack("COPY FROM STDIN into one's own raw table", ("COPY {own_raw} (site) FROM STDIN",),
            refused=NOT_SUPPORTED, copy_in=b"evil\n"),
     refuse("COPY TO STDOUT of org-b's raw table", "COPY {other_raw} TO STDOUT"),
+    refuse("COPY TO STDOUT of a query on org-b's raw table", "COPY (SELECT * FROM {other_raw}) TO STDOUT"),
+    answer("COPY TO STDOUT of one's own raw table gives one's own rows",
+           "COPY (SELECT _esg_organization_id FROM {own_raw}) TO STDOUT"),
     refuse("COPY TO a server file", "COPY connectors TO '/tmp/esg-hostile-copy'"),
     refuse("COPY FROM a server file", "COPY connectors (id) FROM '/etc/hostname'"),
     refuse("COPY TO PROGRAM", "COPY (SELECT 1) TO PROGRAM 'true'"),
@@ -266,6 +269,8 @@ ATTACKS = [
     answer("an error message quoting org-b's config is never raised",
            "SELECT organization_id FROM connectors "
            "WHERE (CASE WHEN organization_id <> 'org-a' THEN to_date(config, 'YYYY') IS NULL ELSE true END)"),
+    refuse("a LEAKPROOF function of one's own, to be pushed below the policy",
+           "CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE sql LEAKPROOF AS 'SELECT true'"),
     # statistics
     refuse("pg_stat_user_tables", "SELECT relname, n_live_tup FROM pg_stat_user_tables"),
     refuse("pg_stat_all_tables", "SELECT relname, n_tup_ins FROM pg_stat_all_tables"),
