@@ -226,6 +226,8 @@ ATTACKS = [
     refuse("a generated column through the app's own column function",
            "SELECT esg_raw_add_column('{raw_a}', 'evil', 'text GENERATED ALWAYS AS (upper(site)) STORED')",
            code=INVALID),
+    refuse("retyping the organization column through the app's own column function",
+           "SELECT esg_raw_retype_column('{raw_a}', '_esg_organization_id', 'integer')", code=INVALID),
     # check constraints
     refuse("a check constraint on one's own raw table",
            f"ALTER TABLE {{own_raw}} ADD CONSTRAINT evil CHECK ({PLANT} IS NOT NULL) NOT VALID"),
