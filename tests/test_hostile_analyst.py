@@ -381,6 +381,18 @@ def admin_rows(team: Team, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+ORG_TABLES = ("connectors", "connector_sync_state", "connector_sync_logs", "connector_sync_chunks",
+              "source_schema_cache", "mappings", "staging_rows", "kpi_values", "esg_ingestion_audit")
+
+
+def org_b_rows(team: Team) -> dict[str, list[tuple]]:
+    """Every row of org-b's, workspace tables and raw table (as the administrator)."""
+    rows = {t: admin_rows(team, f"SELECT * FROM {t} WHERE organization_id = 'org-b' ORDER BY 1, 2")
+            for t in ORG_TABLES}
+    rows["raw"] = admin_rows(team, f"SELECT * FROM {team.names()['other_raw']} ORDER BY 1")
+    return rows
+
+
 def test_a_colleagues_sync_runs_no_code_of_alice(team):
     names = team.names()
     planted, other_errors = [], []
@@ -404,6 +416,7 @@ def test_a_colleagues_sync_runs_no_code_of_alice(team):
 
     before = admin_rows(team, "SELECT organization_id, id, config, updated_at FROM connectors "
                               "WHERE organization_id = 'org-b' ORDER BY id")
+    org_b_before = org_b_rows(team)
     with team.shared.admin() as conn:  # new rows at the source: carol's delta sync inserts them
         conn.execute("INSERT INTO src.energy SELECT g, 'S1', g, '2030-01-01'::timestamptz + g * interval '1 s' "
                      "FROM generate_series(1001, 1050) g")
@@ -417,7 +430,8 @@ def test_a_colleagues_sync_runs_no_code_of_alice(team):
     assert admin_rows(team, "SELECT relname FROM pg_class WHERE relname = 'loot'") == []
     assert admin_rows(team, "SELECT organization_id, id, config, updated_at FROM connectors "
                             "WHERE organization_id = 'org-b' ORDER BY id") == before
-    # what carol's sync wrote is org-a's only: no row moved into org-b
+    # what carol's sync wrote is org-a's only: nothing of org-b's changed, no row moved into org-b
+    assert org_b_rows(team) == org_b_before
     new_b = admin_rows(team, "SELECT count(*) FROM connector_sync_logs l JOIN connectors c ON c.id = l.connector_id "
                              "WHERE c.organization_id = 'org-a' AND l.organization_id <> 'org-a'")
     assert new_b == [(0,)]
