@@ -164,6 +164,9 @@ ATTACKS = [
     Attack("COPY FROM STDIN into one's own raw table", ("COPY {own_raw} (site) FROM STDIN",),
            refused=NOT_SUPPORTED, copy_in=b"evil\n"),
     refuse("COPY TO STDOUT of org-b's raw table", "COPY {other_raw} TO STDOUT"),
+    refuse("COPY TO STDOUT of a query on org-b's raw table", "COPY (SELECT * FROM {other_raw}) TO STDOUT"),
+    answer("COPY TO STDOUT of one's own raw table gives one's own rows",
+           "COPY (SELECT _esg_organization_id FROM {own_raw}) TO STDOUT"),
     refuse("COPY TO a server file", "COPY connectors TO '/tmp/esg-hostile-copy'"),
     refuse("COPY FROM a server file", "COPY connectors (id) FROM '/etc/hostname'"),
     refuse("COPY TO PROGRAM", "COPY (SELECT 1) TO PROGRAM 'true'"),
@@ -179,6 +182,8 @@ ATTACKS = [
            "CREATE FUNCTION {own_schema}.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
     refuse("a temporary function", "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql "
                                    f"AS $$SELECT {PLANT}$$"),
+    refuse("a temporary function as one's organization's role (only the event trigger stands in the way)",
+           AS_ORG_ROLE, "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
     refuse("a procedure as one's organization's role", AS_ORG_ROLE,
            "CREATE PROCEDURE {own_schema}.p() LANGUAGE sql AS 'SELECT 1'"),
     refuse("an operator", "CREATE OPERATOR pg_temp.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = texteq)"),
@@ -221,6 +226,8 @@ ATTACKS = [
     refuse("a generated column through the app's own column function",
            "SELECT esg_raw_add_column('{raw_a}', 'evil', 'text GENERATED ALWAYS AS (upper(site)) STORED')",
            code=INVALID),
+    refuse("retyping the organization column through the app's own column function",
+           "SELECT esg_raw_retype_column('{raw_a}', '_esg_organization_id', 'integer')", code=INVALID),
     # check constraints
     refuse("a check constraint on one's own raw table",
            f"ALTER TABLE {{own_raw}} ADD CONSTRAINT evil CHECK ({PLANT} IS NOT NULL) NOT VALID"),
@@ -264,6 +271,8 @@ ATTACKS = [
     answer("an error message quoting org-b's config is never raised",
            "SELECT organization_id FROM connectors "
            "WHERE (CASE WHEN organization_id <> 'org-a' THEN to_date(config, 'YYYY') IS NULL ELSE true END)"),
+    refuse("a LEAKPROOF function of one's own, to be pushed below the policy",
+           "CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE sql LEAKPROOF AS 'SELECT true'"),
     # statistics
     refuse("pg_stat_user_tables", "SELECT relname, n_live_tup FROM pg_stat_user_tables"),
     refuse("pg_stat_all_tables", "SELECT relname, n_tup_ins FROM pg_stat_all_tables"),
@@ -271,6 +280,7 @@ ATTACKS = [
     refuse("pg_statio_user_tables", "SELECT relname, heap_blks_read FROM pg_statio_user_tables"),
     refuse("pg_stat_user_indexes", "SELECT relname, idx_tup_read FROM pg_stat_user_indexes"),
     refuse("pg_stat_database", "SELECT tup_inserted FROM pg_stat_database"),
+    refuse("pg_locks: which tables other sessions write", "SELECT relation::regclass::text, mode FROM pg_locks"),
     refuse("the statistics function behind the views", "SELECT pg_stat_get_live_tuples('connectors'::regclass)"),
     refuse("the size of org-b's raw table", "SELECT pg_total_relation_size('{other_raw}')"),
     refuse("the size of a workspace table", "SELECT pg_relation_size('connectors')"),
@@ -371,6 +381,18 @@ def admin_rows(team: Team, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+ORG_TABLES = ("connectors", "connector_sync_state", "connector_sync_logs", "connector_sync_chunks",
+              "source_schema_cache", "mappings", "staging_rows", "kpi_values", "esg_ingestion_audit")
+
+
+def org_b_rows(team: Team) -> dict[str, list[tuple]]:
+    """Every row of org-b's, workspace tables and raw table (as the administrator)."""
+    rows = {t: admin_rows(team, f"SELECT * FROM {t} WHERE organization_id = 'org-b' ORDER BY 1, 2")
+            for t in ORG_TABLES}
+    rows["raw"] = admin_rows(team, f"SELECT * FROM {team.names()['other_raw']} ORDER BY 1")
+    return rows
+
+
 def test_a_colleagues_sync_runs_no_code_of_alice(team):
     names = team.names()
     planted, other_errors = [], []
@@ -394,6 +416,7 @@ def test_a_colleagues_sync_runs_no_code_of_alice(team):
 
     before = admin_rows(team, "SELECT organization_id, id, config, updated_at FROM connectors "
                               "WHERE organization_id = 'org-b' ORDER BY id")
+    org_b_before = org_b_rows(team)
     with team.shared.admin() as conn:  # new rows at the source: carol's delta sync inserts them
         conn.execute("INSERT INTO src.energy SELECT g, 'S1', g, '2030-01-01'::timestamptz + g * interval '1 s' "
                      "FROM generate_series(1001, 1050) g")
@@ -407,7 +430,8 @@ def test_a_colleagues_sync_runs_no_code_of_alice(team):
     assert admin_rows(team, "SELECT relname FROM pg_class WHERE relname = 'loot'") == []
     assert admin_rows(team, "SELECT organization_id, id, config, updated_at FROM connectors "
                             "WHERE organization_id = 'org-b' ORDER BY id") == before
-    # what carol's sync wrote is org-a's only: no row moved into org-b
+    # what carol's sync wrote is org-a's only: nothing of org-b's changed, no row moved into org-b
+    assert org_b_rows(team) == org_b_before
     new_b = admin_rows(team, "SELECT count(*) FROM connector_sync_logs l JOIN connectors c ON c.id = l.connector_id "
                              "WHERE c.organization_id = 'org-a' AND l.organization_id <> 'org-a'")
     assert new_b == [(0,)]
@@ -428,7 +452,7 @@ def test_every_type_the_app_lands_passes_the_raw_table_functions_check():
 
     import pyarrow as pa
 
-    from esg_workbench.workspace.postgres_security import RAW_COLUMN_TYPE_PATTERN
+    from esg_workbench.workspace.raw_table_security import RAW_COLUMN_TYPE_PATTERN
     from esg_workbench.workspace.raw_tables import _pg_type
 
     arrow_types = [pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
@@ -442,3 +466,40 @@ def test_every_type_the_app_lands_passes_the_raw_table_functions_check():
     for planted in ("text DEFAULT now()", "integer CHECK (true)", "text GENERATED ALWAYS AS ('x') STORED",
                     "numeric(5,2) COLLATE \"C\"", "text[]", "public.mood", "integer, evil text"):
         assert not re.fullmatch(RAW_COLUMN_TYPE_PATTERN, planted), planted
+
+
+def test_ids_tell_nothing_of_other_organizations(team):
+    """Each organization draws ids from sequences of its own: alice's next id is her last
+    plus the fixed stride, however many rows bob made in between."""
+    from esg_workbench.workspace.postgres_security import ID_STRIDE
+
+    alice, bob = connect_as(team, team.alice, "org-a"), connect_as(team, team.bob, "org-b")
+    try:
+        first = alice.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0]
+        bobs = [bob.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0] for _ in range(5)]
+        second = alice.execute("SELECT nextval('connector_sync_logs_id_seq')").fetchone()[0]
+        assert second - first == ID_STRIDE and bobs[1] - bobs[0] == ID_STRIDE
+        assert first % ID_STRIDE != bobs[0] % ID_STRIDE  # never the same id
+        names = team.names()
+        with pytest.raises(psycopg.Error) as caught:
+            alice.execute(f"SELECT nextval('{names['other_schema']}.connector_sync_logs_id_seq')")
+        assert caught.value.sqlstate == DENIED
+        alice.rollback()
+        with pytest.raises(psycopg.Error) as caught:  # the workspace-wide one is out of reach
+            alice.execute("SELECT nextval('public.connector_sync_logs_id_seq_shared')")
+        assert caught.value.sqlstate == DENIED
+        alice.rollback()
+        # rows the app writes (ids drawn by SQLAlchemy, and by the server's default) follow it
+        with team.shared.admin() as admin:
+            ids = {org: [r[0] for r in admin.execute("SELECT id FROM connector_sync_logs WHERE organization_id = %s",
+                                                     (org,)).fetchall()] for org in ("org-a", "org-b")}
+        assert ids["org-a"] and ids["org-b"]
+        assert len({i % ID_STRIDE for i in ids["org-a"]}) == 1 and len({i % ID_STRIDE for i in ids["org-b"]}) == 1
+        drawn = alice.execute("SELECT nextval('mappings_id_seq')").fetchone()[0]
+        alice.execute("INSERT INTO mappings (name, version, definition, created_at) VALUES ('d', 1, '{}', now())")
+        by_default = alice.execute("SELECT id, organization_id FROM mappings WHERE name = 'd'").fetchone()
+        assert by_default == (drawn + ID_STRIDE, "org-a")
+    finally:
+        alice.rollback()
+        alice.close()
+        bob.close()

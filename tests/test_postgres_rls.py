@@ -252,7 +252,7 @@ def test_a_second_analyst_of_the_organization_resyncs_and_follows_drift(two_orgs
         full = sync(ws_c, load_type="full")  # lands into a shadow table, then drops alice's and renames
         assert full.status.value == "success" and full.streams[0].raw_table == raw["org-a"]
         with shared.admin() as conn:
-            conn.execute("ALTER TABLE src.energy ADD COLUMN co2 numeric; "
+            conn.execute("ALTER TABLE src.energy ADD COLUMN co2 numeric, ALTER COLUMN kwh TYPE numeric(12,3); "
                          "UPDATE src.energy SET co2 = 1, updated_at = '2030-01-01' WHERE id <= 10")
         operations.discover_connector(ws_c, "erp")
         delta = sync(ws_c, load_type="delta")
@@ -260,6 +260,10 @@ def test_a_second_analyst_of_the_organization_resyncs_and_follows_drift(two_orgs
         with ws_c.read() as conn:
             rows = conn.execute(sa.text(f"SELECT count(*), count(co2) FROM {raw['org-a']}")).one()
         assert tuple(rows) == (500, 10)
+        with ws_c.read() as conn:  # widened and retyped through the administrator's functions
+            types = dict(conn.execute(sa.text("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                                              "WHERE attrelid = to_regclass(:t) AND attnum > 0"), {"t": raw["org-a"]}).all())
+        assert types["kwh"] == "numeric(12,3)" and "co2" in types
         a_raw = f'"{ws_a.roles.raw_schema("org-a")}".{raw["org-a"]}'
         with shared.admin() as conn:
             owner = conn.execute("SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity "
@@ -332,7 +336,8 @@ def test_concurrent_syncs_from_two_processes_keep_each_chain(tmp_path):
             result = json.loads(out)
             assert result["ok"] and result["entries"] >= 21  # connector.add + 20 chunks + ...
         with shared.admin() as conn:  # the two chains really interleaved in one table
-            orgs = [r[0] for r in conn.execute("SELECT organization_id FROM esg_ingestion_audit ORDER BY id")]
+            # (by time: each organization draws its ids from a sequence of its own)
+            orgs = [r[0] for r in conn.execute("SELECT organization_id FROM esg_ingestion_audit ORDER BY at, id")]
             switches = sum(1 for x, y in zip(orgs, orgs[1:]) if x != y)
             by_org = dict(conn.execute("SELECT organization_id, count(*) FROM esg_ingestion_audit GROUP BY 1").fetchall())
         assert by_org == {"org-a": by_org["org-a"], "org-b": by_org["org-b"]} and min(by_org.values()) >= 21

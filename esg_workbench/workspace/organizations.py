@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from esg_workbench.core.errors import ConfigError, NotFound, WorkspaceError
 from esg_workbench.workspace import postgres_security as sec
+from esg_workbench.workspace import raw_table_security
 from esg_workbench.workspace import schema
 from esg_workbench.workspace.database import (DEFAULT_ORGANIZATION, MIGRATION_LOCK_KEY, Workspace, _engine_url,
                                               utcnow)
@@ -151,13 +152,13 @@ def init_postgres(app_url: str, admin_url: str, *, organization: str = DEFAULT_O
         for org, raw_table in landed:  # those still in the workspace's schema move to their organization's
             quoted = conn.dialect.identifier_preparer.quote(raw_table)
             if conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": quoted}).scalar():
-                changes += sec.secure_raw_table(conn, roles, raw_table, org, owner)
+                changes += raw_table_security.secure_raw_table(conn, roles, raw_table, org, owner)
         # every organization's schema (also of one set up by an older version, whose
         # organization roles owned and could alter their raw tables)
         for org in conn.execute(sa.select(schema.organizations.c.organization_id)
                                 .order_by(schema.organizations.c.organization_id)).scalars().all():
+            changes += raw_table_security.lock_down_organization(conn, roles, org, owner)
             changes += sec.add_organization_role(conn, roles, org)
-            changes += sec.lock_down_organization(conn, roles, org, owner)
         changes += sec.add_analyst(conn, roles, role, [organization], password)
         return InitResult(database=app.database, app_role=role, organization=organization,
                           role_prefix=roles.prefix, changes=changes)

@@ -7,11 +7,11 @@ Every raw row carries lineage: the sync run and the ledger chunk that landed it.
 On a shared (secured) PostgreSQL workspace a raw table also carries its organization
 (`_esg_organization_id`), belongs to the workspace's owner and has row-level security
 like every other table (postgres_security.py). Analysts may not alter it: its definition
-changes only through the owner's esg_raw_* functions, which take a table name, column
-names and types from a fixed list (so nothing an analyst adds to a raw table can run in
-a colleague's session). PostgreSQL refuses COPY FROM into a
-table with row-level security, so there a batch is copied into a temporary table (no
-security needed: only this session sees it) and inserted from it in one statement.
+changes only through the owner's esg_raw_* functions (raw_table_security.py), which take
+a table name, column names and types from a fixed list, so nothing an analyst adds to a
+raw table can run in a colleague's session. PostgreSQL refuses COPY FROM into a table
+with row-level security, so there a batch is copied into a temporary table (no security
+needed: only this session sees it) and inserted from it in one statement.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def _common_type(old: str, new: str) -> str:
 
 
 def _call(conn: sa.Connection, function: str, *arguments) -> None:
-    """One of the secured workspace's raw-table functions (postgres_security.RAW_DDL_FUNCTIONS)."""
+    """One of the secured workspace's raw-table functions (raw_table_security.DDL_FUNCTIONS)."""
     placeholders = ", ".join(f":a{i}" for i in range(len(arguments)))
     conn.execute(sa.text(f"SELECT {function}({placeholders})"), {f"a{i}": a for i, a in enumerate(arguments)})
 

@@ -35,7 +35,7 @@ def _batch(i: int):
 def _land_and_scan(ws) -> tuple[float, float, str]:
     from esg_workbench.workspace import raw_tables
 
-    table = "raw_bench_rls"
+    table = raw_tables.raw_table_name("bench", "rls")  # a raw table's name (the shared workspace checks it)
     with ws.transaction() as conn:
         raw_tables.create_table(ws, conn, table, _batch(0).schema)
     start = time.perf_counter()
