@@ -372,28 +372,29 @@ def key_grabber(team, role: str, org: str, accomplice: int):
 def test_postgres_an_organization_holding_every_lock_it_can_does_not_stall_another(team):
     """orga's analyst holds the advisory keys the app used to take for orgb, every key it
     sees taken, its own lock rows and head, an open audit append, and tries orgb's rows;
-    bob of orgb meanwhile adds a connector, syncs, saves and applies a mapping and
-    recomputes KPIs, with a lock timeout: any wait on orga would fail his work."""
+    meanwhile the administrator adds organization orgb and its analyst bob, and bob adds a
+    connector, syncs, saves and applies a mapping and recomputes KPIs, with a lock
+    timeout: any wait on orga would fail his work."""
+    import concurrent.futures
+
     ws_a, alice = team.new_org()
     org_a = ws_a.organization_id
     run_demo(ws_a)  # orga's lock rows exist (connector sync, mapping, KPIs)
     n = next(_orgs)
     org_b, bob = f"org{n}", team.shared.role(f"bob{n}")
-    organizations.add_organization(team.shared.admin_url, org_b)
-    organizations.add_user(team.shared.admin_url, bob, [org_b])
-    with team.shared.admin() as admin:
-        admin.execute(f'ALTER ROLE "{bob}" SET lock_timeout = \'20s\'')  # bounded: a wait fails the test
 
     hostile = team.connect(alice, org_a)
     hostile.autocommit = False
     try:
         for key in old_advisory_keys(org_b):
             assert hostile.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        hostile.execute("LOCK TABLE workspace_meta IN ACCESS SHARE MODE")  # all its SELECT right allows
         assert hostile.execute("SELECT count(*) FROM (SELECT * FROM workspace_locks FOR UPDATE) l").fetchone()[0] >= 3
         hostile.execute("INSERT INTO esg_ingestion_audit (organization_id, actor, action, previous_hash, entry_hash, "
                         "metadata, at) VALUES (%s, %s, 'hold', '', '', '{}', now())", (org_a, f"{alice} (os: x)"))
         hostile.execute("LOCK TABLE esg_audit_heads IN ACCESS SHARE MODE")  # all its SELECT right allows
         for attack, params, code in [
+            ("LOCK TABLE workspace_meta IN EXCLUSIVE MODE", None, INSUFFICIENT_PRIVILEGE),
             ("LOCK TABLE esg_audit_heads IN EXCLUSIVE MODE", None, INSUFFICIENT_PRIVILEGE),
             ("SELECT * FROM esg_audit_heads FOR UPDATE", None, INSUFFICIENT_PRIVILEGE),
             ("INSERT INTO workspace_locks (organization_id, lock_key, kind, label) VALUES (%s, %s, 'kpis', 'x')",
@@ -411,6 +412,17 @@ def test_postgres_an_organization_holding_every_lock_it_can_does_not_stall_anoth
         assert hostile.execute("SELECT count(*) FROM (SELECT * FROM workspace_locks FOR UPDATE) l").fetchone()[0] == 0
 
         with key_grabber(team, alice, org_a, accomplice=hostile.info.backend_pid) as seen:
+            def administer():  # (the migration lock is no advisory key any more)
+                organizations.add_organization(team.shared.admin_url, org_b)
+                organizations.add_user(team.shared.admin_url, bob, [org_b])
+                with team.shared.admin() as admin:  # bounded: a wait fails the test
+                    admin.execute(f'ALTER ROLE "{bob}" SET lock_timeout = \'20s\'')
+
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            try:
+                pool.submit(administer).result(timeout=120)
+            finally:
+                pool.shutdown(wait=False)  # (should it hang, the hostile session's end releases it)
             ws_b = open_workspace(team.shared.url(bob))  # not even the migration key is waited for
             team.opened.append(ws_b)
             summary = run_demo(ws_b)  # connector add, sync, mapping save and apply, KPI recompute

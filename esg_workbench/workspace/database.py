@@ -21,11 +21,22 @@ ENV_WORKSPACE = "ESG_WORKBENCH_WORKSPACE"
 ENV_ORGANIZATION = "ESG_WORKBENCH_ORGANIZATION"
 DEFAULT_ORGANIZATION = "default"
 
-# The PostgreSQL advisory lock of creating and upgrading the tables (any constant bigint
-# unique to this app). Only a migration takes it: opening a current workspace does not,
-# so no session holding it can keep analysts from their work (see concurrency.py for
-# the locks of everyday work, which are rows other organizations cannot see).
+# The PostgreSQL advisory lock of creating the tables in a new database (any constant
+# bigint unique to this app); see take_migration_lock.
 MIGRATION_LOCK_KEY = 0x45534757_0002
+
+
+def take_migration_lock(conn: sa.Connection) -> None:
+    """Serialize creating, upgrading and administering a PostgreSQL workspace until `conn`
+    commits. Opening a current workspace takes no such lock. Once the tables exist it is
+    LOCK TABLE workspace_meta IN EXCLUSIVE MODE: analysts may only read workspace_meta,
+    and the only lock that right gives (ACCESS SHARE) does not conflict with it, so no
+    analyst can hold it, as anyone could an advisory key. In a database without tables
+    yet, the advisory key."""
+    if conn.execute(sa.text("SELECT to_regclass('workspace_meta') IS NOT NULL")).scalar():
+        conn.execute(sa.text("LOCK TABLE workspace_meta IN EXCLUSIVE MODE"))
+    else:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
 
 
 def utcnow() -> dt.datetime:
@@ -135,7 +146,7 @@ class Workspace:
             return version  # the everyday case takes no lock that another session could hold
         self._check_may_migrate(conn, version)
         if not self.is_duckdb:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            take_migration_lock(conn)
             version = self.schema_version(conn)  # another process may have migrated meanwhile
             if version == schema.SCHEMA_VERSION:
                 return version

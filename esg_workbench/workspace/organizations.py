@@ -18,7 +18,7 @@ from esg_workbench.core.errors import ConfigError, NotFound, WorkspaceError
 from esg_workbench.workspace import postgres_security as sec
 from esg_workbench.workspace import raw_table_security
 from esg_workbench.workspace import schema
-from esg_workbench.workspace.database import (DEFAULT_ORGANIZATION, MIGRATION_LOCK_KEY, Workspace, _engine_url,
+from esg_workbench.workspace.database import (DEFAULT_ORGANIZATION, Workspace, _engine_url, take_migration_lock,
                                               utcnow)
 
 
@@ -63,7 +63,7 @@ def admin_connection(admin_url: str, database: str | None = None) -> Iterator[sa
     engine = sa.create_engine(url, connect_args={"options": "-c TimeZone=UTC"})
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            take_migration_lock(conn)  # no analyst can hold it (an advisory key anyone could)
             yield conn
     except sa.exc.OperationalError as exc:
         raise WorkspaceError(f"Cannot connect with the admin URL: {str(exc.orig).splitlines()[0]}",
