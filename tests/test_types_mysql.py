@@ -177,3 +177,33 @@ def test_the_readme_lists_every_type_of_the_table():
     section = readme[readme.index("MySQL / MariaDB (read by"):]
     section = section[:section.index("\n## ")]
     assert [t for t in mysql_types.MYSQL_TYPES if t not in section] == []
+
+
+def test_a_time_column_landed_as_time_by_an_earlier_version_becomes_an_interval(mysql_conn, mysql_spec, workspace_url):
+    """Earlier versions landed MySQL TIME as TIME: a delta into such a table converts the
+    landed values (a plain TIME -> INTERVAL cast does not exist in DuckDB)."""
+    with mysql_conn.cursor() as cur:
+        cur.execute("CREATE TABLE shifts (id INT PRIMARY KEY, spent TIME, updated_at DATETIME NOT NULL)")
+        cur.execute("INSERT INTO shifts VALUES (1, '10:30:01', '2024-01-01'), (2, NULL, '2024-01-01')")
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "my", "mysql", {**mysql_spec.options, "cursor_field": "updated_at",
+                                                     "load_type": "delta"})
+        raw = _sync(ws).streams[0].raw_table
+        with ws.transaction() as conn:  # as the earlier version left it
+            conn.exec_driver_sql(f'ALTER TABLE "{raw}" ALTER COLUMN spent TYPE TIME USING TIME \'00:00:00\' + spent')
+        with mysql_conn.cursor() as cur:
+            cur.execute("INSERT INTO shifts VALUES (3, '-838:59:59', '2024-02-01')")
+        result = _sync(ws)
+        assert result.status is SyncStatus.SUCCESS, result.error
+        assert _landed_column(ws, raw, "spent") == ("INTERVAL", ["10:30:01", None, "-838:59:59"])
+    finally:
+        ws.close()
+
+
+def _landed_column(ws, raw_table: str, column: str) -> tuple[str, list]:
+    with ws.read() as conn:
+        type_ = conn.execute(sa.text("SELECT data_type FROM information_schema.columns "
+                                     "WHERE table_name = :t AND column_name = :c"), {"t": raw_table, "c": column}).scalar_one()
+        values = [r[0] for r in conn.execute(sa.text(f'SELECT CAST("{column}" AS VARCHAR) FROM "{raw_table}" ORDER BY id'))]
+    return type_, values

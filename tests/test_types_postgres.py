@@ -273,3 +273,28 @@ def test_the_readme_lists_every_type_of_the_table():
     section = readme[readme.index("### Source types"):]
     section = section[:section.index("MySQL / MariaDB (read by")]
     assert [t for t in pg_types.PG_TYPES if t not in section] == []
+
+
+def test_a_uuid_landed_as_bytes_by_an_earlier_version_becomes_a_uuid(pg_conn, pg_spec, workspace_url):
+    """Earlier versions landed uuid as its 16 bytes (BLOB): a delta into such a table
+    converts the landed values."""
+    pg_conn.execute("CREATE TABLE things (id int PRIMARY KEY, u uuid, updated_at timestamptz NOT NULL);"
+                    "INSERT INTO things VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-01-01'), "
+                    "(2, NULL, '2024-01-01')")
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "pg", "postgres", {**pg_spec.options, "cursor_field": "updated_at",
+                                                        "load_type": "delta"})
+        raw = _sync(ws).streams[0].raw_table
+        with ws.transaction() as conn:  # as the earlier version left it
+            conn.exec_driver_sql(f'ALTER TABLE "{raw}" ALTER COLUMN u TYPE BLOB USING unhex(replace(CAST(u AS VARCHAR), \'-\', \'\'))')
+        pg_conn.execute("INSERT INTO things VALUES (3, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '2024-02-01')")
+        result = _sync(ws)
+        assert result.status is SyncStatus.SUCCESS, result.error
+        with ws.read() as conn:
+            assert conn.execute(sa.text("SELECT data_type FROM information_schema.columns WHERE table_name = :t "
+                                        "AND column_name = 'u'"), {"t": raw}).scalar_one() == "UUID"
+            assert [r[0] for r in conn.execute(sa.text(f'SELECT CAST(u AS VARCHAR) FROM "{raw}" ORDER BY id'))] == [
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", None, "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    finally:
+        ws.close()

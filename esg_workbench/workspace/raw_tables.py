@@ -185,9 +185,23 @@ def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields
             if new_type == existing[field.name]:
                 continue  # arriving values fit the landed type: they are cast on insert
         using = f" USING {_q(workspace, field.name)}::{new_type}" if not workspace.is_duckdb else ""
+        conversion = _UPGRADES.get((workspace.is_duckdb, existing[field.name], new_type))
+        if conversion:
+            using = " USING " + conversion.format(c=_q(workspace, field.name))
         conn.exec_driver_sql(
             f"ALTER TABLE {_q(workspace, table)} ALTER COLUMN {_q(workspace, field.name)} TYPE {new_type}{using}"
         )
+
+
+#: (DuckDB?, landed type, new type) -> the conversion of landed values, where the plain cast
+#: does not exist: tables landed by earlier versions, which read MySQL TIME as TIME and
+#: PostgreSQL uuid as its 16 bytes, follow the types of connectors/*_types.py
+_UPGRADES = {
+    (True, "TIME", "INTERVAL"): "(DATE '2000-01-01' + {c}) - TIMESTAMP '2000-01-01'",
+    (True, "BLOB", "UUID"): ("CASE WHEN octet_length({c}) = 16 THEN CAST(regexp_replace(lower(hex({c})), "
+                             "'^(.{{8}})(.{{4}})(.{{4}})(.{{4}})(.{{12}})$', '\\1-\\2-\\3-\\4-\\5') AS UUID) END"),
+    (False, "bytea", "uuid"): "CASE WHEN octet_length({c}) = 16 THEN encode({c}, 'hex')::uuid END",
+}
 
 
 @functools.lru_cache(maxsize=256)
