@@ -207,3 +207,42 @@ def _landed_column(ws, raw_table: str, column: str) -> tuple[str, list]:
                                      "WHERE table_name = :t AND column_name = :c"), {"t": raw_table, "c": column}).scalar_one()
         values = [r[0] for r in conn.execute(sa.text(f'SELECT CAST("{column}" AS VARCHAR) FROM "{raw_table}" ORDER BY id'))]
     return type_, values
+
+
+def test_a_postgresql_workspace_gets_the_same_values(mysql_conn, mysql_spec):
+    """Through the PostgreSQL workspace's COPY path: intervals, bit strings, UUIDs, wide
+    decimals and zero dates."""
+    import psycopg
+
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    with mysql_conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY, tm TIME(6), b BIT(5), u UUID, d DECIMAL(65,30), dt DATE)")
+        cur.execute("INSERT INTO t VALUES (1, '-838:59:59.999999', b'00101', '123e4567-e89b-12d3-a456-426614174000', "
+                    "-0.000000000000000000000000000001, '0000-00-00'), (2, NULL, NULL, NULL, NULL, '2024-02-29')")
+    name = f"esg_types_ws_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        ws = open_workspace(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        try:
+            operations.add_connector(ws, "my", "mysql", mysql_spec.options)
+            result = _sync(ws)
+            assert result.status is SyncStatus.SUCCESS, result.error
+            assert result.streams[0].warnings == ["dt: 1 zero dates landed as NULL"]
+            with ws.read() as conn:
+                rows = conn.execute(sa.text(f'SELECT tm::text, b::text, u::text, d::text, dt::text, '
+                                            f'pg_typeof(tm)::text, pg_typeof(b)::text, pg_typeof(u)::text '
+                                            f'FROM "{result.streams[0].raw_table}" ORDER BY id')).all()
+            assert [tuple(r) for r in rows] == [
+                ("-838:59:59.999999", "00101", "123e4567-e89b-12d3-a456-426614174000",
+                 "-0.000000000000000000000000000001", None, "interval", "bit varying", "uuid"),
+                (None, None, None, None, "2024-02-29", "interval", "bit varying", "uuid")]
+        finally:
+            ws.close()
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

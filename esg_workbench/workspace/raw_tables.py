@@ -374,6 +374,11 @@ def _csv_column(array: "pa.Array", type_: "pa.DataType") -> "pa.Array | None":
         return pa.array([None if v is None else json.dumps(json_safe(v)) for v in array.to_pylist()], pa.string())
     if t.is_binary(type_) or t.is_large_binary(type_) or t.is_fixed_size_binary(type_):
         return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()], pa.string())
+    if t.is_duration(type_):  # Arrow's CSV writes the bare count, which PostgreSQL reads as seconds
+        unit = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": None}[type_.unit]
+        if unit is None:
+            array, unit = pc.divide(array.cast(pa.int64()), 1000).cast(pa.duration("us")), "microseconds"
+        return pa.array([None if v is None else f"{v} {unit}" for v in array.cast(pa.int64()).to_pylist()], pa.string())
     if t.is_interval(type_):
         return pa.array([None if v is None else f"{v.months} mons {v.days} days {v.nanoseconds // 1000} microseconds"
                          for v in array.to_pylist()], pa.string())
