@@ -177,3 +177,72 @@ def test_the_readme_lists_every_type_of_the_table():
     section = readme[readme.index("MySQL / MariaDB (read by"):]
     section = section[:section.index("\n## ")]
     assert [t for t in mysql_types.MYSQL_TYPES if t not in section] == []
+
+
+def test_a_time_column_landed_as_time_by_an_earlier_version_becomes_an_interval(mysql_conn, mysql_spec, workspace_url):
+    """Earlier versions landed MySQL TIME as TIME: a delta into such a table converts the
+    landed values (a plain TIME -> INTERVAL cast does not exist in DuckDB)."""
+    with mysql_conn.cursor() as cur:
+        cur.execute("CREATE TABLE shifts (id INT PRIMARY KEY, spent TIME, updated_at DATETIME NOT NULL)")
+        cur.execute("INSERT INTO shifts VALUES (1, '10:30:01', '2024-01-01'), (2, NULL, '2024-01-01')")
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "my", "mysql", {**mysql_spec.options, "cursor_field": "updated_at",
+                                                     "load_type": "delta"})
+        raw = _sync(ws).streams[0].raw_table
+        with ws.transaction() as conn:  # as the earlier version left it
+            conn.exec_driver_sql(f'ALTER TABLE "{raw}" ALTER COLUMN spent TYPE TIME USING TIME \'00:00:00\' + spent')
+        with mysql_conn.cursor() as cur:
+            cur.execute("INSERT INTO shifts VALUES (3, '-838:59:59', '2024-02-01')")
+        result = _sync(ws)
+        assert result.status is SyncStatus.SUCCESS, result.error
+        assert _landed_column(ws, raw, "spent") == ("INTERVAL", ["10:30:01", None, "-838:59:59"])
+    finally:
+        ws.close()
+
+
+def _landed_column(ws, raw_table: str, column: str) -> tuple[str, list]:
+    with ws.read() as conn:
+        type_ = conn.execute(sa.text("SELECT data_type FROM information_schema.columns "
+                                     "WHERE table_name = :t AND column_name = :c"), {"t": raw_table, "c": column}).scalar_one()
+        values = [r[0] for r in conn.execute(sa.text(f'SELECT CAST("{column}" AS VARCHAR) FROM "{raw_table}" ORDER BY id'))]
+    return type_, values
+
+
+def test_a_postgresql_workspace_gets_the_same_values(mysql_conn, mysql_spec):
+    """Through the PostgreSQL workspace's COPY path: intervals, bit strings, UUIDs, wide
+    decimals and zero dates."""
+    import psycopg
+
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    with mysql_conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY, tm TIME(6), b BIT(5), u UUID, d DECIMAL(65,30), dt DATE)")
+        cur.execute("INSERT INTO t VALUES (1, '-838:59:59.999999', b'00101', '123e4567-e89b-12d3-a456-426614174000', "
+                    "-0.000000000000000000000000000001, '0000-00-00'), (2, NULL, NULL, NULL, NULL, '2024-02-29')")
+    name = f"esg_types_ws_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        ws = open_workspace(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        try:
+            operations.add_connector(ws, "my", "mysql", mysql_spec.options)
+            result = _sync(ws)
+            assert result.status is SyncStatus.SUCCESS, result.error
+            assert result.streams[0].warnings == ["dt: 1 zero dates landed as NULL"]
+            with ws.read() as conn:
+                rows = conn.execute(sa.text(f'SELECT tm::text, b::text, u::text, d::text, dt::text, '
+                                            f'pg_typeof(tm)::text, pg_typeof(b)::text, pg_typeof(u)::text '
+                                            f'FROM "{result.streams[0].raw_table}" ORDER BY id')).all()
+            assert [tuple(r) for r in rows] == [
+                ("-838:59:59.999999", "00101", "123e4567-e89b-12d3-a456-426614174000",
+                 "-0.000000000000000000000000000001", None, "interval", "bit varying", "uuid"),
+                (None, None, None, None, "2024-02-29", "interval", "bit varying", "uuid")]
+        finally:
+            ws.close()
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -273,3 +273,64 @@ def test_the_readme_lists_every_type_of_the_table():
     section = readme[readme.index("### Source types"):]
     section = section[:section.index("MySQL / MariaDB (read by")]
     assert [t for t in pg_types.PG_TYPES if t not in section] == []
+
+
+def test_a_uuid_landed_as_bytes_by_an_earlier_version_becomes_a_uuid(pg_conn, pg_spec, workspace_url):
+    """Earlier versions landed uuid as its 16 bytes (BLOB): a delta into such a table
+    converts the landed values."""
+    pg_conn.execute("CREATE TABLE things (id int PRIMARY KEY, u uuid, updated_at timestamptz NOT NULL);"
+                    "INSERT INTO things VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-01-01'), "
+                    "(2, NULL, '2024-01-01')")
+    ws = open_workspace(workspace_url)
+    try:
+        operations.add_connector(ws, "pg", "postgres", {**pg_spec.options, "cursor_field": "updated_at",
+                                                        "load_type": "delta"})
+        raw = _sync(ws).streams[0].raw_table
+        with ws.transaction() as conn:  # as the earlier version left it
+            conn.exec_driver_sql(f'ALTER TABLE "{raw}" ALTER COLUMN u TYPE BLOB USING unhex(replace(CAST(u AS VARCHAR), \'-\', \'\'))')
+        pg_conn.execute("INSERT INTO things VALUES (3, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '2024-02-01')")
+        result = _sync(ws)
+        assert result.status is SyncStatus.SUCCESS, result.error
+        with ws.read() as conn:
+            assert conn.execute(sa.text("SELECT data_type FROM information_schema.columns WHERE table_name = :t "
+                                        "AND column_name = 'u'"), {"t": raw}).scalar_one() == "UUID"
+            assert [r[0] for r in conn.execute(sa.text(f'SELECT CAST(u AS VARCHAR) FROM "{raw}" ORDER BY id'))] == [
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", None, "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    finally:
+        ws.close()
+
+
+def test_a_shared_workspace_holds_the_types_its_ddl_functions_refuse_as_text():
+    """A row-level secured workspace creates raw tables through functions that accept a
+    fixed list of plain types: uuid, timetz, bit strings and lists land there as text."""
+    from esg_workbench.workspace import organizations
+    from tests.pg_shared import shared_database
+
+    with shared_database() as shared:
+        with shared.admin() as conn:
+            conn.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, u uuid, tz timetz, b bit(3), "
+                         "a int[], d date, m money);"
+                         "INSERT INTO src.t VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '10:00+02', B'101', "
+                         "'{1,NULL}', 'infinity', 12.5), (2, NULL, NULL, NULL, NULL, NULL, NULL)")
+        alice = shared.role("alice")
+        organizations.init_postgres(shared.url(alice), shared.admin_url)
+        ws = open_workspace(shared.url(alice))
+        try:
+            assert ws.secured
+            operations.add_connector(ws, "src", "postgres", {"host": PG_HOST, "port": PG_PORT, "database": shared.database,
+                                                             "username": PG_USER, "schema": "src"})
+            result = SyncEngine(ws, retry_delays=(0.01,)).run(SyncRequest(connector="src"))
+            assert result.status is SyncStatus.SUCCESS, result.error
+            raw = result.streams[0].raw_table
+            with ws.read() as conn:
+                types = dict(conn.execute(sa.text(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                    "to_regclass(:t) AND attnum > 0 AND NOT attisdropped"), {"t": raw}).all())
+                rows = conn.execute(sa.text(f"SELECT u, tz, b, a, d::text, m FROM {raw} ORDER BY id")).all()
+            assert {c: types[c] for c in ("u", "tz", "b", "a", "d", "m")} == {
+                "u": "text", "tz": "text", "b": "text", "a": "text", "d": "date", "m": "numeric(19,2)"}
+            assert [tuple(map(str, r)) for r in rows] == [
+                ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "10:00:00+02", "101", "[1, null]", "infinity", "12.50"),
+                ("None",) * 6]
+        finally:
+            ws.close()

@@ -128,6 +128,7 @@ class MySqlConnector(SqlConnector):
         self._catalog: dict[StreamRef, dict[str, mysql_types.SourceColumn]] = {}
         self._zero_dates: dict[tuple[StreamRef, ChunkRange], dict[str, int]] = {}
         self._notes: dict[StreamRef, set[str]] = {}
+        self._unique_keys: dict[StreamRef, tuple[str, ...]] = {}
 
     # --- location -----------------------------------------------------------------------
 
@@ -286,8 +287,9 @@ class MySqlConnector(SqlConnector):
         return {name: int(n) for name, n in rows if n is not None}
 
     def describe(self, streams: list[StreamRef] | None = None) -> list[TableInfo]:
-        for stream in streams or list(self._catalog):  # reads follow a re-discovery
+        for stream in streams or [*self._catalog, *self._unique_keys]:  # reads follow a re-discovery
             self._catalog.pop(stream, None)
+            self._unique_keys.pop(stream, None)
         with warnings.catch_warnings():  # INET6, POINT, ...: named below from information_schema
             warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
             infos = super().describe(streams)
@@ -368,7 +370,10 @@ class MySqlConnector(SqlConnector):
 
     def unique_key(self, stream: StreamRef) -> tuple[str, ...]:
         """The columns of the first (by name) unique index whose columns are all NOT NULL
-        and whole (no prefix index); () when there is none."""
+        and whole (no prefix index); () when there is none. Asked once per connector (every
+        chunk's read needs it)."""
+        if stream in self._unique_keys:
+            return self._unique_keys[stream]
         query = sa.text(
             "SELECT s.index_name, s.column_name, c.is_nullable, s.sub_part FROM information_schema.statistics s "
             "JOIN information_schema.columns c ON c.table_schema = s.table_schema AND c.table_name = s.table_name "
@@ -379,10 +384,9 @@ class MySqlConnector(SqlConnector):
         indexes: dict[str, list] = {}
         for index, column, nullable, sub_part in rows:
             indexes.setdefault(index, []).append((column, nullable == "NO" and sub_part is None))
-        for columns in indexes.values():
-            if all(whole for _, whole in columns):
-                return tuple(c for c, _ in columns)
-        return ()
+        usable = [tuple(c for c, _ in columns) for columns in indexes.values() if all(whole for _, whole in columns)]
+        self._unique_keys[stream] = usable[0] if usable else ()
+        return self._unique_keys[stream]
 
     def keyless_chunks(self, stream: StreamRef, scope: ReadScope, rows: int, chunk_size: int) -> list[ChunkRange]:
         key = self.unique_key(stream) if rows > chunk_size else ()

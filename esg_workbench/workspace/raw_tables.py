@@ -159,17 +159,25 @@ TEXT_TYPES = {
 }
 
 
+#: types a shared (row-level secured) PostgreSQL workspace holds as text: its raw-table
+#: DDL functions accept a fixed list of plain types (postgres_security), and text is on it
+SECURED_AS_TEXT = ("uuid", "time with time zone", "bit varying", "jsonb")
+
+
 def column_type(workspace: Workspace, arrow: "pa.DataType | pa.Field") -> str:
     """The workspace type a column gets, spelled as existing_columns() spells it: by its
     Arrow type, or, for a field carrying text meant as another type, that type."""
     import pyarrow as pa
 
+    chosen = None
     if isinstance(arrow, pa.Field):
         named = (arrow.metadata or {}).get(WORKSPACE_TYPE_KEY)
         if named is not None and named.decode() in TEXT_TYPES:
-            return TEXT_TYPES[named.decode()][0 if workspace.is_duckdb else 1]
+            chosen = TEXT_TYPES[named.decode()][0 if workspace.is_duckdb else 1]
         arrow = arrow.type
-    return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow)
+    if chosen is None:
+        chosen = (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow)
+    return "text" if not workspace.is_duckdb and workspace.secured and chosen in SECURED_AS_TEXT else chosen
 
 
 def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"],
@@ -191,9 +199,23 @@ def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields
             _call(conn, "esg_raw_retype_column", table, field.name, new_type)
             continue
         using = f" USING {_q(workspace, field.name)}::{new_type}" if not workspace.is_duckdb else ""
+        conversion = _UPGRADES.get((workspace.is_duckdb, existing[field.name], new_type))
+        if conversion:
+            using = " USING " + conversion.format(c=_q(workspace, field.name))
         conn.exec_driver_sql(
             f"ALTER TABLE {_q(workspace, table)} ALTER COLUMN {_q(workspace, field.name)} TYPE {new_type}{using}"
         )
+
+
+#: (DuckDB?, landed type, new type) -> the conversion of landed values, where the plain cast
+#: does not exist: tables landed by earlier versions, which read MySQL TIME as TIME and
+#: PostgreSQL uuid as its 16 bytes, follow the types of connectors/*_types.py
+_UPGRADES = {
+    (True, "TIME", "INTERVAL"): "(DATE '2000-01-01' + {c}) - TIMESTAMP '2000-01-01'",
+    (True, "BLOB", "UUID"): ("CASE WHEN octet_length({c}) = 16 THEN CAST(regexp_replace(lower(hex({c})), "
+                             "'^(.{{8}})(.{{4}})(.{{4}})(.{{4}})(.{{12}})$', '\\1-\\2-\\3-\\4-\\5') AS UUID) END"),
+    (False, "bytea", "uuid"): "CASE WHEN octet_length({c}) = 16 THEN encode({c}, 'hex')::uuid END",
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -369,6 +391,11 @@ def _csv_column(array: "pa.Array", type_: "pa.DataType") -> "pa.Array | None":
         return pa.array([None if v is None else json.dumps(json_safe(v)) for v in array.to_pylist()], pa.string())
     if t.is_binary(type_) or t.is_large_binary(type_) or t.is_fixed_size_binary(type_):
         return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()], pa.string())
+    if t.is_duration(type_):  # Arrow's CSV writes the bare count, which PostgreSQL reads as seconds
+        unit = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": None}[type_.unit]
+        if unit is None:
+            array, unit = pc.divide(array.cast(pa.int64()), 1000).cast(pa.duration("us")), "microseconds"
+        return pa.array([None if v is None else f"{v} {unit}" for v in array.cast(pa.int64()).to_pylist()], pa.string())
     if t.is_interval(type_):
         return pa.array([None if v is None else f"{v.months} mons {v.days} days {v.nanoseconds // 1000} microseconds"
                          for v in array.to_pylist()], pa.string())
