@@ -257,6 +257,12 @@ def test_options_decimal_thousands_date_format_and_skip_footer_per_connector_or_
     assert rows(ws, by_stream(result)["footer"].raw_table, ["site", "kwh"]) == [("A", 1), ("B", 2)]
     assert "skipped its last 2 lines (skip_footer)" in notes_of(result, "footer")
 
+    # a declared type without the separators: refused, with the options named
+    typed = connect(ws, place, column_types="amount:float")
+    result = run(ws, place, typed, tables=["ambiguous"])
+    assert result.status is SyncStatus.FAILED
+    assert "'1,500' is not a number" in failed(ws, typed) and "decimal=, thousands=." in failed(ws, typed)
+
     thousands = connect(ws, place, decimal=".", thousands=",")
     result = run(ws, place, thousands, tables=["ambiguous"])
     assert rows(ws, result.streams[0].raw_table, ["amount"]) == [(1500,), (2250,)]
