@@ -444,6 +444,9 @@ def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fa
     (["1.234", "5.678.901"], ("number", ",", ".", "int64")),
     (["1 234", "12 000 000"], ("number", ".", " ", "int64")),
     (["1,5", "-2,25", "+3"], ("number", ",", "", "float64")),
+    (["1\u202f234,5", "12\u00a0000"], None),  # two kinds of space: not one format
+    (["1\u00a0234,5", "12\u00a0000"], ("number", ",", "\u00a0", "float64")),
+    ([" 31.12.2024 ", "01.01.2025"], ("date", "%d.%m.%Y")),
     (["1'234.50", "12.5"], ("number", ".", "'", "float64")),
     (["1,500", "2,250"], "ambiguous"),  # 1.5 or 1500
     (["31.12.2024", "01.01.2025"], ("date", "%d.%m.%Y")),
