@@ -389,11 +389,11 @@ class FileConnector:
                               "start a new sync to plan the table again.")
         path = chunk.lower[scope.key.index(FILE)]
         planned = chunk.lower[scope.key.index(MODIFIED)] if MODIFIED in scope.key else None
-        table = self._table(stream)
         with self.store.errors(f"Reading {path}"):
             entry = self.store.stat(path)
         if entry is None:
-            return  # deleted since the sync was planned: nothing of it to land
+            return  # deleted since the sync was planned (with its table, maybe): nothing of it to land
+        table = self._table(stream)
         entry = dataclasses.replace(entry, rel=next((e.rel for e in table.files if e.path == path), entry.rel))
         try:
             table, described = self._table_described(stream)
