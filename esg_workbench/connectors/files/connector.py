@@ -27,7 +27,7 @@ from esg_workbench.connectors.files.model import (
     FileOptions,
     FileStore,
     Sample,
-    _ignored,
+    is_ignored,
     file_format,
 )
 from esg_workbench.connectors.files.tables import TableFiles, group, partition_columns, partition_value, partitions
@@ -112,7 +112,7 @@ class FileConnector:
                 found = self.store.list()
             keep, ignored = [], 0
             for entry in found:
-                if _ignored(entry.rel) or file_format(entry.rel) is None or (
+                if is_ignored(entry.rel) or file_format(entry.rel) is None or (
                         self.options.pattern and not fnmatch.fnmatch(entry.rel, self.options.pattern)):
                     ignored += 1
                     continue

@@ -89,7 +89,7 @@ def file_format(name: str) -> tuple[str, bool] | None:
     return fmt, gz
 
 
-def _ignored(rel: str) -> bool:
+def is_ignored(rel: str) -> bool:
     parts = rel.split("/")
     return any(p.startswith(".") for p in parts) or parts[-1].startswith("~$") or not parts[-1]
 
