@@ -317,6 +317,12 @@ def test_hive_partition_folders_become_typed_columns(ws, place):
         (2024, 2, dt.date(2024, 2, 29), "A"), (2024, 2, dt.date(2024, 2, 29), "B"),
         (2025, 1, dt.date(2025, 1, 31), "A"), (2025, 1, dt.date(2025, 1, 31), "B"),
         (2025, None, dt.date(2025, 2, 1), "C")]
+    # a key's type set by hand
+    typed = connect(ws, place, column_types="month:text, year:float")
+    result = run(ws, place, typed)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert rows(ws, result.streams[0].raw_table, ["year", "month"], order="year, month")[:2] == [
+        (2024.0, "01"), (2024.0, "01")]
 
 
 def _workbook(sheets: dict[str, list[list]]) -> bytes:

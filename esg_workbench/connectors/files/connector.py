@@ -30,7 +30,7 @@ from esg_workbench.connectors.files.model import (
     is_ignored,
     file_format,
 )
-from esg_workbench.connectors.files.tables import TableFiles, group, partition_columns, partition_value, partitions
+from esg_workbench.connectors.files.tables import TableFiles, group, partition_array, partition_columns
 from esg_workbench.core.errors import ConfigError, EsgError, PermissionDenied, TableMissing
 from esg_workbench.core.specs import (
     CancelToken,
@@ -428,7 +428,6 @@ class FileConnector:
         """The file's batches with their partition columns and lineage; `limit` lets a
         sample stop early."""
         fmt, gz = file_format(entry.rel)
-        keys = partitions(entry.rel)
         row = 0
         notes: list[str] = []
         with self.store.errors(f"Reading {entry.path}"):
@@ -442,8 +441,7 @@ class FileConnector:
                     rows = pa.array(range(row + 1, row + 1 + batch.num_rows), pa.int64())
                 row += batch.num_rows
                 for key, type_ in described.partitions.items():
-                    value = partition_value(keys.get(key), type_)
-                    batch = batch.append_column(key, pa.array([value] * batch.num_rows, type_))
+                    batch = batch.append_column(key, partition_array(entry, key, type_, batch.num_rows))
                 yield _lineage(batch, rows, entry, stamp)
         if notes and limit is None:
             self._note(table.name, notes)
