@@ -257,6 +257,12 @@ def test_options_decimal_thousands_date_format_and_skip_footer_per_connector_or_
     assert rows(ws, by_stream(result)["footer"].raw_table, ["site", "kwh"]) == [("A", 1), ("B", 2)]
     assert "skipped its last 2 lines (skip_footer)" in notes_of(result, "footer")
 
+    # a declared type without the separators: refused, with the options named
+    typed = connect(ws, place, column_types="amount:float")
+    result = run(ws, place, typed, tables=["ambiguous"])
+    assert result.status is SyncStatus.FAILED
+    assert "'1,500' is not a number" in failed(ws, typed) and "decimal=, thousands=." in failed(ws, typed)
+
     thousands = connect(ws, place, decimal=".", thousands=",")
     result = run(ws, place, thousands, tables=["ambiguous"])
     assert rows(ws, result.streams[0].raw_table, ["amount"]) == [(1500,), (2250,)]
@@ -311,6 +317,12 @@ def test_hive_partition_folders_become_typed_columns(ws, place):
         (2024, 2, dt.date(2024, 2, 29), "A"), (2024, 2, dt.date(2024, 2, 29), "B"),
         (2025, 1, dt.date(2025, 1, 31), "A"), (2025, 1, dt.date(2025, 1, 31), "B"),
         (2025, None, dt.date(2025, 2, 1), "C")]
+    # a key's type set by hand
+    typed = connect(ws, place, column_types="month:text, year:float")
+    result = run(ws, place, typed)
+    assert result.status is SyncStatus.SUCCESS, result.error
+    assert rows(ws, result.streams[0].raw_table, ["year", "month"], order="year, month")[:2] == [
+        (2024.0, "01"), (2024.0, "01")]
 
 
 def _workbook(sheets: dict[str, list[list]]) -> bytes:
@@ -438,6 +450,9 @@ def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fa
     (["1.234", "5.678.901"], ("number", ",", ".", "int64")),
     (["1 234", "12 000 000"], ("number", ".", " ", "int64")),
     (["1,5", "-2,25", "+3"], ("number", ",", "", "float64")),
+    (["1\u202f234,5", "12\u00a0000"], None),  # two kinds of space: not one format
+    (["1\u00a0234,5", "12\u00a0000"], ("number", ",", "\u00a0", "float64")),
+    ([" 31.12.2024 ", "01.01.2025"], ("date", "%d.%m.%Y")),
     (["1'234.50", "12.5"], ("number", ".", "'", "float64")),
     (["1,500", "2,250"], "ambiguous"),  # 1.5 or 1500
     (["31.12.2024", "01.01.2025"], ("date", "%d.%m.%Y")),

@@ -171,7 +171,7 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
                         raise
                     unreadable[stream.qualified] = each.describe()
         if streams:
-            missing = {s.table for s in streams} - {i.stream.table for i in infos}
+            missing = {s.table for s in streams if s.qualified not in unreadable} - {i.stream.table for i in infos}
             if missing:
                 from esg_workbench.core.errors import TableMissing
 

@@ -72,7 +72,12 @@ Chunks and delta loads
     landed again, a new file lands alone, and a changed file (new modification time)
     replaces all its earlier rows (the table's ``replace_key`` is ``_esg_file``). A file
     deleted from the source keeps its rows until the next full load; a file emptied down
-    to its header keeps its earlier rows too. S3 and Azure give modification times in
+    to its header (or to 0 bytes) keeps its earlier rows too. A sync says which files are
+    new, deleted or emptied since the last landing, which tables under the root it left
+    out (never discovered), and that a table whose files are all gone has nothing to read
+    (sync/file_changes.py). A table none of whose first files can be read is described by
+    its lineage columns alone (``unreadable`` holds why): its files are still planned, and
+    each fails or lands on its own. S3 and Azure give modification times in
     whole seconds: a file rewritten within the second it was last read is seen as
     unchanged; the ``lookback`` setting (e.g. ``2s``) re-reads such recent files.
 

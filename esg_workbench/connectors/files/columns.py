@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -127,12 +128,24 @@ def _type_words(t: pa.DataType) -> str:
             "timestamptz": "a date and time with a zone", "time": "a time of day"}.get(family, str(t))
 
 
+_LOCAL_NUMBER = re.compile(r"^\s*[+-]?[\d.,' ]*\d[\d.,' ]*\s*$")
+_LOCAL_DATE = re.compile(r"^\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
+
+
 def value_misfit(where: str, column: str, value: Any, target: pa.DataType) -> BadFile:
+    hint = (f"Fix the value, or set the column's type in the connector option column_types "
+            f"(e.g. {column}:text), then use Retry failed chunks.")
+    numeric = pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)
+    if isinstance(value, str) and numeric and _LOCAL_NUMBER.match(value):
+        hint = ("If the file writes numbers the local way (1.234,56), set the connector options decimal and "
+                "thousands (e.g. decimal=, thousands=.); else " + hint[0].lower() + hint[1:])
+    elif isinstance(value, str) and (pa.types.is_date(target) or pa.types.is_timestamp(target)) \
+            and _LOCAL_DATE.match(value):
+        hint = ("If the file writes dates the local way (31.12.2024), set the connector option date_format "
+                "(e.g. %d.%m.%Y); else " + hint[0].lower() + hint[1:])
     return BadFile(
         f"{where}, column '{column}': {value!r} is not {_type_words(target)}, the column's type "
-        f"(inferred from the table's first files).",
-        hint=f"Fix the value, or set the column's type in the connector option column_types "
-             f"(e.g. {column}:text), then use Retry failed chunks.")
+        f"(inferred from the table's first files).", hint=hint)
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema, where: str, row0: int,

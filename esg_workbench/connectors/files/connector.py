@@ -27,10 +27,10 @@ from esg_workbench.connectors.files.model import (
     FileOptions,
     FileStore,
     Sample,
-    _ignored,
+    is_ignored,
     file_format,
 )
-from esg_workbench.connectors.files.tables import TableFiles, group, partition_columns, partition_value, partitions
+from esg_workbench.connectors.files.tables import TableFiles, group, partition_array, partition_columns
 from esg_workbench.core.errors import ConfigError, EsgError, PermissionDenied, TableMissing
 from esg_workbench.core.specs import (
     CancelToken,
@@ -112,7 +112,7 @@ class FileConnector:
                 found = self.store.list()
             keep, ignored = [], 0
             for entry in found:
-                if _ignored(entry.rel) or file_format(entry.rel) is None or (
+                if is_ignored(entry.rel) or file_format(entry.rel) is None or (
                         self.options.pattern and not fnmatch.fnmatch(entry.rel, self.options.pattern)):
                     ignored += 1
                     continue
@@ -389,11 +389,11 @@ class FileConnector:
                               "start a new sync to plan the table again.")
         path = chunk.lower[scope.key.index(FILE)]
         planned = chunk.lower[scope.key.index(MODIFIED)] if MODIFIED in scope.key else None
-        table = self._table(stream)
         with self.store.errors(f"Reading {path}"):
             entry = self.store.stat(path)
         if entry is None:
-            return  # deleted since the sync was planned: nothing of it to land
+            return  # deleted since the sync was planned (with its table, maybe): nothing of it to land
+        table = self._table(stream)
         entry = dataclasses.replace(entry, rel=next((e.rel for e in table.files if e.path == path), entry.rel))
         try:
             table, described = self._table_described(stream)
@@ -428,7 +428,6 @@ class FileConnector:
         """The file's batches with their partition columns and lineage; `limit` lets a
         sample stop early."""
         fmt, gz = file_format(entry.rel)
-        keys = partitions(entry.rel)
         row = 0
         notes: list[str] = []
         with self.store.errors(f"Reading {entry.path}"):
@@ -442,8 +441,7 @@ class FileConnector:
                     rows = pa.array(range(row + 1, row + 1 + batch.num_rows), pa.int64())
                 row += batch.num_rows
                 for key, type_ in described.partitions.items():
-                    value = partition_value(keys.get(key), type_)
-                    batch = batch.append_column(key, pa.array([value] * batch.num_rows, type_))
+                    batch = batch.append_column(key, partition_array(entry, key, type_, batch.num_rows))
                 yield _lineage(batch, rows, entry, stamp)
         if notes and limit is None:
             self._note(table.name, notes)

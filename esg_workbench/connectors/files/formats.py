@@ -21,7 +21,8 @@ from esg_workbench.connectors.files.model import FileOptions
 META = b"esg.text_format"
 
 #: (decimal, thousands) pairs tried on a text column, the common ones first
-_NUMBER_STYLES = ((",", "."), (",", ""), (".", ","), (",", " "), (".", " "), (".", "'"), (".", ""))
+_NUMBER_STYLES = ((",", "."), (",", ""), (".", ","), (",", " "), (".", " "), (".", "'"), (".", ""),
+                  (",", "\u00a0"), (",", "\u202f"))  # French exports group thousands with (narrow) no-break spaces
 #: date formats tried on a text column; day-first and month-first slashes tell
 #: themselves apart only when a value has a day above 12
 _DATE_FORMATS = ("%d.%m.%Y", "%d.%m.%y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y.%m.%d")
@@ -69,7 +70,8 @@ class TextFormat:
         if self.kind == "number":
             ok = pc.match_substring_regex(array, _number_pattern(self.decimal, self.thousands))
         else:
-            ok = pc.is_valid(pc.strptime(array, format=self.date_format, unit="us", error_is_null=True))
+            ok = pc.is_valid(pc.strptime(pc.utf8_trim_whitespace(array), format=self.date_format, unit="us",
+                                         error_is_null=True))
         return pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False)))
 
     def parse(self, array: pa.Array, target: pa.DataType) -> pa.Array:
@@ -92,7 +94,7 @@ class TextFormat:
                     raise ValueError(pc.index(pc.fill_null(pc.invert(whole), False), True).as_py())
                 return numbers.cast(target)
             return numbers
-        stamps = pc.strptime(array, format=self.date_format, unit="us")
+        stamps = pc.strptime(pc.utf8_trim_whitespace(array), format=self.date_format, unit="us")
         if pa.types.is_string(target):
             return array
         if pa.types.is_timestamp(target) and target.tz:

@@ -5,7 +5,6 @@ line with Python's json module, which also names the line that is truly malforme
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +21,6 @@ from esg_workbench.connectors.files.columns import (
 from esg_workbench.connectors.files.model import BATCH_ROWS, INFER_BYTES, BadFile, FileEntry, Sample
 from esg_workbench.connectors.files.text import detect_encoding, not_in_encoding, sequential
 
-_JSON_ROW = re.compile(r"(.*) in row (\d+)$", re.S)
 _HINT = "Each line must be one JSON object (JSON lines). Fix the file, then use Retry failed chunks."
 
 

@@ -89,7 +89,7 @@ def file_format(name: str) -> tuple[str, bool] | None:
     return fmt, gz
 
 
-def _ignored(rel: str) -> bool:
+def is_ignored(rel: str) -> bool:
     parts = rel.split("/")
     return any(p.startswith(".") for p in parts) or parts[-1].startswith("~$") or not parts[-1]
 
@@ -195,7 +195,8 @@ def parse_column_types(text: str | None) -> dict[str, pa.DataType]:
 
 
 _DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
-_SEPARATORS = {"comma": ",", "point": ".", "dot": ".", "space": " ", "apostrophe": "'", "none": ""}
+_SEPARATORS = {"comma": ",", "point": ".", "dot": ".", "space": " ", "apostrophe": "'", "none": "",
+               "nbsp": "\u00a0"}
 
 
 def _positive(value: Any, name: str) -> int:
@@ -275,7 +276,7 @@ class FileOptions:
                 raise ConfigError(f"{prefix}decimal must be , or . (the decimal separator), not '{decimal}'.")
         if thousands is not None:
             thousands = _SEPARATORS.get(str(thousands).lower(), str(thousands))
-            if thousands not in ("", ".", ",", " ", "'"):
+            if thousands not in ("", ".", ",", " ", "'", "\u00a0", "\u202f"):
                 raise ConfigError(f"{prefix}thousands must be . , ' or a space (or none), not '{thousands}'.")
             if thousands and thousands == decimal:
                 raise ConfigError(f"{prefix}thousands and decimal cannot both be '{thousands}'.")

@@ -64,14 +64,17 @@ def partition_columns(files: list[FileEntry]) -> dict[str, pa.DataType]:
     return {key: _partition_type(found) for key, found in values.items()}
 
 
-def partition_value(text: str | None, type_: pa.DataType):
-    if text is None:
-        return None
-    if pa.types.is_integer(type_):
-        return int(text)
-    if pa.types.is_date(type_):
-        return dt.date.fromisoformat(text)
-    return text
+def partition_array(entry: FileEntry, key: str, type_: pa.DataType, rows: int) -> pa.Array:
+    """A file's value of a partition key as a column of `rows` values of the key's type
+    (inferred, or set by column_types)."""
+    text = partitions(entry.rel).get(key)
+    try:
+        value = pa.scalar(text, pa.string()).cast(type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        from esg_workbench.connectors.files.columns import value_misfit
+
+        raise value_misfit(f"{entry.path}, folder {key}={text}", key, text, type_) from None
+    return pa.repeat(value, rows)
 
 
 def group(entries: list[FileEntry], root_name: str, sheets_of) -> dict[str, TableFiles]:
