@@ -49,7 +49,6 @@ def function_sql(setup: "_Setup") -> str:
 
     schema_name = setup.q(setup.scalar("SELECT current_schema()"))
     heads = f"{schema_name}.esg_audit_heads"
-    sequence = _literal(f"{schema_name}.esg_ingestion_audit_id_seq")
     body = " || ',' || ".join(f"'\"{name}\":' || {_json_field(name)}" for name in _JSON_FIELDS)
     return f"""
 CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger
@@ -74,7 +73,9 @@ BEGIN
         SELECT h.entries, h.last_hash INTO head_entries, head_hash
         FROM {heads} h WHERE h.organization_id = NEW.organization_id FOR UPDATE;
     END IF;
-    NEW.id := nextval({sequence}::regclass);
+    -- the organization's own id sequence (postgres_security.ID_STRIDE), never the client's id
+    NEW.id := nextval(format('%I.%I', {_literal(setup.roles.organization_role_prefix)} || NEW.organization_id,
+                             'esg_ingestion_audit_id_seq')::regclass);
     NEW.at := date_trunc('microseconds', clock_timestamp() AT TIME ZONE 'UTC');
     NEW.previous_hash := head_hash;
     NEW.entry_hash := encode(sha256(convert_to(head_hash || '{{' || {body} || '}}', 'UTF8')), 'hex');

@@ -159,25 +159,17 @@ TEXT_TYPES = {
 }
 
 
-#: types a shared (row-level secured) PostgreSQL workspace holds as text: its raw-table
-#: DDL functions accept a fixed list of plain types (postgres_security), and text is on it
-SECURED_AS_TEXT = ("uuid", "time with time zone", "bit varying", "jsonb")
-
-
 def column_type(workspace: Workspace, arrow: "pa.DataType | pa.Field") -> str:
     """The workspace type a column gets, spelled as existing_columns() spells it: by its
     Arrow type, or, for a field carrying text meant as another type, that type."""
     import pyarrow as pa
 
-    chosen = None
     if isinstance(arrow, pa.Field):
         named = (arrow.metadata or {}).get(WORKSPACE_TYPE_KEY)
         if named is not None and named.decode() in TEXT_TYPES:
-            chosen = TEXT_TYPES[named.decode()][0 if workspace.is_duckdb else 1]
+            return TEXT_TYPES[named.decode()][0 if workspace.is_duckdb else 1]
         arrow = arrow.type
-    if chosen is None:
-        chosen = (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow)
-    return "text" if not workspace.is_duckdb and workspace.secured and chosen in SECURED_AS_TEXT else chosen
+    return (_duckdb_type if workspace.is_duckdb else _pg_type)(arrow)
 
 
 def retype_columns(workspace: Workspace, conn: sa.Connection, table: str, fields: list["pa.Field"],
