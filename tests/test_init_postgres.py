@@ -70,7 +70,10 @@ def test_init_postgres_twice_changes_nothing_the_second_time(shared):
     state = security_state(shared)
     assert {t for t, *_ in state["policies"]} >= {"connectors", "esg_ingestion_audit", "workspace_meta", "organizations"}
     tables = [(name, enabled, forced) for name, enabled, forced, *_ in state["rls"] if not name.endswith("_seq")]
-    assert len(tables) == 14 and all(enabled and forced for _, enabled, forced in tables), tables
+    from esg_workbench.workspace import schema
+
+    assert len(tables) == len(schema.metadata.tables) and all(enabled and forced for _, enabled, forced in tables), \
+        tables
     assert sorted(name for name, *_ in state["schemas"]) == [f"{state['meta'][2][1]}_org_acme", "public"]
 
     second = cli("workspace", "init-postgres", shared.url(alice), "--admin-url", shared.admin_url,

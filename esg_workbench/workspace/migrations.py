@@ -41,13 +41,21 @@ def upgrade_1_to_2(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ALTER COLUMN organization_id SET DEFAULT 'default'"))
 
 
+def _add_missing_columns(conn: sa.Connection, table: str, columns: list[tuple[str, str]]) -> None:
+    """_add_columns for the columns the table lacks (a step that may meet its own columns:
+    a workspace downgraded by hand for a test keeps the later steps' columns)."""
+    quote = conn.dialect.identifier_preparer.quote
+    have = set(conn.execute(sa.text(f"SELECT * FROM {quote(table)} LIMIT 0")).keys())
+    _add_columns(conn, table, [(name, sql_type) for name, sql_type in columns if name not in have])
+
+
 def add_scheduling_review_rotation(conn: sa.Connection) -> None:
     """Schedules get dependencies, a retry policy and a priority; runs name the run they
     retry; failed chunks get a review; sync slots, organization settings and the dates
-    connector secrets were set get tables of their own."""
+    connector secrets were set get tables of their own. Idempotent."""
     from esg_workbench.workspace import schema
 
-    _add_columns(conn, "scheduled_jobs", [
+    _add_missing_columns(conn, "scheduled_jobs", [
         ("priority", "INTEGER"),
         ("depends_on", "TEXT"),
         ("dependency_window_minutes", "INTEGER"),
@@ -58,8 +66,8 @@ def add_scheduling_review_rotation(conn: sa.Connection) -> None:
         ("retry_due_at", "TIMESTAMP"),
         ("retry_first_run_id", "BIGINT"),
     ])
-    _add_columns(conn, "connector_sync_logs", [("retry_of", "BIGINT"), ("attempt", "INTEGER")])
-    _add_columns(conn, "connector_sync_chunks", [
+    _add_missing_columns(conn, "connector_sync_logs", [("retry_of", "BIGINT"), ("attempt", "INTEGER")])
+    _add_missing_columns(conn, "connector_sync_chunks", [
         ("first_failed_at", "TIMESTAMP"),
         ("review_status", "VARCHAR(16)"),
         ("review_reason", "TEXT"),
@@ -67,7 +75,7 @@ def add_scheduling_review_rotation(conn: sa.Connection) -> None:
         ("reviewed_at", "TIMESTAMP"),
     ])
     for table in (schema.sync_slots, schema.organization_settings, schema.connector_secrets):
-        table.create(conn)
+        table.create(conn, checkfirst=True)
 
 
 #: The steps from version 2 to 3, one function per feature, in the order they run. Each

@@ -119,3 +119,30 @@ def test_failed_chunks_tab_ignores_with_a_reason_and_retries_a_selection(qtbot, 
     qtbot.waitUntil(lambda: second not in [c.id for c in panel.chunks], timeout=20000)
     left = {c.id for c in review.list_failed(window.workspace)}
     assert second not in left and first in left
+
+
+def test_the_in_app_scheduler_waits_for_a_free_slot_and_says_so(qtbot, window, source):
+    from esg_workbench.workspace import schedule_slots
+    from tests.gui.conftest import add_connector
+
+    add_connector(qtbot, window, source, "erp")
+    ws = window.workspace
+    scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="UTC")
+    with ws.transaction() as conn:
+        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == "nightly")
+                     .values(next_run_at=utcnow() - dt.timedelta(minutes=1)))
+    schedule_slots.set_limits(ws, workspace=1, per_host=None)
+    held = schedule_slots.take_for(ws, {})  # another sync holds the only slot
+    try:
+        panel = show(qtbot, window, window.schedules)
+        with qtbot.waitSignal(window.scheduler.waiting_changed, timeout=20000) as blocker:
+            window.scheduler.check_now()
+        assert blocker.args[0] == {"nightly": "waiting for a free slot: 1 sync is already running in this "
+                                              "workspace (its limit)"}
+        assert panel.row_texts("nightly")["Now"].startswith("waiting for a free slot")
+        assert scheduler.get_job(ws, "nightly").last_status is None  # not taken, not skipped
+    finally:
+        held.release()
+    with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=60000) as ended:
+        window.scheduler.check_now()
+    assert ended.args[0].status == "success", ended.args[0].message
