@@ -385,3 +385,42 @@ def test_a_process_that_dies_frees_its_slot(tmp_path, pg_database):
         got.release()
     finally:
         ws.close()
+
+
+def test_two_run_due_processes_on_postgresql_never_exceed_the_limit(pg_database, pg_conn):
+    """End to end: two `schedule run-due` processes at once, three due jobs, a limit of one
+    sync at a time: the runs they start never overlap, and no job runs twice."""
+    pg_conn.execute("""
+        CREATE SCHEMA src;
+        CREATE TABLE src.readings (id bigint PRIMARY KEY, kwh numeric(10,2), updated_at timestamptz NOT NULL);
+        INSERT INTO src.readings SELECT g, g * 1.5, '2024-01-01'::timestamptz + g * interval '1 minute'
+        FROM generate_series(1, 20000) g;
+    """)
+    url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
+    ws = open_workspace(url)
+    try:
+        for name in ("a", "b", "c"):
+            add_source(ws, pg_database, f"erp-{name}", chunk_size=1000)
+            scheduler.add_job(ws, f"job-{name}", "0 2 * * *", f"erp-{name}", timezone="UTC")
+            set_job(ws, f"job-{name}", next_run_at=utcnow() - dt.timedelta(minutes=1))
+        schedule_slots.set_limits(ws, workspace=1, per_host=None)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ESG_WORKBENCH_RETRY_DELAYS": "0.01"}
+        procs = [subprocess.Popen([sys.executable, "-m", "esg_workbench", "--workspace", url, "schedule", "run-due"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        with ws.read() as conn:
+            spans = conn.execute(sa.select(connector_sync_logs.c.connector_id, connector_sync_logs.c.started_at,
+                                           connector_sync_logs.c.finished_at, connector_sync_logs.c.status)
+                                 .order_by(connector_sync_logs.c.started_at)).all()
+        assert spans and all(s.status == "success" for s in spans)
+        assert len({s.connector_id for s in spans}) == len(spans)  # no job ran twice
+        for earlier, later in zip(spans, spans[1:]):
+            assert earlier.finished_at <= later.started_at, f"two syncs overlapped: {earlier} and {later}"
+        # a process that found the slot taken said why on standard error (or found nothing left to do)
+        waited = [err for _out, err in outputs if "waiting for a free slot" in err]
+        ran = sum(1 for s in spans)
+        assert ran == 3 or waited, (ran, outputs)
+    finally:
+        ws.close()

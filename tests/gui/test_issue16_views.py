@@ -146,3 +146,11 @@ def test_the_in_app_scheduler_waits_for_a_free_slot_and_says_so(qtbot, window, s
     with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=60000) as ended:
         window.scheduler.check_now()
     assert ended.args[0].status == "success", ended.args[0].message
+
+
+def test_history_names_the_run_a_retry_follows_up():
+    from esg_workbench.gui.history_panel import _with_duration
+
+    [retry, first] = _with_duration([{"mode": "retry_failed", "retry_of": 17, "attempt": 2},
+                                     {"mode": "sync", "retry_of": None, "attempt": None}])
+    assert retry["mode"] == "retry_failed, retry 2 of run 17" and first["mode"] == "sync"
