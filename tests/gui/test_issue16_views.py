@@ -154,3 +154,36 @@ def test_history_names_the_run_a_retry_follows_up():
     [retry, first] = _with_duration([{"mode": "retry_failed", "retry_of": 17, "attempt": 2},
                                      {"mode": "sync", "retry_of": None, "attempt": None}])
     assert retry["mode"] == "retry_failed, retry 2 of run 17" and first["mode"] == "sync"
+
+
+def test_the_connector_editor_tries_a_new_password_before_it_replaces_the_old(qtbot, window, pg_database,
+                                                                               keyring_ready):
+    import psycopg
+
+    from esg_workbench import credentials
+    from esg_workbench.sync import rotation
+    from tests.conftest import service_missing
+    from tests.gui.conftest import ok_button, open_dialog
+
+    right = "esg-test-pw"  # esg_pw_user's password (scripts/setup-test-servers.sh), checked by scram
+    try:
+        psycopg.connect(host=PG_HOST, port=PG_PORT, user="esg_pw_user", password=right, dbname=pg_database).close()
+    except psycopg.OperationalError:
+        service_missing("the esg_pw_user PostgreSQL role (run scripts/setup-test-servers.sh)")
+    record = operations.add_connector(window.workspace, "secure", "postgres", {
+        "host": PG_HOST, "port": PG_PORT, "database": pg_database, "username": "esg_pw_user"}, password=right)
+    [before] = rotation.secret_ages(window.workspace)
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        window.refresh_connectors(select="secure")
+    dialog = open_dialog(qtbot, window, window.act_edit)
+    qtbot.keyClicks(dialog.password, "a-wrong-one")
+    qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "did not accept the new password" in dialog.result.text(), timeout=30000)
+    assert "old one is kept" in dialog.result.text() and "a-wrong-one" not in dialog.result.text()
+    assert dialog.isVisible() and credentials.load_secret(record.id) == right
+    dialog.password.clear()
+    qtbot.keyClicks(dialog.password, right)
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    [after] = rotation.secret_ages(window.workspace)
+    assert credentials.load_secret(record.id) == right and after.set_at > before.set_at
