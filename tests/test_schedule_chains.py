@@ -247,10 +247,10 @@ def test_limits_are_checked_and_audited(ws):
     assert schedule_slots.get_limits(ws) == schedule_slots.Limits(None, None)
     for bad in (-1, 65, 1.5, "2", True):
         with pytest.raises(ConfigError):
-            schedule_slots.set_limits(ws, workspace=bad, per_host=None)
-    assert schedule_slots.set_limits(ws, workspace=2, per_host=1) == schedule_slots.Limits(2, 1)
+            scheduler.set_limits(ws, workspace=bad, per_host=None)
+    assert scheduler.set_limits(ws, workspace=2, per_host=1) == schedule_slots.Limits(2, 1)
     assert schedule_slots.get_limits(ws) == schedule_slots.Limits(2, 1)
-    assert schedule_slots.set_limits(ws, workspace=0, per_host=None) == schedule_slots.Limits(None, None)
+    assert scheduler.set_limits(ws, workspace=0, per_host=None) == schedule_slots.Limits(None, None)
     from esg_workbench.audit import chain
 
     assert [e["action"] for e in chain.entries(ws)][:2] == ["schedule.limits", "schedule.limits"]
@@ -260,7 +260,7 @@ def test_limits_are_checked_and_audited(ws):
 
 
 def test_slots_within_one_process_honour_both_limits(ws):
-    schedule_slots.set_limits(ws, workspace=2, per_host=1)
+    scheduler.set_limits(ws, workspace=2, per_host=1)
     a = schedule_slots.take_for(ws, {"host": "one"})
     assert isinstance(a, schedule_slots.Held)
     same_host = schedule_slots.take_for(ws, {"host": "one"})
@@ -278,7 +278,7 @@ def test_slots_within_one_process_honour_both_limits(ws):
 
 def test_when_the_limit_is_reached_due_jobs_wait_and_run_by_priority_later(ws, pg_database, source):
     add_source(ws, pg_database, "erp")
-    schedule_slots.set_limits(ws, workspace=1, per_host=None)
+    scheduler.set_limits(ws, workspace=1, per_host=None)
     low = scheduler.add_job(ws, "low", "0 1 * * *", "erp", timezone="UTC", options={"tables": ["src.sites"]})
     scheduler.add_job(ws, "high", "0 2 * * *", "erp", timezone="UTC", priority=10, options={"tables": ["src.sites"]})
     now = low.next_run_at + dt.timedelta(hours=1)
@@ -329,8 +329,8 @@ def test_processes_on_a_shared_workspace_honour_one_limit_and_other_organization
         organizations.add_user(shared.admin_url, bob, ["org-b"])
         ws_a, ws_b = open_workspace(shared.url(alice)), open_workspace(shared.url(bob))
         try:
-            schedule_slots.set_limits(ws_a, workspace=2, per_host=None)
-            schedule_slots.set_limits(ws_b, workspace=1, per_host=None)
+            scheduler.set_limits(ws_a, workspace=2, per_host=None)
+            scheduler.set_limits(ws_b, workspace=1, per_host=None)
             # three processes of org-a at once: exactly two hold a slot, the third is told why
             procs, outs, flag = _holders(shared.url(alice), 3, tmp_path)
             results = sorted(o.read_text() for o in outs)
@@ -372,7 +372,7 @@ def test_a_process_that_dies_frees_its_slot(tmp_path, pg_database):
     url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
     ws = open_workspace(url)
     try:
-        schedule_slots.set_limits(ws, workspace=1, per_host=None)
+        scheduler.set_limits(ws, workspace=1, per_host=None)
         procs, outs, _flag = _holders(url, 1, tmp_path)
         assert outs[0].read_text() == "held"
         assert isinstance(schedule_slots.take_for(ws, {}), schedule_slots.Busy)
@@ -403,7 +403,7 @@ def test_two_run_due_processes_on_postgresql_never_exceed_the_limit(pg_database,
             add_source(ws, pg_database, f"erp-{name}", chunk_size=1000)
             scheduler.add_job(ws, f"job-{name}", "0 2 * * *", f"erp-{name}", timezone="UTC")
             set_job(ws, f"job-{name}", next_run_at=utcnow() - dt.timedelta(minutes=1))
-        schedule_slots.set_limits(ws, workspace=1, per_host=None)
+        scheduler.set_limits(ws, workspace=1, per_host=None)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "ESG_WORKBENCH_RETRY_DELAYS": "0.01"}
         procs = [subprocess.Popen([sys.executable, "-m", "esg_workbench", "--workspace", url, "schedule", "run-due"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

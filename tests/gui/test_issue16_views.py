@@ -131,7 +131,7 @@ def test_the_in_app_scheduler_waits_for_a_free_slot_and_says_so(qtbot, window, s
     with ws.transaction() as conn:
         conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == "nightly")
                      .values(next_run_at=utcnow() - dt.timedelta(minutes=1)))
-    schedule_slots.set_limits(ws, workspace=1, per_host=None)
+    scheduler.set_limits(ws, workspace=1, per_host=None)
     held = schedule_slots.take_for(ws, {})  # another sync holds the only slot
     try:
         panel = show(qtbot, window, window.schedules)
