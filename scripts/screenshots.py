@@ -406,7 +406,6 @@ def schedule_chains_screen(window, out: Path, shot) -> None:
     import sqlalchemy as sa
 
     from esg_workbench.sync import scheduler
-    from esg_workbench.workspace import schedule_slots
     from esg_workbench.workspace.database import utcnow
     from esg_workbench.workspace.schema import scheduled_jobs
 
@@ -422,7 +421,7 @@ def schedule_chains_screen(window, out: Path, shot) -> None:
     with ws.transaction() as conn:  # due a few minutes ago
         conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name.in_(["erp-sites", "erp-meters"]))
                      .values(next_run_at=utcnow() - dt.timedelta(minutes=4)))
-    schedule_slots.set_limits(ws, workspace=2, per_host=1)
+    scheduler.set_limits(ws, workspace=2, per_host=1)
     panel = window.schedules
     sizes = window.splitter.sizes()
     window.splitter.setSizes([0, sum(sizes)])  # the connectors list folded away: room for every column

@@ -63,5 +63,8 @@ def test_the_step_makes_a_workspace_equal_to_a_new_one(kind, tmp_path, request):
         with ws.transaction() as conn:
             add_scheduling_review_rotation(conn)
         assert _shape(ws) == fresh
+        with ws.transaction() as conn:  # a second run changes nothing (the step is idempotent)
+            add_scheduling_review_rotation(conn)
+        assert _shape(ws) == fresh
     finally:
         ws.close()

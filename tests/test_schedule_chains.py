@@ -247,10 +247,10 @@ def test_limits_are_checked_and_audited(ws):
     assert schedule_slots.get_limits(ws) == schedule_slots.Limits(None, None)
     for bad in (-1, 65, 1.5, "2", True):
         with pytest.raises(ConfigError):
-            schedule_slots.set_limits(ws, workspace=bad, per_host=None)
-    assert schedule_slots.set_limits(ws, workspace=2, per_host=1) == schedule_slots.Limits(2, 1)
+            scheduler.set_limits(ws, workspace=bad, per_host=None)
+    assert scheduler.set_limits(ws, workspace=2, per_host=1) == schedule_slots.Limits(2, 1)
     assert schedule_slots.get_limits(ws) == schedule_slots.Limits(2, 1)
-    assert schedule_slots.set_limits(ws, workspace=0, per_host=None) == schedule_slots.Limits(None, None)
+    assert scheduler.set_limits(ws, workspace=0, per_host=None) == schedule_slots.Limits(None, None)
     from esg_workbench.audit import chain
 
     assert [e["action"] for e in chain.entries(ws)][:2] == ["schedule.limits", "schedule.limits"]
@@ -260,7 +260,7 @@ def test_limits_are_checked_and_audited(ws):
 
 
 def test_slots_within_one_process_honour_both_limits(ws):
-    schedule_slots.set_limits(ws, workspace=2, per_host=1)
+    scheduler.set_limits(ws, workspace=2, per_host=1)
     a = schedule_slots.take_for(ws, {"host": "one"})
     assert isinstance(a, schedule_slots.Held)
     same_host = schedule_slots.take_for(ws, {"host": "one"})
@@ -278,7 +278,7 @@ def test_slots_within_one_process_honour_both_limits(ws):
 
 def test_when_the_limit_is_reached_due_jobs_wait_and_run_by_priority_later(ws, pg_database, source):
     add_source(ws, pg_database, "erp")
-    schedule_slots.set_limits(ws, workspace=1, per_host=None)
+    scheduler.set_limits(ws, workspace=1, per_host=None)
     low = scheduler.add_job(ws, "low", "0 1 * * *", "erp", timezone="UTC", options={"tables": ["src.sites"]})
     scheduler.add_job(ws, "high", "0 2 * * *", "erp", timezone="UTC", priority=10, options={"tables": ["src.sites"]})
     now = low.next_run_at + dt.timedelta(hours=1)
@@ -329,8 +329,8 @@ def test_processes_on_a_shared_workspace_honour_one_limit_and_other_organization
         organizations.add_user(shared.admin_url, bob, ["org-b"])
         ws_a, ws_b = open_workspace(shared.url(alice)), open_workspace(shared.url(bob))
         try:
-            schedule_slots.set_limits(ws_a, workspace=2, per_host=None)
-            schedule_slots.set_limits(ws_b, workspace=1, per_host=None)
+            scheduler.set_limits(ws_a, workspace=2, per_host=None)
+            scheduler.set_limits(ws_b, workspace=1, per_host=None)
             # three processes of org-a at once: exactly two hold a slot, the third is told why
             procs, outs, flag = _holders(shared.url(alice), 3, tmp_path)
             results = sorted(o.read_text() for o in outs)
@@ -372,7 +372,7 @@ def test_a_process_that_dies_frees_its_slot(tmp_path, pg_database):
     url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
     ws = open_workspace(url)
     try:
-        schedule_slots.set_limits(ws, workspace=1, per_host=None)
+        scheduler.set_limits(ws, workspace=1, per_host=None)
         procs, outs, _flag = _holders(url, 1, tmp_path)
         assert outs[0].read_text() == "held"
         assert isinstance(schedule_slots.take_for(ws, {}), schedule_slots.Busy)
@@ -383,5 +383,44 @@ def test_a_process_that_dies_frees_its_slot(tmp_path, pg_database):
             assert time.monotonic() < deadline, "the dead process's slot stayed taken"
             time.sleep(0.1)  # the server notices the closed connection
         got.release()
+    finally:
+        ws.close()
+
+
+def test_two_run_due_processes_on_postgresql_never_exceed_the_limit(pg_database, pg_conn):
+    """End to end: two `schedule run-due` processes at once, three due jobs, a limit of one
+    sync at a time: the runs they start never overlap, and no job runs twice."""
+    pg_conn.execute("""
+        CREATE SCHEMA src;
+        CREATE TABLE src.readings (id bigint PRIMARY KEY, kwh numeric(10,2), updated_at timestamptz NOT NULL);
+        INSERT INTO src.readings SELECT g, g * 1.5, '2024-01-01'::timestamptz + g * interval '1 minute'
+        FROM generate_series(1, 20000) g;
+    """)
+    url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
+    ws = open_workspace(url)
+    try:
+        for name in ("a", "b", "c"):
+            add_source(ws, pg_database, f"erp-{name}", chunk_size=1000)
+            scheduler.add_job(ws, f"job-{name}", "0 2 * * *", f"erp-{name}", timezone="UTC")
+            set_job(ws, f"job-{name}", next_run_at=utcnow() - dt.timedelta(minutes=1))
+        scheduler.set_limits(ws, workspace=1, per_host=None)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ESG_WORKBENCH_RETRY_DELAYS": "0.01"}
+        procs = [subprocess.Popen([sys.executable, "-m", "esg_workbench", "--workspace", url, "schedule", "run-due"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        with ws.read() as conn:
+            spans = conn.execute(sa.select(connector_sync_logs.c.connector_id, connector_sync_logs.c.started_at,
+                                           connector_sync_logs.c.finished_at, connector_sync_logs.c.status)
+                                 .order_by(connector_sync_logs.c.started_at)).all()
+        assert spans and all(s.status == "success" for s in spans)
+        assert len({s.connector_id for s in spans}) == len(spans)  # no job ran twice
+        for earlier, later in zip(spans, spans[1:]):
+            assert earlier.finished_at <= later.started_at, f"two syncs overlapped: {earlier} and {later}"
+        # a process that found the slot taken said why on standard error (or found nothing left to do)
+        waited = [err for _out, err in outputs if "waiting for a free slot" in err]
+        ran = sum(1 for s in spans)
+        assert ran == 3 or waited, (ran, outputs)
     finally:
         ws.close()

@@ -91,13 +91,14 @@ def cmd_schedule_list(ws, args, out: Output) -> int:
 
 
 def cmd_schedule_limits(ws, args, out: Output) -> int:
+    from esg_workbench.sync import scheduler
     from esg_workbench.workspace import schedule_slots
 
     if args.workspace_limit is None and args.per_host is None:
         limits = schedule_slots.get_limits(ws)
     else:
         current = schedule_slots.get_limits(ws)
-        limits = schedule_slots.set_limits(
+        limits = scheduler.set_limits(
             ws, workspace=current.workspace if args.workspace_limit is None else args.workspace_limit,
             per_host=current.per_host if args.per_host is None else args.per_host)
     out.emit({"workspace": limits.workspace, "per_host": limits.per_host}, "Limits: " + limits.describe() + ".")

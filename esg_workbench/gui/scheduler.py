@@ -49,6 +49,7 @@ class Claimed:
     failed: Any = None  # the JobOutcome recorded when the request could not be made (or a skip)
     retry: bool = False  # a retry of the job's failed or partial run
     slots: Any = None  # schedule_slots.Held while the run goes on
+    waiting: str | None = None  # not started: no concurrency slot was free (why)
 
     def release(self) -> None:
         if self.slots is not None:
@@ -91,8 +92,9 @@ def claim_due(workspace) -> list[Claimed]:
                 claimed.append(Claimed(job, failed=skipped))
             continue
         slots = scheduler.take_slots(workspace, job)
-        if isinstance(slots, schedule_slots.Busy):
-            continue  # a later check starts it when a slot is free
+        if isinstance(slots, schedule_slots.Busy):  # a later check starts it when a slot is free
+            claimed.append(Claimed(job, waiting=slots.describe()))
+            continue
         if not scheduler.claim(workspace, job, retry=decision.retry):
             slots.release()
             continue
@@ -162,6 +164,7 @@ class InAppScheduler(QObject):
     started = Signal(object)  # ScheduledJob whose run started
     outcome_recorded = Signal(object)  # JobOutcome
     checked = Signal(list)  # [ScheduledJob] claimed by one check
+    waiting_changed = Signal(dict)  # job name -> why it waits for a concurrency slot (after each check)
     message = Signal(str)  # for the status bar
 
     def __init__(self, pool: WorkerPool, jobs: SyncJobs, parent: QObject | None = None, *,
@@ -222,9 +225,11 @@ class InAppScheduler(QObject):
         self._checking = False
         if workspace is not self.workspace:
             return
-        for c in claimed:
+        self.waiting_changed.emit({c.job.name: c.waiting for c in claimed if c.waiting})
+        started = [c for c in claimed if not c.waiting]
+        for c in started:
             self._start(c)
-        self.checked.emit([c.job for c in claimed])
+        self.checked.emit([c.job for c in started])
 
     def run_now(self, job) -> None:
         """Run a schedule's job now (Run now), whatever its times; they stay as they are."""
@@ -348,6 +353,7 @@ def install_scheduling(window, interval_ms: int = CHECK_INTERVAL_MS) -> None:
     window.scheduler.message.connect(window.show_message)
     window.scheduler.started.connect(lambda _job: window.schedules.refresh())
     window.scheduler.outcome_recorded.connect(recorded)
+    window.scheduler.waiting_changed.connect(window.schedules.set_waiting)
     window.tabs.currentChanged.connect(
         lambda i: window.schedules.refresh() if window.tabs.widget(i) is window.schedules else None)
     if getattr(window, "workspace", None) is not None:

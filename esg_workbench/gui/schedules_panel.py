@@ -176,6 +176,7 @@ class SchedulesPanel(QWidget):
         self.plan.setTextFormat(Qt.TextFormat.PlainText)
         self.plan.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.overview = None  # scheduler.Overview of the last refresh
+        self.waiting: dict[str, str] = {}  # job name -> why the in-app scheduler could not start it
         self.status = QLabel()
         self.status.setObjectName("schedulesStatus")
         self.status.setWordWrap(True)
@@ -291,9 +292,17 @@ class SchedulesPanel(QWidget):
         self._update_buttons()
 
     def _state(self, job) -> str:
+        if job.name in self.waiting and job.enabled:
+            return self.waiting[job.name]
         if self.overview is None:
             return ""
         return self.overview.state.get(job.name, "")
+
+    def set_waiting(self, waiting: dict[str, str]) -> None:
+        """Schedules the in-app scheduler found due but could not start (no free slot)."""
+        if waiting != self.waiting:
+            self.waiting = dict(waiting)
+            self._fill(self.jobs)
 
     # --- selection ---------------------------------------------------------------------------
 

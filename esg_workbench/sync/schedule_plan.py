@@ -79,10 +79,11 @@ def predecessor_state(job, pred, slot: dt.datetime, now: dt.datetime) -> tuple[s
         needed = " or partial_success" if job.dependency_accepts_partial else ""
         return SKIP, (f"skipped: '{pred.name}' ended {pred.last_status} at {_hm(pred.last_run_at)}, "
                       f"and this schedule runs only after its success{needed}")
+    idle = " (it is disabled)" if not pred.enabled else ""
     if now < deadline:
         return WAIT, (f"waiting for '{pred.name}' to finish (until {_hm(deadline)}; "
-                      f"its next run: {_hm(pred.next_run_at)})")
-    return SKIP, (f"skipped: '{pred.name}' did not finish between {_hm(start)} and {_hm(deadline)}")
+                      f"its next run: {_hm(pred.next_run_at)}){idle}")
+    return SKIP, f"skipped: '{pred.name}' did not finish between {_hm(start)} and {_hm(deadline)}{idle}"
 
 
 def decide(job, by_id: dict[int, object], now: dt.datetime) -> Decision | None:

@@ -378,6 +378,17 @@ def remove_job(ws: Workspace, name: str) -> None:
                                                             "action": job.action})
 
 
+def set_limits(ws: Workspace, *, workspace: int | None, per_host: int | None) -> schedule_slots.Limits:
+    """How many scheduled syncs may run at once in the workspace (of this organization) and
+    per source host (None or 0: no limit); audited."""
+    limits = schedule_slots.check_limits(workspace, per_host)
+    with ws.transaction() as conn:
+        schedule_slots.write_limits(ws, conn, limits)
+        chain.append(ws, conn, "schedule.limits", metadata={"workspace": limits.workspace,
+                                                            "per_host": limits.per_host})
+    return limits
+
+
 # --- due jobs and claiming ---------------------------------------------------------------
 
 

@@ -87,13 +87,7 @@ def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
     choices (how gaps are estimated)."""
     from esg_workbench.workspace import schema
 
-    # only the columns it lacks: a workspace may have been made by a build that had them
-    present = set(conn.exec_driver_sql("SELECT * FROM emission_factors LIMIT 0").keys())  # (DuckDB: no inspector)
-    _add_columns(conn, "emission_factors", [(name, sql_type) for name, sql_type in (
-        ("basis", "VARCHAR(100)"),
-        ("gwp", "VARCHAR(32)"),
-        ("licence", "VARCHAR(200)"),
-    ) if name not in present])
+    _add_columns(conn, "emission_factors", [("basis", "VARCHAR(100)"), ("gwp", "VARCHAR(32)"), ("licence", "VARCHAR(200)")])
     schema.metadata.tables["site_locations"].create(conn, checkfirst=True)
     schema.metadata.tables["methodology_settings"].create(conn, checkfirst=True)
 
@@ -101,7 +95,7 @@ def add_factor_regions_and_site_locations(conn: sa.Connection) -> None:
 def add_scheduling_review_rotation(conn: sa.Connection) -> None:
     """Schedules get dependencies, a retry policy and a priority; runs name the run they
     retry; failed chunks get a review; sync slots, organization settings and the dates
-    connector secrets were set get tables of their own."""
+    connector secrets were set get tables of their own. Idempotent."""
     from esg_workbench.workspace import schema
 
     _add_columns(conn, "scheduled_jobs", [

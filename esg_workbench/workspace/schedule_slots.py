@@ -80,22 +80,20 @@ def get_limits(ws: Workspace, conn: sa.Connection | None = None) -> Limits:
         return read(c)
 
 
-def set_limits(ws: Workspace, *, workspace: int | None, per_host: int | None) -> Limits:
-    """Replace both limits (None or 0: no limit); audited."""
-    from esg_workbench.audit import chain
+def check_limits(workspace: Any, per_host: Any) -> Limits:
+    """Limits from what a user gave (None or 0: no limit); a bad value is refused."""
+    return Limits(_check_limit(workspace, "syncs at once"), _check_limit(per_host, "syncs per source host"))
 
-    limits = Limits(_check_limit(workspace, "syncs at once"), _check_limit(per_host, "syncs per source host"))
+
+def write_limits(ws: Workspace, conn: sa.Connection, limits: Limits) -> None:
+    """Store the organization's limits in the caller's transaction (scheduler.set_limits audits it)."""
     value = json.dumps({"workspace": limits.workspace, "per_host": limits.per_host})
     where = (settings_table.c.organization_id == ws.organization_id, settings_table.c.key == LIMITS_KEY)
-    with ws.transaction() as conn:
-        if conn.execute(sa.select(settings_table.c.key).where(*where)).first() is None:
-            conn.execute(sa.insert(settings_table).values(organization_id=ws.organization_id, key=LIMITS_KEY,
-                                                          value=value, updated_at=utcnow()))
-        else:
-            conn.execute(sa.update(settings_table).where(*where).values(value=value, updated_at=utcnow()))
-        chain.append(ws, conn, "schedule.limits", metadata={"workspace": limits.workspace,
-                                                            "per_host": limits.per_host})
-    return limits
+    if conn.execute(sa.select(settings_table.c.key).where(*where)).first() is None:
+        conn.execute(sa.insert(settings_table).values(organization_id=ws.organization_id, key=LIMITS_KEY,
+                                                      value=value, updated_at=utcnow()))
+    else:
+        conn.execute(sa.update(settings_table).where(*where).values(value=value, updated_at=utcnow()))
 
 
 def source_host(config: dict[str, Any]) -> str | None:

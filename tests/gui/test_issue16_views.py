@@ -119,3 +119,71 @@ def test_failed_chunks_tab_ignores_with_a_reason_and_retries_a_selection(qtbot, 
     qtbot.waitUntil(lambda: second not in [c.id for c in panel.chunks], timeout=20000)
     left = {c.id for c in review.list_failed(window.workspace)}
     assert second not in left and first in left
+
+
+def test_the_in_app_scheduler_waits_for_a_free_slot_and_says_so(qtbot, window, source):
+    from esg_workbench.workspace import schedule_slots
+    from tests.gui.conftest import add_connector
+
+    add_connector(qtbot, window, source, "erp")
+    ws = window.workspace
+    scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="UTC")
+    with ws.transaction() as conn:
+        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == "nightly")
+                     .values(next_run_at=utcnow() - dt.timedelta(minutes=1)))
+    scheduler.set_limits(ws, workspace=1, per_host=None)
+    held = schedule_slots.take_for(ws, {})  # another sync holds the only slot
+    try:
+        panel = show(qtbot, window, window.schedules)
+        with qtbot.waitSignal(window.scheduler.waiting_changed, timeout=20000) as blocker:
+            window.scheduler.check_now()
+        assert blocker.args[0] == {"nightly": "waiting for a free slot: 1 sync is already running in this "
+                                              "workspace (its limit)"}
+        assert panel.row_texts("nightly")["Now"].startswith("waiting for a free slot")
+        assert scheduler.get_job(ws, "nightly").last_status is None  # not taken, not skipped
+    finally:
+        held.release()
+    with qtbot.waitSignal(window.scheduler.outcome_recorded, timeout=60000) as ended:
+        window.scheduler.check_now()
+    assert ended.args[0].status == "success", ended.args[0].message
+
+
+def test_history_names_the_run_a_retry_follows_up():
+    from esg_workbench.gui.history_panel import _with_duration
+
+    [retry, first] = _with_duration([{"mode": "retry_failed", "retry_of": 17, "attempt": 2},
+                                     {"mode": "sync", "retry_of": None, "attempt": None}])
+    assert retry["mode"] == "retry_failed, retry 2 of run 17" and first["mode"] == "sync"
+
+
+def test_the_connector_editor_tries_a_new_password_before_it_replaces_the_old(qtbot, window, pg_database,
+                                                                               keyring_ready):
+    import psycopg
+
+    from esg_workbench import credentials
+    from esg_workbench.sync import rotation
+    from tests.conftest import service_missing
+    from tests.gui.conftest import ok_button, open_dialog
+
+    right = "esg-test-pw"  # esg_pw_user's password (scripts/setup-test-servers.sh), checked by scram
+    try:
+        psycopg.connect(host=PG_HOST, port=PG_PORT, user="esg_pw_user", password=right, dbname=pg_database).close()
+    except psycopg.OperationalError:
+        service_missing("the esg_pw_user PostgreSQL role (run scripts/setup-test-servers.sh)")
+    record = operations.add_connector(window.workspace, "secure", "postgres", {
+        "host": PG_HOST, "port": PG_PORT, "database": pg_database, "username": "esg_pw_user"}, password=right)
+    [before] = rotation.secret_ages(window.workspace)
+    with qtbot.waitSignal(window.connectors_loaded, timeout=20000):
+        window.refresh_connectors(select="secure")
+    dialog = open_dialog(qtbot, window, window.act_edit)
+    qtbot.keyClicks(dialog.password, "a-wrong-one")
+    qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "did not accept the new password" in dialog.result.text(), timeout=30000)
+    assert "old one is kept" in dialog.result.text() and "a-wrong-one" not in dialog.result.text()
+    assert dialog.isVisible() and credentials.load_secret(record.id) == right
+    dialog.password.clear()
+    qtbot.keyClicks(dialog.password, right)
+    with qtbot.waitSignal(window.connectors_loaded, timeout=30000):
+        qtbot.mouseClick(ok_button(dialog), Qt.MouseButton.LeftButton)
+    [after] = rotation.secret_ages(window.workspace)
+    assert credentials.load_secret(record.id) == right and after.set_at > before.set_at
