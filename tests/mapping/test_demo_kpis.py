@@ -86,3 +86,17 @@ def test_demo_market_based_scope2_uses_the_certificates(demo_ws):
     assert ag.find_value(ws, "energy_renewable", "2024", "SE-GOT")["value"] == pytest.approx(2000)
     assert ag.find_value(ws, "energy_renewable", "2023", "SE-GOT")["value"] is None  # no instrument in 2023
     assert ag.find_value(ws, "energy_renewable_supplier_mix", "2023", "SE-GOT")["value"] > 0
+
+
+def test_demo_headcount_by_gender_and_country(demo_ws):
+    from esg_workbench.mapping import report
+
+    ws, _ = demo_ws
+    value = lambda kpi, site=None: ag.find_value(ws, kpi, "2024", site)["value"]  # noqa: E731
+    # the ERP's female and male columns add up to its employees, site by site
+    for site in ("DE-MUC", "ES-VLC"):
+        assert value("headcount_female", site) + value("headcount_male", site) == value("headcount", site)
+    countries = {r["country"]: r for r in report.by_country(ws, "headcount", "2024")}
+    assert set(countries) == {"DE", "ES", "NL", "SE"}
+    assert countries["DE"]["value"] == value("headcount", "DE-MUC") + value("headcount", "DE-BER")
+    assert sorted(countries["DE"]["sites"]) == ["DE-BER", "DE-MUC"]

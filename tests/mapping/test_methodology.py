@@ -241,6 +241,25 @@ def test_market_based_scope2_with_instruments(computed):
     assert ("certs", "1") in {(t, k) for _, t, k in found["source_keys"]}
 
 
+def test_residual_mix_comes_before_the_location_factor(ws, tmp_path):
+    from esg_workbench.mapping import factors
+
+    _land_all(ws)
+    path = tmp_path / "residual.csv"
+    path.write_text("Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2023,region\n"
+                    "Scope 2,Electricity grid,,Electricity: residual mix,,,kWh,kg CO2e,0.5,DE\n")
+    factors.import_factor_set(ws, path, name="aib-residual", version="2023")
+    mapping = _mapping()
+    mapping.factor_set = "aib-residual"
+    apply.apply_mapping(ws, store.save_mapping(ws, mapping, author="test"))
+    ag.aggregate(ws)
+    v, q = value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")
+    assert v == pytest.approx(20 * 0.5 * (1 - 10 / 20))  # the uncovered 10 MWh x 0.5 t/MWh residual mix = 5 t
+    assert "market_uses_location_factor" not in q
+    # location-based is untouched by it
+    assert value(ws, "ghg_scope2_location", "2023-01", "DE-HAM")[0] == pytest.approx(20 * DE_GRID_2023)
+
+
 # --- fuels: units, gases, biogenic CO2 -----------------------------------------------------------
 
 def test_fuels_units_gases_and_biogenic_co2(computed):
