@@ -691,7 +691,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                       "factor_value": f"CASE WHEN {supplier} THEN n.market_factor WHEN f.res_t IS NOT NULL THEN f.res_value "
                                       f"ELSE f.loc_value END",
                       "factor_unit": f"CASE WHEN {supplier} THEN 'kg CO2e per kWh' ELSE f.factor_unit END",
-                      "quality": quality(f"CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
+                      "quality": quality("CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
                                          f"CASE WHEN NOT ({supplier}) AND f.res_t IS NULL THEN "
                                          f"concat_ws(',', 'market_uses_location_factor', f.loc_flags) END",
                                          f"CASE WHEN NOT ({supplier}) AND f.res_t IS NOT NULL THEN f.res_flags END",

@@ -23,7 +23,7 @@ from esg_workbench.mapping import aggregate as ag
 from esg_workbench.mapping import apply, gaps, sites, store
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping
 from esg_workbench.mapping.resources import resources_dir
-from esg_workbench.mapping.transforms import Constant, Unit, ValueMap
+from esg_workbench.mapping.transforms import Unit, ValueMap
 from esg_workbench.workspace import open_workspace
 from tests.mapping.conftest import land
 
