@@ -129,3 +129,27 @@ def test_factor_imports_with_regions_and_validity_and_bad_files(ws, tmp_path):
     with pytest.raises(ConfigError, match="UTF-8"):
         factors.import_factor_set(ws, latin, name="latin")
     assert {s["name"] for s in factors.list_factor_sets(ws)} == {"DESNZ-2023", "GRID-2023", "national"}  # none half-imported
+
+
+def test_erp_spellings_and_ambiguous_units():
+    from esg_workbench.mapping.errors import AmbiguousUnit
+    from esg_workbench.mapping.model import Edge, Mapping, TableMapping, validate
+    from esg_workbench.mapping.transforms import Unit
+
+    assert units.factor("kwhr", "kWh") == 1 and units.factor("m^3", "m3") == 1 and units.factor("cu m", "m3") == 1
+    assert units.factor("Nm3", "m3") == pytest.approx(288.15 / 273.15)  # 0 degC normal m3 in 15 degC standard m3
+    assert units.factor("US gal", "litre") == pytest.approx(3.785411784)
+    assert units.factor("imperial gallon", "litre") == pytest.approx(4.54609)
+    assert units.factor("short ton", "t") == pytest.approx(0.90718474)
+    assert units.factor("MMBtu", "kWh") == pytest.approx(293.0711, rel=1e-6)
+    for text, choices in (("gallon", ("US gallon", "imperial gallon")), ("Tons", ("short ton", "long ton", "tonne"))):
+        with pytest.raises(AmbiguousUnit) as caught:
+            units.parse(text)
+        assert caught.value.choices == choices
+    # on the canvas: a conversion from 'gallon' is an error that names the choices
+    mapping = Mapping("x", "erp", [TableMapping("fuel", "fuel_combustion", id="t", edges=[
+        Edge("activity_date", "day"), Edge("site", "site"), Edge("fuel_type", "fuel"),
+        Edge("quantity", "qty", [Unit("gallon", "litre")])])])
+    problems = validate(mapping, load_catalog(), {"fuel": {"day": "date", "site": "text", "fuel": "text", "qty": "number"}},
+                        {"fuel": ["id"]})
+    assert [(p.kind, p.choices) for p in problems] == [("AmbiguousUnit", ("US gallon", "imperial gallon"))]
