@@ -31,6 +31,10 @@ def test_demo_flags_the_sample_imperfections(demo_ws):
     assert missing["value"] is None and "missing" in missing["quality"]
     assert "negative" in ag.find_value(ws, "energy_electricity", "2023-11", "DE-BER")["quality"]
     assert "outlier" in ag.find_value(ws, "water_withdrawal", "2024-07", "ES-VLC")["quality"]
+    # and it stays flagged in the site's year and the organization's month and year
+    for period, site in (("2024", "ES-VLC"), ("2024-07", None), ("2024", None)):
+        assert "outlier" in ag.find_value(ws, "water_withdrawal", period, site)["quality"], (period, site)
+    assert "negative" in ag.find_value(ws, "energy_electricity", "2023", None)["quality"]
     scope2 = ag.find_value(ws, "ghg_scope2_location", "2024", None)
     assert "partial" in scope2["quality"]  # the missing month reaches the year's total
 
