@@ -15,9 +15,10 @@ unit, or sharing a business key is kept and flagged, so every KPI it feeds says 
 
 Emission factors are chosen per category, unit, site region (workspace site locations,
 filled by a mapping of the `site` entity, which an apply processes first) and month
-(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate, else the
-region's residual mix, else the location factor; contractual instruments are allocated
-when the KPIs are computed (scope2.py). Re-applying replaces the mapping's staging rows; an
+(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate (a source
+column, else an imported rate of the supplier), else the region's residual mix, else the
+location factor; contractual instruments are allocated when the KPIs are computed
+(scope2.py). Re-applying replaces the mapping's staging rows; an
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
 
@@ -322,6 +323,9 @@ class TableCompiler(Context):
             cols.append(f"{unit_sql if unit_sql else d.literal(constant)} AS {d.quote('su__' + m.name)}")
         mf = next((self.field_sql(f.name) for f in e.by_role("market_factor") if self.table.edges_to(f.name)), None)
         cols.append(f"{d.to_number(*mf) if mf else f'CAST(NULL AS {d.double})'} AS market_factor")
+        # the supplier's name: an imported supplier-specific rate is matched on it (market-based)
+        supplier = self.field_sql("supplier") if e.field("supplier") is not None else None
+        cols.append(f"trim({d.to_text(*supplier)}) AS supplier_name" if supplier else f"CAST(NULL AS {d.text}) AS supplier_name")
         cols += self.duplicate_columns()
         conditions = list(where)
         if self.table.filter:
@@ -655,14 +659,26 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         keys = ["category", "subcategory", "unit", "region", "period"]
         key_types = [d.text] * 5
         if spec.get("market"):
+            # per supplier too: an imported supplier rate ("Electricity supplier" / "Electricity:
+            # supplier", Level 4 = the supplier's name as the source writes it) comes before the
+            # residual mix; it is resolved like any factor, by the site's region and the month
+            combos = conn.exec_driver_sql(
+                f"SELECT DISTINCT category, subcategory, {q('nu__')}, region, period, supplier_name FROM {norm} "
+                f"WHERE {q('n__')} IS NOT NULL").all()
+            keys, key_types = keys + ["supplier_name"], key_types + [d.text]
+            on += " AND f.supplier_name IS NOT DISTINCT FROM n.supplier_name"
             rows = []
             for combo in combos:
-                category, subcategory, unit, region, period = combo
+                category, subcategory, unit, region, period, supplier_name = combo
                 entry = _vocab_flags(c.catalog, entity, category)
                 loc = c.library.resolve(_vocab_selectors(c.catalog, entity, category, subcategory), unit, region,
                                         period, regional=bool(entry.get("regional")), fallback_region=c.fallback_region)
                 res = None
-                if entry.get("residual_mix"):
+                if supplier_name and entry.get("supplier_rate"):
+                    found = c.library.resolve([{**entry["supplier_rate"], "level4": supplier_name}], unit, region,
+                                              period, regional=True)
+                    res = found if found.co2e is not None else None
+                if res is None and entry.get("residual_mix"):
                     found = c.library.resolve([entry["residual_mix"]], unit, region, period, regional=True)
                     res = found if found.co2e is not None else None
                 lf, rf = loc.co2e, res.co2e if res else None
