@@ -616,19 +616,23 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         pairs = conn.exec_driver_sql(f"SELECT DISTINCT category, {q('nu__')} FROM {norm} WHERE {q('n__')} IS NOT NULL").all()
         rows = []
         for category, unit in pairs:
-            for selector in _vocab_selectors(c.catalog, entity, category, None):
-                found = c.factor_set.energy_per_unit(selector, unit, spec.get("basis", "Gross CV"))
-                if found is not None:
-                    kwh, per_unit, per_kwh = found
-                    fid = None if per_unit is None else f"{per_unit.id}/{per_kwh.id}"
-                    rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"]), fid,
-                                 None if per_unit is None else kwh, None if per_unit is None else f"kWh per {unit}"))
-                    break
-        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit"],
-                     [d.text, d.text, d.double, d.text, d.double, d.text], rows)
+            # energy content is physical, not regional: the first set (the mapping's own, then
+            # the shipped ones) that gives the fuel's per-unit and per-kWh factors
+            found = next(((fs, r) for selector in _vocab_selectors(c.catalog, entity, category, None)
+                          for fs in c.library.sets
+                          if (r := fs.energy_per_unit(selector, unit, spec.get("basis", "Gross CV"))) is not None), None)
+            if found is not None:
+                fs, (kwh, per_unit, per_kwh) = found
+                fid = None if per_unit is None else f"{per_unit.id}/{per_kwh.id}"
+                rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"]), fid,
+                             None if per_unit is None else kwh, None if per_unit is None else f"kWh per {unit}",
+                             fs.label))
+        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit",
+                                              "factor_set"],
+                     [d.text, d.text, d.double, d.text, d.double, d.text, d.text], rows)
         values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("su__"),
                   "normalized_value": f"n.{q('n__')} * f.mult", "normalized_unit": lit(spec["unit"]),
-                  "factor_set": f"CASE WHEN f.factor_id IS NULL THEN NULL ELSE {lit(c.factor_set.label)} END",
+                  "factor_set": "CASE WHEN f.factor_id IS NULL THEN NULL ELSE f.factor_set END",
                   "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
                   "quality": quality(f"CASE WHEN n.{q('n__')} IS NULL THEN COALESCE(n.{q('uf__')}, CASE WHEN "
                                      f"n.{q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END) END",

@@ -281,6 +281,9 @@ def test_an_imported_supplier_rate_comes_before_the_residual_mix(ws, tmp_path):
     assert value(ws, "ghg_scope2_market", "2023-02", "DE-HAM")[0] == pytest.approx(10 * SUPPLIER_RATE * (1 - 5 / 10))
     found = ag.drill_down(ws, ag.find_value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")["id"])
     assert {r["factor_set"] for r in found["staging_rows"] if r["field"] == "ghg_co2e"} == {"market-2023@1"}
+    # the mapping's own set has no fuels: energy content still comes from the shipped DESNZ factors
+    v, _ = value(ws, "energy_fuels", "2023-01", "DE-HAM")
+    assert v == pytest.approx(500 * DIESEL_L / DIESEL_KWH_GROSS / 1000)
 
 
 # --- fuels: units, gases, biogenic CO2 -----------------------------------------------------------
