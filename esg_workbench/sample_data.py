@@ -35,6 +35,9 @@ import threading
 from pathlib import Path
 
 SAMPLE_FILE_NAME = "sample_erp.sqlite"
+#: the layout of the generated file (PRAGMA user_version): 2 added the energy attribute
+#: certificates, which the shipped mapping reads; an older file is generated again
+SAMPLE_VERSION = 2
 FIRST_MONTH = dt.date(2023, 1, 1)
 MONTHS = 24
 
@@ -480,6 +483,7 @@ def create_sample_erp(path: Path, *, seed: int = 7) -> dict[str, int]:
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SAMPLE_VERSION}")
             with conn:
                 for table in TABLES:
                     data = rows[table]
@@ -500,9 +504,26 @@ def create_sample_erp(path: Path, *, seed: int = 7) -> dict[str, int]:
     return {table: len(rows[table]) for table in TABLES}
 
 
+def sample_version(path: Path) -> int:
+    """The layout version of a sample file (0: made before versions were recorded)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def ensure_sample_erp(directory: Path) -> Path:
-    """The path of `sample_erp.sqlite` in `directory`, created there if missing."""
+    """The path of `sample_erp.sqlite` in `directory`, created there if missing, and made
+    again (the same seeded rows, plus what the newer layout adds) when an older version of
+    the app made it: the file is generated, never edited by anyone, so nothing is lost."""
     path = Path(directory) / SAMPLE_FILE_NAME
+    if path.exists() and sample_version(path) < SAMPLE_VERSION:
+        fresh = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        if fresh.exists():
+            fresh.unlink()
+        create_sample_erp(fresh)
+        os.replace(fresh, path)
     if not path.exists():
         try:
             create_sample_erp(path)

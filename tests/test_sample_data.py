@@ -213,3 +213,20 @@ def test_the_whole_sample_reads_through_the_sqlite_connector(sample):
     months = conn.window_counts(electricity, delta, "month")
     assert len(months) == 24 and sum(n for _, n in months) == 215
     assert months[0][0] == dt.datetime(2023, 2, 1) and months[-1][0] == dt.datetime(2025, 1, 1)
+
+
+def test_an_older_sample_file_is_made_again(tmp_path):
+    from esg_workbench.sample_data import SAMPLE_VERSION, sample_version
+
+    path = ensure_sample_erp(tmp_path)
+    assert sample_version(path) == SAMPLE_VERSION
+    conn = sqlite3.connect(path)  # what an older version of the app left: no certificates, version 0
+    conn.execute("DROP TABLE energy_attribute_certificates")
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    assert ensure_sample_erp(tmp_path) == path and sample_version(path) == SAMPLE_VERSION
+    assert query(path, "SELECT count(*) FROM energy_attribute_certificates") == [(5,)]
+    before = content_hash(path)
+    ensure_sample_erp(tmp_path)  # a current file is left alone
+    assert content_hash(path) == before

@@ -141,6 +141,16 @@ def cmd_kpi_estimate_gaps(ws, args, out: Output) -> int:
     return 0
 
 
+def cmd_kpi_by_country(ws, args, out: Output) -> int:
+    from esg_workbench.mapping import report
+
+    rows = report.by_country(ws, args.kpi, args.period)
+    out.emit(rows, table([[r["country"] or "(no country)", r["value"], r["unit"], ", ".join(r["sites"]),
+                           ", ".join(r["flags"])] for r in rows], ["country", args.kpi, "unit", "sites", "flags"])
+             if rows else f"No values of {args.kpi} for {args.period}.")
+    return 0
+
+
 def cmd_kpi_report(ws, args, out: Output) -> int:
     from esg_workbench.mapping import report
 
@@ -262,6 +272,10 @@ def add_commands(sub, common) -> None:
     p.add_argument("method", choices=["previous_year", "neighbours", "per_headcount", "none"])
     p.add_argument("--actor")
     p.set_defaults(func=cmd_kpi_estimate_gaps)
+    p = ksub.add_parser("by-country", parents=[common], help="a KPI of one period per country of the sites")
+    p.add_argument("kpi")
+    p.add_argument("--period", required=True)
+    p.set_defaults(func=cmd_kpi_by_country)
     p = ksub.add_parser("report", parents=[common], help="KPIs by site and month (or one period)")
     p.add_argument("--period", type=period, help="2024-03, 2024-Q1 or 2024 (default: every month)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")

@@ -15,9 +15,10 @@ unit, or sharing a business key is kept and flagged, so every KPI it feeds says 
 
 Emission factors are chosen per category, unit, site region (workspace site locations,
 filled by a mapping of the `site` entity, which an apply processes first) and month
-(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate, else the
-region's residual mix, else the location factor; contractual instruments are allocated
-when the KPIs are computed (scope2.py). Re-applying replaces the mapping's staging rows; an
+(factors.FactorLibrary.resolve). Market-based rows take the supplier's rate (a source
+column, else an imported rate of the supplier), else the region's residual mix, else the
+location factor; contractual instruments are allocated when the KPIs are computed
+(scope2.py). Re-applying replaces the mapping's staging rows; an
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
 
@@ -322,6 +323,9 @@ class TableCompiler(Context):
             cols.append(f"{unit_sql if unit_sql else d.literal(constant)} AS {d.quote('su__' + m.name)}")
         mf = next((self.field_sql(f.name) for f in e.by_role("market_factor") if self.table.edges_to(f.name)), None)
         cols.append(f"{d.to_number(*mf) if mf else f'CAST(NULL AS {d.double})'} AS market_factor")
+        # the supplier's name: an imported supplier-specific rate is matched on it (market-based)
+        supplier = self.field_sql("supplier") if e.field("supplier") is not None else None
+        cols.append(f"trim({d.to_text(*supplier)}) AS supplier_name" if supplier else f"CAST(NULL AS {d.text}) AS supplier_name")
         cols += self.duplicate_columns()
         conditions = list(where)
         if self.table.filter:
@@ -612,19 +616,23 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         pairs = conn.exec_driver_sql(f"SELECT DISTINCT category, {q('nu__')} FROM {norm} WHERE {q('n__')} IS NOT NULL").all()
         rows = []
         for category, unit in pairs:
-            for selector in _vocab_selectors(c.catalog, entity, category, None):
-                found = c.factor_set.energy_per_unit(selector, unit, spec.get("basis", "Gross CV"))
-                if found is not None:
-                    kwh, per_unit, per_kwh = found
-                    fid = None if per_unit is None else f"{per_unit.id}/{per_kwh.id}"
-                    rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"]), fid,
-                                 None if per_unit is None else kwh, None if per_unit is None else f"kWh per {unit}"))
-                    break
-        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit"],
-                     [d.text, d.text, d.double, d.text, d.double, d.text], rows)
+            # energy content is physical, not regional: the first set (the mapping's own, then
+            # the shipped ones) that gives the fuel's per-unit and per-kWh factors
+            found = next(((fs, r) for selector in _vocab_selectors(c.catalog, entity, category, None)
+                          for fs in c.library.sets
+                          if (r := fs.energy_per_unit(selector, unit, spec.get("basis", "Gross CV"))) is not None), None)
+            if found is not None:
+                fs, (kwh, per_unit, per_kwh) = found
+                fid = None if per_unit is None else f"{per_unit.id}/{per_kwh.id}"
+                rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"]), fid,
+                             None if per_unit is None else kwh, None if per_unit is None else f"kWh per {unit}",
+                             fs.label))
+        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit",
+                                              "factor_set"],
+                     [d.text, d.text, d.double, d.text, d.double, d.text, d.text], rows)
         values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("su__"),
                   "normalized_value": f"n.{q('n__')} * f.mult", "normalized_unit": lit(spec["unit"]),
-                  "factor_set": f"CASE WHEN f.factor_id IS NULL THEN NULL ELSE {lit(c.factor_set.label)} END",
+                  "factor_set": "CASE WHEN f.factor_id IS NULL THEN NULL ELSE f.factor_set END",
                   "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
                   "quality": quality(f"CASE WHEN n.{q('n__')} IS NULL THEN COALESCE(n.{q('uf__')}, CASE WHEN "
                                      f"n.{q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END) END",
@@ -655,14 +663,26 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
         keys = ["category", "subcategory", "unit", "region", "period"]
         key_types = [d.text] * 5
         if spec.get("market"):
+            # per supplier too: an imported supplier rate ("Electricity supplier" / "Electricity:
+            # supplier", Level 4 = the supplier's name as the source writes it) comes before the
+            # residual mix; it is resolved like any factor, by the site's region and the month
+            combos = conn.exec_driver_sql(
+                f"SELECT DISTINCT category, subcategory, {q('nu__')}, region, period, supplier_name FROM {norm} "
+                f"WHERE {q('n__')} IS NOT NULL").all()
+            keys, key_types = keys + ["supplier_name"], key_types + [d.text]
+            on += " AND f.supplier_name IS NOT DISTINCT FROM n.supplier_name"
             rows = []
             for combo in combos:
-                category, subcategory, unit, region, period = combo
+                category, subcategory, unit, region, period, supplier_name = combo
                 entry = _vocab_flags(c.catalog, entity, category)
                 loc = c.library.resolve(_vocab_selectors(c.catalog, entity, category, subcategory), unit, region,
                                         period, regional=bool(entry.get("regional")), fallback_region=c.fallback_region)
                 res = None
-                if entry.get("residual_mix"):
+                if supplier_name and entry.get("supplier_rate"):
+                    found = c.library.resolve([{**entry["supplier_rate"], "level4": supplier_name}], unit, region,
+                                              period, regional=True)
+                    res = found if found.co2e is not None else None
+                if res is None and entry.get("residual_mix"):
                     found = c.library.resolve([entry["residual_mix"]], unit, region, period, regional=True)
                     res = found if found.co2e is not None else None
                 lf, rf = loc.co2e, res.co2e if res else None
@@ -691,7 +711,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                       "factor_value": f"CASE WHEN {supplier} THEN n.market_factor WHEN f.res_t IS NOT NULL THEN f.res_value "
                                       f"ELSE f.loc_value END",
                       "factor_unit": f"CASE WHEN {supplier} THEN 'kg CO2e per kWh' ELSE f.factor_unit END",
-                      "quality": quality(f"CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
+                      "quality": quality("CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
                                          f"CASE WHEN NOT ({supplier}) AND f.res_t IS NULL THEN "
                                          f"concat_ws(',', 'market_uses_location_factor', f.loc_flags) END",
                                          f"CASE WHEN NOT ({supplier}) AND f.res_t IS NOT NULL THEN f.res_flags END",

@@ -101,3 +101,31 @@ def format_csv(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> str
         writer.writerow([r["period"], r["site"], *["" if r.get(k) is None else repr(round(r[k], 6)) for k in kpis],
                          r.get(ANCHOR_COLUMN, ""), json.dumps(r["flags"], sort_keys=True) if r["flags"] else ""])
     return buffer.getvalue()
+
+
+def by_country(workspace, kpi: str, period: str) -> list[dict[str, Any]]:
+    """A KPI of `period` per country of the sites (ESRS S1-6 asks headcount by country):
+    the sum of the site values of each country (a site without a country under None),
+    with the sites and the flags behind each sum. Ratios cannot be summed: refused."""
+    from esg_workbench.core.errors import ConfigError
+    from esg_workbench.mapping import sites
+
+    definition = load_catalog().kpi(kpi)
+    if definition is None:
+        raise ConfigError(f"There is no KPI '{kpi}'.", hint="See the KPIs with: esg-workbench kpi report --format json")
+    if definition.rule == "ratio":
+        raise ConfigError(f"{kpi} is a ratio: it cannot be added up by country.")
+    country = {s["site"]: s["country"] for s in sites.locations(workspace)}
+    out: dict[str | None, dict[str, Any]] = {}
+    for r in kpi_rows(workspace, period=period, kpis=[kpi]):
+        if r["site"] is None:
+            continue
+        line = out.setdefault(country.get(r["site"]), {"country": country.get(r["site"]), "kpi": kpi, "period": period,
+                                                       "value": None, "unit": r["unit"], "sites": [], "flags": []})
+        line["sites"].append(r["site"])
+        if r["value"] is not None:
+            line["value"] = (line["value"] or 0.0) + r["value"]
+        for f in r["quality"]:
+            if f not in line["flags"]:
+                line["flags"].append(f)
+    return [out[k] for k in sorted(out, key=lambda c: (c is None, c or ""))]

@@ -2,8 +2,9 @@
 instruments allocated to consumption.
 
 Apply (apply.py) gives every purchased-electricity row its market-based rate: the
-supplier's own rate where the row carries one, else the residual mix of the site's region
-where one is imported, else the location factor (flagged `market_uses_location_factor`).
+supplier's own rate where the row carries one, else an imported rate of the row's supplier
+(matched on its name), else the residual mix of the site's region where one is imported,
+else the location factor (flagged `market_uses_location_factor`).
 What instruments cover is settled here, when the KPIs are computed, because it depends on
 all the consumption of a site over the instrument's period:
 

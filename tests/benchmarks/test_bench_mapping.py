@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pytest
 
 from esg_workbench.mapping import aggregate as ag
-from esg_workbench.mapping import apply, store
+from esg_workbench.mapping import apply, sites, store
 from esg_workbench.workspace import open_workspace
 from tests.mapping.conftest import land
 
@@ -44,6 +44,8 @@ def test_apply_and_aggregate_one_million_rows(tmp_path):
     base = dt.date(2023, 1, 31)
     days = [base + dt.timedelta(days=30 * (i % 24)) for i in range(24)]
     land(ws, "erp", "sites", pa.table({"id": list(range(1, 52)), "site_code": [f"S{i:02d}" for i in range(1, 52)]}))
+    for i in range(1, 52):  # UK sites: DESNZ's electricity factor, four gases (2024 rows take the 2023 vintage)
+        sites.set_location(ws, f"S{i:02d}", "GB")
     land(ws, "erp", "readings", pa.table({
         "id": ids, "site_id": site, "reading_date": pa.array([days[i % 24] for i in range(ROWS)], pa.date32()),
         "kwh": pc.add(pc.cast(pc.multiply(pc.bit_wise_and(ids, pa.scalar(1023, pa.int64())), pa.scalar(3, pa.int64())), pa.float64()), pa.scalar(100.0)),

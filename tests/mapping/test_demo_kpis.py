@@ -31,6 +31,10 @@ def test_demo_flags_the_sample_imperfections(demo_ws):
     assert missing["value"] is None and "missing" in missing["quality"]
     assert "negative" in ag.find_value(ws, "energy_electricity", "2023-11", "DE-BER")["quality"]
     assert "outlier" in ag.find_value(ws, "water_withdrawal", "2024-07", "ES-VLC")["quality"]
+    # and it stays flagged in the site's year and the organization's month and year
+    for period, site in (("2024", "ES-VLC"), ("2024-07", None), ("2024", None)):
+        assert "outlier" in ag.find_value(ws, "water_withdrawal", period, site)["quality"], (period, site)
+    assert "negative" in ag.find_value(ws, "energy_electricity", "2023", None)["quality"]
     scope2 = ag.find_value(ws, "ghg_scope2_location", "2024", None)
     assert "partial" in scope2["quality"]  # the missing month reaches the year's total
 
@@ -94,3 +98,17 @@ def test_demo_market_based_scope2_uses_the_certificates(demo_ws):
     assert ag.find_value(ws, "energy_renewable", "2024", "SE-GOT")["value"] == pytest.approx(2000)
     assert ag.find_value(ws, "energy_renewable", "2023", "SE-GOT")["value"] is None  # no instrument in 2023
     assert ag.find_value(ws, "energy_renewable_supplier_mix", "2023", "SE-GOT")["value"] > 0
+
+
+def test_demo_headcount_by_gender_and_country(demo_ws):
+    from esg_workbench.mapping import report
+
+    ws, _ = demo_ws
+    value = lambda kpi, site=None: ag.find_value(ws, kpi, "2024", site)["value"]  # noqa: E731
+    # the ERP's female and male columns add up to its employees, site by site
+    for site in ("DE-MUC", "ES-VLC"):
+        assert value("headcount_female", site) + value("headcount_male", site) == value("headcount", site)
+    countries = {r["country"]: r for r in report.by_country(ws, "headcount", "2024")}
+    assert set(countries) == {"DE", "ES", "NL", "SE"}
+    assert countries["DE"]["value"] == value("headcount", "DE-MUC") + value("headcount", "DE-BER")
+    assert sorted(countries["DE"]["sites"]) == ["DE-BER", "DE-MUC"]

@@ -23,7 +23,7 @@ from esg_workbench.mapping import aggregate as ag
 from esg_workbench.mapping import apply, gaps, sites, store
 from esg_workbench.mapping.model import Edge, Mapping, TableMapping
 from esg_workbench.mapping.resources import resources_dir
-from esg_workbench.mapping.transforms import Constant, Unit, ValueMap
+from esg_workbench.mapping.transforms import Unit, ValueMap
 from esg_workbench.workspace import open_workspace
 from tests.mapping.conftest import land
 
@@ -115,7 +115,7 @@ def _land_all(ws) -> None:
     land(ws, "erp", "power", pa.table({
         "id": [r[0] for r in POWER], "site_code": [r[1] for r in POWER], "day": [r[2] for r in POWER],
         "kwh": pa.array([r[3] for r in POWER], pa.float64()), "rate": pa.array([r[4] for r in POWER], pa.float64()),
-        "invoice": [r[5] for r in POWER]}))
+        "invoice": [r[5] for r in POWER], "supplier": ["Hamburg Energie" if r[1] == "DE-HAM" else None for r in POWER]}))
     land(ws, "erp", "fuel", pa.table({
         "id": [r[0] for r in FUEL], "site_code": [r[1] for r in FUEL], "day": [r[2] for r in FUEL],
         "fuel": [r[3] for r in FUEL], "qty": [r[4] for r in FUEL], "unit": [r[5] for r in FUEL]}))
@@ -131,7 +131,8 @@ def _mapping(duplicates: str = "count_once") -> Mapping:
             Edge("site", "site_code"), Edge("country", "country"), Edge("subdivision", "state")]),
         TableMapping("power", "purchased_electricity", id="power", business_key=["invoice"], duplicates=duplicates,
                      edges=[Edge("activity_date", "day"), Edge("site", "site_code"),
-                            Edge("energy", "kwh", [Unit("kWh", "MWh")]), Edge("market_factor", "rate")]),
+                            Edge("energy", "kwh", [Unit("kWh", "MWh")]), Edge("market_factor", "rate"),
+                            Edge("supplier", "supplier")]),
         TableMapping("fuel", "fuel_combustion", id="fuel", edges=[
             Edge("activity_date", "day"), Edge("site", "site_code"),
             Edge("fuel_type", "fuel", [ValueMap({"natural gas": "natural_gas"}, keep_unmapped=True)]),
@@ -239,6 +240,50 @@ def test_market_based_scope2_with_instruments(computed):
     # the instruments are in the market-based value's lineage, down to their source keys
     found = ag.drill_down(ws, ag.find_value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")["id"])
     assert ("certs", "1") in {(t, k) for _, t, k in found["source_keys"]}
+
+
+def test_residual_mix_comes_before_the_location_factor(ws, tmp_path):
+    from esg_workbench.mapping import factors
+
+    _land_all(ws)
+    path = tmp_path / "residual.csv"
+    path.write_text("Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2023,region\n"
+                    "Scope 2,Electricity grid,,Electricity: residual mix,,,kWh,kg CO2e,0.5,DE\n")
+    factors.import_factor_set(ws, path, name="aib-residual", version="2023")
+    mapping = _mapping()
+    mapping.factor_set = "aib-residual"
+    apply.apply_mapping(ws, store.save_mapping(ws, mapping, author="test"))
+    ag.aggregate(ws)
+    v, q = value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")
+    assert v == pytest.approx(20 * 0.5 * (1 - 10 / 20))  # the uncovered 10 MWh x 0.5 t/MWh residual mix = 5 t
+    assert "market_uses_location_factor" not in q
+    # location-based is untouched by it
+    assert value(ws, "ghg_scope2_location", "2023-01", "DE-HAM")[0] == pytest.approx(20 * DE_GRID_2023)
+
+
+def test_an_imported_supplier_rate_comes_before_the_residual_mix(ws, tmp_path):
+    from esg_workbench.mapping import factors
+
+    _land_all(ws)
+    path = tmp_path / "rates.csv"
+    path.write_text("Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2023,region\n"
+                    "Scope 2,Electricity supplier,,Electricity: supplier,Hamburg Energie,,kWh,kg CO2e,0.1,DE\n"
+                    "Scope 2,Electricity grid,,Electricity: residual mix,,,kWh,kg CO2e,0.5,DE\n")
+    factors.import_factor_set(ws, path, name="market-2023", version="1")
+    mapping = _mapping()
+    mapping.factor_set = "market-2023"
+    apply.apply_mapping(ws, store.save_mapping(ws, mapping, author="test"))
+    ag.aggregate(ws)
+    v, q = value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")
+    assert v == pytest.approx(20 * 0.1 * (1 - 10 / 20))  # the uncovered 10 MWh x 0.1 t/MWh of the supplier = 1 t
+    assert "market_uses_location_factor" not in q
+    # February's rate from the source column still wins over the imported one: 10 x 0.3 x 0.5
+    assert value(ws, "ghg_scope2_market", "2023-02", "DE-HAM")[0] == pytest.approx(10 * SUPPLIER_RATE * (1 - 5 / 10))
+    found = ag.drill_down(ws, ag.find_value(ws, "ghg_scope2_market", "2023-01", "DE-HAM")["id"])
+    assert {r["factor_set"] for r in found["staging_rows"] if r["field"] == "ghg_co2e"} == {"market-2023@1"}
+    # the mapping's own set has no fuels: energy content still comes from the shipped DESNZ factors
+    v, _ = value(ws, "energy_fuels", "2023-01", "DE-HAM")
+    assert v == pytest.approx(500 * DIESEL_L / DIESEL_KWH_GROSS / 1000)
 
 
 # --- fuels: units, gases, biogenic CO2 -----------------------------------------------------------

@@ -101,3 +101,55 @@ def test_import_factor_set_csv_and_xlsx(ws, tmp_path):
     fs2 = factors.import_factor_set(ws, tmp_path / "flat.xlsx", name="flat")
     assert fs2.version == "2025" and [f.gas for f in fs2.factors] == ["CO2e", "CH4"]
     assert {s["name"] for s in factors.list_factor_sets(ws)} == {"DESNZ-2023", "GRID-2023", "supplier", "flat"}
+
+
+def test_factor_imports_with_regions_and_validity_and_bad_files(ws, tmp_path):
+    from esg_workbench.core.errors import ConfigError
+
+    header = "Scope,Level 1,Level 2,Level 3,Level 4,Column Text,UOM,GHG/Unit,GHG Conversion Factor 2024,region,valid_from,valid_to,gwp,basis\n"
+    good = tmp_path / "national.csv"
+    good.write_text(header + "Scope 2,Electricity grid,,Electricity: grid average,,,kWh,kg CO2e,0.35,DEU,,,,\n"
+                    + "Scope 2,Electricity grid,,Electricity: grid average,,,kWh,kg CO2e,0.36,US-CA,2024-04-01,2025-03-31,AR6,combustion\n")
+    fs = factors.import_factor_set(ws, good, name="national")
+    de, ca = fs.factors
+    assert (de.region, de.valid_from, de.valid_to) == ("DE", "2024-01-01", "2024-12-31")  # the column's year
+    assert (ca.region, ca.valid_from, ca.valid_to, ca.gwp, ca.basis) == ("US-CA", "2024-04-01", "2025-03-31", "AR6", "combustion")
+    loaded = factors.load_factor_set(ws, "national")
+    assert [(f.region, f.gwp) for f in loaded.factors] == [("DE", ""), ("US-CA", "AR6")]  # kept in the workspace
+    for name, row, message in (
+            ("reversed.csv", "Scope 2,E,,E,,,kWh,kg CO2e,0.3,DE,2024-12-31,2024-01-01,,", "ends"),
+            ("not-a-date.csv", "Scope 2,E,,E,,,kWh,kg CO2e,0.3,DE,last year,,,", "not a date"),
+            ("nowhere.csv", "Scope 2,E,,E,,,kWh,kg CO2e,0.3,Narnia,,,,", "not ISO 3166")):
+        path = tmp_path / name
+        path.write_text(header + row + "\n")
+        with pytest.raises(ConfigError, match=message):
+            factors.import_factor_set(ws, path, name=name)
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes((header + "Scope 2,E,,Énergie,,,kWh,kg CO2e,0.3,FR,,,,\n").encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        factors.import_factor_set(ws, latin, name="latin")
+    assert {s["name"] for s in factors.list_factor_sets(ws)} == {"DESNZ-2023", "GRID-2023", "national"}  # none half-imported
+
+
+def test_erp_spellings_and_ambiguous_units():
+    from esg_workbench.mapping.errors import AmbiguousUnit
+    from esg_workbench.mapping.model import Edge, Mapping, TableMapping, validate
+    from esg_workbench.mapping.transforms import Unit
+
+    assert units.factor("kwhr", "kWh") == 1 and units.factor("m^3", "m3") == 1 and units.factor("cu m", "m3") == 1
+    assert units.factor("Nm3", "m3") == pytest.approx(288.15 / 273.15)  # 0 degC normal m3 in 15 degC standard m3
+    assert units.factor("US gal", "litre") == pytest.approx(3.785411784)
+    assert units.factor("imperial gallon", "litre") == pytest.approx(4.54609)
+    assert units.factor("short ton", "t") == pytest.approx(0.90718474)
+    assert units.factor("MMBtu", "kWh") == pytest.approx(293.0711, rel=1e-6)
+    for text, choices in (("gallon", ("US gallon", "imperial gallon")), ("Tons", ("short ton", "long ton", "tonne"))):
+        with pytest.raises(AmbiguousUnit) as caught:
+            units.parse(text)
+        assert caught.value.choices == choices
+    # on the canvas: a conversion from 'gallon' is an error that names the choices
+    mapping = Mapping("x", "erp", [TableMapping("fuel", "fuel_combustion", id="t", edges=[
+        Edge("activity_date", "day"), Edge("site", "site"), Edge("fuel_type", "fuel"),
+        Edge("quantity", "qty", [Unit("gallon", "litre")])])])
+    problems = validate(mapping, load_catalog(), {"fuel": {"day": "date", "site": "text", "fuel": "text", "qty": "number"}},
+                        {"fuel": ["id"]})
+    assert [(p.kind, p.choices) for p in problems] == [("AmbiguousUnit", ("US gallon", "imperial gallon"))]
