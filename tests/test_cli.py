@@ -109,3 +109,30 @@ def test_ctrl_c_cancels_after_the_current_chunk_and_resume_finishes(ws_path, pg_
     logs = ok_json(cli(ws_path, "logs", "--json"))
     assert [r["status"] for r in logs] == ["success", "cancelled"]
     assert sum(r["items_written"] for r in logs) == 200000  # each row landed once over both runs
+
+
+def test_json_is_a_global_option_before_or_after_the_command(ws_path):
+    before = cli(ws_path, "--json", "connector", "list")
+    after = cli(ws_path, "connector", "list", "--json")
+    assert ok_json(before) == ok_json(after) == []
+    assert not cli(ws_path, "connector", "list").stdout.startswith("[")  # without --json: text
+    missing = cli(ws_path, "--json", "status", "nope")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["kind"] == "NotFound"
+
+
+def test_command_modules_share_output_and_never_import_each_other():
+    """cli/ is a package: command groups import output.py/runs.py, not one another (no cycle)."""
+    import ast
+    import pathlib
+
+    import esg_workbench.cli as package
+
+    shared = {"output", "runs"}
+    folder = pathlib.Path(package.__file__).parent
+    commands = [p for p in folder.glob("*.py") if p.stem not in shared | {"__init__", "__main__", "entry"}]
+    assert {"connector", "sync", "schedule", "health", "workspace"} <= {p.stem for p in commands}
+    for path in [*commands, *(folder / f"{name}.py" for name in shared)]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esg_workbench.cli"):
+                imported = node.module.split(".")[2:] or [a.name for a in node.names]
+                assert set(imported) <= shared, f"{path.name} imports {node.module} {[a.name for a in node.names]}"

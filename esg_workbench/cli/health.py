@@ -1,6 +1,6 @@
 """CLI: `esg-workbench health` and `esg-workbench alerts set-webhook|clear-webhook|show|test`.
 
-Registered by one line in cli.build_parser(). The webhook URL usually embeds a token:
+Registered in cli/entry.py (COMMAND_GROUPS). The webhook URL usually embeds a token:
 `set-webhook` reads it from standard input when no URL is given (kept out of the shell
 history), and nothing here ever prints more of it than its scheme and host.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 
+from esg_workbench.cli.output import EXIT_FAILED, Output, table
 
-def cmd_health(ws, args, out) -> int:
-    from esg_workbench.cli import _table
+
+def cmd_health(ws, args, out: Output) -> int:
     from esg_workbench.sync.health import connector_health
 
     health = connector_health(ws)
@@ -25,7 +26,7 @@ def cmd_health(ws, args, out) -> int:
             h.failed_chunks_waiting,
             " ".join(_spark(h)) or "-",
         ])
-    text = (_table(rows, ["connector", "type", "last success", "lag", "last run", "failures",
+    text = (table(rows, ["connector", "type", "last success", "lag", "last run", "failures",
                           "failed chunks", "rows per sync (oldest first)"])
             if rows else "No connectors yet. Add one with: esg-workbench connector add NAME --type postgres ...")
     attention = [h for h in health if h.needs_attention]
@@ -49,7 +50,7 @@ def _spark(h) -> list[str]:
     return marks
 
 
-def cmd_alerts_set_webhook(ws, args, out) -> int:
+def cmd_alerts_set_webhook(ws, args, out: Output) -> int:
     from esg_workbench import alerts
 
     url = args.url
@@ -63,7 +64,7 @@ def cmd_alerts_set_webhook(ws, args, out) -> int:
     return 0
 
 
-def cmd_alerts_clear_webhook(ws, args, out) -> int:
+def cmd_alerts_clear_webhook(ws, args, out: Output) -> int:
     from esg_workbench import alerts
 
     alerts.set_webhook_url(ws, None)
@@ -71,7 +72,7 @@ def cmd_alerts_clear_webhook(ws, args, out) -> int:
     return 0
 
 
-def cmd_alerts_show(ws, args, out) -> int:
+def cmd_alerts_show(ws, args, out: Output) -> int:
     from esg_workbench import alerts
 
     url = alerts.webhook_url(ws)
@@ -82,9 +83,8 @@ def cmd_alerts_show(ws, args, out) -> int:
     return 0
 
 
-def cmd_alerts_test(ws, args, out) -> int:
+def cmd_alerts_test(ws, args, out: Output) -> int:
     from esg_workbench import alerts
-    from esg_workbench.cli import EXIT_FAILED
 
     url = alerts.webhook_url(ws)
     if not url:

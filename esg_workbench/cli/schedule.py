@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from esg_workbench.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_PARTIAL, Output, _retry_delays, _table
+from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, EXIT_PARTIAL, Output, table
+from esg_workbench.cli.runs import cancel_on_ctrl_c, progress_printer, retry_delays
 
 APP_RUNS_DUE_JOBS = ("The workspace is open in ESG Workbench, which runs due jobs itself; "
                      "nothing was run by this command.")
@@ -60,7 +61,7 @@ def cmd_schedule_list(ws, args, out: Output) -> int:
     rows = [[j.name, j.connector, j.action, f"{j.cron}  ({j.description})",
              _when(j.next_run_local) if j.enabled else "disabled", j.last_status or "never run"] for j in jobs]
     out.emit([_job_data(j) for j in jobs],
-             _table(rows, ["name", "connector", "action", "schedule", "next run", "last run"]) if jobs else
+             table(rows, ["name", "connector", "action", "schedule", "next run", "last run"]) if jobs else
              "No scheduled jobs yet. Add one with: esg-workbench schedule add NAME --connector C --cron \"0 2 * * *\"")
     return 0
 
@@ -158,7 +159,6 @@ def cmd_schedule_run_due(workspace_url, args, out: Output) -> int:
 
 
 def _run_due(ws, args, out: Output) -> int:
-    from esg_workbench.cli import _progress_printer, cancel_on_ctrl_c
     from esg_workbench.sync import scheduler
 
     if args.dry_run:
@@ -168,8 +168,8 @@ def _run_due(ws, args, out: Output) -> int:
                            f"slot {_when(j.next_run_local)}" for j in due) or "No job is due.")
         return 0
     with cancel_on_ctrl_c(out) as cancel:
-        outcomes = scheduler.run_due(ws, cancel=cancel, on_progress=_progress_printer(out),
-                                     retry_delays=_retry_delays())
+        outcomes = scheduler.run_due(ws, cancel=cancel, on_progress=progress_printer(out),
+                                     retry_delays=retry_delays())
     out.emit({"outcomes": [_outcome_data(o) for o in outcomes]},
              "\n".join(o.describe() for o in outcomes) or "No job is due.")
     return _run_due_exit(outcomes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from esg_workbench.cli import Output, _table
+from esg_workbench.cli.output import Output, table
 
 
 def _password(args) -> str | None:
@@ -79,14 +79,14 @@ def cmd_org_list(ws, args, out: Output) -> int:
     if args.admin_url:
         orgs = organizations.all_organizations(args.admin_url, database=_workspace_database(args))
         out.emit([o.__dict__ for o in orgs],
-                 _table([[o.id, o.name, ", ".join(o.members)] for o in orgs], ["organization", "name", "analysts"])
+                 table([[o.id, o.name, ", ".join(o.members)] for o in orgs], ["organization", "name", "analysts"])
                  if orgs else "No organizations yet. Add one with: esg-workbench org add ORG --admin-url ADMIN_URL")
         return 0
     from esg_workbench.workspace.database import default_workspace_path
 
     orgs = organizations.available_organizations(args.workspace or _env_workspace() or str(default_workspace_path()))
     out.emit([{"id": o.id, "name": o.name} for o in orgs],
-             _table([[o.id, o.name] for o in orgs], ["organization", "name"])
+             table([[o.id, o.name] for o in orgs], ["organization", "name"])
              if orgs else "Your database role belongs to no organization of this workspace.")
     return 0
 

@@ -1,0 +1,116 @@
+"""`esg-workbench connector add|list|validate|discover|remove`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from esg_workbench.cli.output import Output, table
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    from esg_workbench.core.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"'{pair}' is not key=value.", hint="Write options as --option host=db.example.com")
+        if key.strip() == "password":
+            raise ConfigError("Passwords are not accepted as options (they would show in shell history).",
+                              hint="Use --password-stdin, e.g.: printf %s \"$PW\" | esg-workbench connector add ... --password-stdin")
+        options[key.strip()] = value
+    return options
+
+
+def cmd_connector_add(ws, args, out: Output) -> int:
+    from esg_workbench.sync import operations
+
+    options = _parse_options(args.option)
+    password = sys.stdin.read().rstrip("\r\n") if args.password_stdin else None
+    record = operations.add_connector(ws, args.name, args.type, options, password)
+    out.emit({"id": record.id, "name": record.name, "type": record.type, "config": record.config},
+             f"Added connector '{record.name}' ({record.type})." + (" Password stored in the keyring." if password else ""))
+    return 0
+
+
+def cmd_connector_list(ws, args, out: Output) -> int:
+    from esg_workbench.sync import operations
+
+    records = operations.list_connectors(ws)
+    out.emit([{"id": r.id, "name": r.name, "type": r.type, "status": r.status, "config": r.config} for r in records],
+             table([[r.name, r.type, r.status, r.load_type] for r in records], ["name", "type", "status", "load"])
+             if records else "No connectors yet. Add one with: esg-workbench connector add NAME --type postgres ...")
+    return 0
+
+
+def cmd_connector_validate(ws, args, out: Output) -> int:
+    from esg_workbench.sync import operations
+
+    message = operations.validate_connector(ws, args.name)
+    out.emit({"ok": True, "message": message}, message)
+    return 0
+
+
+def cmd_connector_remove(ws, args, out: Output) -> int:
+    from esg_workbench.sync import operations
+
+    operations.remove_connector(ws, args.name)
+    out.emit({"removed": args.name}, f"Removed connector '{args.name}' and its keyring entry.")
+    return 0
+
+
+def cmd_connector_discover(ws, args, out: Output) -> int:
+    from esg_workbench.sync import operations
+
+    result = operations.discover_connector(ws, args.name, tables=args.table, sample_rows=args.sample_rows,
+                                           progress=out.info)
+    data = {
+        "tables": [{
+            "schema": t.stream.schema, "table": t.stream.table, "row_estimate": t.row_estimate,
+            "primary_key": t.primary_key,
+            "columns": [c.to_json() for c in t.columns],
+            "foreign_keys": [f.__dict__ for f in t.foreign_keys],
+            "sample_rows": t.sample_rows,
+        } for t in result.tables],
+        "drift": {k: v.__dict__ for k, v in result.drift.items()},
+    }
+    lines = [table([[t.stream.qualified, len(t.columns), ",".join(t.primary_key), t.row_estimate,
+                      "" if t.sample_rows is None else len(t.sample_rows)] for t in result.tables],
+                    ["table", "columns", "primary key", "rows (est.)", "samples"])]
+    for stream, drift in result.drift.items():
+        lines.append(f"Drift in {stream}: {drift.describe()}")
+    out.emit(data, "\n".join(lines))
+    return 0
+
+
+
+def add_commands(sub, common) -> None:
+    from esg_workbench.connectors.registry import connector_types
+
+    con = sub.add_parser("connector", help="add, list, validate, discover or remove connectors")
+    csub = con.add_subparsers(dest="connector_command", metavar="ACTION", required=True)
+    p = csub.add_parser("add", parents=[common], help="add a connector")
+    p.add_argument("name")
+    p.add_argument("--type", required=True, metavar="TYPE",
+                   help="one of: " + ", ".join(connector_types()))
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="host, port, database, schema, username, path; load_type, cursor_field, "
+                        "chunk_strategy (time|id|auto), window (day|week|month), chunk_size, lookback")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input into the keyring")
+    p.set_defaults(func=cmd_connector_add)
+    p = csub.add_parser("list", parents=[common], help="list connectors")
+    p.set_defaults(func=cmd_connector_list)
+    p = csub.add_parser("validate", parents=[common], help="test the connection")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_connector_validate)
+    p = csub.add_parser("discover", parents=[common], help="discover tables, columns, keys and samples")
+    p.add_argument("name")
+    p.add_argument("--table", action="append", help="only this table (repeatable); samples load for these")
+    p.add_argument("--sample-rows", type=int, default=100, metavar="N",
+                   help="sample rows per table (default 100; 0 for none). For more than 50 tables, samples "
+                        "load only for the tables named with --table, or later on demand")
+    p.set_defaults(func=cmd_connector_discover)
+    p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_connector_remove)

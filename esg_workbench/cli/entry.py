@@ -1,0 +1,98 @@
+"""The parser that joins the command groups, and main(): open the workspace, run the
+command, turn errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+
+from esg_workbench.cli import audit, connector, demo, health, mapping, schedule, sync, workspace
+from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, Output
+
+# Each module adds its commands to the parser with add_commands(sub, common); the order
+# is the order of `esg-workbench --help`.
+COMMAND_GROUPS = (demo, connector, sync, audit, mapping, schedule, health, workspace)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esg_workbench import __version__
+
+    # --json works before the command (esg-workbench --json sync erp) and after it; the
+    # command's copy has no default, so it cannot reset a --json given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="esg-workbench",
+        description="ESG Workbench: pull ESG activity data out of company systems into auditable KPIs. "
+                    "Without a command, the desktop app opens.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (for every command)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--workspace", metavar="URL",
+                        help="a DuckDB file or postgresql:// URL (default: $ESG_WORKBENCH_WORKSPACE, "
+                             "else workspace.duckdb in your data directory)")
+    parser.add_argument("--organization", metavar="ORG",
+                        help="the organization to work in on a shared PostgreSQL workspace "
+                             "(default: $ESG_WORKBENCH_ORGANIZATION, else the only one your role belongs to)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_commands(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.organization:  # for every workspace this process opens (the app, schedule run-due)
+        from esg_workbench.workspace.database import ENV_ORGANIZATION
+
+        os.environ[ENV_ORGANIZATION] = args.organization
+    if not args.command:
+        from esg_workbench.gui.app import run_app  # the desktop app
+
+        return run_app(args.workspace)
+    out = Output(args.json)
+    from esg_workbench.core.errors import EsgError
+    from esg_workbench.workspace import open_workspace
+
+    try:
+        if getattr(args, "opens_workspace", False):  # schedule run-due: a workspace the app holds is no error
+            return args.func(args.workspace, args, out)
+        workspace = open_workspace(args.workspace, organization_id=args.organization)
+        try:
+            return args.func(workspace, args, out)
+        finally:
+            workspace.close()
+    except EsgError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.message, "hint": exc.hint, "code": exc.code, "kind": type(exc).__name__}))
+        else:
+            print(f"Error: {exc.describe()}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("Stopped.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        log = _write_crash_log()
+        message = f"Unexpected error ({type(exc).__name__}). Details were written to {log}; please report them."
+        if args.json:
+            print(json.dumps({"error": message, "kind": "InternalError"}))
+        else:
+            print(f"Error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _write_crash_log() -> str:
+    import traceback
+
+    import platformdirs
+
+    directory = platformdirs.user_log_path("esg-workbench", appauthor=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "crash.log"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- {dt.datetime.now().isoformat()} esg-workbench {' '.join(sys.argv[1:])}\n")
+        f.write(traceback.format_exc())
+    return str(path)
