@@ -28,7 +28,7 @@ DEFAULT_SAMPLE_ROWS = 100
 
 def check_options(options: dict[str, Any], type_: str) -> None:
     """Refuse bad load settings, per-table settings and timeouts before anything is stored."""
-    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR, per_table=bool(options.get(TABLE_SETTINGS)))
+    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR, per_table=TABLE_SETTINGS in options)
     validate_table_settings(options.get(TABLE_SETTINGS), own_cursor=type_ in OWN_CURSOR)
     Timeouts.from_options(options)
 
