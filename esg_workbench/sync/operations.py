@@ -99,7 +99,7 @@ def validate_connector(workspace: Workspace, name: str, engine: SyncEngine | Non
     record = get_connector(workspace, name)
     connector = None
     try:
-        connector = engine.open_connector(record)
+        connector = _watched(engine, record)
         message = connector.validate()
     except EsgError as exc:
         with workspace.transaction() as conn:
@@ -127,7 +127,7 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
     small): a database with thousands of tables is described without reading each."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
-    connector = engine.open_connector(record)
+    connector = _watched(engine, record)
     try:
         default_schema = getattr(connector, "schema", None)
         streams = [StreamRef.parse(t, default_schema) for t in tables] if tables else None
@@ -160,7 +160,7 @@ def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAU
     """Sample rows of one table, from the cache or fetched (and cached) on demand."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
-    connector = engine.open_connector(record)
+    connector = _watched(engine, record)
     try:
         stream = StreamRef.parse(table, getattr(connector, "schema", None))
         with workspace.read() as conn:
@@ -213,6 +213,17 @@ def _resume_names(resume: sync_records.ResumePoint) -> list[str]:
     if streams is None:
         return list((resume.request or {}).get("tables") or [])
     return streams
+
+
+def _watched(engine: SyncEngine, record: ConnectorRecord):
+    """The connector with every call watched (sync/source_calls.py): a source that stops
+    answering during validation, discovery or sampling fails after its read_timeout
+    instead of hanging the app."""
+    from esg_workbench.core.specs import CancelToken
+    from esg_workbench.sync.source_calls import GuardedConnector
+
+    return GuardedConnector(lambda: engine.open_connector(record), CancelToken(),
+                            Timeouts.from_options(record.config).read)
 
 
 def options_for(type_: str) -> tuple[str, ...]:
