@@ -82,7 +82,9 @@ FINISHED = (SyncStatus.SUCCESS.value, SyncStatus.PARTIAL_SUCCESS.value, SyncStat
 
 def resume_point(workspace: Workspace, conn: sa.Connection, connector_id: str) -> ResumePoint:
     org = logs.c.organization_id == workspace.organization_id
-    open_streams = [s.stream for s in states(workspace, conn, connector_id) if s.active_sync_id]
+    open_streams = sorted(conn.execute(sa.select(state.c.stream).where(
+        state.c.organization_id == workspace.organization_id, state.c.connector_id == connector_id,
+        state.c.active_sync_id.is_not(None))).scalars())
     origin = conn.execute(sa.select(logs.c.id, logs.c.request).where(
         org, logs.c.connector_id == connector_id, logs.c.mode == "sync").order_by(logs.c.id.desc()).limit(1)).first()
     if origin is None or origin.request is None:  # never synced, or a run from before requests were kept
