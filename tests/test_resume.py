@@ -228,3 +228,44 @@ def test_a_version_2_workspace_gets_the_request_and_deletes_columns(kind, tmp_pa
         assert {"request", "items_deleted"} <= set(logs) and "syncs_since_deletes_check" in state
     finally:
         ws.close()
+
+
+def test_cli_sync_killed_before_it_planned_then_resumed_lands_the_whole_request(tmp_path, pg_conn, pg_database,
+                                                                                 source):
+    import time
+
+    from tests.fault_proxy import FaultProxy
+
+    ws_path = str(tmp_path / "killed.duckdb")
+    with FaultProxy((PG_HOST, PG_PORT)) as proxy:
+        ws = open_workspace(ws_path)
+        record = operations.add_connector(ws, "pg", "postgres", {
+            "host": PG_HOST, "port": proxy.port, "database": pg_database, "username": PG_USER, "schema": "public"})
+        ws.close()
+        proxy.stall()  # the sync starts, records its run, then waits on the source: killed there
+        sync = subprocess.Popen([sys.executable, "-m", "esg_workbench", "sync", "pg", "--table", "a", "--table", "b",
+                                 "--table", "c"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                                env={**os.environ, "ESG_WORKBENCH_WORKSPACE": ws_path})
+        try:
+            deadline = time.monotonic() + 120
+            while proxy.forwarded == 0 and sync.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.forwarded >= 1 and sync.poll() is None, "the sync never reached the source"
+        finally:
+            sync.kill()
+            sync.wait()
+        proxy.unstall()
+        resumed = cli(ws_path, "sync", "pg", "--resume", "--json")
+        assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+        out = json.loads(resumed.stdout)
+        assert [s["stream"] for s in out["streams"]] == ["public.a", "public.b", "public.c"]
+        assert out["rows_written"] == sum(TABLES.values())
+    logs = json.loads(cli(ws_path, "logs", "--json").stdout)
+    assert [(r["status"], r["mode"]) for r in logs] == [("success", "resume"), ("failed", "sync")]
+    assert "Interrupted" in logs[1]["error"]
+    ws = open_workspace(ws_path)
+    try:
+        for table in TABLES:
+            assert landed(ws, record.id, table) == source_rows(pg_conn, table), table
+    finally:
+        ws.close()
