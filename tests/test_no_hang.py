@@ -253,7 +253,7 @@ def test_bad_timeout_options_are_refused(ws, pg_database):
 def test_discovery_of_a_stalled_source_fails_after_the_read_timeout(ws, pg_source, pg_database, pg_proxy):
     from esg_workbench.core.errors import TransientSourceError
 
-    add_pg(ws, pg_database, port=pg_proxy.port, read_timeout=1)
+    add_pg(ws, pg_database, port=pg_proxy.port, read_timeout=1, statement_timeout=1)  # discovery: statement's
     pg_proxy.stall()
     started = time.monotonic()
     with pytest.raises(TransientSourceError, match="the source sent nothing for"):

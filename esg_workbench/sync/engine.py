@@ -246,8 +246,9 @@ class SyncEngine:
             connector = None
             try:
                 # every call into the source is watched: Cancel and the read timeout end it
-                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel,
-                                             Timeouts.from_options(record.config).read)
+                timeouts = Timeouts.from_options(record.config)
+                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel, timeouts.read,
+                                             max(timeouts.read, timeouts.statement))
                 streams = self._streams(record, connector, request, asked, resume)
                 if asked.get("streams") is None:
                     asked["streams"] = [s.qualified for s in streams]

@@ -222,8 +222,9 @@ def _watched(engine: SyncEngine, record: ConnectorRecord):
     from esg_workbench.core.specs import CancelToken
     from esg_workbench.sync.source_calls import GuardedConnector
 
-    return GuardedConnector(lambda: engine.open_connector(record), CancelToken(),
-                            Timeouts.from_options(record.config).read)
+    timeouts = Timeouts.from_options(record.config)
+    return GuardedConnector(lambda: engine.open_connector(record), CancelToken(), timeouts.read,
+                            max(timeouts.read, timeouts.statement))
 
 
 def options_for(type_: str) -> tuple[str, ...]:
