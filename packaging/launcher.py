@@ -77,6 +77,11 @@ def self_check() -> int:
 def run(argv: list[str]) -> int:
     if argv[:1] == ["--self-check"]:
         return self_check()
+    if argv[:1] == ["--cx-worker"]:  # MySQL reads' helper process (esg_workbench/connectors/cx_worker.py)
+        from esg_workbench.connectors.cx_worker import serve
+
+        serve()
+        return 0
     from esg_workbench.cli import main
 
     return main(argv)

@@ -248,3 +248,16 @@ def test_bad_timeout_options_are_refused(ws, pg_database):
         with pytest.raises(ConfigError, match="timeout"):
             add_pg(ws, pg_database, **bad)
     assert operations.list_connectors(ws) == []
+
+
+def test_discovery_of_a_stalled_source_fails_after_the_read_timeout(ws, pg_source, pg_database, pg_proxy):
+    from esg_workbench.core.errors import TransientSourceError
+
+    add_pg(ws, pg_database, port=pg_proxy.port, read_timeout=1, statement_timeout=1)  # discovery: statement's
+    pg_proxy.stall()
+    started = time.monotonic()
+    with pytest.raises(TransientSourceError, match="the source sent nothing for"):
+        operations.discover_connector(ws, "src")
+    assert time.monotonic() - started < 30
+    pg_proxy.unstall()
+    assert [t.stream.table for t in operations.discover_connector(ws, "src").tables] == ["t"]

@@ -200,3 +200,72 @@ def test_cli_ctrl_c_during_the_first_table_then_resume_lands_all_once(tmp_path, 
     again = cli(ws_path, "sync", "pg", "--resume")
     assert again.returncode == 1 and "Nothing to resume for pg" in again.stderr, again.stderr
     assert len(json.loads(cli(ws_path, "logs", "--json").stdout)) == 2
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_a_version_2_workspace_gets_the_request_and_deletes_columns(kind, tmp_path, request):
+    from esg_workbench.workspace import schema
+
+    url = str(tmp_path / "v2.duckdb") if kind == "duckdb" else \
+        f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}"
+    ws = open_workspace(url)
+    with ws.transaction() as conn:  # back to version 2: without this feature's columns
+        # (DuckDB drops no column of an indexed table: the index goes and comes back)
+        conn.exec_driver_sql("DROP INDEX ix_connector_sync_logs_connector")
+        conn.exec_driver_sql("ALTER TABLE connector_sync_logs DROP COLUMN request")
+        conn.exec_driver_sql("ALTER TABLE connector_sync_logs DROP COLUMN items_deleted")
+        conn.exec_driver_sql("ALTER TABLE connector_sync_state DROP COLUMN syncs_since_deletes_check")
+        conn.exec_driver_sql("CREATE INDEX ix_connector_sync_logs_connector ON connector_sync_logs "
+                             "(connector_id, started_at)")
+        conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
+                     .values(value="2"))
+    ws.close()
+    ws = open_workspace(url)
+    try:
+        with ws.read() as conn:
+            logs = conn.exec_driver_sql("SELECT * FROM connector_sync_logs LIMIT 0").keys()
+            state = conn.exec_driver_sql("SELECT * FROM connector_sync_state LIMIT 0").keys()
+        assert {"request", "items_deleted"} <= set(logs) and "syncs_since_deletes_check" in state
+    finally:
+        ws.close()
+
+
+def test_cli_sync_killed_before_it_planned_then_resumed_lands_the_whole_request(tmp_path, pg_conn, pg_database,
+                                                                                 source):
+    import time
+
+    from tests.fault_proxy import FaultProxy
+
+    ws_path = str(tmp_path / "killed.duckdb")
+    with FaultProxy((PG_HOST, PG_PORT)) as proxy:
+        ws = open_workspace(ws_path)
+        record = operations.add_connector(ws, "pg", "postgres", {
+            "host": PG_HOST, "port": proxy.port, "database": pg_database, "username": PG_USER, "schema": "public"})
+        ws.close()
+        proxy.stall()  # the sync starts, records its run, then waits on the source: killed there
+        sync = subprocess.Popen([sys.executable, "-m", "esg_workbench", "sync", "pg", "--table", "a", "--table", "b",
+                                 "--table", "c"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                                env={**os.environ, "ESG_WORKBENCH_WORKSPACE": ws_path})
+        try:
+            deadline = time.monotonic() + 120
+            while proxy.forwarded == 0 and sync.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.forwarded >= 1 and sync.poll() is None, "the sync never reached the source"
+        finally:
+            sync.kill()
+            sync.wait()
+        proxy.unstall()
+        resumed = cli(ws_path, "sync", "pg", "--resume", "--json")
+        assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+        out = json.loads(resumed.stdout)
+        assert [s["stream"] for s in out["streams"]] == ["public.a", "public.b", "public.c"]
+        assert out["rows_written"] == sum(TABLES.values())
+    logs = json.loads(cli(ws_path, "logs", "--json").stdout)
+    assert [(r["status"], r["mode"]) for r in logs] == [("success", "resume"), ("failed", "sync")]
+    assert "Interrupted" in logs[1]["error"]
+    ws = open_workspace(ws_path)
+    try:
+        for table in TABLES:
+            assert landed(ws, record.id, table) == source_rows(pg_conn, table), table
+    finally:
+        ws.close()

@@ -16,6 +16,8 @@ def _describe_sync(result) -> str:
         line = f"  {s.stream} -> {s.raw_table}: {s.rows_written:,} rows, chunks {s.chunks_done}/{s.chunks_planned}"
         if s.chunks_failed:
             line += f", {s.chunks_failed} failed"
+        if s.rows_deleted:
+            line += f", {s.rows_deleted:,} deleted in the source"
         if s.drift:
             line += f"; schema drift: {plain(s.drift)}"
         if s.error:
@@ -38,14 +40,15 @@ def cmd_sync(ws, args, out: Output) -> int:
         result = engine.run(SyncRequest(
             connector=args.name, tables=args.table, load_type=args.load_type, chunk_size=args.chunk_size,
             chunk_strategy=args.chunk_strategy, window=args.window, resume=args.resume,
-            retry_failed=args.retry_failed))
+            retry_failed=args.retry_failed, detect_deletes=args.detect_deletes))
     from esg_workbench.sync.scheduler import alert_for_result
 
     problem = alert_for_result(ws, result.connector, result)  # as the app and schedule run-due do
     if problem:
         out.info(f"The alert could not be sent: {problem}")
     out.emit({"run_id": result.run_id, "status": result.status.value, "seconds": result.seconds,
-              "rows_written": result.rows_written, "error": result.error, "mapped": result.mapped,
+              "rows_written": result.rows_written, "rows_deleted": sum(s.rows_deleted for s in result.streams),
+              "error": result.error, "mapped": result.mapped,
               "streams": [s.__dict__ for s in result.streams]}, _describe_sync(result))
     return sync_exit(result)
 
@@ -114,6 +117,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--window", choices=["day", "week", "month"], help="size of a time window (time strategy)")
     p.add_argument("--resume", action="store_true", help="continue the last unfinished sync")
     p.add_argument("--retry-failed", action="store_true", help="retry only the chunks that failed")
+    p.add_argument("--detect-deletes", action="store_true",
+                   help="after each delta load, look for rows deleted in the source now (keys only) and mark "
+                        "them with _esg_deleted_at")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", parents=[common], help="checkpoints, chunk ledger and last runs of a connector")

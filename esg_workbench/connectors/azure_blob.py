@@ -33,7 +33,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import ConnectorSpec
+from esg_workbench.core.specs import ConnectorSpec, Timeouts
 
 _AUTH_CODES = {"AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
                "AuthorizationFailure"}
@@ -93,6 +93,7 @@ class _Chunks(io.RawIOBase):
 class AzureBlobStore(FileStore):
     def __init__(self, spec: ConnectorSpec):
         self.container = spec.option("container")
+        self._timeouts = (Timeouts.given(spec.options, "connect", 10), Timeouts.given(spec.options, "read", 60))
         if not self.container:
             raise ConfigError("An Azure Blob connector needs the container: set the option container.")
         prefix = str(spec.option("prefix", "")).lstrip("/")
@@ -125,7 +126,7 @@ class AzureBlobStore(FileStore):
             # a request is retried twice, soon (the engine retries transient errors itself);
             # a refused connection is not retried here at all
             kw = {"retry_total": 2, "retry_connect": 0, "initial_backoff": 1, "increment_base": 2,
-                  "connection_timeout": 10, "read_timeout": 60}
+                  "connection_timeout": self._timeouts[0], "read_timeout": self._timeouts[1]}
             try:
                 if self.auth == "connection_string":
                     self._service = BlobServiceClient.from_connection_string(self._secret.strip(), **kw)

@@ -74,8 +74,7 @@ class CxWorker:
     def _process(self) -> subprocess.Popen:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
-                self._proc = subprocess.Popen([sys.executable, "-m", "esg_workbench.connectors.cx_worker"],
-                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+                self._proc = subprocess.Popen(_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
             return self._proc
 
     def abort(self) -> None:
@@ -89,6 +88,14 @@ class CxWorker:
     close = abort
 
 
+def _command() -> list[str]:
+    """The child's command line: this module, or in the frozen app its launcher's
+    hidden --cx-worker switch (packaging/launcher.py)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "--cx-worker"]
+    return [sys.executable, "-m", "esg_workbench.connectors.cx_worker"]
+
+
 def _read_exact(stream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -99,7 +106,7 @@ def _read_exact(stream, size: int) -> bytes:
     return bytes(data)
 
 
-def _serve() -> None:  # the child
+def serve() -> None:  # the child
     import connectorx as cx
     import pyarrow as pa
 
@@ -126,4 +133,4 @@ def _serve() -> None:  # the child
 
 
 if __name__ == "__main__":
-    _serve()
+    serve()

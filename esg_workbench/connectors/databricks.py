@@ -48,7 +48,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ColumnInfo, ForeignKey, StreamRef, TableInfo
+from esg_workbench.core.specs import CancelToken, ColumnInfo, ForeignKey, StreamRef, TableInfo, Timeouts
 from esg_workbench.connectors.warehouse import RenderedSqlConnector, first_line, microsecond_timestamps
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ class DatabricksConnector(RenderedSqlConnector):
             if not self.spec.password:
                 raise ConfigError("The Databricks connector needs a personal access token as its secret.")
             config = Config(host=self.host, token=self.spec.password, auth_type="pat",
-                            http_timeout_seconds=int(self.spec.option("http_timeout", HTTP_TIMEOUT)),
+                            http_timeout_seconds=int(self.spec.option("http_timeout")
+                                                     or Timeouts.given(self.spec.options, "read", HTTP_TIMEOUT)),
                             retry_timeout_seconds=int(self.spec.option("retry_timeout", RETRY_TIMEOUT)))
             self._client = WorkspaceClient(config=config)
         return self._client

@@ -33,7 +33,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import ConnectorSpec
+from esg_workbench.core.specs import ConnectorSpec, Timeouts
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
@@ -67,6 +67,7 @@ class S3Store(FileStore):
                               hint="Enter the secret access key as the connector's password, or clear "
                                    "access_key_id to use the AWS default credentials.")
         self._secret = spec.password
+        self._timeouts = (Timeouts.given(spec.options, "connect", 10), Timeouts.given(spec.options, "read", 60))
         self.where = f"s3://{self.bucket}/{self.prefix}"
         self.root_name = self.prefix.rstrip("/").rsplit("/", 1)[-1] or self.bucket
         self._client = None
@@ -82,7 +83,7 @@ class S3Store(FileStore):
             from botocore.config import Config
 
             config = Config(
-                connect_timeout=10, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1], retries={"max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"} if self.endpoint_url else {},
                 signature_version=UNSIGNED if self.auth == "anonymous" else None,
             )

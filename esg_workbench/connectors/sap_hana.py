@@ -48,7 +48,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
+from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef, Timeouts
 from esg_workbench.connectors.sql import SqlConnector, expanded_prefix_compare
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ class HanaConnector(SqlConnector):
     def engine_options(self) -> dict[str, Any]:
         port = int(self.spec.option("port", DEFAULT_PORT))
         encrypt = _truthy(self.spec.option("encrypt", "yes" if port == 443 else "no"))
-        args: dict[str, Any] = {"connectTimeout": CONNECT_TIMEOUT_MS, "encrypt": encrypt}
+        args: dict[str, Any] = {
+            "connectTimeout": int(Timeouts.given(self.spec.options, "connect", CONNECT_TIMEOUT_MS / 1000) * 1000),
+            "encrypt": encrypt}
         if encrypt:
             args["sslValidateCertificate"] = _truthy(self.spec.option("validate_certificate", "yes"))
         return {"connect_args": args}

@@ -82,6 +82,7 @@ from esg_workbench.core.specs import (
     ReadScope,
     StreamRef,
     TableInfo,
+    Timeouts,
 )
 
 if TYPE_CHECKING:
@@ -540,17 +541,19 @@ class ODataConnector:
         import requests
 
         try:
-            response = self.session.get(url, headers={"Accept": accept}, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            timeout = (Timeouts.given(self.spec.options, "connect", CONNECT_TIMEOUT),
+                       Timeouts.given(self.spec.options, "read", READ_TIMEOUT))
+            response = self.session.get(url, headers={"Accept": accept}, timeout=timeout)
         except requests.exceptions.SSLError as exc:
             raise SourceUnreachable(
                 f"{what}: the TLS certificate of {self.origin} was not accepted ({_reason(exc)}).",
                 hint="Install the company's CA certificate and name it in verify_tls, or set verify_tls=no "
                      "for a test system.", code="TLS") from None
         except requests.exceptions.ConnectTimeout:
-            raise SourceUnreachable(f"{what}: {self.origin} did not answer within {CONNECT_TIMEOUT:.0f} s.",
+            raise SourceUnreachable(f"{what}: {self.origin} did not answer within {timeout[0]:.0f} s.",
                                     code="timeout") from None
         except requests.exceptions.Timeout:
-            raise TransientSourceError(f"{what}: {self.origin} did not answer within {READ_TIMEOUT:.0f} s. "
+            raise TransientSourceError(f"{what}: {self.origin} did not answer within {timeout[1]:.0f} s. "
                                        f"URL: {self.shown(url)}", code="timeout") from None
         except requests.exceptions.ConnectionError as exc:
             reason = _reason(exc)

@@ -37,7 +37,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ColumnInfo, ForeignKey, StreamRef, TableInfo
+from esg_workbench.core.specs import CancelToken, ColumnInfo, ForeignKey, StreamRef, TableInfo, Timeouts
 from esg_workbench.connectors.base import close_quietly
 from esg_workbench.connectors.warehouse import RenderedSqlConnector, first_line, microsecond_timestamps
 
@@ -90,8 +90,10 @@ class SnowflakeConnector(RenderedSqlConnector):
         args: dict[str, Any] = {
             "account": self.spec.option("account"),
             "user": self.spec.option("username"),
-            "login_timeout": int(self.spec.option("login_timeout", LOGIN_TIMEOUT)),
-            "network_timeout": int(self.spec.option("network_timeout", NETWORK_TIMEOUT)),
+            "login_timeout": int(self.spec.option("login_timeout")
+                                 or Timeouts.given(self.spec.options, "connect", LOGIN_TIMEOUT)),
+            "network_timeout": int(self.spec.option("network_timeout")
+                                   or Timeouts.given(self.spec.options, "read", NETWORK_TIMEOUT)),
             "session_parameters": {"TIMEZONE": "UTC", "WEEK_START": 1, "QUERY_TAG": "esg-workbench"},
             "application": "ESGWorkbench",
             "client_session_keep_alive": False,

@@ -56,7 +56,7 @@ from esg_workbench.core.errors import (
     TableMissing,
     TransientSourceError,
 )
-from esg_workbench.core.specs import CancelToken, ChunkStrategy, StreamRef
+from esg_workbench.core.specs import CancelToken, ChunkStrategy, StreamRef, Timeouts
 from esg_workbench.connectors.sql import SqlConnector, expanded_prefix_compare
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ class SqlServerConnector(SqlConnector):
         # qmark, not the driver's default pyformat: with pyformat SQLAlchemy writes a
         # literal % as %%, which the driver only turns back into % when the statement has
         # parameters, so a read query (all literals) would search for '50%%'.
-        return {"connect_args": {"timeout": int(self.spec.option("login_timeout", LOGIN_TIMEOUT))},
+        login = self.spec.option("login_timeout") or Timeouts.given(self.spec.options, "connect", LOGIN_TIMEOUT)
+        return {"connect_args": {"timeout": int(float(login))},
                 "paramstyle": "qmark"}
 
     # --- SQL Server dialect details -------------------------------------------------------

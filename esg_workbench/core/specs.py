@@ -185,6 +185,14 @@ class Timeouts:
             values[option.removesuffix("_timeout")] = seconds
         return cls(**values)
 
+    @staticmethod
+    def given(options: dict[str, Any], which: str, default: float) -> float:
+        """The timeout `which` (connect, statement, lock, read) when the connector sets it,
+        else a client's own default (a cloud client waits longer than a LAN database)."""
+        if options.get(f"{which}_timeout") in (None, ""):
+            return default
+        return getattr(Timeouts.from_options(options), which)
+
 
 def table_settings_of(tables: dict[str, Any] | None, stream: "StreamRef") -> dict[str, Any]:
     """A table's own settings from the connector option `tables`, found under its

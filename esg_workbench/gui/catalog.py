@@ -177,6 +177,9 @@ def sync_status(workspace: Workspace, name: str) -> dict[str, Any]:
     record = operations.get_connector(workspace, name)
     status["tables"] = table_names(workspace, record.id)
     status["config"] = record.config
+    from esg_workbench.sync import table_settings
+
+    status["table_settings"] = {t.stream: t.to_json() for t in table_settings.list_table_settings(workspace, name)}
     return status
 
 

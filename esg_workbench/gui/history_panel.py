@@ -27,9 +27,9 @@ from esg_workbench.gui import catalog, icons
 from esg_workbench.gui.sample_model import RecordsModel
 
 RUN_COLUMNS = ["id", "connector", "status", "mode", "load_type", "started_at", "finished_at", "duration",
-               "items_read", "items_written", "error"]
+               "items_read", "items_written", "items_deleted", "error"]
 RUN_HEADERS = ["Run", "Connector", "Status", "Mode", "Load", "Started", "Finished", "Duration", "Read",
-               "Written", "Error"]
+               "Written", "Deleted in source", "Error"]
 CHUNK_COLUMNS = ["stream", "seq", "range", "status", "attempts", "rows", "planned_by", "last_run", "error"]
 CHUNK_HEADERS = ["Table", "Chunk", "Range", "Status", "Attempts", "Rows", "Planned by run", "Last run", "Error"]
 STATUS_KIND = {"success": "ok", "done": "ok", "partial_success": "warn", "cancelled": "warn", "failed": "error",

@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -89,6 +90,10 @@ class SyncPanel(QWidget):
         self.tables.setObjectName("syncTables")
         self.all_button = QPushButton("All")
         self.none_button = QPushButton("None")
+        self.table_settings_button = QPushButton("Table settings…")
+        self.table_settings_button.setObjectName("tableSettingsButton")
+        self.table_settings_button.setToolTip("Cursor field, primary key, load type, chunk size and deleted rows "
+                                              "of the selected table")
         tables_box = QGroupBox("Tables")
         tl = QVBoxLayout(tables_box)
         row = QHBoxLayout()
@@ -97,6 +102,7 @@ class SyncPanel(QWidget):
         row.addWidget(self.none_button)
         tl.addLayout(row)
         tl.addWidget(self.tables, 1)
+        tl.addWidget(self.table_settings_button)
 
         # load settings (overrides of the connector's)
         self.load_type = QComboBox()
@@ -203,6 +209,8 @@ class SyncPanel(QWidget):
         self.all_button.clicked.connect(lambda: self._check_all(True))
         self.none_button.clicked.connect(lambda: self._check_all(False))
         self.tables.itemChanged.connect(lambda _: self.update_buttons())
+        self.tables.currentItemChanged.connect(lambda *_: self.update_buttons())
+        self.table_settings_button.clicked.connect(self.edit_table_settings)
         self.sync_button.clicked.connect(self.start_sync)
         self.resume_button.clicked.connect(self.resume)
         self.cancel_button.clicked.connect(self.cancel)
@@ -383,7 +391,41 @@ class SyncPanel(QWidget):
         self.resume_button.setEnabled(b.resume)
         self.cancel_button.setEnabled(b.cancel)
         self.retry_button.setEnabled(b.retry)
+        self.table_settings_button.setEnabled(self.selected_table() is not None and self.status is not None)
         self.buttons_changed.emit(Buttons(self.sync_button.isEnabled(), b.resume, b.cancel, b.retry))
+
+    # --- a table's own settings ----------------------------------------------------------------
+
+    def selected_table(self) -> str | None:
+        item = self.tables.currentItem()
+        if item is None or not item.flags() & Qt.ItemFlag.ItemIsUserCheckable:
+            return None
+        return item.data(Qt.ItemDataRole.UserRole)
+
+    def edit_table_settings(self) -> None:
+        """The selected table's settings in a dialog; saved in the background, a refused
+        setting shown in the dialog (which stays open to correct it)."""
+        from esg_workbench.gui.table_settings_dialog import TableSettingsDialog
+        from esg_workbench.sync import table_settings
+
+        stream = self.selected_table()
+        if stream is None or self.status is None:
+            return
+        current = (self.status.get("table_settings") or {}).get(stream, {})
+        self.table_dialog = dialog = TableSettingsDialog(stream, current, self)
+        connector = self.connector
+
+        def save() -> None:
+            def saved(_result) -> None:
+                dialog.done(QDialog.DialogCode.Accepted)
+                self.refresh_status()
+
+            self.pool.run(table_settings.set_table_settings, self.workspace, connector, stream, dialog.settings(),
+                          replace=True, on_done=saved, on_error=dialog.show_problem, owner=dialog)
+
+        dialog.buttons.accepted.disconnect()
+        dialog.buttons.accepted.connect(save)
+        dialog.open()
 
     # --- actions -----------------------------------------------------------------------------
 

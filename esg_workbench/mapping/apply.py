@@ -48,7 +48,7 @@ from esg_workbench.mapping.model import Edge, Mapping, TableMapping, errors_only
 from esg_workbench.mapping.sql import (ANY, BOOLEAN, DUCKDB, NULL, NUMBER, Dialect, dialect_of,
                                        value_type)
 from esg_workbench.mapping.transforms import Context
-from esg_workbench.workspace import concurrency
+from esg_workbench.workspace import concurrency, raw_tables
 from esg_workbench.workspace.database import Workspace, utcnow
 
 UNASSIGNED_SITE = "(unassigned)"
@@ -497,6 +497,8 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
             scope = (f"{mine} AND source_table = {d.literal(source.stream)} AND entity = {d.literal(table.entity)}")
             if "_esg_sync_id" in source.columns:
                 where.append(_not_landing(d))
+            if raw_tables.DELETED_COLUMN in source.columns:  # rows gone from the source are kept, not mapped
+                where.append(f"src.{d.quote(raw_tables.DELETED_COLUMN)} IS NULL")
             table_incremental = incremental
             if incremental and table.business_key:
                 # duplicates of a business key are found among all the table's rows, not only
@@ -552,10 +554,13 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
     if incremental:
         conn.exec_driver_sql(f"DELETE FROM {target} WHERE {scope} AND source_key IN (SELECT source_key FROM {src})")
         # rows that left the raw table (a full reload without them) leave staging too
+        # (and so do rows marked deleted in the source)
         key = c.key_sql().replace("src.", "r.")
+        alive = f" WHERE r.{d.quote(raw_tables.DELETED_COLUMN)} IS NULL" \
+            if raw_tables.DELETED_COLUMN in c.source.columns else ""
         conn.exec_driver_sql(
             f"DELETE FROM {target} WHERE {scope} AND source_key NOT IN "
-            f"(SELECT {key} FROM {d.quote(c.source.raw_table)} r)")
+            f"(SELECT {key} FROM {d.quote(c.source.raw_table)} r{alive})")
     if result.source_rows == 0:
         return
     now = d.literal(utcnow())

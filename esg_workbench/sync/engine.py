@@ -27,6 +27,7 @@ from esg_workbench.core.errors import Cancelled, ConfigError, EsgError, NothingT
 from esg_workbench.core.keys import decode_key, encode_key
 from esg_workbench.core.specs import (
     CancelToken,
+    ChunkRange,
     ChunkStatus,
     ChunkStrategy,
     ConnectorSpec,
@@ -65,6 +66,9 @@ class SyncRequest:
     resume: bool = False
     retry_failed: bool = False
     chunk_ids: tuple[int, ...] | None = None  # with retry_failed: only these failed chunks (sync/review.py)
+    #: look for rows deleted in the source now (delta loads of tables with a key), whatever
+    #: the tables' detect_deletes and deletes_every settings say
+    detect_deletes: bool = False
 
     @property
     def mode(self) -> str:
@@ -80,6 +84,7 @@ class StreamResult:
     chunks_failed: int = 0
     rows_read: int = 0
     rows_written: int = 0
+    rows_deleted: int = 0  # raw rows newly marked deleted in the source (_esg_deleted_at)
     error: str | None = None
     drift: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -218,8 +223,9 @@ class SyncEngine:
             connector = None
             try:
                 # every call into the source is watched: Cancel and the read timeout end it
-                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel,
-                                             Timeouts.from_options(record.config).read)
+                timeouts = Timeouts.from_options(record.config)
+                connector = GuardedConnector(lambda: self.open_connector(record), self.cancel, timeouts.read,
+                                             max(timeouts.read, timeouts.statement))
                 streams = self._streams(record, connector, request, asked, resume)
                 if asked.get("streams") is None:
                     asked["streams"] = [s.qualified for s in streams]
@@ -261,7 +267,7 @@ class SyncEngine:
                     "connector_id": record.id, "run_id": run_id, "status": status.value,
                     "rows_written": sum(r.rows_written for r in results)})
             mapped = []
-            if any(r.rows_written for r in results):
+            if any(r.rows_written or r.rows_deleted for r in results):
                 try:
                     mapped = self._map_new_rows(record, results)
                 except Exception as exc:  # mapping must never lose the run's record
@@ -277,7 +283,7 @@ class SyncEngine:
         A mapping that fails is reported with the run; the landed data stays."""
         from esg_workbench.mapping import aggregate, apply, store
 
-        synced = {r.stream for r in results if r.rows_written}
+        synced = {r.stream for r in results if r.rows_written or r.rows_deleted}
         synced |= {name.split(".")[-1] for name in synced}  # mappings may name a table without its schema
         notes, applied_any = [], False
         for found in store.list_mappings(self.workspace):
@@ -348,7 +354,7 @@ class SyncEngine:
         from esg_workbench.connectors.registry import OWN_CURSOR
 
         return LoadSettings.from_options(options, own_cursor=record.type in OWN_CURSOR,
-                                         per_table=bool(options.get(TABLE_SETTINGS)))
+                                         per_table=TABLE_SETTINGS in options)
 
     @staticmethod
     def _settings_for(record, asked: dict[str, Any], stream: StreamRef, base: LoadSettings) -> LoadSettings:
@@ -442,7 +448,54 @@ class SyncEngine:
         self._run_chunks(record, connector, stream, scope, load_type, todo, run_id, st, result, started)
         if hasattr(connector, "read_warnings"):  # values landed otherwise than the source has them
             result.warnings += connector.read_warnings(stream)
+        primary_key = (st.plan or {}).get("primary_key") or []
         self._complete_if_done(record, st, load_type, run_id, result)
+        if load_type is LoadType.DELTA and st.active_sync_id is None and primary_key:
+            self._check_deletes(record, connector, stream, st, settings, request, primary_key, run_id, result)
+
+    def _check_deletes(self, record, connector, stream: StreamRef, st: StreamState, settings: LoadSettings,
+                       request: SyncRequest, key: list[str], run_id: int, result: StreamResult) -> None:
+        """After a complete delta: when asked (the run's request, or the table's
+        detect_deletes every deletes_every syncs), read every key of the source (keys
+        only) and mark the raw rows whose key is gone with _esg_deleted_at."""
+        if not (request.detect_deletes or settings.detect_deletes):
+            return
+        ws = self.workspace
+        count = (st.syncs_since_deletes_check or 0) + 1
+        due = request.detect_deletes or st.syncs_since_deletes_check is None or count >= settings.deletes_every
+        if not due:
+            with ws.transaction() as conn:
+                st.syncs_since_deletes_check = count
+                sync_records.put_state(ws, conn, st)
+            return
+        if hasattr(connector, "plan_chunks"):  # files: a changed file replaces its rows anyway
+            result.warnings.append("deleted rows are not looked for in file sources (a changed file replaces its rows)")
+            return
+        import pyarrow as pa
+
+        scope = ReadScope(columns=tuple(key), key=tuple(key))
+        try:
+            batches = connector.read_all(stream, scope, ChunkRange())
+        except Cancelled:
+            raise
+        except EsgError as exc:
+            result.warnings.append(f"deleted rows not looked for: {exc.describe()}")
+            return
+        keys = pa.Table.from_batches(batches) if batches else None
+        with ws.transaction() as conn:
+            if raw_tables.existing_columns(ws, conn, st.raw_table) is None:
+                return
+            marked, unmarked = raw_tables.mark_deleted(ws, conn, st.raw_table, keys, key)
+            sync_records.add_deleted(conn, run_id, marked)
+            st.syncs_since_deletes_check = 0
+            sync_records.put_state(ws, conn, st)
+            chain.append(ws, conn, "sync.deletes", metadata={
+                "connector_id": record.id, "stream": stream.qualified, "run_id": run_id, "raw_table": st.raw_table,
+                "source_keys": 0 if keys is None else keys.num_rows, "marked_deleted": marked, "back": unmarked})
+        result.rows_deleted += marked
+        if marked or unmarked:
+            result.warnings.append(f"{marked:,} row(s) deleted in the source marked with _esg_deleted_at"
+                                   + (f"; {unmarked:,} back in the source unmarked" if unmarked else ""))
 
     def _new_plan(self, record, connector, stream: StreamRef, info: TableInfo, settings: LoadSettings,
                   run_id: int, st: StreamState | None, result: StreamResult):

@@ -28,7 +28,7 @@ DEFAULT_SAMPLE_ROWS = 100
 
 def check_options(options: dict[str, Any], type_: str) -> None:
     """Refuse bad load settings, per-table settings and timeouts before anything is stored."""
-    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR, per_table=bool(options.get(TABLE_SETTINGS)))
+    LoadSettings.from_options(options, own_cursor=type_ in OWN_CURSOR, per_table=TABLE_SETTINGS in options)
     validate_table_settings(options.get(TABLE_SETTINGS), own_cursor=type_ in OWN_CURSOR)
     Timeouts.from_options(options)
 
@@ -103,7 +103,7 @@ def validate_connector(workspace: Workspace, name: str, engine: SyncEngine | Non
     record = get_connector(workspace, name)
     connector = None
     try:
-        connector = engine.open_connector(record)
+        connector = _watched(engine, record)
         message = connector.validate()
     except EsgError as exc:
         with workspace.transaction() as conn:
@@ -152,7 +152,7 @@ def discover_connector(workspace: Workspace, name: str, *, tables: list[str] | N
     equivalent) for tables whose first rows are not typical."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
-    connector = engine.open_connector(record)
+    connector = _watched(engine, record)
     try:
         default_schema = getattr(connector, "schema", None)
         streams = [StreamRef.parse(t, default_schema) for t in tables] if tables else None
@@ -222,7 +222,7 @@ def load_samples(workspace: Workspace, name: str, table: str, limit: int = DEFAU
     random sample (`mode`) is drawn afresh each time."""
     engine = engine or SyncEngine(workspace)
     record = get_connector(workspace, name)
-    connector = engine.open_connector(record)
+    connector = _watched(engine, record)
     try:
         stream = StreamRef.parse(table, getattr(connector, "schema", None))
         with workspace.read() as conn:
@@ -276,6 +276,18 @@ def _resume_names(resume: sync_records.ResumePoint) -> list[str]:
     if streams is None:
         return list((resume.request or {}).get("tables") or [])
     return streams
+
+
+def _watched(engine: SyncEngine, record: ConnectorRecord):
+    """The connector with every call watched (sync/source_calls.py): a source that stops
+    answering during validation, discovery or sampling fails after its read_timeout
+    instead of hanging the app."""
+    from esg_workbench.core.specs import CancelToken
+    from esg_workbench.sync.source_calls import GuardedConnector
+
+    timeouts = Timeouts.from_options(record.config)
+    return GuardedConnector(lambda: engine.open_connector(record), CancelToken(), timeouts.read,
+                            max(timeouts.read, timeouts.statement))
 
 
 def options_for(type_: str) -> tuple[str, ...]:

@@ -61,8 +61,8 @@ class SourceCall:
                 raise TransientSourceError(
                     f"{what}: the source sent nothing for {idle:.0f} s, so the connection was abandoned.",
                     hint="The connection stalled (a network device or the server stopped answering). "
-                         "The read is retried on a new connection; raise the connector's read_timeout "
-                         "if the source is just slow.")
+                         "A read is retried on a new connection. If the source is just slow, raise the "
+                         "connector's read_timeout (reads) or statement_timeout (discovery and planning).")
         if self.error is not None:
             raise self.error
         return self.result
@@ -83,10 +83,15 @@ class GuardedConnector:
     """A connector whose every call runs as a SourceCall. After a call was abandoned the
     connector it ran on is left to its thread and a fresh one serves the next calls."""
 
-    def __init__(self, open_connector: Callable[[], Any], cancel: CancelToken, read_timeout: float):
+    def __init__(self, open_connector: Callable[[], Any], cancel: CancelToken, read_timeout: float,
+                 query_timeout: float | None = None):
+        """`read_timeout`: the longest a read may go without a batch; `query_timeout`:
+        the longest any other call (discovery, a planning aggregate, which answers only
+        when done) may take; by default the read timeout."""
         self._open = open_connector
         self._cancel = cancel
         self.read_timeout = read_timeout
+        self.query_timeout = query_timeout or read_timeout
         self._lock = threading.Lock()
         self._inner = open_connector()
 
@@ -104,7 +109,7 @@ class GuardedConnector:
 
         def call(*args, **kwargs):
             return self._call(lambda connector, touch: getattr(connector, name)(*args, **kwargs),
-                              f"{type(self.inner).__name__}.{name}")
+                              f"{type(self.inner).__name__}.{name}", self.query_timeout)
         return call
 
     def read_all(self, stream, scope, chunk) -> list:
@@ -115,9 +120,9 @@ class GuardedConnector:
                 batches.append(batch)
                 touch()
             return batches
-        return self._call(read, f"Reading {stream.qualified} {chunk.describe()}")
+        return self._call(read, f"Reading {stream.qualified} {chunk.describe()}", self.read_timeout)
 
-    def _call(self, fn: Callable[[Any, Callable[[], None]], Any], what: str) -> Any:
+    def _call(self, fn: Callable[[Any, Callable[[], None]], Any], what: str, timeout: float) -> Any:
         self._cancel.raise_if_cancelled()
         connector = self.inner
         # an abandoned call's connector is closed by its own thread when the call returns:
@@ -125,7 +130,7 @@ class GuardedConnector:
         call = SourceCall(lambda touch: fn(connector, touch), f"esg-source-{what[:40]}",
                           on_abandoned_end=lambda: _close(connector))
         try:
-            return call.wait(self._cancel, self.read_timeout, what)
+            return call.wait(self._cancel, timeout, what)
         except BaseException:
             if call.abandoned:  # a fresh connector for the next call
                 with self._lock:

@@ -29,6 +29,11 @@ from esg_workbench.workspace.postgres_security import (POLICY, RAW_ORGANIZATION_
 
 #: the raw tables' lineage columns (raw_tables.py) and their server-side defaults
 RAW_LANDED_DEFAULT = "(now() AT TIME ZONE 'UTC')"
+#: _esg_ columns the app itself adds to raw tables besides the lineage ones: a file's path,
+#: row, modification time and etag (connectors/files), and the mark of a row deleted in the
+#: source (raw_tables.DELETED_COLUMN). Every other _esg_ name is refused, so a source
+#: column can never pose as lineage or as the organization column.
+APP_RAW_COLUMNS = ("_esg_file", "_esg_row", "_esg_modified", "_esg_etag", "_esg_deleted_at")
 RAW_LINEAGE_SQL = "_esg_sync_id bigint, _esg_chunk_id bigint, _esg_landed_at timestamp DEFAULT " + RAW_LANDED_DEFAULT
 #: a raw table's name as raw_tables.raw_table_name() and shadow_table_name() make it
 RAW_TABLE_PATTERN = r"^raw_[a-z0-9_]{1,40}_[0-9a-f]{8}(__shadow_[0-9]{1,19})?$"
@@ -89,7 +94,7 @@ $fn$"""),
 CREATE OR REPLACE FUNCTION esg_raw_column(col text, col_type text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF col IS NULL OR col = '' OR starts_with(col, '_esg_') THEN
+    IF col IS NULL OR col = '' OR (starts_with(col, '_esg_') AND NOT col = ANY ({_literal('{' + ','.join(APP_RAW_COLUMNS) + '}')}::text[])) THEN
         RAISE EXCEPTION '"%" cannot be the name of a raw table''s column', col USING ERRCODE = '22023';
     END IF;
     IF col_type IS NULL OR col_type !~ {_literal(RAW_COLUMN_TYPE_PATTERN)} THEN

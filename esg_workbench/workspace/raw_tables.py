@@ -441,3 +441,64 @@ def _pg_instant(number: int, per_day: int, is_date: bool, zone: str) -> str:
             text += "." + str(fraction).rjust(len(str(per_day // 86400)) - 1, "0")
         text += zone
     return text + (" BC" if year <= 0 else "")
+
+
+# --- rows deleted in the source ---------------------------------------------------------------
+
+#: set on a raw row whose key the source no longer has (found by a keys-only pass); the row
+#: stays, mapping leaves it out. NULL: the row is in the source.
+DELETED_COLUMN = "_esg_deleted_at"
+
+
+def has_deleted_column(workspace: Workspace, conn: sa.Connection, table: str) -> bool:
+    columns = existing_columns(workspace, conn, table)
+    return columns is not None and DELETED_COLUMN in columns
+
+
+def mark_deleted(workspace: Workspace, conn: sa.Connection, table: str, source_keys: "pa.Table | None",
+                 key: list[str]) -> tuple[int, int]:
+    """Reconcile `table` with every key the source has now: rows whose key is missing
+    get DELETED_COLUMN (now); marked rows whose key is back lose the mark. Nothing is
+    erased. Returns (newly marked, unmarked)."""
+    import pyarrow as pa
+
+    if not has_deleted_column(workspace, conn, table):
+        add_columns(workspace, conn, table, [pa.field(DELETED_COLUMN, pa.timestamp("us"))])
+    target = _q(workspace, table)
+    if source_keys is None or source_keys.num_rows == 0:  # the source table is empty: every row went
+        marked = conn.exec_driver_sql(f"UPDATE {target} SET {_q(workspace, DELETED_COLUMN)} = "
+                                      f"TIMESTAMP '{utcnow().isoformat()}' WHERE {_q(workspace, DELETED_COLUMN)} IS NULL")
+        return _rowcount(workspace, marked), 0
+    keys = source_keys.select(key)
+    temp = "_esg_source_keys"
+    found = " AND ".join(f"k.{_q(workspace, k)} = {target}.{_q(workspace, k)}" for k in key)
+    deleted = _q(workspace, DELETED_COLUMN)
+    now = f"TIMESTAMP '{utcnow().isoformat()}'"
+    mark = (f"UPDATE {target} SET {deleted} = {now} WHERE {deleted} IS NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {temp} k WHERE {found})")
+    unmark = (f"UPDATE {target} SET {deleted} = NULL WHERE {deleted} IS NOT NULL "
+              f"AND EXISTS (SELECT 1 FROM {temp} k WHERE {found})")
+    if workspace.is_duckdb:
+        raw = conn.connection.driver_connection
+        raw.register(temp, keys)
+        try:
+            return raw.execute(mark).fetchone()[0], raw.execute(unmark).fetchone()[0]
+        finally:
+            raw.unregister(temp)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{temp}")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT {', '.join(_q(workspace, k) for k in key)} "
+                         f"FROM {target} LIMIT 0")
+    if keys.num_rows:
+        _copy_into(workspace, conn, temp, keys, None)
+    conn.exec_driver_sql(f"ANALYZE pg_temp.{temp}")
+    marked = conn.exec_driver_sql(mark).rowcount
+    unmarked = conn.exec_driver_sql(unmark).rowcount
+    conn.exec_driver_sql(f"DROP TABLE pg_temp.{temp}")
+    return marked, unmarked
+
+
+def _rowcount(workspace: Workspace, result) -> int:
+    """Rows an UPDATE changed: DuckDB answers with a row holding the count."""
+    if workspace.is_duckdb:
+        return int(result.fetchone()[0])
+    return result.rowcount

@@ -82,7 +82,9 @@ FINISHED = (SyncStatus.SUCCESS.value, SyncStatus.PARTIAL_SUCCESS.value, SyncStat
 
 def resume_point(workspace: Workspace, conn: sa.Connection, connector_id: str) -> ResumePoint:
     org = logs.c.organization_id == workspace.organization_id
-    open_streams = [s.stream for s in states(workspace, conn, connector_id) if s.active_sync_id]
+    open_streams = sorted(conn.execute(sa.select(state.c.stream).where(
+        state.c.organization_id == workspace.organization_id, state.c.connector_id == connector_id,
+        state.c.active_sync_id.is_not(None))).scalars())
     origin = conn.execute(sa.select(logs.c.id, logs.c.request).where(
         org, logs.c.connector_id == connector_id, logs.c.mode == "sync").order_by(logs.c.id.desc()).limit(1)).first()
     if origin is None or origin.request is None:  # never synced, or a run from before requests were kept
@@ -265,6 +267,8 @@ class StreamState:
     planned_upper: Any = None
     active_sync_id: int | None = None
     plan: dict[str, Any] | None = None
+    #: delta syncs since the last pass that looked for rows deleted in the source (None: never)
+    syncs_since_deletes_check: int | None = None
 
     @property
     def has_checkpoint(self) -> bool:
@@ -294,6 +298,7 @@ def get_state(workspace: Workspace, conn: sa.Connection, connector_id: str, stre
         last_window_start=_dec(row.last_window_start), last_window_end=_dec(row.last_window_end),
         planned_upper=_dec(row.planned_upper), active_sync_id=row.active_sync_id,
         plan=json.loads(row.plan) if row.plan else None,
+        syncs_since_deletes_check=row.syncs_since_deletes_check,
     )
 
 
@@ -310,6 +315,7 @@ def put_state(workspace: Workspace, conn: sa.Connection, s: StreamState) -> None
         last_window_start=_enc(s.last_window_start), last_window_end=_enc(s.last_window_end),
         planned_upper=_enc(s.planned_upper), active_sync_id=s.active_sync_id,
         plan=json.dumps(s.plan) if s.plan is not None else None, updated_at=utcnow(),
+        syncs_since_deletes_check=s.syncs_since_deletes_check,
     )
     where = (state.c.organization_id == workspace.organization_id, state.c.connector_id == s.connector_id,
              state.c.stream == s.stream)
