@@ -245,3 +245,26 @@ def test_export_dialogs_remember_the_last_folder(qtbot, window, tmp_path, monkey
     window.kpis._ask_export("xlsx")
     assert Path(suggested[1]).parent == folder and suggested[1].endswith(".xlsx")
     assert window.settings.value("folders/kpi_export") == str(folder)  # kept for the next start
+
+
+def test_changes_made_elsewhere_show_without_a_restart(qtbot, window, source):
+    """Another window or process adds and edits connectors: this window follows."""
+    from esg_workbench.sync import operations
+
+    window.watch.setInterval(100)
+    ws = window.workspace
+    operations.add_connector(ws, "elsewhere", "postgres", {"host": source["host"], "port": source["port"],
+                                                           "database": source["database"]})
+    qtbot.waitUntil(lambda: window.connectors.names() == ["elsewhere"], timeout=20000)
+    assert not window.info.isVisible()  # not empty any more
+    window.connectors.select("elsewhere")
+    sync = window.sync
+    qtbot.waitUntil(lambda: sync.load_type.count() and sync.load_type.itemText(0) == "Connector setting (full)",
+                    timeout=20000)
+    operations.update_connector(ws, "elsewhere", {"host": source["host"], "port": source["port"],
+                                                  "database": source["database"], "load_type": "delta",
+                                                  "cursor_field": "updated_at"})
+    qtbot.waitUntil(lambda: sync.load_type.itemText(0) == "Connector setting (delta)", timeout=20000)
+    operations.discover_connector(ws, "elsewhere")
+    qtbot.waitUntil(lambda: sync.tables.count() == 2 and sync.tables.item(0).data(Qt.ItemDataRole.UserRole)
+                    == "public.energy_use", timeout=20000)
