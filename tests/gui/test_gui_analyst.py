@@ -268,3 +268,27 @@ def test_changes_made_elsewhere_show_without_a_restart(qtbot, window, source):
     operations.discover_connector(ws, "elsewhere")
     qtbot.waitUntil(lambda: sync.tables.count() == 2 and sync.tables.item(0).data(Qt.ItemDataRole.UserRole)
                     == "public.energy_use", timeout=20000)
+
+
+def test_switch_workspace_refuses_a_typo_unless_a_new_one_is_asked_for(qtbot, tmp_path):
+    from esg_workbench.gui import dialogs
+    from esg_workbench.workspace import open_workspace
+
+    existing = tmp_path / "esg.duckdb"
+    open_workspace(str(existing)).close()
+    dialog = dialogs.WorkspaceDialog(str(existing))
+    qtbot.addWidget(dialog)
+    open_button = dialog.buttons.button(dialog.buttons.StandardButton.Open)
+    assert dialog.problem.text() == "" and open_button.isEnabled()
+
+    for typo, words in ((tmp_path / "Reprots" / "esg.duckdb", "There is no folder"),
+                        (tmp_path / "esgg.duckdb", "There is no workspace at this path"),
+                        (tmp_path, "is a folder")):
+        dialog.path.clear()
+        qtbot.keyClicks(dialog.path, str(typo))
+        assert words in dialog.problem.text() and not open_button.isEnabled(), typo
+    dialog.path.clear()
+    qtbot.keyClicks(dialog.path, str(tmp_path / "new" / "team.duckdb"))
+    dialog.create.setChecked(True)  # asked for: allowed, and said what will happen
+    assert dialog.problem.text() == "" and open_button.isEnabled()
+    assert "A new, empty workspace will be created, with the folder" in dialog.note.text()
