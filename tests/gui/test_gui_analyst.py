@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractSpinBox, QWidget
 
 from esg_workbench.gui.schema_browser import KIND
-from tests.gui.conftest import add_connector, fill_connector_dialog, ok_button, open_dialog
+from tests.gui.conftest import add_connector, ok_button, open_dialog
 
 
 def _named(model, parent, name):
