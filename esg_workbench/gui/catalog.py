@@ -214,3 +214,19 @@ def rediscover(workspace: Workspace, name: str, connector_id: str):
     result = operations.discover_connector(workspace, name)
     added = sorted(t.stream.qualified for t in result.tables if t.stream.qualified not in before)
     return result, added
+
+
+def fingerprint(workspace: Workspace) -> tuple:
+    """What the connector views show, in a few small reads: it changes when a connector is
+    added, edited, renamed, removed, validated, discovered or synced, in this window or
+    another one (or another process on a shared workspace). The window polls it."""
+    with workspace.read() as conn:
+        connectors = conn.execute(sa.select(connectors_table.c.id, connectors_table.c.name, connectors_table.c.status,
+                                            connectors_table.c.updated_at)
+                                  .where(_org(workspace, connectors_table)).order_by(connectors_table.c.id)).all()
+        discovered = conn.execute(sa.select(sa.func.count(), sa.func.max(cache.c.discovered_at))
+                                  .where(_org(workspace, cache))).one()
+        last_run = conn.execute(sa.select(sa.func.max(logs.c.id), sa.func.count())
+                                .where(_org(workspace, logs), logs.c.status == "running")).one()
+        newest = conn.execute(sa.select(sa.func.max(logs.c.id)).where(_org(workspace, logs))).scalar()
+    return tuple(tuple(r) for r in connectors), tuple(discovered), tuple(last_run), newest

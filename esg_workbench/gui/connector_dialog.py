@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from esg_workbench.connectors.options import REQUIRED_OPTIONS
 from esg_workbench.connectors.registry import NEEDS_PASSWORD, OWN_CURSOR, TYPE_OPTIONS, connector_types
 from esg_workbench.core.errors import ConfigError
 from esg_workbench.core.specs import WINDOWS, ConnectorSpec, LoadSettings, parse_duration
@@ -37,7 +38,6 @@ LABELS = {"host": "Host", "port": "Port", "database": "Database", "schema": "Sch
           "username": "User name", "path": "File"}
 PLACEHOLDERS = {"host": "db.example.com", "database": "erp", "schema": "public (default)",
                 "username": "reporting_reader", "path": "/path/to/file"}
-REQUIRED = {"host", "database", "path"}
 INVALID_STYLE = "border: 1px solid #c62828; border-radius: 2px;"
 
 
@@ -186,7 +186,7 @@ class ConnectorDialog(QDialog):
             field.textChanged.connect(self._revalidate)
             field.textEdited.connect(lambda _=None, f=field: self._touch(f))
             self._fields[key] = field
-            label = LABELS.get(key, key) + (" *" if key in REQUIRED else "")
+            label = LABELS.get(key, key) + (" *" if key in REQUIRED_OPTIONS.get(type_, ()) else "")
             if key == "path":
                 row = QWidget()
                 h = QHBoxLayout(row)
@@ -278,7 +278,7 @@ class ConnectorDialog(QDialog):
         elif name in self.taken:
             problems[self.name] = "Another connector already has this name."
         for key, field in self._fields.items():
-            if key in REQUIRED and not field.text().strip():
+            if key in REQUIRED_OPTIONS.get(self.type.currentText(), ()) and not field.text().strip():
                 problems[field] = f"{LABELS.get(key, key)} is required."
             if key == "port" and field.text() and not field.hasAcceptableInput():
                 problems[field] = "Port must be a number from 1 to 65535."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -136,19 +137,27 @@ class WorkspaceDialog(QDialog):
         self.url = QLineEdit()
         self.url.setObjectName("workspaceUrl")
         self.url.setPlaceholderText("postgresql://user@host:5432/esg  (password from ~/.pgpass or PGPASSWORD)")
+        self.create = QCheckBox("Create a new workspace here (and its folder) if there is none")
+        self.create.setObjectName("workspaceCreate")
         self.problem = QLabel()
         self.problem.setStyleSheet("color: #c62828;")
+        self.problem.setWordWrap(True)
+        self.note = QLabel()
+        self.note.setObjectName("workspaceNote")
+        self.note.setWordWrap(True)
         grid = QGridLayout()
         grid.addWidget(self.duck, 0, 0, 1, 2)
         grid.addWidget(self.path, 1, 0)
         grid.addWidget(browse, 1, 1)
-        grid.addWidget(self.pg, 2, 0, 1, 2)
-        grid.addWidget(self.url, 3, 0, 1, 2)
+        grid.addWidget(self.create, 2, 0, 1, 2)
+        grid.addWidget(self.pg, 3, 0, 1, 2)
+        grid.addWidget(self.url, 4, 0, 1, 2)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
+        layout.addWidget(self.note)
         layout.addWidget(self.problem)
         layout.addWidget(self.buttons)
         if current.startswith(("postgresql", "postgres://")):
@@ -160,6 +169,7 @@ class WorkspaceDialog(QDialog):
         for w in (self.path, self.url):
             w.textChanged.connect(self._check)
         self.duck.toggled.connect(self._check)
+        self.create.toggled.connect(self._check)
         self.path.textEdited.connect(lambda _: self.duck.setChecked(True))
         self.url.textEdited.connect(lambda _: self.pg.setChecked(True))
         self._check()
@@ -168,6 +178,9 @@ class WorkspaceDialog(QDialog):
         path, _ = QFileDialog.getSaveFileName(self, "Workspace file", self.path.text(), "DuckDB (*.duckdb);;All files (*)",
                                               options=QFileDialog.Option.DontConfirmOverwrite)
         if path:
+            from pathlib import Path
+
+            self.create.setChecked(not Path(path).exists())  # a new name typed in the file dialog
             self.path.setText(path)
             self.duck.setChecked(True)
 
@@ -177,11 +190,30 @@ class WorkspaceDialog(QDialog):
         return self.path.text().strip()
 
     def _check(self, *_) -> None:
-        problem = ""
+        from pathlib import Path
+
+        problem = note = ""
         if self.pg.isChecked():
             if not self.url.text().strip().startswith(("postgresql://", "postgres://")):
                 problem = "A PostgreSQL workspace is a URL starting with postgresql://"
         elif not self.path.text().strip():
-            problem = "Give the path of a DuckDB file (it is created if it does not exist)."
+            problem = "Give the path of a DuckDB file."
+        else:
+            # a typo must not silently start an empty workspace: a new one is asked for
+            path = Path(self.path.text().strip().removeprefix("duckdb:///")).expanduser()
+            if path.is_dir():
+                problem = f"{path} is a folder: give the path of a DuckDB file in it."
+            elif not path.exists():
+                if self.create.isChecked():
+                    note = "A new, empty workspace will be created" + (
+                        f", with the folder {path.parent}." if not path.parent.is_dir() else ".")
+                elif not path.parent.is_dir():
+                    problem = (f"There is no folder {path.parent}. Check the path, or tick "
+                               "\"Create a new workspace\" to make it.")
+                else:
+                    problem = ("There is no workspace at this path. Check the name, or tick "
+                               "\"Create a new workspace\" to start one.")
+        self.create.setEnabled(self.duck.isChecked())
+        self.note.setText(note)
         self.problem.setText(problem)
         self.buttons.button(QDialogButtonBox.StandardButton.Open).setEnabled(not problem)

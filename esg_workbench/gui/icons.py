@@ -109,14 +109,15 @@ def chain_icon() -> QIcon:
 TYPE_GLYPHS = {
     "integer": ("123", "#1565c0"), "decimal": ("1.5", "#1565c0"), "float": ("1.5", "#1565c0"),
     "text": ("Abc", "#6a1b9a"), "boolean": ("T/F", "#00838f"), "date": ("Dt", "#ef6c00"),
-    "timestamp": ("⏱", "#ef6c00"), "timestamptz": ("⏱", "#ef6c00"), "time": ("⏱", "#ef6c00"),
+    "timestamp": ("DT", "#ef6c00"), "timestamptz": ("DT", "#ef6c00"), "time": ("hh", "#ef6c00"),
     "binary": ("01", "#546e7a"), "json": ("{ }", "#2e7d32"), "other": ("?", "#757575"),
 }
 
 
 @lru_cache(maxsize=None)
 def type_icon(family: str, primary_key: bool = False) -> QIcon:
-    """A column's type family as a small glyph (123, Abc, ⏱ ...); a key column is underlined gold."""
+    """A column's type family as a small glyph (123, Abc, DT ...); a key column is underlined gold.
+    (Letters, not symbols: a symbol missing from the system font would draw as a box.)"""
     from PySide6.QtGui import QFont
 
     glyph, color = TYPE_GLYPHS.get(family, TYPE_GLYPHS["other"])

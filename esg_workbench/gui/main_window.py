@@ -28,6 +28,7 @@ from esg_workbench.gui.sync_panel import SyncPanel
 from esg_workbench.gui.workers import WorkerPool
 
 MAX_RECENT = 8
+WATCH_MS = 10_000  # how often the window looks for changes made elsewhere
 TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health", "schedules", "failed_chunks")
 
 
@@ -101,6 +102,14 @@ class MainWindow(QMainWindow):
         self.syncs_label = QLabel()
         self.statusBar().addWidget(self.workspace_label, 1)
         self.statusBar().addPermanentWidget(self.syncs_label)
+
+        # another window or process may change connectors on the same workspace: look
+        # every few seconds (a few small reads in a worker) and refresh when it did
+        self.watch = QTimer(self)
+        self.watch.setInterval(WATCH_MS)
+        self.watch.timeout.connect(self._watch_workspace)
+        self._fingerprint = None
+        self._watching = False
 
         self._build_actions()
         self._connect()
@@ -323,13 +332,24 @@ class MainWindow(QMainWindow):
         self.audit.set_workspace(workspace)
         self.refresh_connectors(select=self.settings.value("window/connector"))
         self._update_actions()
+        self._fingerprint = None
+        self.watch.start()
         self.workspace_ready.emit(workspace)
 
     def refresh_connectors(self, select: str | None = None) -> None:
         if self.workspace is None:
             return
 
-        def done(overviews) -> None:
+        workspace = self.workspace
+
+        def load():
+            # the fingerprint first: a change made while the list loads is seen by the next look
+            return catalog.fingerprint(workspace), catalog.connectors_overview(workspace)
+
+        def done(found) -> None:
+            fingerprint, overviews = found
+            if workspace is self.workspace:
+                self._fingerprint = fingerprint
             self.connectors.set_connectors(overviews, select=select)
             self.schema.set_connectors(overviews)
             for name, job in self.jobs.jobs.items():
@@ -342,8 +362,30 @@ class MainWindow(QMainWindow):
             self._update_actions()
             self.connectors_loaded.emit(overviews)
 
-        self.pool.run(catalog.connectors_overview, self.workspace, on_done=done,
-                      on_error=self.show_message, owner=self)
+        self.pool.run(load, on_done=done, on_error=self.show_message, owner=self)
+
+    def _watch_workspace(self) -> None:
+        if self.workspace is None or self._watching or self._closing:
+            return
+        self._watching = True
+        workspace = self.workspace
+
+        def done(found: tuple) -> None:
+            self._watching = False
+            if workspace is not self.workspace:
+                return
+            if self._fingerprint is None:
+                return  # the connector list has not loaded yet (it takes the first fingerprint)
+            if found != self._fingerprint:
+                self._fingerprint = found
+                self.refresh_connectors(select=self.connectors.current_name())
+                if self.tabs.currentWidget() is self.history:
+                    self.history.refresh()
+
+        def failed(_message: str) -> None:
+            self._watching = False  # (a lost server shows at the next real action)
+
+        self.pool.run(catalog.fingerprint, workspace, on_done=done, on_error=failed, owner=self)
 
     def refresh_all(self) -> None:
         self.refresh_connectors()
@@ -650,6 +692,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.scheduler.stop()
+        self.watch.stop()
         self.save_state()
         self.pool.shutdown()
         if self.workspace is not None:

@@ -40,6 +40,7 @@ CONNECTOR = Qt.ItemDataRole.UserRole + 4  # the connector overview of every item
 HEADERS = ["Name", "Type", "Nullable", "Rows (est.)", "Notes"]
 BATCH = 100  # rows inserted per event-loop turn (about 20 ms)
 SAMPLE_ROWS = 100
+OPEN_COLUMNS_OF = 20  # tables whose columns a filter search opens
 DRIFT_BRUSH = QBrush(QColor("#fff3cd"))
 PLACEHOLDER_BRUSH = QBrush(QColor("#888"))
 
@@ -477,7 +478,10 @@ class SchemaBrowser(QWidget):
         def done(matches) -> None:
             if request != self._search_request:
                 return  # typed on meanwhile
-            self._reveal = [(cid, schema, table, bool(cols)) for cid, schema, table, cols in matches]
+            # a column match opens its table's columns, for the first few tables only (a
+            # common name such as "id" matches everywhere: the tables are listed, not opened)
+            self._reveal = [(cid, schema, table, bool(cols) and i < OPEN_COLUMNS_OF)
+                            for i, (cid, schema, table, cols) in enumerate(matches)]
             self._revealed = 0
             self.status.setText(f"{len(matches)}{'+' if len(matches) >= 100 else ''} table(s) match '{text}'."
                                 if matches else f"Nothing discovered matches '{text}'.")

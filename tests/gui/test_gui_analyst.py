@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractSpinBox, QWidget
 
 from esg_workbench.gui.schema_browser import KIND
-from tests.gui.conftest import add_connector, fill_connector_dialog, ok_button, open_dialog
+from tests.gui.conftest import add_connector, ok_button, open_dialog
 
 
 def _named(model, parent, name):
@@ -245,3 +245,50 @@ def test_export_dialogs_remember_the_last_folder(qtbot, window, tmp_path, monkey
     window.kpis._ask_export("xlsx")
     assert Path(suggested[1]).parent == folder and suggested[1].endswith(".xlsx")
     assert window.settings.value("folders/kpi_export") == str(folder)  # kept for the next start
+
+
+def test_changes_made_elsewhere_show_without_a_restart(qtbot, window, source):
+    """Another window or process adds and edits connectors: this window follows."""
+    from esg_workbench.sync import operations
+
+    window.watch.setInterval(100)
+    ws = window.workspace
+    operations.add_connector(ws, "elsewhere", "postgres", {"host": source["host"], "port": source["port"],
+                                                           "database": source["database"]})
+    qtbot.waitUntil(lambda: window.connectors.names() == ["elsewhere"], timeout=20000)
+    assert not window.info.isVisible()  # not empty any more
+    window.connectors.select("elsewhere")
+    sync = window.sync
+    qtbot.waitUntil(lambda: sync.load_type.count() and sync.load_type.itemText(0) == "Connector setting (full)",
+                    timeout=20000)
+    operations.update_connector(ws, "elsewhere", {"host": source["host"], "port": source["port"],
+                                                  "database": source["database"], "load_type": "delta",
+                                                  "cursor_field": "updated_at"})
+    qtbot.waitUntil(lambda: sync.load_type.itemText(0) == "Connector setting (delta)", timeout=20000)
+    operations.discover_connector(ws, "elsewhere")
+    qtbot.waitUntil(lambda: sync.tables.count() == 2 and sync.tables.item(0).data(Qt.ItemDataRole.UserRole)
+                    == "public.energy_use", timeout=20000)
+
+
+def test_switch_workspace_refuses_a_typo_unless_a_new_one_is_asked_for(qtbot, tmp_path):
+    from esg_workbench.gui import dialogs
+    from esg_workbench.workspace import open_workspace
+
+    existing = tmp_path / "esg.duckdb"
+    open_workspace(str(existing)).close()
+    dialog = dialogs.WorkspaceDialog(str(existing))
+    qtbot.addWidget(dialog)
+    open_button = dialog.buttons.button(dialog.buttons.StandardButton.Open)
+    assert dialog.problem.text() == "" and open_button.isEnabled()
+
+    for typo, words in ((tmp_path / "Reprots" / "esg.duckdb", "There is no folder"),
+                        (tmp_path / "esgg.duckdb", "There is no workspace at this path"),
+                        (tmp_path, "is a folder")):
+        dialog.path.clear()
+        qtbot.keyClicks(dialog.path, str(typo))
+        assert words in dialog.problem.text() and not open_button.isEnabled(), typo
+    dialog.path.clear()
+    qtbot.keyClicks(dialog.path, str(tmp_path / "new" / "team.duckdb"))
+    dialog.create.setChecked(True)  # asked for: allowed, and said what will happen
+    assert dialog.problem.text() == "" and open_button.isEnabled()
+    assert "A new, empty workspace will be created, with the folder" in dialog.note.text()

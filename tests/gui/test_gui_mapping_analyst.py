@@ -28,6 +28,8 @@ def panel(qtbot, ws):
     except RuntimeError:
         pass  # closed and deleted already
     wait_idle(qtbot, pool)
+    qtbot.wait(400)  # a preview the last edit scheduled (250 ms timer) starts and ends before shutdown
+    wait_idle(qtbot, pool)
     assert pool.shutdown(10000)
 
 
@@ -140,3 +142,19 @@ def test_toolbars_keep_their_actions_at_1280_by_720(qtbot, window):
     assert window.kpis.csv_button.isVisible() and window.kpis.drill_button.isVisible()
     main = window.findChild(type(bar), "mainToolbar")
     assert all(main.widgetForAction(a).isVisible() for a in main.actions() if not a.isSeparator())
+
+
+def test_source_nodes_widen_for_long_column_names(qtbot):
+    from PySide6.QtGui import QFontMetricsF
+
+    from esg_workbench.gui.mapping import items as it
+
+    short = {"id": "number", "kwh": "number"}
+    assert it.source_width(short) == it.SOURCE_W
+    long_name = "monthly_consumption_kwh_adjusted_for_meter_swap"
+    width = it.source_width({**short, long_name: "number"})
+    assert it.SOURCE_W < width < it.MAX_SOURCE_W
+    # the room paint_text gives the name at that width holds it whole
+    room = width - 26 - QFontMetricsF(it._font(8)).horizontalAdvance("number") - 20
+    assert it._elide(long_name, it._font(9), room) == long_name
+    assert it.source_width({"x" * 400: "text"}) == it.MAX_SOURCE_W  # capped: elided, whole in the tooltip

@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGrap
 ROW_H = 22.0
 HEADER_H = 40.0
 PORT_R = 5.0
-SOURCE_W = 250.0
+SOURCE_W = 250.0  # the narrowest source node; wider when its column names need it
+MAX_SOURCE_W = 440.0
 ENTITY_W = 290.0
 
 INK = QColor("#263238")
@@ -164,6 +165,15 @@ class PortRow(QGraphicsItem):
 
     def paint_text(self, painter: QPainter, rect: QRectF) -> None:
         raise NotImplementedError
+
+
+def source_width(columns: dict[str, str | None]) -> float:
+    """A source node wide enough that its column names show whole at 100 % (up to
+    MAX_SOURCE_W; longer names are elided, the whole name in the tooltip)."""
+    names, types = QFontMetricsF(_font(9)), QFontMetricsF(_font(8))
+    need = max((names.horizontalAdvance(name) + types.horizontalAdvance(vtype or "missing")
+                for name, vtype in columns.items()), default=0.0)
+    return max(SOURCE_W, min(MAX_SOURCE_W, 26 + need + 20 + 12 + 4))  # key mark, gaps, port
 
 
 class ColumnItem(PortRow):

@@ -259,12 +259,12 @@ class MappingPanel(QWidget):
         more.setMenu(menu)
         bar.addWidget(more)
         # undo, redo and delete as icons (their names are in the tooltips and for screen readers)
-        for act in (self.act_undo, self.act_redo, self.act_delete, self.act_new):
+        bar.addSeparator()
+        bar.addAction(self.act_sites)
+        for act in (self.act_undo, self.act_redo, self.act_delete, self.act_new, self.act_sites):
             button = bar.widgetForAction(act)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
             button.setAccessibleName(act.text().rstrip("…"))
-        bar.addSeparator()
-        bar.addAction(self.act_sites)
         self.toolbar = bar
 
     def _update_actions(self) -> None:

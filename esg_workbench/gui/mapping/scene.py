@@ -22,7 +22,7 @@ from esg_workbench.gui.mapping.interactions import NewEdgeInteraction, ProposalP
 from esg_workbench.mapping.errors import MappingError
 
 SOURCE_X = 0.0
-ENTITY_X = it.SOURCE_W + 320.0
+EDGE_SPAN = 320.0  # room between the source and entity nodes for the edges and their labels
 ROW_GAP = 46.0
 LABEL_H = 24.0
 
@@ -92,12 +92,14 @@ class MappingScene(QGraphicsScene):
             subtitle = "not landed in the workspace: sync it first"
         else:
             subtitle = f"source table · {len(columns)} columns" + (f" · key {', '.join(sorted(keys))}" if keys else "")
-        source = it.SourceNode(table_id, table.stream, subtitle, it.SOURCE_W)
-        for name, vtype in (columns or {}).items():
-            source.add_row(it.ColumnItem(source, name, vtype, it.SOURCE_W, is_key=name in keys))
+        shown = dict(columns or {})
         for edge in table.edges:  # columns the mapping uses that the landed table lacks (drift)
-            if edge.source and edge.source not in source.rows:
-                source.add_row(it.ColumnItem(source, edge.source, None, it.SOURCE_W))
+            if edge.source and edge.source not in shown:
+                shown[edge.source] = None
+        width = it.source_width(shown)
+        source = it.SourceNode(table_id, table.stream, subtitle, width)
+        for name, vtype in shown.items():
+            source.add_row(it.ColumnItem(source, name, vtype, width, is_key=name in keys))
         required = len(entity.required_fields) if entity else 0
         ent = it.EntityNode(table_id, entity.label if entity else table.entity,
                             f"ESG entity {table.entity} · {required} required" if entity else "not in the catalog",
@@ -132,6 +134,9 @@ class MappingScene(QGraphicsScene):
         y = 0.0
         mapping = self.document.mapping
         order = [t.id for t in mapping.tables] if mapping else []
+        # one column of entity nodes, right of the widest source node
+        entity_x = SOURCE_X + max([self.rows[t].source.width for t in order if t in self.rows] or [it.SOURCE_W]) \
+            + EDGE_SPAN
         for table_id in order:
             row = self.rows.get(table_id)
             if row is None:
@@ -139,7 +144,7 @@ class MappingScene(QGraphicsScene):
             row.top = y
             row.label.setPos(SOURCE_X, y)
             row.source.setPos(SOURCE_X, y + LABEL_H)
-            row.entity.setPos(ENTITY_X, y + LABEL_H)
+            row.entity.setPos(entity_x, y + LABEL_H)
             for edge_id in row.edges:
                 self._update_edge(row, edge_id)
             self._update_mapped(row)
@@ -149,7 +154,7 @@ class MappingScene(QGraphicsScene):
         elif self._empty is not None:
             self.removeItem(self._empty)
             self._empty = None
-        width = ENTITY_X + it.ENTITY_W
+        width = entity_x + it.ENTITY_W
         self.setSceneRect(QRectF(-60, -40, width + 120, max(y, 200) + 40))
 
     def _show_empty(self) -> None:
