@@ -13,10 +13,11 @@ from typing import Any
 
 from esg_workbench.connectors.registry import TYPE_OPTIONS, connector_types
 from esg_workbench.core.errors import ConfigError
-from esg_workbench.core.specs import LoadSettings
+from esg_workbench.connectors.files.model import TABLE_OPTIONS as FILE_TABLE_OPTIONS
+from esg_workbench.core.specs import LOAD_OPTIONS, TABLE_SETTINGS, TIMEOUT_OPTIONS, LoadSettings
 
-#: how data is loaded: the same keys for every type
-LOAD_OPTIONS = ("load_type", "cursor_field", "chunk_strategy", "window", "chunk_size", "lookback")
+#: file sources: reading options that may also be set for one table, as "TABLE.option"
+PER_TABLE_TYPES = ("files", "s3", "azure_blob")
 
 #: keys a type reads that no setup form shows (tuning, aliases)
 EXTRA_OPTIONS = {
@@ -100,14 +101,26 @@ VALUE_RULES = {
 
 def valid_keys(type_: str) -> tuple[str, ...]:
     """Every option key a connector of this type takes, location keys first."""
-    return (*TYPE_OPTIONS.get(type_, ()), *EXTRA_OPTIONS.get(type_, ()), *LOAD_OPTIONS)
+    return (*TYPE_OPTIONS.get(type_, ()), *EXTRA_OPTIONS.get(type_, ()), *LOAD_OPTIONS, *TIMEOUT_OPTIONS,
+            TABLE_SETTINGS)
+
+
+def _known(type_: str, key: str, known: tuple[str, ...]) -> bool:
+    if key in known:
+        return True
+    table, dot, option = key.rpartition(".")
+    return bool(dot and table) and type_ in PER_TABLE_TYPES and option in FILE_TABLE_OPTIONS
 
 
 def describe_keys(type_: str, loading: bool = True) -> str:
     """'host*, port, ...; loading: load_type, ...' (* = required), for help and errors."""
     required = REQUIRED_OPTIONS.get(type_, ())
     text = ", ".join(k + ("*" if k in required else "") for k in TYPE_OPTIONS.get(type_, ())) or "(none)"
-    return f"{text}; loading: {', '.join(LOAD_OPTIONS)}" if loading else text
+    if type_ in PER_TABLE_TYPES:
+        text += f" (also per table as TABLE.option: {', '.join(FILE_TABLE_OPTIONS)})"
+    if not loading:
+        return text
+    return f"{text}; loading: {', '.join(LOAD_OPTIONS)}; timeouts: {', '.join(TIMEOUT_OPTIONS)}"
 
 
 def check_options(type_: str, options: dict[str, Any]) -> None:
@@ -118,7 +131,7 @@ def check_options(type_: str, options: dict[str, Any]) -> None:
         raise ConfigError(f"Unknown connector type '{type_}'. Known types: {', '.join(connector_types())}.",
                           hint="Write one of the known types after --type.")
     known = valid_keys(type_)
-    unknown = [k for k in options if k not in known]
+    unknown = [k for k in options if not _known(type_, k, known)]
     if unknown:
         raise ConfigError(f"{_keys_text(unknown)} not an option of a {type_} connector.",
                           hint=f"Options of {type_} (* = required): {describe_keys(type_)}.")
