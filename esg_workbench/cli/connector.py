@@ -167,12 +167,12 @@ def add_commands(sub, common) -> None:
     p.set_defaults(func=cmd_connector_discover)
     p = csub.add_parser("set-password", parents=[common],
                         help="replace a connector's password: tried on the source first, the old one kept if refused")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("--password-stdin", action="store_true", help="read the new password from standard input")
     p.set_defaults(func=cmd_connector_set_password)
     p = csub.add_parser("rotation", parents=[common],
                         help="a rotation period: Health warns when the secret is older")
-    p.add_argument("name")
+    p.add_argument("name", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("--days", type=int, required=True, help="days (0: no rotation period)")
     p.set_defaults(func=cmd_connector_rotation)
     p = csub.add_parser("remove", parents=[common], help="remove a connector and its keyring entry")

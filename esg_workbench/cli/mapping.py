@@ -269,12 +269,14 @@ def add_commands(sub, common) -> None:
     p.set_defaults(func=cmd_kpi_aggregate)
     p = ksub.add_parser("estimate-gaps", parents=[common],
                         help="choose how missing site-months are estimated (marked as estimates), and recompute")
-    p.add_argument("method", choices=["previous_year", "neighbours", "per_headcount", "none"])
-    p.add_argument("--actor")
+    p.add_argument("method", choices=["previous_year", "neighbours", "per_headcount", "none"],
+                   help="previous_year: the same month a year before; neighbours: the mean of the months before and "
+                        "after; per_headcount: the site's value per employee times the month's headcount; none: no estimates")
+    p.add_argument("--actor", help="who chooses it (recorded in the audit trail)")
     p.set_defaults(func=cmd_kpi_estimate_gaps)
     p = ksub.add_parser("by-country", parents=[common], help="a KPI of one period per country of the sites")
-    p.add_argument("kpi")
-    p.add_argument("--period", required=True)
+    p.add_argument("kpi", help="a KPI id (see: esg-workbench kpi list); not a ratio")
+    p.add_argument("--period", required=True, help="the period: 2024-03, 2024-Q1 or 2024")
     p.set_defaults(func=cmd_kpi_by_country)
     p = ksub.add_parser("report", parents=[common], help="KPIs by site and month (or one period)")
     p.add_argument("--period", type=period, help="2024-03, 2024-Q1 or 2024 (default: every month)")
