@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
 from esg_workbench.gui import catalog, icons
 from esg_workbench.gui.sample_model import RecordsModel
 
-COLUMNS = ["id", "at", "actor", "action", "input_hash", "output_hash", "previous_hash", "entry_hash", "metadata"]
-HEADERS = ["#", "At (UTC)", "Actor", "Action", "Input hash", "Output hash", "Previous hash", "Entry hash", "Metadata"]
+COLUMNS = ["id", "at", "actor", "action", "connector", "input_hash", "output_hash", "previous_hash", "entry_hash", "metadata"]
+HEADERS = ["#", "At (UTC)", "Actor", "Action", "Connector", "Input hash", "Output hash", "Previous hash", "Entry hash", "Metadata"]
 HASHES = {"input_hash", "output_hash", "previous_hash", "entry_hash"}
 LIMIT = 1000
 
@@ -154,7 +154,7 @@ class AuditPanel(QWidget):
         def done(entries: list[dict[str, Any]]) -> None:
             self.model.set_rows(entries, COLUMNS)
             self.view.resizeColumnsToContents()
-            self.view.setColumnWidth(COLUMNS.index("action"), max(140, self.view.columnWidth(3)))
+            self.view.setColumnWidth(COLUMNS.index("action"), max(140, self.view.columnWidth(COLUMNS.index("action"))))
             self.loaded.emit(len(entries))
 
         self.pool.run(catalog.audit_entries, self.workspace, LIMIT, on_done=done,

@@ -136,11 +136,23 @@ def run_chunks(workspace: Workspace, run_id: int) -> list[dict[str, Any]]:
 
 
 def audit_entries(workspace: Workspace, limit: int = 1000) -> list[dict[str, Any]]:
-    """The newest entries, plus the chain's total length."""
+    """The newest entries, each with `connector`: the name of the connector its metadata
+    names (the id where the connector is gone), so that nobody has to look ids up."""
     with workspace.read() as conn:
         rows = conn.execute(sa.select(audit).where(_org(workspace, audit))
                             .order_by(audit.c.id.desc()).limit(limit)).all()
-    return [dict(r._mapping) for r in rows]
+        names = dict(conn.execute(sa.select(connectors_table.c.id, connectors_table.c.name)
+                                  .where(_org(workspace, connectors_table))).all())
+    entries = []
+    for r in rows:
+        entry = dict(r._mapping)
+        try:
+            connector_id = json.loads(entry["metadata"] or "{}").get("connector_id")
+        except (TypeError, ValueError, AttributeError):  # metadata is whatever was written: show it as it is
+            connector_id = None
+        entry["connector"] = names.get(connector_id, connector_id or "")
+        entries.append(entry)
+    return entries
 
 
 def audit_entry(workspace: Workspace, entry_id: int) -> dict[str, Any] | None:

@@ -55,3 +55,20 @@ def test_verify_names_the_removed_tail(qtbot, panel):
     assert not blocker.args[0].ok
     assert widget.result.text() == ("The audit chain is broken at its end: the recorded head says 3 entries, "
                                     "the chain has 2: entries were removed")
+
+
+def test_entries_name_their_connector(qtbot, panel):
+    """Audit metadata holds connector ids; the panel shows the connector's name beside them."""
+    from esg_workbench.gui.audit_panel import COLUMNS
+    from esg_workbench.sync import operations
+
+    widget, ws = panel
+    record = operations.add_connector(ws, "plant-erp", "sqlite", {"path": "/nonexistent/erp.sqlite"})
+    with ws.transaction() as conn:
+        chain.append(ws, conn, "test.named", metadata={"connector_id": record.id})
+        chain.append(ws, conn, "test.gone", metadata={"connector_id": "c0ffee"})
+    with qtbot.waitSignal(widget.loaded, timeout=30000):
+        widget.refresh()
+    shown = {widget.model.raw(r, COLUMNS.index("action")): widget.model.raw(r, COLUMNS.index("connector"))
+             for r in range(widget.model.rowCount())}
+    assert shown["test.named"] == "plant-erp" and shown["test.gone"] == "c0ffee" and shown["test.step"] == ""
