@@ -28,8 +28,9 @@ shows the cost of imports without bytecode and the heaviest imports of `--help`.
 
 The source tables are built once and reused while they hold the right rows
 (ESG_BENCH_REBUILD=1 rebuilds them; ESG_BENCH_DB names another database).
-ESG_BENCH_SYNC_ARGS adds arguments to the measured full syncs, to try a setting against
-the default: ESG_BENCH_SYNC_ARGS="--chunk-size 50000" scripts/bench.sh -k bench_sync
+ESG_BENCH_SYNC_ARGS adds arguments to the measured full syncs; ESG_BENCH_COMPARE_ARGS adds
+a second full sync to every round with other arguments, to compare a setting with the
+default in the same rounds: ESG_BENCH_COMPARE_ARGS="--chunk-size 50000" scripts/bench.sh -k bench_sync
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ ROUNDS = max(1, int(os.environ.get("ESG_BENCH_ROUNDS", os.environ.get("ESG_BENCH
 REPEAT = 3  # start-up figures: best of 3
 PYCACHE = os.environ.get("ESG_BENCH_PYCACHE", os.path.join(tempfile.gettempdir(), "esg-bench-pycache"))
 SYNC_ARGS = tuple(os.environ.get("ESG_BENCH_SYNC_ARGS", "").split())
+# a second full sync in every round with these arguments, side by side with the default
+COMPARE_ARGS = tuple(os.environ.get("ESG_BENCH_COMPARE_ARGS", "").split())
 ROWS = 1_000_000
 
 DELTA_ROWS = ROWS // 100  # the 1% delta
@@ -382,6 +385,10 @@ def summary(tables: list[Table], startup: dict, load_before, load_after) -> str:
                      f"{rounds[0]['chunks']:>6} {col('engine_s'):>8.2f} {col('noop_s'):>13.2f} "
                      f"{max(r.get('noop_rss_mb', 0) for r in rounds):>7.0f} {col('delta_s'):>10.2f} "
                      f"{min(loads):>4.1f}-{max(loads):<4.1f}")
+        if "cmp_s" in rounds[0]:
+            lines.append(f"{'':<17} full sync with {' '.join(COMPARE_ARGS)}: {col('cmp_s'):.2f} s = "
+                         f"{col('cmp_ratio'):.2f}x, CPU {col('cmp_cpu_s'):.2f} s, peak RSS "
+                         f"{max(r['cmp_rss_mb'] for r in rounds):.0f} MB, {rounds[0]['cmp_chunks']} chunks")
         lines.append(f"{'':<17} rounds: sync " + " ".join(f"{r['sync_s']:.2f}" for r in rounds)
                      + " | ratio " + " ".join(f"{r['ratio']:.2f}" for r in rounds)
                      + " | no-op " + " ".join(f"{r['noop_s']:.2f}" for r in rounds if "noop_s" in r)
@@ -451,6 +458,18 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
             ws.unlink()
             r.update(sync_s=run.seconds, ratio=run.seconds / r["copy_s"], cpu_s=run.cpu_seconds,
                      rss_mb=run.peak_rss_mb, chunks=result["streams"][0]["chunks_planned"], engine_s=result["seconds"])
+
+            if COMPARE_ARGS:
+                ws = tmp_path / f"compare{i}.duckdb"
+                add_connector(ws)
+                run, result = sync(ws, table.name, *COMPARE_ARGS)
+                assert landed_rows(ws, table.name) == (ROWS, ROWS)
+                ws.unlink()
+                r.update(cmp_s=run.seconds, cmp_ratio=run.seconds / r["copy_s"], cmp_cpu_s=run.cpu_seconds,
+                         cmp_rss_mb=run.peak_rss_mb, cmp_chunks=result["streams"][0]["chunks_planned"])
+                print(f"[bench] {table.name} round {i + 1}/{ROUNDS}: full sync with {' '.join(COMPARE_ARGS)} "
+                      f"{run.seconds:.2f} s = {r['cmp_ratio']:.2f}x (CPU {run.cpu_seconds:.2f} s, "
+                      f"peak RSS {run.peak_rss_mb:.0f} MB, {r['cmp_chunks']} chunks)", flush=True)
 
             noop, result = sync(delta_ws, table.name)
             # nothing is new at the source: at most the tie group at the checkpoint is re-read
