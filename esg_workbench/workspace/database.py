@@ -28,11 +28,12 @@ DEFAULT_ORGANIZATION = "default"
 MIGRATION_LOCK_KEY = 0x45534757_0002
 
 
-# glibc's malloc gives each thread that allocates its own arena (up to 8 per core), and
-# memory freed into one arena is not reused by the others: a sync's reader thread, DuckDB's
-# threads and the main thread each kept their own high-water mark, about 60 MB of a 1M-row
-# sync's 320 MB peak (README, Benchmarks). Two arenas cost no measurable CPU here.
-MALLOC_ARENAS = 2
+# glibc's malloc gives threads that allocate at once arenas of their own (up to 8 per
+# core), and memory freed into one arena is not reused by the others: a sync's reader
+# thread, DuckDB's threads and the main thread each kept their own high-water mark, about
+# 50 MB of a 1M-row sync's 320 MB peak (README, Benchmarks). One arena per core keeps
+# DuckDB's parallel work (a thread per core) from waiting on another thread's arena; on
+# the 2-core benchmark machine it cost no measurable CPU.
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
@@ -46,9 +47,9 @@ def limit_malloc_arenas() -> bool:
         import ctypes
 
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no mallopt; Windows: CDLL(None) is a TypeError
         return False
-    return mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1
+    return mallopt(_M_ARENA_MAX, max(2, os.cpu_count() or 2)) == 1
 
 
 def utcnow() -> dt.datetime:
