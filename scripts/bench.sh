@@ -6,11 +6,12 @@
 #
 # test_bench_sync.py builds (once, then reuses) the PostgreSQL database esg_bench on
 # 127.0.0.1:5432 with pgbench_accounts (pgbench -i -s 10) and a wide meter_readings table,
-# 1,000,000 rows each, and prints per table: raw COPY speed, full sync seconds, rows/s,
-# sync / raw COPY, CPU and peak RSS of the `esg-workbench sync` process, and the time of
-# a delta sync that finds nothing new. Needs pgbench and psql (postgresql-client).
-# Environment: ESG_TEST_PG_HOST / _PORT / _USER, ESG_BENCH_DB (default esg_bench),
-# ESG_BENCH_REPEAT (best of N, default 3), ESG_BENCH_REBUILD=1 rebuilds the source tables.
+# 1,000,000 rows each, and prints per table, as medians of interleaved rounds with the load
+# average: the COPY floor, full sync seconds and their ratio, CPU, peak RSS and chunks of
+# the `esg-workbench sync` process, a no-op delta and a 1% delta. Needs pgbench and psql
+# (postgresql-client). Environment: ESG_TEST_PG_HOST / _PORT / _USER, ESG_BENCH_DB (default
+# esg_bench), ESG_BENCH_ROUNDS (default 5), ESG_BENCH_REBUILD=1 rebuilds the source tables,
+# ESG_BENCH_SYNC_ARGS / ESG_BENCH_COMPARE_ARGS (see tests/benchmarks/test_bench_sync.py).
 # Only the sync benchmark: scripts/bench.sh -k bench_sync
 set -euo pipefail
 

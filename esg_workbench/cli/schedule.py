@@ -227,7 +227,7 @@ def _run_due(ws, args, out: Output) -> int:
 
 
 def add_commands(sub, common) -> None:
-    from esg_workbench.sync.scheduler import ACTIONS
+    from esg_workbench.sync.schedule_plan import ACTIONS  # not scheduler: --help stays free of SQLAlchemy
 
     sp = sub.add_parser("schedule", help="scheduled syncs: add, list, show, edit, enable, disable, remove, run-due")
     ssub = sp.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)

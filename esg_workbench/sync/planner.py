@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from esg_workbench.core.specs import ChunkRange, ChunkStrategy, LoadSettings, LoadType, ReadScope, StreamRef
+from esg_workbench.core.specs import (
+    DUCKDB_ROW_GROUP_ROWS,
+    ChunkRange,
+    ChunkStrategy,
+    LoadSettings,
+    LoadType,
+    ReadScope,
+    StreamRef,
+)
 
 INTEGER_TYPES = (int,)
 
@@ -16,14 +24,15 @@ class Sizing:
 
 
 def auto_sizing(rows: int) -> Sizing:
-    """Chunk size and window by table volume."""
+    """Chunk size and window by table volume. From 100,000 rows on, whole DuckDB row
+    groups: such a chunk commits without a checkpoint's rewrite (see core/specs.py)."""
     if rows < 100_000:
         return Sizing(10_000, None)
     if rows <= 1_000_000:
-        return Sizing(50_000, "month")
+        return Sizing(DUCKDB_ROW_GROUP_ROWS, "month")
     if rows <= 10_000_000:
-        return Sizing(100_000, "week")
-    return Sizing(250_000, "day")
+        return Sizing(DUCKDB_ROW_GROUP_ROWS, "week")
+    return Sizing(2 * DUCKDB_ROW_GROUP_ROWS, "day")
 
 
 def uses_time_windows(settings: LoadSettings) -> bool:

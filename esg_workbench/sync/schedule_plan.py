@@ -29,6 +29,10 @@ DEFAULT_WINDOW_MINUTES = 120
 
 RUN, WAIT, SKIP = "run", "wait", "skip"
 
+#: what a scheduled job does (here, not in scheduler.py, so that the CLI's parser can
+#: list them without importing the engine and SQLAlchemy)
+ACTIONS = ("sync", "retry_failed", "discover")
+
 
 @dataclass
 class Decision:

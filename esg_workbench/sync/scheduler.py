@@ -34,7 +34,7 @@ from esg_workbench.workspace import connectors_store, schedule_slots, sync_recor
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import scheduled_jobs as table
 
-ACTIONS = ("sync", "retry_failed", "discover")
+ACTIONS = schedule_plan.ACTIONS
 ACTION_WORDS = {"sync": "sync", "retry_failed": "retry of failed chunks", "discover": "discovery"}
 STATUSES = ("success", "partial_success", "failed", "cancelled", "skipped")
 
