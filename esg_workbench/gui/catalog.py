@@ -218,6 +218,48 @@ def search(workspace: Workspace, text: str, limit: int = 100) -> list[tuple[str,
     return found
 
 
+@dataclass
+class DiscoveryFindings:
+    """What one discovery noticed: per table what a file source detected (encoding, header
+    row, number and date formats, skipped totals) and the tables it could not read, with
+    why. Kept by the schema browser for the discovery just made (not stored)."""
+
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result) -> DiscoveryFindings:
+        return cls(dict(result.notes), dict(result.unreadable))
+
+    def error_of(self, qualified: str) -> str | None:
+        return self.unreadable.get(qualified)
+
+    def table_text(self, qualified: str) -> str:
+        """The lines shown under a table's samples: its read error, else what was detected."""
+        error = self.unreadable.get(qualified)
+        if error is not None:
+            return f"Could not read {qualified}: {error}"
+        notes = self.notes.get(qualified)
+        return ("Detected: " + "\n".join(notes)) if notes else ""
+
+    def details(self) -> str:
+        """Unreadable tables with their first error line, and where formats were detected ('' if neither)."""
+        parts = []
+        if self.unreadable:
+            listed = "; ".join(f"{t} ({e.splitlines()[0]})" for t, e in list(self.unreadable.items())[:3])
+            more = "…" if len(self.unreadable) > 3 else ""
+            parts.append(f"{len(self.unreadable)} could not be read: {listed}{more}")
+        if self.notes:
+            parts.append(f"formats detected in {len(self.notes)} table{'s' if len(self.notes) != 1 else ''}"
+                         " (select a table to see them)")
+        return "; ".join(parts)
+
+    def summary(self, name: str, tables: int) -> str:
+        """The message after a first discovery: how many tables, then the details."""
+        details = self.details()
+        return f"{name}: {tables} table{'s' if tables != 1 else ''} discovered" + (f"; {details}." if details else ".")
+
+
 def rediscover(workspace: Workspace, name: str, connector_id: str):
     """Discover a connector again: (DiscoveryResult, tables new since the last discovery)."""
     from esg_workbench.sync import operations

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from esg_workbench.gui import catalog, icons
-from esg_workbench.gui.catalog import ConnectorOverview, TableRow
+from esg_workbench.gui.catalog import ConnectorOverview, DiscoveryFindings, TableRow
 from esg_workbench.gui.data_grid import DataGrid
 from esg_workbench.gui.sample_model import RecordsModel
 
@@ -43,6 +43,7 @@ SAMPLE_ROWS = 100
 OPEN_COLUMNS_OF = 20  # tables whose columns a filter search opens
 DRIFT_BRUSH = QBrush(QColor("#fff3cd"))
 PLACEHOLDER_BRUSH = QBrush(QColor("#888"))
+UNREADABLE_BRUSH = QBrush(QColor("#c62828"))
 
 
 def _row(name: str, kind: str, icon=None, *cells: str) -> list[QStandardItem]:
@@ -95,6 +96,8 @@ class SchemaBrowser(QWidget):
         self._reveal: list[tuple[str, str | None, str, bool]] = []  # paths to open: (connector id, schema, table, columns)
         self._revealed = 0
         self.listed_connector: str | None = None  # the one chosen in the connector list
+        # connector id -> what its discovery in this window detected and could not read
+        self.findings: dict[str, DiscoveryFindings] = {}
 
         self.filter = QLineEdit()
         self.filter.setObjectName("schemaFilter")
@@ -149,6 +152,12 @@ class SchemaBrowser(QWidget):
         self.sample_grid = DataGrid(self.samples, "sampleGrid")  # sorts, filters
         self.sample_view = self.sample_grid.view
         self.sample_view.horizontalHeader().setDefaultSectionSize(130)
+        # what discovery detected in the selected table (or why it could not read it)
+        self.detected = QLabel()
+        self.detected.setObjectName("detectedNotes")
+        self.detected.setWordWrap(True)
+        self.detected.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.detected.hide()
 
         top = QHBoxLayout()
         top.addWidget(self.filter, 1)
@@ -168,6 +177,7 @@ class SchemaBrowser(QWidget):
         sample_bar.addWidget(self.sample_size)
         low.addLayout(sample_bar)
         low.addWidget(self.sample_grid, 1)
+        low.addWidget(self.detected)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
         self.splitter.addWidget(lower)
@@ -195,6 +205,8 @@ class SchemaBrowser(QWidget):
         self.samples.clear()
         self.sample_title.setText("Select a table to see sample rows.")
         self.status.clear()
+        self.findings = {}
+        self._show_detected("")
 
     def set_connectors(self, overviews: list[ConnectorOverview]) -> None:
         """Keep the subtrees of connectors that are still there; add and drop the rest."""
@@ -261,15 +273,16 @@ class SchemaBrowser(QWidget):
         if kind == "connector":
             def fetch():
                 found = catalog.schemas(ws, overview.id)
+                result = None
                 if not found:  # never discovered: describe the source first
                     from esg_workbench.sync import operations
 
-                    operations.discover_connector(ws, overview.name)
+                    result = operations.discover_connector(ws, overview.name)
                     found = catalog.schemas(ws, overview.id)
-                return found
+                return found, result
             if item.rowCount() and item.child(0).data(KIND) == "placeholder":
                 item.child(0).setText("Loading schemas (discovering the source if needed)…")
-            self.pool.run(fetch, on_done=lambda found: self._fill_schemas(item, found),
+            self.pool.run(fetch, on_done=lambda done: self._fill_schemas(item, *done),
                           on_error=lambda msg: self._level_failed(item, msg), owner=self)
         elif kind == "schema":
             self.pool.run(catalog.tables, ws, overview.id, item.data(INFO),
@@ -305,11 +318,13 @@ class SchemaBrowser(QWidget):
         self.message.emit(message)
         self.level_loaded.emit("error")
 
-    def _fill_schemas(self, item: QStandardItem, found: list[tuple[str | None, int]]) -> None:
+    def _fill_schemas(self, item: QStandardItem, found: list[tuple[str | None, int]], discovered=None) -> None:
         if not self._alive(item):
             return
         self._clear_children(item)
         overview = item.data(CONNECTOR)
+        if discovered is not None:  # the source was discovered just now: say what it found
+            self._found(overview, discovered)
         for schema, count in found:
             row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
                        f"{count:,} table{'s' if count != 1 else ''}")
@@ -330,6 +345,7 @@ class SchemaBrowser(QWidget):
         overview = item.data(CONNECTOR)
         self._clear_children(item)
         drifted = [r for r in rows if r.drift]
+        findings = self.findings.get(overview.id, DiscoveryFindings())
         if not rows:
             item.appendRow(_placeholder("No tables."))
 
@@ -349,6 +365,15 @@ class SchemaBrowser(QWidget):
                 cells[4].setText(f"changed: {r.drift.describe()}")
                 for c in cells:
                     c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
+            error = findings.error_of(r.qualified)
+            if error is not None:  # listed by the source but not readable: its columns are only _esg_*
+                cells[0].setIcon(icons.standard("SP_MessageBoxWarning"))
+                cells[4].setText(f"could not read: {error.splitlines()[0]}")
+                for c in cells:
+                    c.setForeground(UNREADABLE_BRUSH)
+                    c.setToolTip(f"Discovery could not read {r.qualified}:\n{error}")
+            elif findings.notes.get(r.qualified):
+                cells[0].setToolTip("Detected at discovery:\n" + "\n".join(findings.notes[r.qualified]))
             cells[0].appendRow(_placeholder())
             return cells
 
@@ -420,10 +445,12 @@ class SchemaBrowser(QWidget):
             return
         self.refresh_button.setEnabled(False)
         self.status.setText(f"Re-discovering {name}…")
+        connector_id = item.data(INFO).id
 
         def done(found) -> None:
             result, added = found
             self.refresh_button.setEnabled(True)
+            self.findings[connector_id] = DiscoveryFindings.of(result)
             drift = result.drift
             changes = []
             if added:
@@ -435,6 +462,9 @@ class SchemaBrowser(QWidget):
                 text = f"{name}: {len(result.tables)} tables; " + "; ".join(changes)
             else:
                 text = f"{name}: {len(result.tables)} tables, no change since the last discovery."
+            details = self.findings[connector_id].details()
+            if details:
+                text += f" {details[0].upper()}{details[1:]}."
             self._reload(name)
             self.status.setText(text)
             self.message.emit(text)
@@ -445,7 +475,7 @@ class SchemaBrowser(QWidget):
             self.status.setText(message)
             self.message.emit(message)
 
-        self.pool.run(catalog.rediscover, self.workspace, name, item.data(INFO).id,
+        self.pool.run(catalog.rediscover, self.workspace, name, connector_id,
                       on_done=done, on_error=failed, owner=self)
 
     def _reload(self, name: str) -> None:
@@ -551,8 +581,23 @@ class SchemaBrowser(QWidget):
             return
         overview: ConnectorOverview = item.data(CONNECTOR)
         table: TableRow = item.data(INFO)
+        findings = self.findings.get(overview.id)
+        self._show_detected(findings.table_text(table.qualified) if findings else "")
         self.table_selected.emit(overview.name, table.qualified)
         self.load_samples(overview.name, table.qualified)
+
+    def _found(self, overview: ConnectorOverview, result) -> None:
+        """Keep what a discovery detected and could not read; say so in the status."""
+        findings = DiscoveryFindings.of(result)
+        self.findings[overview.id] = findings
+        text = findings.summary(overview.name, len(result.tables))
+        self.status.setText(text)
+        self.message.emit(text)
+
+    def _show_detected(self, text: str) -> None:
+        self.detected.setText(text)
+        self.detected.setVisible(bool(text))
+        self.detected.setStyleSheet("color: #c62828;" if text.startswith("Could not read") else "")
 
     def _reload_samples(self) -> None:
         """The sample setting changed: show the current table's samples that way."""
