@@ -75,6 +75,8 @@ def flag_incomplete_sources(workspace: Workspace, conn, d: Dialect, base_inputs:
     source table) feed, in the months its ranges cover; returns how many were flagged.
     `base_inputs`: each base KPI's staging-row query (aggregate._inputs_sql, with the
     connector as `ci` and the source table as `st`)."""
+    from esg_workbench.mapping.aggregate import Cell  # aggregate imports this module
+
     windows: dict[tuple[str, str], list[Window | None]] = {}
     for r in incomplete_ranges(workspace, conn):
         windows.setdefault((r.connector_id, r.stream), []).append(window(r))
@@ -97,7 +99,7 @@ def flag_incomplete_sources(workspace: Workspace, conn, d: Dialect, base_inputs:
                     break
                 # the range's rows never landed: an empty value says so (else the month
                 # would not exist and its quarter and year would look complete)
-                cell = type(template)(kpi_id, site, month, "month", None, template.unit, template.rule)
+                cell = Cell(kpi_id, site, month, "month", None, template.unit, template.rule)
                 cell.flag("missing")
                 cells[cell.key] = cell
                 mine.append(cell)
