@@ -22,7 +22,8 @@
   without rows for the month: gaps.py), `unit_mismatch` (rows whose unit could not be
   converted to the KPI's, left out), `negative`, `outlier` (far from the site's usual
   months: robust z-score over median and MAD), `not_period_end` (a stock taken from an
-  earlier month), `unknown_site`, the market-based ones of scope2.py and `estimated`.
+  earlier month), `unknown_site`, the market-based ones of scope2.py, `estimated` and
+  `incomplete_source` (rows of a source table whose sync left a range missing: incomplete.py).
   Totals and roll-ups carry the flags of their parts (a missing part makes them
   `partial`).
 * Market-based Scope 2 and renewable energy take the contractual instruments allocated
@@ -46,6 +47,7 @@ import sqlalchemy as sa
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
 from esg_workbench.mapping import gaps, periods, units
+from esg_workbench.mapping import incomplete as incomplete_source
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
@@ -169,9 +171,9 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
             f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
             f"{number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
     inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
-             f"{text} AS rt, s.source_table AS st FROM staging_rows s WHERE {' AND '.join(where)}")
+             f"{text} AS rt, s.source_table AS st, s.connector_id AS ci FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, nv, quality, rt, st FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt, st, ci FROM (SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
@@ -276,6 +278,8 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
         if method:
             say(f"{estimated} missing site-month values estimated ({method})")
+        # before totals and roll-ups, so that they carry it too
+        incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, base_inputs, cells)
         for kpi in base:
             kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
             _flag_outliers(cells, kpi)
@@ -335,7 +339,8 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         chain.append(workspace, conn, "kpi.aggregate", actor=actor, output_hash=output_hash, metadata={
             "run_id": run_id, "values": len(ordered), "lineage_rows": lineage, "catalog_version": catalog.version,
             "months": [months[0], months[-1]] if months else [], "sites": len(sites), "flags": flags,
-            "gaps": gap_count, "gap_estimate": method, "estimated": estimated})
+            "gaps": gap_count, "gap_estimate": method, "estimated": estimated,
+            "incomplete_source": incomplete})
     return AggregateResult(run_id, len(ordered), sum(1 for c in ordered if c.period_type == "month" and c.site),
                            lineage, months, sites, time.monotonic() - started, flags, output_hash)
 

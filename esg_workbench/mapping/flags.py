@@ -11,6 +11,8 @@ DESCRIPTIONS = {
     "missing_value": "source rows without a quantity (NULL): left out",
     "unknown_site": "rows whose site could not be read (site '(unassigned)')",
     "site_without_country": "a site without a country: no emission factor could be chosen for it",
+    "incomplete_source": "a source table feeding this value has rows that failed to sync (a failed chunk, ignored or "
+                         "awaiting a retry) in its months, or in any month when the missing range is not a time window",
     "estimated": "estimated, not measured (see the estimate:<method> flag)",
     "estimate:previous_year": "estimated from the same month of the previous year",
     "estimate:neighbours": "estimated as the mean of the months before and after",

@@ -30,8 +30,10 @@ from esg_workbench.workspace import connectors_store
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import connector_sync_chunks as chunks
 from esg_workbench.workspace.schema import connector_sync_state as state
+# the KPI side reads the missing ranges from the workspace layer; re-exported here for callers of the review
+from esg_workbench.workspace.sync_records import REVIEW_IGNORED, IncompleteRange, incomplete_ranges  # noqa: F401
 
-IGNORED = "ignored"
+IGNORED = REVIEW_IGNORED
 MAX_REASON = 2000
 
 
@@ -70,22 +72,6 @@ class FailedChunk:
                 "last_failed_at": iso(self.last_failed_at), "run_id": self.sync_id, "retryable": self.retryable,
                 "review": self.review_status or "unreviewed", "reason": self.review_reason,
                 "reviewed_by": self.reviewed_by, "reviewed_at": iso(self.reviewed_at)}
-
-
-@dataclass
-class IncompleteRange:
-    """A key range of a source table whose data is missing from the workspace, for the
-    KPI side to flag the values it feeds as incomplete."""
-
-    connector_id: str
-    stream: str
-    target_table: str  # the raw table the range would land in
-    lower: tuple | None
-    upper: tuple | None
-    null_cursor: bool
-    ignored: bool  # an analyst ignored it (with `reason`); else it still waits for a retry
-    reason: str | None
-    chunk_id: int
 
 
 def _decode(text: str | None) -> tuple | None:
@@ -200,28 +186,6 @@ def retry(ws: Workspace, ids: Iterable[int], *, retry_delays: tuple[float, ...] 
     requests = retry_requests(ws, ids)
     engine = SyncEngine(ws, retry_delays=retry_delays or DEFAULT_RETRY_DELAYS, on_progress=on_progress, cancel=cancel)
     return [engine.run(request) for request in requests]
-
-
-def incomplete_ranges(ws: Workspace, conn: sa.Connection | None = None, *,
-                      connector_id: str | None = None) -> list[IncompleteRange]:
-    """Key ranges of source tables whose rows are missing because their chunk failed
-    (ignored or still waiting for a retry), oldest first. The KPI side flags the values
-    these ranges feed as incomplete; a range leaves this list when its chunk lands or a
-    later sync replaces the plan it belonged to."""
-    def read(c: sa.Connection) -> list[IncompleteRange]:
-        query = sa.select(chunks).where(chunks.c.organization_id == ws.organization_id,
-                                        chunks.c.status == ChunkStatus.FAILED.value)
-        if connector_id is not None:
-            query = query.where(chunks.c.connector_id == connector_id)
-        return [IncompleteRange(r.connector_id, r.stream, r.target_table, _decode(r.lower_bound),
-                                _decode(r.upper_bound), bool(r.null_cursor), r.review_status == IGNORED,
-                                r.review_reason, r.id)
-                for r in c.execute(query.order_by(chunks.c.id))]
-
-    if conn is not None:
-        return read(conn)
-    with ws.read() as c:
-        return read(c)
 
 
 def counts(ws: Workspace) -> dict[str, int]:

@@ -325,3 +325,48 @@ def put_state(workspace: Workspace, conn: sa.Connection, s: StreamState) -> None
     else:
         conn.execute(sa.insert(state).values(organization_id=workspace.organization_id,
                                              connector_id=s.connector_id, stream=s.stream, **values))
+
+
+# --- ranges whose rows are missing (the KPI side flags what they feed) ----------------------
+
+REVIEW_IGNORED = "ignored"
+
+
+@dataclass
+class IncompleteRange:
+    """A key range of a source table whose data is missing from the workspace, for the
+    KPI side to flag the values it feeds as incomplete."""
+
+    connector_id: str
+    stream: str
+    target_table: str  # the raw table the range would land in
+    lower: tuple | None
+    upper: tuple | None
+    null_cursor: bool
+    ignored: bool  # an analyst ignored it (with `reason`); else it still waits for a retry
+    reason: str | None
+    chunk_id: int
+
+
+def incomplete_ranges(workspace: Workspace, conn: sa.Connection | None = None, *,
+                      connector_id: str | None = None) -> list[IncompleteRange]:
+    """Key ranges of source tables whose rows are missing because their chunk failed
+    (ignored or still waiting for a retry), oldest first. A range leaves this list when
+    its chunk lands or a later sync replaces the plan it belonged to (superseded)."""
+    def read(c: sa.Connection) -> list[IncompleteRange]:
+        query = sa.select(chunks).where(chunks.c.organization_id == workspace.organization_id,
+                                        chunks.c.status == ChunkStatus.FAILED.value)
+        if connector_id is not None:
+            query = query.where(chunks.c.connector_id == connector_id)
+        return [IncompleteRange(r.connector_id, r.stream, r.target_table, _key(r.lower_bound), _key(r.upper_bound),
+                                bool(r.null_cursor), r.review_status == REVIEW_IGNORED, r.review_reason, r.id)
+                for r in c.execute(query.order_by(chunks.c.id))]
+
+    if conn is not None:
+        return read(conn)
+    with workspace.read() as c:
+        return read(c)
+
+
+def _key(text: str | None) -> tuple | None:
+    return decode_key(json.loads(text)) if text else None
