@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -119,6 +120,14 @@ def arrow_hash(table) -> str:
                 if buf is not None:
                     digest.update(memoryview(buf))
     return digest.hexdigest()
+
+
+def _hash_batch(digest, batch) -> None:
+    """A streamed chunk's output hash: SHA-256 over its batches' buffers in arrival order."""
+    for column in batch.columns:
+        for buf in column.buffers():
+            if buf is not None:
+                digest.update(memoryview(buf))
 
 
 def _last_key(table, key: tuple[str, ...]) -> tuple | None:
@@ -573,6 +582,11 @@ class SyncEngine:
         """Read chunk i+1 while chunk i is written: the source and the workspace overlap."""
         if not todo:
             return
+        if len(todo) == 1 and self._streams_whole(connector, scope, load_type, todo[0]):
+            self._stream_with_retries(record, connector, stream, scope, todo[0], run_id, st, result, started)
+            self._progress(record, result, started, "", todo[0])
+            self.cancel.raise_if_cancelled()
+            return
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-read") as reader:
             pending = reader.submit(self._read_with_retries, connector, stream, scope, todo[0])
             for i, chunk in enumerate(todo):
@@ -651,43 +665,162 @@ class SyncEngine:
             result.warnings += [w for w in (f"column {a} landed as {b}" for a, b in names.items())
                                 if w not in result.warnings]
         with ws.transaction() as conn:
-            if table is not None and not rows and raw_tables.existing_columns(ws, conn, target) is None:
-                raw_tables.create_table(ws, conn, target, table.schema)  # an empty table lands typed
-            if rows:
-                columns = raw_tables.existing_columns(ws, conn, target)
-                if columns is None:
-                    raw_tables.create_table(ws, conn, target, table.schema)
-                else:  # schema drift since the table was made: follow the source
-                    new = [f for f in table.schema if f.name not in columns]
-                    if new:
-                        raw_tables.add_columns(ws, conn, target, new)
-                    retyped = [f for f in table.schema if f.name in columns
-                               and raw_tables.column_type(ws, f) != columns[f.name]]
-                    if retyped:
-                        raw_tables.retype_columns(ws, conn, target, retyped, columns)
-                if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
-                    # e.g. a file's name: a changed file's earlier rows all go, however many it has now
-                    key = [names.get(k, k) for k in st.plan["replace_key"]]
-                    raw_tables.delete_keys(ws, conn, target, table.select(key).group_by(key).aggregate([]), key)
-                elif load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
-                    raw_tables.delete_keys(ws, conn, target, table, [names.get(k, k) for k in st.plan["primary_key"]])
-                raw_tables.append(ws, conn, target, table, run_id, chunk.id)
-            max_key = last if not chunk.range.null_cursor else None
-            sync_records.chunk_done(conn, chunk.id, run_id, rows, rows, max_key, attempts)
-            sync_records.add_counts(conn, run_id, rows, rows)
-            if load_type is LoadType.DELTA:
-                self._advance_checkpoint(conn, st, chunk)
-            chain.append(ws, conn, "sync.chunk", input_hash=chain.sha256_json({
-                "connector_id": record.id, "stream": stream.qualified, "sync_id": chunk.sync_id, "seq": chunk.seq,
-                "lower": encode_key(chunk.range.lower), "upper": encode_key(chunk.range.upper),
-                "null_cursor": chunk.range.null_cursor}),
-                output_hash=digest,
-                metadata={"connector_id": record.id, "stream": stream.qualified, "run_id": run_id,
-                          "chunk_id": chunk.id, "seq": chunk.seq, "range": chunk.range.describe(),
-                          "rows": rows, "target": target})
+            self._write_rows(conn, target, table, names, load_type, st, run_id, chunk)
+            self._record_chunk(conn, record, stream, load_type, chunk, run_id, st, rows,
+                               last if not chunk.range.null_cursor else None, attempts, digest)
         result.chunks_done += 1
         result.rows_read += rows
         result.rows_written += rows
+
+    def _write_rows(self, conn, target: str, table, names: dict[str, str], load_type: LoadType,
+                    st: StreamState, run_id: int, chunk: LedgerChunk) -> None:
+        """Rows into the chunk's target inside the caller's transaction: the table made
+        (typed, even when empty) or its columns following the source, a delta's keys replaced."""
+        ws = self.workspace
+        rows = 0 if table is None else table.num_rows
+        if table is not None and not rows and raw_tables.existing_columns(ws, conn, target) is None:
+            raw_tables.create_table(ws, conn, target, table.schema)  # an empty table lands typed
+        if rows:
+            columns = raw_tables.existing_columns(ws, conn, target)
+            if columns is None:
+                raw_tables.create_table(ws, conn, target, table.schema)
+            else:  # schema drift since the table was made: follow the source
+                new = [f for f in table.schema if f.name not in columns]
+                if new:
+                    raw_tables.add_columns(ws, conn, target, new)
+                retyped = [f for f in table.schema if f.name in columns
+                           and raw_tables.column_type(ws, f) != columns[f.name]]
+                if retyped:
+                    raw_tables.retype_columns(ws, conn, target, retyped, columns)
+            if load_type is LoadType.DELTA and st.plan and st.plan.get("replace_key"):
+                # e.g. a file's name: a changed file's earlier rows all go, however many it has now
+                key = [names.get(k, k) for k in st.plan["replace_key"]]
+                raw_tables.delete_keys(ws, conn, target, table.select(key).group_by(key).aggregate([]), key)
+            elif load_type is LoadType.DELTA and st.plan and st.plan.get("primary_key"):
+                raw_tables.delete_keys(ws, conn, target, table, [names.get(k, k) for k in st.plan["primary_key"]])
+            raw_tables.append(ws, conn, target, table, run_id, chunk.id)
+
+    def _record_chunk(self, conn, record, stream: StreamRef, load_type: LoadType, chunk: LedgerChunk,
+                      run_id: int, st: StreamState, rows: int, max_key, attempts: int, digest: str | None) -> None:
+        """The chunk's ledger row, the run's counters, a delta's checkpoint and the audit
+        entry, inside the transaction that lands the chunk's (last) rows."""
+        ws = self.workspace
+        sync_records.chunk_done(conn, chunk.id, run_id, rows, rows, max_key, attempts)
+        sync_records.add_counts(conn, run_id, rows, rows)
+        if load_type is LoadType.DELTA:
+            self._advance_checkpoint(conn, st, chunk)
+        chain.append(ws, conn, "sync.chunk", input_hash=chain.sha256_json({
+            "connector_id": record.id, "stream": stream.qualified, "sync_id": chunk.sync_id, "seq": chunk.seq,
+            "lower": encode_key(chunk.range.lower), "upper": encode_key(chunk.range.upper),
+            "null_cursor": chunk.range.null_cursor}),
+            output_hash=digest,
+            metadata={"connector_id": record.id, "stream": stream.qualified, "run_id": run_id,
+                      "chunk_id": chunk.id, "seq": chunk.seq, "range": chunk.range.describe(),
+                      "rows": rows, "target": chunk.target_table})
+
+    # --- a full load of a table with no key and no row ranges: one chunk, streamed ------------
+    # Such a table cannot be cut into ranges, so its one chunk is read as a stream and
+    # written batch by batch (about chunk_size rows a transaction) into the shadow table:
+    # memory stays bounded by the chunk size. The ledger row commits with the last batch,
+    # so a stream broken off (cancel, kill, error) leaves the chunk pending, and the next
+    # attempt starts again from an empty shadow table: no row lands twice.
+
+    @staticmethod
+    def _streams_whole(connector, scope: ReadScope, load_type: LoadType, chunk: LedgerChunk) -> bool:
+        whole = chunk.range.lower is None and chunk.range.upper is None and not chunk.range.null_cursor
+        return (load_type is LoadType.FULL and not scope.key and whole and hasattr(connector, "read_into")
+                and not hasattr(connector, "plan_chunks"))
+
+    def _stream_with_retries(self, record, connector, stream: StreamRef, scope: ReadScope, chunk: LedgerChunk,
+                             run_id: int, st: StreamState, result: StreamResult, started: float) -> None:
+        """Transient errors start the stream again (after the retry delays); others fail the chunk."""
+        delays = self.retry_delays
+        read_before = result.rows_read
+        attempts = 0
+        while True:
+            attempts += 1
+            result.rows_read = read_before
+            try:
+                self._stream_chunk(record, connector, stream, scope, chunk, run_id, st, result, started, attempts)
+                return
+            except Cancelled:
+                result.rows_read = read_before
+                raise
+            except Exception as exc:  # a source or a workspace error: nothing of it counts as landed
+                result.rows_read = read_before
+                if isinstance(exc, EsgError) and exc.transient and attempts <= len(delays):
+                    self._sleep(delays[attempts - 1])
+                    self.cancel.raise_if_cancelled()
+                    continue
+                self._fail_chunk(record, chunk, run_id, exc, attempts, result)
+                return
+
+    def _stream_chunk(self, record, connector, stream: StreamRef, scope: ReadScope, chunk: LedgerChunk,
+                      run_id: int, st: StreamState, result: StreamResult, started: float, attempts: int) -> None:
+        import pyarrow as pa
+
+        ws = self.workspace
+        target = chunk.target_table
+        with ws.transaction() as conn:  # nothing of an earlier, broken-off stream stays
+            raw_tables.drop_table(ws, conn, target)
+        batch_rows = int((st.plan or {}).get("chunk_size") or planner.auto_sizing(0).chunk_size)
+        sink: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        digest = hashlib.sha256()
+        pending: list = []
+        pending_rows = landed = 0
+        schema = None
+
+        def write(final: bool) -> None:
+            nonlocal pending, pending_rows, landed
+            table = pa.Table.from_batches(pending, schema=schema) if schema is not None else None
+            names: dict[str, str] = {}
+            if table is not None:
+                table, names = raw_tables.with_landing_names(table)
+                result.warnings += [w for w in (f"column {a} landed as {b}" for a, b in names.items())
+                                    if w not in result.warnings]
+
+            def attempt() -> None:
+                with ws.transaction() as conn:
+                    self._write_rows(conn, target, table, names, LoadType.FULL, st, run_id, chunk)
+                    if final:
+                        self._record_chunk(conn, record, stream, LoadType.FULL, chunk, run_id, st,
+                                           landed + pending_rows, None, attempts,
+                                           digest.hexdigest() if landed + pending_rows else None)
+
+            concurrency.retrying(attempt, what=f"Landing rows of {chunk.stream}")
+            landed += pending_rows
+            pending, pending_rows = [], 0
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-stream") as reader:
+            done = reader.submit(connector.read_into, stream, scope, chunk.range, sink, stop)
+            try:
+                while True:
+                    try:
+                        batch = sink.get(timeout=0.2)
+                    except queue.Empty:
+                        if done.done():
+                            done.result()  # the read's error, if it failed
+                            raise RuntimeError("the streamed read ended without its last batch")
+                        self.cancel.raise_if_cancelled()
+                        continue
+                    if batch is None:
+                        break
+                    schema = batch.schema
+                    _hash_batch(digest, batch)
+                    pending.append(batch)
+                    pending_rows += batch.num_rows
+                    result.rows_read += batch.num_rows
+                    if pending_rows >= batch_rows:
+                        write(final=False)
+                        self._progress(record, result, started, f"{landed:,} rows landed", chunk)
+                        self.cancel.raise_if_cancelled()
+                done.result()
+            finally:
+                stop.set()  # the reader, if still reading, gives up
+        write(final=True)
+        result.chunks_done += 1
+        result.rows_written += landed
 
     def _advance_checkpoint(self, conn, st: StreamState, chunk: LedgerChunk) -> None:
         """A delta's checkpoint covers the contiguous prefix of done chunks of the plan

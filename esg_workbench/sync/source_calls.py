@@ -11,6 +11,7 @@ process from exiting.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Any, Callable
@@ -121,6 +122,27 @@ class GuardedConnector:
                 touch()
             return batches
         return self._call(read, f"Reading {stream.qualified} {chunk.describe()}", self.read_timeout)
+
+    def read_into(self, stream, scope, chunk, sink: queue.Queue, stop: threading.Event) -> None:
+        """A chunk's record batches put into `sink` as they arrive, then `None` (the end):
+        the reader of a table too big for memory. The read timeout counts from the last
+        batch received or taken; `stop` (the taker gave up) ends the read."""
+        def put(item, touch) -> None:
+            while True:  # wait for room: the taker writes batch by batch
+                if stop.is_set():
+                    raise Cancelled("The streamed read was stopped.")
+                try:
+                    sink.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    touch()  # the workspace is busy, the source is not stalled
+
+        def read(connector, touch):
+            for batch in connector.read(stream, scope, chunk, self._cancel):
+                touch()
+                put(batch, touch)
+            put(None, touch)
+        self._call(read, f"Reading {stream.qualified} {chunk.describe()}", self.read_timeout)
 
     def _call(self, fn: Callable[[Any, Callable[[], None]], Any], what: str, timeout: float) -> Any:
         self._cancel.raise_if_cancelled()
