@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from esg_workbench.connectors.registry import TYPE_OPTIONS, connector_types
+from esg_workbench.connectors.registry import FILE_TABLE_OPTIONS, TYPE_OPTIONS, connector_types
 from esg_workbench.core.errors import ConfigError
-from esg_workbench.connectors.files.model import TABLE_OPTIONS as FILE_TABLE_OPTIONS
 from esg_workbench.core.specs import LOAD_OPTIONS, TABLE_SETTINGS, TIMEOUT_OPTIONS, LoadSettings
 
 #: file sources: reading options that may also be set for one table, as "TABLE.option"

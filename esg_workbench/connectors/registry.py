@@ -25,6 +25,8 @@ _TYPES = {
 
 _FILE_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types", "decimal", "thousands",
                  "date_format", "skip_footer")
+#: of those, the ones that may also be set for one table, as "TABLE.option"
+FILE_TABLE_OPTIONS = tuple(o for o in _FILE_OPTIONS if o != "pattern")
 
 #: options each type asks for, in the order a setup form shows them
 TYPE_OPTIONS = {

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from esg_workbench.connectors.registry import FILE_TABLE_OPTIONS
 from esg_workbench.core.errors import ConfigError, SourceError
 from esg_workbench.core.specs import ConnectorSpec
 
@@ -30,8 +31,7 @@ BATCH_ROWS = 65_536
 READ_OPTIONS = ("pattern", "sheet", "header_row", "delimiter", "encoding", "column_types",
                 "decimal", "thousands", "date_format", "skip_footer")
 #: of those, the ones that may also be set per table, as "TABLE.option"
-TABLE_OPTIONS = ("sheet", "header_row", "delimiter", "encoding", "column_types",
-                 "decimal", "thousands", "date_format", "skip_footer")
+TABLE_OPTIONS = FILE_TABLE_OPTIONS
 
 _FORMATS = {
     ".csv": "csv", ".tsv": "csv",
