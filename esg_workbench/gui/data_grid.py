@@ -11,7 +11,18 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
-from PySide6.QtWidgets import QAbstractItemView, QCheckBox, QHBoxLayout, QLabel, QLineEdit, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QTableView,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from esg_workbench.gui.sample_model import RecordsModel
 
@@ -147,3 +158,22 @@ class DataGrid(QWidget):
 
     def source_row(self, proxy_row: int) -> int:
         return self.proxy.mapToSource(self.proxy.index(proxy_row, 0)).row()
+
+
+def record_table(object_name: str, columns: list[str] | tuple[str, ...],
+                 selection: QAbstractItemView.SelectionMode) -> QTableWidget:
+    """A read-only table of records, one per row: whole rows selected, columns sized to
+    their contents, the last one stretched (the Schedules and Failed chunks tabs)."""
+    table = QTableWidget(0, len(columns))
+    table.setObjectName(object_name)
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(selection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().hide()
+    table.setAlternatingRowColors(True)
+    table.setWordWrap(False)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(True)
+    return table

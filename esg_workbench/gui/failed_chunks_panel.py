@@ -14,17 +14,16 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from esg_workbench.gui import icons
+from esg_workbench.gui.data_grid import record_table
 
 COLUMNS = ("Id", "Connector", "Table", "Range", "Attempts", "First failure", "Last failure", "Review", "Error")
 ID, CONNECTOR, TABLE, RANGE, ATTEMPTS, FIRST, LAST, REVIEW, ERROR = range(len(COLUMNS))
@@ -103,18 +102,7 @@ class FailedChunksPanel(QWidget):
         bar.addStretch(1)
         bar.addWidget(self.refresh_button)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setObjectName("failedChunksTable")
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = record_table("failedChunksTable", COLUMNS, QAbstractItemView.SelectionMode.ExtendedSelection)
         self.details = QLabel()
         self.details.setObjectName("chunkDetails")
         self.details.setWordWrap(True)

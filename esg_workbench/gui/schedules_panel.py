@@ -14,11 +14,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QStackedWidget,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -26,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.core.errors import EsgError
 from esg_workbench.gui import dialogs, icons
+from esg_workbench.gui.data_grid import record_table
 from esg_workbench.gui.schedule_dialog import ACTION_LABELS, ScheduleDialog, ScheduleValues, action_text
 
 COLUMNS = ("Enabled", "Name", "Connector", "Action", "When", "Next run", "Runs after", "Now", "Last run", "Result")
@@ -133,18 +132,7 @@ class SchedulesPanel(QWidget):
             bar.addWidget(b)
         bar.addStretch(1)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setObjectName("schedulesTable")
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = record_table("schedulesTable", COLUMNS, QAbstractItemView.SelectionMode.SingleSelection)
 
         self.empty = QWidget()
         self.empty.setObjectName("schedulesEmpty")

@@ -16,7 +16,6 @@ No Qt: the Failed chunks view and ``esg-workbench chunks`` share it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -24,14 +23,18 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import ConfigError, NotFound
-from esg_workbench.core.keys import decode_key
 from esg_workbench.core.specs import ChunkRange, ChunkStatus, ProgressEvent
 from esg_workbench.workspace import connectors_store
 from esg_workbench.workspace.database import Workspace, utcnow
 from esg_workbench.workspace.schema import connector_sync_chunks as chunks
 from esg_workbench.workspace.schema import connector_sync_state as state
 # the KPI side reads the missing ranges from the workspace layer; re-exported here for callers of the review
-from esg_workbench.workspace.sync_records import REVIEW_IGNORED, IncompleteRange, incomplete_ranges  # noqa: F401
+from esg_workbench.workspace.sync_records import (  # noqa: F401 (IncompleteRange, incomplete_ranges: this module's API)
+    REVIEW_IGNORED,
+    IncompleteRange,
+    incomplete_ranges,
+    stored_key,
+)
 
 IGNORED = REVIEW_IGNORED
 MAX_REASON = 2000
@@ -74,10 +77,6 @@ class FailedChunk:
                 "reviewed_by": self.reviewed_by, "reviewed_at": iso(self.reviewed_at)}
 
 
-def _decode(text: str | None) -> tuple | None:
-    return decode_key(json.loads(text)) if text else None
-
-
 def _query(ws: Workspace):
     active = (sa.select(state.c.active_sync_id).where(state.c.organization_id == ws.organization_id,
                                                        state.c.connector_id == chunks.c.connector_id,
@@ -102,7 +101,7 @@ def list_failed(ws: Workspace, *, connector: str | None = None, unreviewed_only:
         rows = conn.execute(query.order_by(chunks.c.updated_at.desc(), chunks.c.id.desc())).all()
     return [FailedChunk(
         id=r.id, connector=names.get(r.connector_id, r.connector_id), connector_id=r.connector_id, stream=r.stream,
-        range=ChunkRange(_decode(r.lower_bound), _decode(r.upper_bound), bool(r.null_cursor)), error=r.error,
+        range=ChunkRange(stored_key(r.lower_bound), stored_key(r.upper_bound), bool(r.null_cursor)), error=r.error,
         attempts=r.attempts, first_failed_at=r.first_failed_at, last_failed_at=r.updated_at, sync_id=r.sync_id,
         retryable=bool(r.current), review_status=r.review_status, review_reason=r.review_reason,
         reviewed_by=r.reviewed_by, reviewed_at=r.reviewed_at) for r in rows]

@@ -184,7 +184,7 @@ def _chunk(row) -> LedgerChunk:
         id=row.id, sync_id=row.sync_id, stream=row.stream, seq=row.seq,
         range=ChunkRange(decode_key(json.loads(row.lower_bound)), decode_key(json.loads(row.upper_bound)), row.null_cursor),
         target_table=row.target_table, status=row.status, attempts=row.attempts, rows_written=row.rows_written,
-        max_key=decode_key(json.loads(row.max_key)) if row.max_key else None, error=row.error,
+        max_key=stored_key(row.max_key), error=row.error,
     )
 
 
@@ -220,7 +220,7 @@ def done_prefix_max_key(conn: sa.Connection, sync_id: int, stream: str) -> tuple
     if first_open is not None:
         query = query.where(chunks.c.seq < first_open)
     text = conn.execute(query.order_by(chunks.c.seq.desc()).limit(1)).scalar()
-    return decode_key(json.loads(text)) if text else None
+    return stored_key(text)
 
 
 def chunk_done(conn: sa.Connection, chunk_id: int, run_id: int, rows_read: int, rows_written: int,
@@ -294,7 +294,7 @@ def get_state(workspace: Workspace, conn: sa.Connection, connector_id: str, stre
         return None
     return StreamState(
         connector_id=connector_id, stream=stream, raw_table=row.raw_table, last_cursor=_dec(row.last_cursor),
-        last_row_id=decode_key(json.loads(row.last_row_id)) if row.last_row_id else None,
+        last_row_id=stored_key(row.last_row_id),
         last_window_start=_dec(row.last_window_start), last_window_end=_dec(row.last_window_end),
         planned_upper=_dec(row.planned_upper), active_sync_id=row.active_sync_id,
         plan=json.loads(row.plan) if row.plan else None,
@@ -358,7 +358,7 @@ def incomplete_ranges(workspace: Workspace, conn: sa.Connection | None = None, *
                                         chunks.c.status == ChunkStatus.FAILED.value)
         if connector_id is not None:
             query = query.where(chunks.c.connector_id == connector_id)
-        return [IncompleteRange(r.connector_id, r.stream, r.target_table, _key(r.lower_bound), _key(r.upper_bound),
+        return [IncompleteRange(r.connector_id, r.stream, r.target_table, stored_key(r.lower_bound), stored_key(r.upper_bound),
                                 bool(r.null_cursor), r.review_status == REVIEW_IGNORED, r.review_reason, r.id)
                 for r in c.execute(query.order_by(chunks.c.id))]
 
@@ -368,5 +368,6 @@ def incomplete_ranges(workspace: Workspace, conn: sa.Connection | None = None, *
         return read(c)
 
 
-def _key(text: str | None) -> tuple | None:
+def stored_key(text: str | None) -> tuple | None:
+    """A key or bound as the ledger stores it (JSON of encode_key), or None."""
     return decode_key(json.loads(text)) if text else None
