@@ -424,9 +424,14 @@ def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fa
     assert second.status is SyncStatus.SUCCESS, second.error
     said = notes_of(second, "energy")
     assert f"1 new file since the last sync: {place.path('energy/2024-03.csv')}" in said
-    assert f"1 file deleted from the source: {place.path('energy/2024-01.csv')}; the rows of" in said
-    assert f"1 file emptied to 0 bytes: {place.path('energy/2024-02.csv')}; the rows of" in said
-    assert "stay until the next full load" in said
+    # the rows of the deleted and the emptied file are marked deleted, named with their counts
+    assert (f"1 file deleted from the source: the rows of {place.path('energy/2024-01.csv')} (1 row) were marked "
+            "deleted (_esg_deleted_at)") in said
+    assert f"1 file emptied to 0 bytes: the rows of {place.path('energy/2024-02.csv')} (1 row) were marked" in said
+    assert by_stream(second)["energy"].rows_deleted == 2
+    assert rows(ws, by_stream(second)["energy"].raw_table, ["site", "_esg_deleted_at"], order="site")[0][1] is not None
+    assert [r[1] is None for r in rows(ws, by_stream(second)["energy"].raw_table, ["site", "_esg_deleted_at"],
+                                       order="site")] == [False, False, True]  # A, B marked; C landed
     assert "not synced: a new table" in notes_of(second, "water") and "Discover the connector" in notes_of(second, "water")
 
     full = run(ws, place, name, load_type="full")
@@ -569,8 +574,10 @@ def test_on_a_postgresql_workspace_too(tmp_path, pg_database):
         assert second.status is SyncStatus.SUCCESS, second.error
         said = notes_of(second, "energie")
         assert "1 new file since the last sync: energie/werke-3.csv" in said
-        assert "1 file deleted from the source: energie/werke-2.csv; the rows of energie/werke-2.csv stay" in said
+        assert ("1 file deleted from the source: the rows of energie/werke-2.csv (3 rows) were marked deleted"
+                in said)
         assert len(rows(workspace, table, ["Werk"])) == 9
+        assert sum(r[0] is None for r in rows(workspace, table, ["_esg_deleted_at"])) == 6
     finally:
         workspace.close()
 

@@ -459,52 +459,31 @@ class SyncEngine:
             result.warnings += connector.read_warnings(stream)
         primary_key = (st.plan or {}).get("primary_key") or []
         self._complete_if_done(record, st, load_type, run_id, result)
-        if load_type is LoadType.DELTA and st.active_sync_id is None and primary_key:
+        if load_type is LoadType.DELTA and primary_key:
             self._check_deletes(record, connector, stream, st, settings, request, primary_key, run_id, result)
 
     def _check_deletes(self, record, connector, stream: StreamRef, st: StreamState, settings: LoadSettings,
                        request: SyncRequest, key: list[str], run_id: int, result: StreamResult) -> None:
-        """After a complete delta: when asked (the run's request, or the table's
-        detect_deletes every deletes_every syncs), read every key of the source (keys
-        only) and mark the raw rows whose key is gone with _esg_deleted_at."""
-        if not (request.detect_deletes or settings.detect_deletes):
-            return
-        ws = self.workspace
-        count = (st.syncs_since_deletes_check or 0) + 1
-        due = request.detect_deletes or st.syncs_since_deletes_check is None or count >= settings.deletes_every
-        if not due:
-            with ws.transaction() as conn:
-                st.syncs_since_deletes_check = count
-                sync_records.put_state(ws, conn, st)
-            return
-        if hasattr(connector, "plan_chunks"):  # files: a changed file replaces its rows anyway
-            result.warnings.append("deleted rows are not looked for in file sources (a changed file replaces its rows)")
-            return
-        import pyarrow as pa
+        """After a delta load, the pass that marks rows deleted in the source with
+        _esg_deleted_at (sync/deletes.py): for a file source every time, for a database
+        table after a complete delta when asked (the run's request, or the table's
+        detect_deletes every deletes_every syncs)."""
+        from esg_workbench.sync import deletes
 
-        scope = ReadScope(columns=tuple(key), key=tuple(key))
-        try:
-            batches = connector.read_all(stream, scope, ChunkRange())
-        except Cancelled:
-            raise
-        except EsgError as exc:
-            result.warnings.append(f"deleted rows not looked for: {exc.describe()}")
+        work = deletes.Pass(self.workspace, record, connector, stream, st, run_id, result, self.cancel,
+                            self.retry_delays, self._sleep)
+        if hasattr(connector, "current_files"):  # files: by file, from the listing
+            work.files(set(connector.files_read_empty(stream.qualified)))
             return
-        keys = pa.Table.from_batches(batches) if batches else None
-        with ws.transaction() as conn:
-            if raw_tables.existing_columns(ws, conn, st.raw_table) is None:
-                return
-            marked, unmarked = raw_tables.mark_deleted(ws, conn, st.raw_table, keys, key)
-            sync_records.add_deleted(conn, run_id, marked)
-            st.syncs_since_deletes_check = 0
-            sync_records.put_state(ws, conn, st)
-            chain.append(ws, conn, "sync.deletes", metadata={
-                "connector_id": record.id, "stream": stream.qualified, "run_id": run_id, "raw_table": st.raw_table,
-                "source_keys": 0 if keys is None else keys.num_rows, "marked_deleted": marked, "back": unmarked})
-        result.rows_deleted += marked
-        if marked or unmarked:
-            result.warnings.append(f"{marked:,} row(s) deleted in the source marked with _esg_deleted_at"
-                                   + (f"; {unmarked:,} back in the source unmarked" if unmarked else ""))
+        if st.active_sync_id is not None:
+            return  # a chunk failed: the source's keys would be compared with an incomplete table
+        due = deletes.due(request.detect_deletes, settings.detect_deletes, settings.deletes_every, st)
+        if due is None:
+            with self.workspace.transaction() as conn:
+                st.syncs_since_deletes_check = (st.syncs_since_deletes_check or 0) + 1
+                sync_records.put_state(self.workspace, conn, st)
+        elif due:
+            work.database(key, tuple((st.plan or {}).get("columns") or key))
 
     def _new_plan(self, record, connector, stream: StreamRef, info: TableInfo, settings: LoadSettings,
                   run_id: int, st: StreamState | None, result: StreamResult):

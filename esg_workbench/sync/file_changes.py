@@ -29,17 +29,27 @@ def _names(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
-def _landed_files(workspace: Workspace, raw_table: str) -> set[str] | None:
-    """The files whose rows are in a raw table, or None when it does not exist (yet)."""
+def _landed_files(workspace: Workspace, raw_table: str) -> dict[str, tuple[int, int]] | None:
+    """The files whose rows are in a raw table, each with (rows, rows marked deleted), or
+    None when the table does not exist (yet)."""
     try:
         with workspace.read() as conn:
-            if raw_tables.existing_columns(workspace, conn, raw_table) is None:
+            columns = raw_tables.existing_columns(workspace, conn, raw_table)
+            if columns is None:
                 return None
             prep = workspace.engine.dialect.identifier_preparer
-            query = f"SELECT DISTINCT {prep.quote('_esg_file')} FROM {prep.quote(raw_table)}"
-            return {row[0] for row in conn.execute(sa.text(query))}
+            marked = (f"sum(CASE WHEN {prep.quote(raw_tables.DELETED_COLUMN)} IS NULL THEN 0 ELSE 1 END)"
+                      if raw_tables.DELETED_COLUMN in columns else "0")
+            query = (f"SELECT {prep.quote('_esg_file')}, count(*), {marked} FROM {prep.quote(raw_table)} "
+                     f"GROUP BY {prep.quote('_esg_file')}")
+            return {row[0]: (int(row[1]), int(row[2] or 0)) for row in conn.execute(sa.text(query))}
     except sa.exc.SQLAlchemyError:
         return None  # the report is a courtesy: a table we cannot read now changes nothing
+
+
+def _live(landed: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Files with rows not marked deleted, and how many."""
+    return {f: rows - marked for f, (rows, marked) in landed.items() if rows > marked}
 
 
 @dataclasses.dataclass
@@ -48,7 +58,7 @@ class Watch:
     connector: Any
     streams: list[StreamRef]
     asked_all: bool  # the sync was asked for every discovered table
-    landed: dict[str, set[str]]  # files landed before the sync, per table
+    landed: dict[str, dict[str, int]]  # files with rows (not marked deleted) before the sync, per table
 
     def report(self, results: list) -> None:
         """Add the source's notes to the streams' results (and a result for each table
@@ -93,8 +103,10 @@ class Watch:
                         f"not synced: a new table under the source ({_names(list(current[name]))}) that was not "
                         "discovered yet. Discover the connector to add it."]))
 
-    def _changes(self, result, files: dict[str, int], before: set[str]) -> list[str]:
-        """Notes on files new, deleted or emptied since the last landing."""
+    def _changes(self, result, files: dict[str, int], before: dict[str, int]) -> list[str]:
+        """Notes on files new, deleted or emptied since the last landing. A delta load's
+        deletes pass marks the rows of deleted and emptied files and names them itself
+        (sync/deletes.py); a full load removes them, which is said here."""
         notes = []
         new = [f for f, size in files.items() if f not in before and size]
         gone = [f for f in before if f not in files]
@@ -102,24 +114,25 @@ class Watch:
         if new:
             notes.append(f"{len(new)} new file{'s' if len(new) > 1 else ''} since the last sync: {_names(new)}.")
         if gone or emptied:
-            after = (_landed_files(self.workspace, result.raw_table) if result.raw_table else None) or set()
+            after = (_landed_files(self.workspace, result.raw_table) if result.raw_table else None) or {}
+            live = _live(after)
             for paths, what in ((gone, "deleted from the source"), (emptied, "emptied to 0 bytes")):
-                if not paths:
-                    continue
-                kept = [f for f in paths if f in after]
-                text = f"{len(paths)} file{'s' if len(paths) > 1 else ''} {what}: {_names(paths)}"
+                kept = [f for f in paths if f in live]
+                removed = [f for f in paths if f not in after]  # neither kept nor marked: a full load replaced them
                 if kept:
-                    text += f"; the rows of {_names(kept)} stay until the next full load."
-                else:
-                    text += "; their rows were removed by this full load."
-                notes.append(text)
+                    notes.append(f"{len(kept)} file{'s' if len(kept) > 1 else ''} {what}: {_names(kept)}; "
+                                 f"their {sum(live[f] for f in kept):,} rows are still in the raw table "
+                                 "(the next sync that completes marks them deleted).")
+                if removed:
+                    notes.append(f"{len(removed)} file{'s' if len(removed) > 1 else ''} {what}: {_names(removed)}; "
+                                 f"their {sum(before[f] for f in removed):,} rows were removed by this full load.")
         return notes
 
 
 def watch(workspace: Workspace, record, connector, streams: list[StreamRef], request) -> Watch | None:
     if not hasattr(connector, "current_files"):
         return None
-    landed: dict[str, set[str]] = {}
+    landed: dict[str, dict[str, int]] = {}
     with workspace.read() as conn:
         states = {s.stream: s for s in sync_records.states(workspace, conn, record.id)}
     for stream in streams:
@@ -127,6 +140,6 @@ def watch(workspace: Workspace, record, connector, streams: list[StreamRef], req
         if state is not None:
             found = _landed_files(workspace, state.raw_table)
             if found is not None:
-                landed[stream.qualified] = found
+                landed[stream.qualified] = _live(found)
     asked_all = not request.tables and not request.resume and not request.retry_failed
     return Watch(workspace, connector, streams, asked_all, landed)

@@ -16,6 +16,7 @@ needed: only this session sees it) and inserted from it in one statement.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -455,46 +456,94 @@ def has_deleted_column(workspace: Workspace, conn: sa.Connection, table: str) ->
     return columns is not None and DELETED_COLUMN in columns
 
 
-def mark_deleted(workspace: Workspace, conn: sa.Connection, table: str, source_keys: "pa.Table | None",
-                 key: list[str]) -> tuple[int, int]:
-    """Reconcile `table` with every key the source has now: rows whose key is missing
-    get DELETED_COLUMN (now); marked rows whose key is back lose the mark. Nothing is
-    erased. Returns (newly marked, unmarked)."""
+#: where a deletes pass collects the source's keys on PostgreSQL: a temporary table of the
+#: pass's own session (no row-level security applies to it, and an analyst of a secured
+#: workspace may create no other table)
+SOURCE_KEYS = "_esg_source_keys"
+
+
+def source_keys_name(workspace: Workspace, table: str) -> str:
+    """The table a deletes pass of raw `table` collects the source's keys in: on DuckDB a
+    table beside it (on disk, so ten million keys need not fit in memory; one sync per
+    connector at a time, so one pass per raw table), on PostgreSQL SOURCE_KEYS."""
+    return f"{table}__keys" if workspace.is_duckdb else SOURCE_KEYS
+
+
+def create_source_keys(workspace: Workspace, conn: sa.Connection, table: str, key: list[str]) -> str:
+    """An empty key table typed like `table`'s key columns (what an earlier, broken-off
+    pass left is dropped first). Returns its name. On PostgreSQL it lives as long as
+    `conn`'s session: the pass fills it and marks in that one session."""
+    name = source_keys_name(workspace, table)
+    columns = ", ".join(_q(workspace, k) for k in key)
+    temp = "" if workspace.is_duckdb else "TEMP "
+    drop_source_keys(workspace, conn, name)
+    conn.exec_driver_sql(f"CREATE {temp}TABLE {_q(workspace, name)} AS SELECT {columns} FROM {_q(workspace, table)} "
+                         "LIMIT 0")
+    return name
+
+
+def add_source_keys(workspace: Workspace, conn: sa.Connection, name: str, batch: "pa.Table") -> int:
+    """Append a batch of the source's keys (columns under their landing names)."""
+    if batch.num_rows == 0:
+        return 0
+    if not workspace.is_duckdb:
+        return _copy_into(workspace, conn, name, batch, None)
+    raw = conn.connection.driver_connection
+    raw.register("_esg_key_batch", _duckdb_ready(batch))
+    try:
+        names = ", ".join(_q(workspace, n) for n in batch.column_names)
+        raw.execute(f"INSERT INTO {_q(workspace, name)} ({names}) SELECT {names} FROM _esg_key_batch")
+    finally:
+        raw.unregister("_esg_key_batch")
+    return batch.num_rows
+
+
+def drop_source_keys(workspace: Workspace, conn: sa.Connection, name: str) -> None:
+    where = "" if workspace.is_duckdb else "pg_temp."
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {where}{_q(workspace, name)}")
+
+
+@dataclasses.dataclass
+class Marked:
+    """What mark_deleted changed: rows newly marked, marks taken off (the key is back), and
+    the newly marked rows per value of the `count_by` column (say, per file)."""
+
+    marked: int = 0
+    unmarked: int = 0
+    by: dict = dataclasses.field(default_factory=dict)
+
+
+def mark_deleted(workspace: Workspace, conn: sa.Connection, table: str, source_keys: str,
+                 key: list[str], count_by: str | None = None) -> Marked:
+    """Reconcile `table` with every key the source has now, collected in the table
+    `source_keys` (create_source_keys): rows whose key is not there get DELETED_COLUMN
+    (now); marked rows whose key is back lose the mark. Two statements, an anti-join and
+    a semi-join, so the workspace does the matching (hash joins, on disk when large)
+    and nothing here holds the keys. Nothing is erased. A row with a NULL key column
+    matches nothing and is left as it is (a key the source cannot have)."""
     import pyarrow as pa
 
     if not has_deleted_column(workspace, conn, table):
         add_columns(workspace, conn, table, [pa.field(DELETED_COLUMN, pa.timestamp("us"))])
     target = _q(workspace, table)
-    if source_keys is None or source_keys.num_rows == 0:  # the source table is empty: every row went
-        marked = conn.exec_driver_sql(f"UPDATE {target} SET {_q(workspace, DELETED_COLUMN)} = "
-                                      f"TIMESTAMP '{utcnow().isoformat()}' WHERE {_q(workspace, DELETED_COLUMN)} IS NULL")
-        return _rowcount(workspace, marked), 0
-    keys = source_keys.select(key)
-    temp = "_esg_source_keys"
+    keys = _q(workspace, source_keys) if workspace.is_duckdb else f"pg_temp.{_q(workspace, source_keys)}"
+    if not workspace.is_duckdb:
+        conn.exec_driver_sql(f"ANALYZE {keys}")  # the planner's row estimate: a hash anti-join
     found = " AND ".join(f"k.{_q(workspace, k)} = {target}.{_q(workspace, k)}" for k in key)
+    known = " AND ".join(f"{target}.{_q(workspace, k)} IS NOT NULL" for k in key)
     deleted = _q(workspace, DELETED_COLUMN)
+    gone = f"{deleted} IS NULL AND {known} AND NOT EXISTS (SELECT 1 FROM {keys} k WHERE {found})"
+    result = Marked()
+    if count_by is not None:
+        by = _q(workspace, count_by)
+        result.by = {row[0]: int(row[1]) for row in conn.exec_driver_sql(
+            f"SELECT {by}, count(*) FROM {target} WHERE {gone} GROUP BY {by}")}
     now = f"TIMESTAMP '{utcnow().isoformat()}'"
-    mark = (f"UPDATE {target} SET {deleted} = {now} WHERE {deleted} IS NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {temp} k WHERE {found})")
-    unmark = (f"UPDATE {target} SET {deleted} = NULL WHERE {deleted} IS NOT NULL "
-              f"AND EXISTS (SELECT 1 FROM {temp} k WHERE {found})")
-    if workspace.is_duckdb:
-        raw = conn.connection.driver_connection
-        raw.register(temp, keys)
-        try:
-            return raw.execute(mark).fetchone()[0], raw.execute(unmark).fetchone()[0]
-        finally:
-            raw.unregister(temp)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{temp}")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT {', '.join(_q(workspace, k) for k in key)} "
-                         f"FROM {target} LIMIT 0")
-    if keys.num_rows:
-        _copy_into(workspace, conn, temp, keys, None)
-    conn.exec_driver_sql(f"ANALYZE pg_temp.{temp}")
-    marked = conn.exec_driver_sql(mark).rowcount
-    unmarked = conn.exec_driver_sql(unmark).rowcount
-    conn.exec_driver_sql(f"DROP TABLE pg_temp.{temp}")
-    return marked, unmarked
+    result.marked = _rowcount(workspace, conn.exec_driver_sql(f"UPDATE {target} SET {deleted} = {now} WHERE {gone}"))
+    result.unmarked = _rowcount(workspace, conn.exec_driver_sql(
+        f"UPDATE {target} SET {deleted} = NULL WHERE {deleted} IS NOT NULL "
+        f"AND EXISTS (SELECT 1 FROM {keys} k WHERE {found})"))
+    return result
 
 
 def _rowcount(workspace: Workspace, result) -> int:

@@ -101,6 +101,7 @@ class FileConnector:
         self.unreadable: dict[str, str] = {}
         self._notes_lock = threading.Lock()
         self._run_notes: dict[str, list[str]] = {}
+        self._read_empty: dict[str, set[str]] = {}
 
     # --- listing ------------------------------------------------------------------------
 
@@ -310,6 +311,13 @@ class FileConnector:
         with self._notes_lock:
             return list(self._run_notes.get(table, []))
 
+    def files_read_empty(self, table: str) -> list[str]:
+        """The files of a table read to their end since the connector was opened that
+        held no data row (emptied down to their header): their chunks land nothing, so
+        the rows they held before are marked deleted after the load (sync/deletes.py)."""
+        with self._notes_lock:
+            return sorted(self._read_empty.get(table, ()))
+
     def _note(self, table: str, notes: list[str]) -> None:
         with self._notes_lock:
             known = self._run_notes.setdefault(table, [])
@@ -403,8 +411,13 @@ class FileConnector:
         # a table planned while none of its files could be read has only lineage columns
         # in its scope: its columns come from the file, and the landing adds them
         columns = list(scope.columns) if not set(scope.columns) <= set(LINEAGE_COLUMNS) else []
+        rows = 0
         for batch in self._read_entry(table, described, entry, stamp, cancel):
+            rows += batch.num_rows
             yield batch.select([c for c in columns if c in batch.schema.names]) if columns else batch
+        with self._notes_lock:  # read to its end: does it still hold rows?
+            empty = self._read_empty.setdefault(stream.qualified, set())
+            (empty.add if not rows else empty.discard)(path)
 
     def _described_by(self, table: TableFiles, entry: FileEntry) -> _Described:
         """A table's columns from one file alone (its own error when it cannot be read)."""
