@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlparse
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 HTTP_TIMEOUT = 60  # seconds
 RETRY_TIMEOUT = 60
-WAIT = "30s"  # how long one request waits for a statement before polling
 POLL = 0.5
 
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "TOO_MANY_REQUESTS", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED",
@@ -89,6 +89,7 @@ class DatabricksConnector(RenderedSqlConnector):
         super().__init__(spec)
         self._client = None
         self._format = "ARROW_STREAM"
+        self._running: str | None = None  # the statement being polled or fetched (abort cancels it)
 
     # --- client ------------------------------------------------------------------------------
 
@@ -124,24 +125,53 @@ class DatabricksConnector(RenderedSqlConnector):
             if not self.spec.password:
                 raise ConfigError("The Databricks connector needs a personal access token as its secret.")
             config = Config(host=self.host, token=self.spec.password, auth_type="pat",
-                            http_timeout_seconds=int(self.spec.option("http_timeout")
-                                                     or Timeouts.given(self.spec.options, "read", HTTP_TIMEOUT)),
+                            http_timeout_seconds=max(1, round(self._read_timeout())),
                             retry_timeout_seconds=int(self.spec.option("retry_timeout", RETRY_TIMEOUT)))
             self._client = WorkspaceClient(config=config)
         return self._client
 
+    @property
+    def timeouts(self) -> Timeouts:
+        """connect: opening a connection (the reachability check, result downloads);
+        statement: how long a statement may run on the warehouse before it is cancelled;
+        read: each HTTP request's wait for an answer (the SDK's http_timeout_seconds,
+        unless http_timeout is set) and for a result chunk."""
+        return Timeouts.from_options(self.spec.options)
+
+    def _read_timeout(self) -> float:
+        return float(self.spec.option("http_timeout") or Timeouts.given(self.spec.options, "read", HTTP_TIMEOUT))
+
     def close(self) -> None:
         self._client = None
+
+    def abort(self) -> None:
+        """A read given up on (stalled, or the sync cancelled) from another thread: the
+        statement still running on the warehouse is cancelled, on a thread of its own
+        (the connection may be the stalled one), so the warehouse stops working for no one."""
+        statement, client = self._running, self._client
+        if statement is None or client is None:
+            return
+
+        def cancel() -> None:
+            try:
+                client.statement_execution.cancel_execution(statement)
+            except Exception:  # noqa: BLE001 (best effort: the statement ends on its own anyway)
+                pass
+        threading.Thread(target=cancel, name="esg-databricks-cancel", daemon=True).start()
 
     def _check_reachable(self) -> None:
         """A refused or unresolvable host answers at once here; the SDK would retry it
         for its whole retry timeout."""
         url = urlparse(self.host)
         port = url.port or (443 if url.scheme == "https" else 80)
+        connect = self.timeouts.connect
         try:
-            socket.create_connection((url.hostname, port), timeout=10).close()
+            socket.create_connection((url.hostname, port), timeout=connect).close()
         except socket.gaierror as exc:
             raise SourceUnreachable(f"The Databricks host {url.hostname} is unknown.", code=f"EAI_{abs(exc.errno)}")
+        except TimeoutError:
+            raise SourceUnreachable(f"Databricks at {url.hostname}:{port} did not answer within {connect:g} s "
+                                    "(the connector's connect_timeout).", code="ETIMEDOUT") from None
         except OSError as exc:
             name = {111: "ECONNREFUSED", 110: "ETIMEDOUT", 113: "EHOSTUNREACH"}.get(exc.errno or 0, str(exc.errno))
             raise SourceUnreachable(f"Databricks at {url.hostname}:{port} cannot be reached "
@@ -165,19 +195,24 @@ class DatabricksConnector(RenderedSqlConnector):
 
     def run_arrow(self, sql: str, what: str, cancel: CancelToken | None = None) -> "Iterator[pa.RecordBatch]":
         with self.errors(what):
-            response = self._execute(sql, cancel)
-            yield from self._batches(response, cancel)
+            try:
+                response = self._execute(sql, cancel)
+                yield from self._batches(response, cancel)
+            finally:
+                self._running = None
 
     def _execute(self, sql: str, cancel: CancelToken | None):
         from databricks.sdk.errors import DatabricksError
         from databricks.sdk.service import sql as dsql
 
         api = self.client.statement_execution
+        limit = self.timeouts.statement
+        deadline = time.monotonic() + limit
         try:
             response = api.execute_statement(
                 statement=sql, warehouse_id=self.warehouse_id, catalog=self.catalog, schema=self.schema,
                 disposition=dsql.Disposition.EXTERNAL_LINKS if self._format == "ARROW_STREAM" else dsql.Disposition.INLINE,
-                format=dsql.Format(self._format), wait_timeout=WAIT,
+                format=dsql.Format(self._format), wait_timeout=_wait_timeout(limit),
                 on_wait_timeout=dsql.ExecuteStatementRequestOnWaitTimeout.CONTINUE)
         except DatabricksError as exc:
             text = str(exc).lower()
@@ -187,10 +222,15 @@ class DatabricksConnector(RenderedSqlConnector):
                 return self._execute(sql, cancel)
             raise
         state = response.status.state.value if response.status and response.status.state else "SUCCEEDED"
+        self._running = response.statement_id
         while state in ("PENDING", "RUNNING"):
             if cancel is not None and cancel.cancelled:
                 api.cancel_execution(response.statement_id)
                 cancel.raise_if_cancelled()
+            if time.monotonic() > deadline:
+                api.cancel_execution(response.statement_id)
+                raise StatementFailed("STATEMENT_TIMEOUT", f"the statement ran longer than {limit:g} s "
+                                      "(the connector's statement_timeout) and was cancelled")
             time.sleep(POLL)
             response = api.get_statement(response.statement_id)
             state = response.status.state.value
@@ -215,7 +255,8 @@ class DatabricksConnector(RenderedSqlConnector):
             if data.external_links:
                 for link in data.external_links:
                     # a pre-signed URL: the token must not be sent along
-                    got = requests.get(link.external_link, headers=link.http_headers or {}, timeout=HTTP_TIMEOUT)
+                    got = requests.get(link.external_link, headers=link.http_headers or {},
+                                       timeout=(self.timeouts.connect, self._read_timeout()))
                     got.raise_for_status()
                     for batch in pa.ipc.open_stream(pa.py_buffer(got.content)):
                         if batch.num_rows:
@@ -320,6 +361,12 @@ class DatabricksConnector(RenderedSqlConnector):
             return TransientSourceError(f"{what}: the connection to Databricks was interrupted ({first_line(text)}).",
                                         code=code)
         return SourceError(f"{what} failed: {first_line(text)}", code=code)
+
+
+def _wait_timeout(statement_timeout: float) -> str:
+    """How long the first request waits for the statement (the API takes 5 to 50 s):
+    no longer than the statement may run, so a short statement_timeout is kept by polling."""
+    return f"{max(5, min(30, int(statement_timeout)))}s"
 
 
 def _string_literal(text: str) -> str:
