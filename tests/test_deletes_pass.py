@@ -252,6 +252,7 @@ def test_files_emptied_or_deleted_have_their_rows_marked_in_a_delta(ws, place):
 
     quiet = run(ws, place, name)  # nothing changed: nothing said twice, nothing counted twice
     assert by_stream(quiet)["energy"].rows_deleted == 0 and "marked" not in notes_of(quiet, "energy")
+    assert [m for _, m in file_marks(ws, raw)] == [True] * 6 + [False]  # b.csv's old rows stay marked
 
     place.tick()
     place.put("energy/a.csv", b"site,kwh\nA9,9\n")  # filled again: its new rows land unmarked

@@ -35,8 +35,8 @@ from esg_workbench.workspace.sync_records import StreamState
 
 #: keys collected before they are written to the key table (one transaction each)
 BATCH_KEYS = 200_000
-#: a file source's lineage column that names the file of a row
-FILE_COLUMN = "_esg_file"
+#: a file source's lineage columns: the file of a row, and its modification time when read
+FILE_COLUMN, MODIFIED_COLUMN = "_esg_file", "_esg_modified"
 #: files named in one note before "and N more"
 SHOWN = 5
 
@@ -159,30 +159,45 @@ class Pass:
 
     # --- file sources -------------------------------------------------------------------------
 
-    def files(self, emptied_by_reads: set[str]) -> None:
-        """Mark the rows of the files gone, emptied to 0 bytes or read without a data row
-        (`emptied_by_reads`); take the marks off the rows of files that are back."""
+    def files(self) -> None:
+        """Mark the rows of the files gone, emptied to 0 bytes or read in this run without
+        a data row (emptied down to their header); take the marks off the rows of a file that is back as it
+        was (same name and time: restored from a backup, say). A note, never an error:
+        the run's rows have landed."""
+        try:
+            self._files(set(self.connector.files_read_empty(self.stream.qualified)))
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the listing or the workspace failed: nothing was marked)
+            text = exc.describe() if isinstance(exc, EsgError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            self.result.warnings.append(f"the rows of deleted or emptied files were not looked for "
+                                        f"(nothing was marked): {text}")
+
+    def _files(self, emptied_by_reads: set[str]) -> None:
         ws, st = self.workspace, self.state
-        listed = self.connector.current_files().get(self.stream.qualified) or {}
-        present = {f for f, size in listed.items() if size}
-        emptied = {f for f, size in listed.items() if not size} | (present & emptied_by_reads)
+        listed = self.connector.listed_files(self.stream.qualified)
+        present = {f for f, (size, _) in listed.items() if size}
+        emptied = {f for f, (size, _) in listed.items() if not size} | (present & emptied_by_reads)
         keep = sorted(present - emptied)
         with ws.read() as conn:
             existing = raw_tables.existing_columns(ws, conn, st.raw_table)
-        if existing is None or FILE_COLUMN not in existing:
+        if existing is None or FILE_COLUMN not in existing or MODIFIED_COLUMN not in existing:
             return
         import pyarrow as pa
 
+        files = pa.table({FILE_COLUMN: pa.array(keep, pa.string()),
+                          MODIFIED_COLUMN: pa.array([listed[f][1] for f in keep], pa.timestamp("us", "UTC"))})
         with _KeySession(ws) as session:
-            keys = session.create(st.raw_table, [FILE_COLUMN])
+            keys = session.create(st.raw_table, [FILE_COLUMN, MODIFIED_COLUMN])
             with session.transaction() as conn:
-                raw_tables.add_source_keys(ws, conn, keys, pa.table({FILE_COLUMN: pa.array(keep, pa.string())}))
-                found = raw_tables.mark_deleted(ws, conn, st.raw_table, keys, [FILE_COLUMN], count_by=FILE_COLUMN)
+                raw_tables.add_source_keys(ws, conn, keys, files)
+                found = raw_tables.mark_deleted(ws, conn, st.raw_table, keys, [FILE_COLUMN], count_by=FILE_COLUMN,
+                                                back_key=[FILE_COLUMN, MODIFIED_COLUMN])
                 raw_tables.drop_source_keys(ws, conn, keys)
                 if found.marked or found.unmarked:
                     self._record(conn, found, {"files_present": len(keep), "files_marked": sorted(found.by)})
-        for what, paths in (("emptied to 0 bytes", {f for f in found.by if f in listed and not listed[f]}),
-                            ("emptied down to its header", {f for f in found.by if listed.get(f)}),
+        for what, paths in (("emptied to 0 bytes", {f for f in found.by if f in listed and not listed[f][0]}),
+                            ("emptied down to its header", {f for f in found.by if f in present}),
                             ("deleted from the source", {f for f in found.by if f not in listed})):
             if paths:
                 self.result.warnings.append(

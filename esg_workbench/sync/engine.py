@@ -473,7 +473,7 @@ class SyncEngine:
         work = deletes.Pass(self.workspace, record, connector, stream, st, run_id, result, self.cancel,
                             self.retry_delays, self._sleep)
         if hasattr(connector, "current_files"):  # files: by file, from the listing
-            work.files(set(connector.files_read_empty(stream.qualified)))
+            work.files()
             return
         if st.active_sync_id is not None:
             return  # a chunk failed: the source's keys would be compared with an incomplete table

@@ -514,13 +514,15 @@ class Marked:
 
 
 def mark_deleted(workspace: Workspace, conn: sa.Connection, table: str, source_keys: str,
-                 key: list[str], count_by: str | None = None) -> Marked:
+                 key: list[str], count_by: str | None = None, back_key: list[str] | None = None) -> Marked:
     """Reconcile `table` with every key the source has now, collected in the table
     `source_keys` (create_source_keys): rows whose key is not there get DELETED_COLUMN
     (now); marked rows whose key is back lose the mark. Two statements, an anti-join and
     a semi-join, so the workspace does the matching (hash joins, on disk when large)
     and nothing here holds the keys. Nothing is erased. A row with a NULL key column
-    matches nothing and is left as it is (a key the source cannot have)."""
+    matches nothing and is left as it is (a key the source cannot have). `back_key`
+    (columns of `source_keys` too; default `key`): what must match for a mark to go,
+    e.g. a file's name and its time, so only the very rows that were marked come back."""
     import pyarrow as pa
 
     if not has_deleted_column(workspace, conn, table):
@@ -540,9 +542,10 @@ def mark_deleted(workspace: Workspace, conn: sa.Connection, table: str, source_k
             f"SELECT {by}, count(*) FROM {target} WHERE {gone} GROUP BY {by}")}
     now = f"TIMESTAMP '{utcnow().isoformat()}'"
     result.marked = _rowcount(workspace, conn.exec_driver_sql(f"UPDATE {target} SET {deleted} = {now} WHERE {gone}"))
+    back = " AND ".join(f"k.{_q(workspace, k)} = {target}.{_q(workspace, k)}" for k in back_key or key)
     result.unmarked = _rowcount(workspace, conn.exec_driver_sql(
         f"UPDATE {target} SET {deleted} = NULL WHERE {deleted} IS NOT NULL "
-        f"AND EXISTS (SELECT 1 FROM {keys} k WHERE {found})"))
+        f"AND EXISTS (SELECT 1 FROM {keys} k WHERE {back})"))
     return result
 
 

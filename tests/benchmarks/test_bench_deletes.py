@@ -8,7 +8,9 @@ deleted are marked). The source is the database ESG_BENCH_DELETES_DB (default
 data_bench_deletes), built once and reused: `accounts` keyed by an integer (1M rows),
 `meters` keyed by 40-character text (1M rows). ESG_BENCH_DELETES_CODE: a checkout of
 another version of the code to compare with (its PYTHONPATH), measured in the same
-interleaved rounds. Results are in the README ("What a sync guarantees").
+interleaved rounds. ESG_BENCH_DELETES_WORKSPACE=postgres: the workspace is the PostgreSQL
+database data_bench_deletes_ws (recreated), else a DuckDB file. Results are in the README
+("What a sync guarantees").
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def source():
     return DB
 
 
-def _cli(workspace: Path, code: Path, *args: str):
+def _cli(workspace: Path | str, code: Path, *args: str):
     env = child_env(PYTHONPATH=str(code))
     run = run_measured([sys.executable, "-P", "-m", "esg_workbench", "--workspace", str(workspace), *args], env=env)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -71,7 +73,12 @@ def test_deletes_pass_memory(source, tmp_path):
     codes = {"this": REPO}
     if os.environ.get("ESG_BENCH_DELETES_CODE"):
         codes["compared"] = Path(os.environ["ESG_BENCH_DELETES_CODE"])
-    workspace = tmp_path / "ws.duckdb"
+    workspace: Path | str = tmp_path / "ws.duckdb"
+    if os.environ.get("ESG_BENCH_DELETES_WORKSPACE") == "postgres":
+        with _connect("postgres") as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{DB}_ws"')
+            admin.execute(f'CREATE DATABASE "{DB}_ws"')
+        workspace = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB}_ws"
     options = [f"host={PG_HOST}", f"port={PG_PORT}", f"database={source}", f"username={PG_USER}", "schema=public",
                "load_type=delta", "cursor_field=updated_at"]
     _cli(workspace, REPO, "connector", "add", "src", "--type", "postgres", *[a for o in options for a in ("--option", o)])
@@ -88,8 +95,9 @@ def test_deletes_pass_memory(source, tmp_path):
                     assert shown["status"] == "success" and shown["rows_deleted"] == 0, shown
                     figures.setdefault((table, name, detect), []).append((run.peak_rss_mb, run.seconds))
     load = Path("/proc/loadavg").read_text().split()[:3]
-    lines = [f"no-op delta of 1,000,000 rows with and without the deletes pass (medians of {ROUNDS} rounds, "
-             f"load {' '.join(load)}):"]
+    kind = "PostgreSQL" if isinstance(workspace, str) else "DuckDB"
+    lines = [f"no-op delta of 1,000,000 rows with and without the deletes pass, {kind} workspace (medians of "
+             f"{ROUNDS} rounds, load {' '.join(load)}):"]
     for (table, name, detect), runs in sorted(figures.items()):
         rss = statistics.median(r[0] for r in runs)
         seconds = statistics.median(r[1] for r in runs)

@@ -306,6 +306,11 @@ class FileConnector:
         """{table: {file: size}} as listed now."""
         return {name: {e.path: e.size for e in table.files} for name, table in self._groups().items()}
 
+    def listed_files(self, table: str) -> dict[str, tuple[int, dt.datetime]]:
+        """{file: (size, modification time)} of a table as listed now ({} when it has none)."""
+        found = self._groups().get(table)
+        return {e.path: (e.size, e.modified) for e in found.files} if found else {}
+
     def run_notes(self, table: str) -> list[str]:
         """Warnings of the files read for a table since the connector was opened."""
         with self._notes_lock:
