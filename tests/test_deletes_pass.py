@@ -300,3 +300,27 @@ def test_a_file_back_with_its_old_time_is_unmarked_and_the_cli_names_the_emptied
     shown = json.loads(back.stdout)
     assert shown["rows_written"] == 0  # not read again: its rows were only marked
     assert any("1 row(s) of files back in the source unmarked" in w for w in shown["streams"][0]["warnings"])
+
+
+def test_a_file_overwritten_by_a_broken_one_keeps_its_rows_unmarked(ws, tmp_path):
+    place = Local(tmp_path / "drop")
+    (tmp_path / "drop").mkdir()
+    place.put("trips/a.jsonl", b'{"site": "A", "km": 1}\n{"site": "B", "km": 2}\n')
+    place.put("trips/b.jsonl", b'{"site": "C", "km": 3}\n')
+    name = connect(ws, place, load_type="delta")
+    operations.discover_connector(ws, name, engine=engine_for(ws, place))
+    raw = by_stream(run(ws, place, name))["trips"].raw_table
+    place.tick()
+    place.put("trips/a.jsonl", b'{"site": "A", "km": 1}\nthis is not JSON\n')  # a careless edit
+    place.delete("trips/b.jsonl")
+    broken = run(ws, place, name)
+    assert broken.status is SyncStatus.FAILED and by_stream(broken)["trips"].chunks_failed == 1  # its only chunk
+    # the broken file's earlier rows stay as they were (the file is there); the deleted one's are marked
+    assert file_marks(ws, raw) == [("A", False), ("B", False), ("C", True)]
+    place.tick()
+    place.put("trips/a.jsonl", b'{"site": "A", "km": 1}\n')  # fixed, with a row less
+    os.utime(tmp_path / "drop" / "trips" / "a.jsonl", (2e9, 2e9))  # later than the broken version
+    fixed = run(ws, place, name)
+    assert fixed.status is SyncStatus.SUCCESS, fixed.error
+    assert file_marks(ws, raw) == [("A", False), ("C", True)]
+
