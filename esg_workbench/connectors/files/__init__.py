@@ -70,9 +70,11 @@ Chunks and delta loads
     file's, so the engine's checkpoint after a chunk is that file's last row. A delta sync
     reads only the files modified after the checkpoint: files already landed are not
     landed again, a new file lands alone, and a changed file (new modification time)
-    replaces all its earlier rows (the table's ``replace_key`` is ``_esg_file``). A file
-    deleted from the source keeps its rows until the next full load; a file emptied down
-    to its header (or to 0 bytes) keeps its earlier rows too. A sync says which files are
+    replaces all its earlier rows (the table's ``replace_key`` is ``_esg_file``). After
+    every delta load the rows of a file deleted from the source, emptied to 0 bytes, or
+    read without a data row (emptied down to its header: ``files_read_empty``) are marked
+    ``_esg_deleted_at`` (sync/deletes.py, from ``listed_files``); a full load leaves them
+    out. A sync says which files are
     new, deleted or emptied since the last landing, which tables under the root it left
     out (never discovered), and that a table whose files are all gone has nothing to read
     (sync/file_changes.py). A table none of whose first files can be read is described by
