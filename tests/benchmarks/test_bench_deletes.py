@@ -28,7 +28,8 @@ from tests.benchmarks.test_bench_sync import PG_HOST, PG_PORT, PG_USER, child_en
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(3600)]
 
 DB = os.environ.get("ESG_BENCH_DELETES_DB", "data_bench_deletes")
-ROWS = 1_000_000
+ROWS = int(os.environ.get("ESG_BENCH_DELETES_ROWS", "1000000"))  # another count rebuilds the tables
+TABLES = os.environ.get("ESG_BENCH_DELETES_TABLES", "accounts,meters").split(",")
 ROUNDS = int(os.environ.get("ESG_BENCH_ROUNDS", "3"))
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def source():
     with _connect(DB) as conn:
         for table, key in (("accounts", "g"), ("meters", "'meter-' || md5(g::text) || '-' || lpad(g::text, 7, '0')")):
             ready = conn.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0]
-            if not ready or conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != ROWS:
+            if table in TABLES and (not ready or conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != ROWS):
                 kind = "int" if key == "g" else "text"
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute(f"CREATE TABLE {table} (id {kind} PRIMARY KEY, kwh int NOT NULL, "
@@ -83,7 +84,7 @@ def test_deletes_pass_memory(source, tmp_path):
                "load_type=delta", "cursor_field=updated_at"]
     _cli(workspace, REPO, "connector", "add", "src", "--type", "postgres", *[a for o in options for a in ("--option", o)])
     figures: dict[tuple, list] = {}
-    for table in ("accounts", "meters"):
+    for table in TABLES:
         first = json.loads(_cli(workspace, REPO, "sync", "src", "--table", table, "--json").stdout)
         assert first["rows_written"] == ROWS
         for _ in range(ROUNDS):  # interleaved: every version in every round
@@ -96,7 +97,7 @@ def test_deletes_pass_memory(source, tmp_path):
                     figures.setdefault((table, name, detect), []).append((run.peak_rss_mb, run.seconds))
     load = Path("/proc/loadavg").read_text().split()[:3]
     kind = "PostgreSQL" if isinstance(workspace, str) else "DuckDB"
-    lines = [f"no-op delta of 1,000,000 rows with and without the deletes pass, {kind} workspace (medians of "
+    lines = [f"no-op delta of {ROWS:,} rows with and without the deletes pass, {kind} workspace (medians of "
              f"{ROUNDS} rounds, load {' '.join(load)}):"]
     for (table, name, detect), runs in sorted(figures.items()):
         rss = statistics.median(r[0] for r in runs)
