@@ -324,3 +324,42 @@ def test_a_file_overwritten_by_a_broken_one_keeps_its_rows_unmarked(ws, tmp_path
     assert fixed.status is SyncStatus.SUCCESS, fixed.error
     assert file_marks(ws, raw) == [("A", False), ("C", True)]
 
+
+
+def test_on_a_secured_shared_workspace_an_analyst_marks_rows_and_files(tmp_path):
+    """An analyst of an organization creates no tables: the keys go to a temporary table of
+    the pass's session; the marks land under row-level security."""
+    from esg_workbench.workspace import organizations
+    from tests.pg_shared import shared_database
+
+    with shared_database() as shared:
+        alice = shared.role("alice")
+        organizations.init_postgres(shared.url(alice), shared.admin_url, organization="org-a", organization_name="A")
+        with shared.admin() as conn:
+            conn.execute("CREATE SCHEMA src; CREATE TABLE src.meters (id int PRIMARY KEY, updated_at timestamptz NOT NULL);"
+                         "INSERT INTO src.meters SELECT g, '2024-01-01'::timestamptz + g * interval '1 min' "
+                         "FROM generate_series(1, 300) g")
+        place = Local(tmp_path / "drop")
+        (tmp_path / "drop").mkdir()
+        place.put("energy/a.csv", b"site,kwh\nA1,1\nA2,2\n")
+        place.put("energy/b.csv", b"site,kwh\nB1,1\n")
+        workspace = open_workspace(shared.url(alice))
+        try:
+            operations.add_connector(workspace, "pg", "postgres", {
+                "host": PG_HOST, "port": PG_PORT, "database": shared.database, "username": PG_USER, "schema": "src",
+                "load_type": "delta", "cursor_field": "updated_at"})
+            raw = SyncEngine(workspace, retry_delays=FAST).run(SyncRequest("pg")).streams[0].raw_table
+            files = connect(workspace, place, load_type="delta")
+            files_raw = by_stream(run(workspace, place, files))["energy"].raw_table
+            with shared.admin() as conn:
+                conn.execute("DELETE FROM src.meters WHERE id > 297")
+            place.put("energy/a.csv", b"")
+            marked_db = SyncEngine(workspace, retry_delays=FAST).run(SyncRequest("pg", detect_deletes=True))
+            assert marked_db.status is SyncStatus.SUCCESS, marked_db.error
+            assert marked_db.streams[0].rows_deleted == 3 and marked(workspace, raw) == [298, 299, 300]
+            emptied = run(workspace, place, files)
+            assert emptied.status is SyncStatus.SUCCESS, emptied.error
+            assert by_stream(emptied)["energy"].rows_deleted == 2
+            assert file_marks(workspace, files_raw) == [("A1", True), ("A2", True), ("B1", False)]
+        finally:
+            workspace.close()
