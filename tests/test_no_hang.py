@@ -84,6 +84,16 @@ def stall_after(proxy: FaultProxy, chunks: int):
     return on_progress
 
 
+def _source_threads_end_within(seconds: float) -> list[str]:
+    """The names of the watched source calls' threads still alive after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("esg-source-") and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
 def landed_ids(ws, result):
     with ws.read() as conn:
         return [r[0] for r in conn.execute(sa.text(f'SELECT id FROM "{result.streams[0].raw_table}" ORDER BY id'))]
@@ -149,6 +159,9 @@ def test_cancel_stops_a_stalled_read_at_once_and_resume_finishes(ws, kind, reque
     print(f"{kind}: Cancel during a stalled read took {waited:.2f} s")
     assert result.status is SyncStatus.CANCELLED
     assert waited < 30  # not the 300 s read timeout: the stalled read was abandoned (see the printed figure)
+    # the abandoned read's thread ends too, while the proxy still stalls: its socket was
+    # shut down (postgres) or its helper process killed (mysql), not left to TCP keepalives
+    assert _source_threads_end_within(5.0) == []
 
     proxy.unstall()
     resumed = SyncEngine(ws, retry_delays=FAST).run(SyncRequest("src", resume=True))

@@ -60,12 +60,12 @@ class CxWorker:
                     return
                 if kind not in (b"B", b"E"):  # EOF: the child died or was killed
                     raise ConnectionError("the ConnectorX reader process ended during the read")
-                payload = _read_exact(proc.stdout, _LENGTH.unpack(_read_exact(proc.stdout, _LENGTH.size))[0])
+                size = _LENGTH.unpack(_read_exact(proc.stdout, _LENGTH.size))[0]
                 if kind == b"E":
                     complete = True
-                    error = json.loads(payload)
+                    error = json.loads(_read_exact(proc.stdout, size))
                     raise WorkerError(error["message"], error["panic"])
-                with pa.ipc.open_stream(payload) as reader:
+                with pa.ipc.open_stream(_read_batch(proc.stdout, size)) as reader:
                     yield from reader
         finally:
             if not complete:  # abandoned mid-answer (cancel, error, stall): the pipe is out of step
@@ -94,6 +94,25 @@ def _command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable, "--cx-worker"]
     return [sys.executable, "-m", "esg_workbench.connectors.cx_worker"]
+
+
+def _read_batch(stream, size: int) -> "pa.Buffer":
+    """A batch's IPC bytes read straight into one buffer of Arrow's memory pool, which the
+    batch's arrays then point into. Growing a bytearray from 64 KB pipe reads and copying
+    it (as _read_exact does) made glibc's heap grow with every batch of a long streamed
+    read (issue 12: memory that grew with the table, not the chunk); Arrow's allocator
+    gives the memory back when the batch is gone."""
+    import pyarrow as pa
+
+    buffer = pa.allocate_buffer(size)
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < size:
+        n = stream.readinto(view[done:])
+        if not n:
+            raise ConnectionError("the ConnectorX reader process ended during the read")
+        done += n
+    return buffer
 
 
 def _read_exact(stream, size: int) -> bytes:

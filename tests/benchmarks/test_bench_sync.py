@@ -496,7 +496,7 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
 
 # what a sync imports before it touches a database
 SYNC_IMPORTS = ("import esg_workbench.cli, esg_workbench.workspace, esg_workbench.sync.engine, "
-                "esg_workbench.connectors.postgres, duckdb_engine, adbc_driver_postgresql.dbapi, "
+                "esg_workbench.connectors.postgres, duckdb_engine, adbc_driver_postgresql, adbc_driver_manager, "
                 "sqlalchemy.dialects.postgresql.psycopg")
 
 
