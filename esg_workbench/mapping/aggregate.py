@@ -173,15 +173,20 @@ def _fast_source_text(d: Dialect, column: str) -> str:
             f"THEN rtrim(rtrim({column}, '0'), '.') ELSE coalesce({column}, '') END")
 
 
-def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float],
-                extra: Iterable[str] = ()) -> str:
-    """The staging rows of a base KPI, with their value in the KPI's unit (`extra`: more
-    conditions on `s`, e.g. one site and month for a drill-down)."""
+def _selection(d: Dialect, workspace: Workspace, kpi: KpiDef, extra: Iterable[str] = ()) -> list[str]:
+    """The conditions on staging rows `s` that pick a base KPI's rows."""
     where = [f"s.organization_id = {d.literal(workspace.organization_id)}", "s.period IS NOT NULL", *extra]
     for column in _SELECT_COLUMNS:
         if column in kpi.select:
             where.append(_in(d, column, kpi.select[column]))
-    where += _attribute_conditions(d, kpi)
+    return where + _attribute_conditions(d, kpi)
+
+
+def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float],
+                extra: Iterable[str] = ()) -> str:
+    """The staging rows of a base KPI, with their value in the KPI's unit (`extra`: more
+    conditions on `s`, e.g. one site and month for a drill-down)."""
+    where = _selection(d, workspace, kpi, extra)
     whens = " ".join(f"WHEN s.normalized_unit = {d.literal(u)} THEN s.normalized_value * {d.number_literal(f)}"
                      for u, f in unit_factors.items())
     value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
@@ -597,12 +602,11 @@ def drill_down(workspace: Workspace, kpi_value_id: int, *, limit: int = 1000) ->
         ids_sql = _lineage_ids_sql(workspace, conn, base_ids)
         count, staging = 0, []
         if ids_sql is not None:
-            # one scan: the total and the first `limit` rows (count over the rows before LIMIT)
-            found = conn.exec_driver_sql(
-                f"SELECT s.*, count(*) OVER () AS _lineage_total FROM staging_rows s "
-                f"WHERE s.id IN ({ids_sql}) ORDER BY s.id LIMIT {int(limit)}").all()
-            count = found[0]._lineage_total if found else 0
-            staging = [{k: v for k, v in r._mapping.items() if k != "_lineage_total"} for r in found]
+            # the ids are counted, and only the first `limit` rows are read whole
+            count = conn.exec_driver_sql(f"SELECT count(*) FROM ({ids_sql}) x").scalar()
+            staging = [dict(r._mapping) for r in conn.exec_driver_sql(
+                f"SELECT s.* FROM staging_rows s WHERE s.id IN (SELECT id FROM ({ids_sql}) x ORDER BY id "
+                f"LIMIT {int(limit)}) ORDER BY s.id")]
     staging_rows = staging
     return {
         "value": dict(row._mapping), "parts": parts_rows, "staging_row_count": count, "staging_rows": staging_rows,
@@ -624,8 +628,11 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
     by_kpi: dict[str, list[tuple[str, str]]] = {}
     for kpi_id, site, period in rows:
         by_kpi.setdefault(kpi_id, []).append((site, period))
-    parts = [f"SELECT staging_row_id FROM kpi_lineage WHERE organization_id = {d.literal(workspace.organization_id)} "
-             f"AND kpi_value_id IN ({', '.join(str(int(i)) for i in value_ids)})"]
+    links = (f"SELECT staging_row_id AS id FROM kpi_lineage WHERE organization_id = {d.literal(workspace.organization_id)} "
+             f"AND kpi_value_id IN ({', '.join(str(int(i)) for i in value_ids)})")
+    # one row per link: an instrument allocated to twelve months counts in each of them, as
+    # in input_rows; rows a value stored before lineage was derived still links to, once
+    parts = [links]
     for kpi_id, pairs in sorted(by_kpi.items()):
         kpi = catalog.kpi(kpi_id)
         if kpi is None or not kpi.is_base:
@@ -635,9 +642,16 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
         # sites and months narrow the scan; the pairs pick exactly the values asked for
         extra = [f"s.site IN ({', '.join(d.literal(x) for x in sites)})",
                  f"s.period IN ({', '.join(d.literal(x) for x in months)})"]
-        wanted = " OR ".join(f"(i.site = {d.literal(a)} AND i.period = {d.literal(b)})" for a, b in sorted(pairs)) \
-            if len(pairs) < len(sites) * len(months) else "TRUE"
-        parts.append(f"SELECT i.id FROM ({_inputs_sql(d, workspace, kpi, {}, extra)}) i WHERE {wanted}")
+        # (a period label has no space, so period + ' ' + site names one pair)
+        pair_list = ", ".join(d.literal(f"{b} {a}") for a, b in sorted(pairs))
+        wanted = (lambda t: f"{t}.period || ' ' || {t}.site IN ({pair_list})") \
+            if len(pairs) < len(sites) * len(months) else (lambda t: "TRUE")
+        if kpi.rule == "stock":  # the rows of the month's last date: the query that computed the value
+            parts.append(f"SELECT i.id FROM ({_inputs_sql(d, workspace, kpi, {}, extra)}) i WHERE {wanted('i')} "
+                         f"AND i.id NOT IN ({links})")
+        else:
+            parts.append(f"SELECT s.id FROM staging_rows s WHERE {' AND '.join(_selection(d, workspace, kpi, extra))} "
+                         f"AND {wanted('s')} AND s.id NOT IN ({links})")
     return " UNION ALL ".join(parts)
 
 
