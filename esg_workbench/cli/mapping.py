@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from esg_workbench.cli.output import Output, json_default, plain, table
+from esg_workbench.cli.output import EXIT_CANCELLED, Output, json_default, plain, table
 
 #: decimals a KPI value is shown with, by unit (the JSON output keeps every digit)
 UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
@@ -85,8 +85,26 @@ def cmd_mapping_show(ws, args, out: Output) -> int:
 def cmd_mapping_apply(ws, args, out: Output) -> int:
     from esg_workbench.mapping import aggregate, apply
 
+    from esg_workbench.cli.runs import cancel_on_ctrl_c
+    from esg_workbench.mapping.cancel import MappingCancelled
+
     mapping = _mapping_for(ws, args.name, args.version)
-    result = apply.apply_mapping(ws, mapping, incremental=args.incremental, progress=out.info)
+    # Ctrl+C stops the apply (or the recompute after it) and rolls its transaction back:
+    # the staging rows and KPI values stay those of before
+    with cancel_on_ctrl_c(out) as cancel:
+        try:
+            result = apply.apply_mapping(ws, mapping, incremental=args.incremental, progress=out.info, cancel=cancel)
+        except MappingCancelled:
+            out.info("Cancelled: nothing was changed (the staging rows and KPI values are those of before).")
+            return EXIT_CANCELLED
+        agg = None
+        if not args.no_aggregate:
+            try:
+                agg = aggregate.aggregate(ws, cancel=cancel)
+            except MappingCancelled:
+                out.info(f"Cancelled while recomputing the KPIs: '{result.mapping}' v{result.version} is applied, "
+                         "the KPI values are those of before. Recompute them with: esg-workbench kpi aggregate")
+                return EXIT_CANCELLED
     data = {"mapping": result.mapping, "version": result.version, "seconds": round(result.seconds, 3),
             "source_rows": result.source_rows, "staging_rows": result.staging_rows,
             "tables": [t.__dict__ for t in result.tables]}
@@ -94,8 +112,7 @@ def cmd_mapping_apply(ws, args, out: Output) -> int:
              f"{result.staging_rows:,} staging rows in {result.seconds:.1f} s."]
     lines += [f"  {t.stream} → {t.entity}: {t.source_rows:,} rows -> {t.staging_rows:,}"
               + (f"  flags: {plain(t.quality)}" if t.quality else "") for t in result.tables]
-    if not args.no_aggregate:
-        agg = aggregate.aggregate(ws)
+    if agg is not None:
         data["kpis"] = {"values": agg.values, "lineage_rows": agg.lineage_rows, "flags": agg.flags}
         lines.append(f"Aggregated {agg.values:,} KPI values in {agg.seconds:.1f} s. See: esg-workbench kpi report")
     out.emit(data, "\n".join(lines))

@@ -39,8 +39,9 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import EsgError
-from esg_workbench.core.specs import SyncStatus
+from esg_workbench.core.specs import CancelToken, SyncStatus
 from esg_workbench.mapping import units
+from esg_workbench.mapping.cancel import watching
 from esg_workbench.mapping.catalog import EMISSION_FIELDS, Catalog, EntityDef, FieldDef, load_catalog
 from esg_workbench.mapping.errors import AmbiguousUnit, MappingError, UnknownUnit
 from esg_workbench.mapping.factors import FactorLibrary, load_library
@@ -433,8 +434,9 @@ def drop_legacy_duckdb_indexes(workspace: Workspace, conn) -> None:
 
 def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: bool = False,
                   catalog: Catalog | None = None, actor: str | None = None,
-                  progress: Callable[[str], None] | None = None) -> ApplyResult:
-    """Map the landed rows of every table of a saved mapping into staging_rows."""
+                  progress: Callable[[str], None] | None = None, cancel: CancelToken | None = None) -> ApplyResult:
+    """Map the landed rows of every table of a saved mapping into staging_rows. Setting
+    `cancel` stops the apply (mapping/cancel.py: MappingCancelled), which then changes nothing."""
     from esg_workbench.mapping.store import load_mapping
 
     started = time.monotonic()
@@ -450,16 +452,17 @@ def apply_mapping(workspace: Workspace, mapping: Mapping | str, *, incremental: 
     library = load_library(workspace, mapping.factor_set, mapping.factor_set_version)
     say = progress or (lambda text: None)
     return concurrency.retrying(
-        lambda: _apply_once(workspace, mapping, incremental, catalog, library, actor, say, started),
+        lambda: _apply_once(workspace, mapping, incremental, catalog, library, actor, say, started, cancel),
         what=f"Applying the mapping '{mapping.name}'")
 
 
 def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catalog: Catalog, library: FactorLibrary,
-                actor: str | None, say: Callable[[str], None], started: float) -> ApplyResult:
+                actor: str | None, say: Callable[[str], None], started: float,
+                cancel: CancelToken | None = None) -> ApplyResult:
     """One apply's transaction (repeatable as a whole: it replaces what it writes)."""
     d = dialect_of(workspace)
     results: list[TableResult] = []
-    with workspace.transaction() as conn:
+    with workspace.transaction() as conn, watching(conn, cancel, say, f"Applying the mapping '{mapping.name}'"):
         # Another apply of this mapping (an analyst's, or a sync's) commits first: its
         # delete + insert of the same staging rows never interleaves with ours. The KPI
         # lock, shared, keeps a recompute from reading staging rows while we change them.

@@ -802,7 +802,12 @@ class MappingPanel(QWidget):
         relay.message.connect(lambda text: self.info.set_text(text))
         self.applying = True
         self._update_actions()
-        self.info.show_notice(f"Applying {m.name} v{m.version} to the landed rows…", "info", topic="apply")
+        from esg_workbench.core.specs import CancelToken
+
+        # Cancel rolls the apply (or the recompute) back: staging rows and KPIs stay as they were
+        self.apply_cancel = cancel = CancelToken()
+        self.info.show_notice(f"Applying {m.name} v{m.version} to the landed rows…", "info",
+                              [("Cancel", lambda: cancel.cancel())], topic="apply")
 
         def done(result: dict[str, Any]) -> None:
             relay.deleteLater()
@@ -819,9 +824,13 @@ class MappingPanel(QWidget):
             relay.deleteLater()
             self.applying = False
             self._update_actions()
-            self.info.show_notice(f"Applying {m.name} failed: {message}", "error", topic="apply")
+            if cancel.cancelled:
+                self.info.show_notice(f"Applying {m.name} was cancelled: the step under way was rolled back, its staging rows or KPI "
+                                      "values are those of before.", "info", topic="apply")
+            else:
+                self.info.show_notice(f"Applying {m.name} failed: {message}", "error", topic="apply")
             self.message.emit(message)
             self.apply_failed.emit(message)
 
-        self.pool.run(tasks.apply_and_aggregate, self.workspace, m.name, m.version, relay.message.emit,
+        self.pool.run(tasks.apply_and_aggregate, self.workspace, m.name, m.version, relay.message.emit, cancel,
                       on_done=done, on_error=failed, owner=self)

@@ -96,16 +96,18 @@ def preview(workspace, mapping: Mapping, table_id: str, limit: int) -> list[dict
 
 
 def apply_and_aggregate(workspace, name: str, version: int | None = None,
-                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Apply a saved mapping version to the landed rows, then recompute every KPI."""
+                        progress: Callable[[str], None] | None = None, cancel=None) -> dict[str, Any]:
+    """Apply a saved mapping version to the landed rows, then recompute every KPI.
+    `cancel` (a CancelToken) stops either step, which then changes nothing
+    (mapping.cancel.MappingCancelled)."""
     from esg_workbench.mapping import aggregate, apply, store
 
     say = progress or (lambda text: None)
     mapping = store.load_mapping(workspace, name, version)
     say(f"Applying '{mapping.name}' v{mapping.version}…")
-    applied = apply.apply_mapping(workspace, mapping, progress=say)
+    applied = apply.apply_mapping(workspace, mapping, progress=say, cancel=cancel)
     say(f"Mapped {applied.source_rows:,} landed rows into {applied.staging_rows:,} staging rows; aggregating KPIs…")
-    result = aggregate.aggregate(workspace, progress=say)
+    result = aggregate.aggregate(workspace, progress=say, cancel=cancel)
     return {"mapping": mapping.name, "version": mapping.version, "source_rows": applied.source_rows,
             "staging_rows": applied.staging_rows, "apply_seconds": applied.seconds, "kpi_values": result.values,
             "aggregate_seconds": result.seconds, "flags": result.flags, "tables": applied.tables}
