@@ -370,22 +370,26 @@ class MainWindow(QMainWindow):
         self._watching = True
         workspace = self.workspace
 
-        def done(found: tuple) -> None:
+        def done(found: catalog.WatchState) -> None:
             self._watching = False
             if workspace is not self.workspace:
                 return
             if self._fingerprint is None:
                 return  # the connector list has not loaded yet (it takes the first fingerprint)
-            if found != self._fingerprint:
-                self._fingerprint = found
+            if found.connectors != self._fingerprint:
+                self._fingerprint = found.connectors
                 self.refresh_connectors(select=self.connectors.current_name())
                 if self.tabs.currentWidget() is self.history:
                     self.history.refresh()
+            # each view compares with what it last loaded itself (its own saves and
+            # discoveries are not news to it)
+            self.schema.catalogs_seen(found.catalogs)
+            self.mapping.versions_seen(found.mappings)
 
         def failed(_message: str) -> None:
             self._watching = False  # (a lost server shows at the next real action)
 
-        self.pool.run(catalog.fingerprint, workspace, on_done=done, on_error=failed, owner=self)
+        self.pool.run(catalog.watch_state, workspace, on_done=done, on_error=failed, owner=self)
 
     def refresh_all(self) -> None:
         self.refresh_connectors()

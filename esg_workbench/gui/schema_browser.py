@@ -37,6 +37,7 @@ KIND = Qt.ItemDataRole.UserRole + 1  # connector | schema | table | column | pla
 INFO = Qt.ItemDataRole.UserRole + 2  # what the item stands for (overview, schema name, TableRow, ColumnInfo)
 STATE = Qt.ItemDataRole.UserRole + 3  # children: None (not loaded), "loading", "loaded"
 CONNECTOR = Qt.ItemDataRole.UserRole + 4  # the connector overview of every item below it
+ROWS = Qt.ItemDataRole.UserRole + 5  # a loaded level's children as read (TableRow or ColumnInfo list)
 HEADERS = ["Name", "Type", "Nullable", "Rows (est.)", "Notes"]
 BATCH = 100  # rows inserted per event-loop turn (about 20 ms)
 SAMPLE_ROWS = 100
@@ -96,6 +97,11 @@ class SchemaBrowser(QWidget):
         self._reveal: list[tuple[str, str | None, str, bool]] = []  # paths to open: (connector id, schema, table, columns)
         self._revealed = 0
         self.listed_connector: str | None = None  # the one chosen in the connector list
+        # connector id -> catalog_stamp of what the tree loaded: the window's watch compares
+        # it with the workspace and merges changes made elsewhere into the open levels
+        self._stamps: dict[str, tuple] = {}
+        self._merging: set[str] = set()
+        self._merge_notes: dict[str, list[str]] = {}  # what the merge under way added, dropped, changed
         # connector id -> what its discovery in this window detected and could not read
         self.findings: dict[str, DiscoveryFindings] = {}
 
@@ -206,6 +212,8 @@ class SchemaBrowser(QWidget):
         self.sample_title.setText("Select a table to see sample rows.")
         self.status.clear()
         self.findings = {}
+        self._stamps = {}
+        self._merging = set()
         self._show_detected("")
 
     def set_connectors(self, overviews: list[ConnectorOverview]) -> None:
@@ -244,6 +252,9 @@ class SchemaBrowser(QWidget):
         item = self.connector_item(name) if name else None
         if item is None:
             return
+        current = self.current_connector()
+        if current is not None and current.name == name:
+            return  # already inside it (the list re-selects it after every reload): stay where the user is
         index = self.proxy.mapFromSource(item.index())
         self.tree.setCurrentIndex(index)
         self.tree.scrollTo(index)
@@ -272,17 +283,25 @@ class SchemaBrowser(QWidget):
         ws = self.workspace
         if kind == "connector":
             def fetch():
+                stamp = catalog.catalog_stamp(ws, overview.id)  # first: a change meanwhile is seen later
                 found = catalog.schemas(ws, overview.id)
                 result = None
                 if not found:  # never discovered: describe the source first
                     from esg_workbench.sync import operations
 
                     result = operations.discover_connector(ws, overview.name)
+                    stamp = catalog.catalog_stamp(ws, overview.id)
                     found = catalog.schemas(ws, overview.id)
-                return found, result
+                return found, result, stamp
             if item.rowCount() and item.child(0).data(KIND) == "placeholder":
                 item.child(0).setText("Loading schemas (discovering the source if needed)…")
-            self.pool.run(fetch, on_done=lambda done: self._fill_schemas(item, *done),
+            def fill(done) -> None:
+                found, result, stamp = done
+                if self._alive(item):
+                    self._stamps[overview.id] = stamp
+                self._fill_schemas(item, found, result)
+
+            self.pool.run(fetch, on_done=fill,
                           on_error=lambda msg: self._level_failed(item, msg), owner=self)
         elif kind == "schema":
             self.pool.run(catalog.tables, ws, overview.id, item.data(INFO),
@@ -326,12 +345,7 @@ class SchemaBrowser(QWidget):
         if discovered is not None:  # the source was discovered just now: say what it found
             self._found(overview, discovered)
         for schema, count in found:
-            row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
-                       f"{count:,} table{'s' if count != 1 else ''}")
-            row[0].setData(schema, INFO)
-            row[0].setData(overview, CONNECTOR)
-            row[0].appendRow(_placeholder())
-            item.appendRow(row)
+            item.appendRow(self._schema_cells(schema, count, overview))
         if not found:
             item.appendRow(_placeholder("No tables found in the source."))
         item.setData("loaded", STATE)
@@ -339,45 +353,54 @@ class SchemaBrowser(QWidget):
         if len(found) == 1:  # one schema: open it right away
             self.tree.expand(self.proxy.mapFromSource(item.child(0).index()))
 
+    @staticmethod
+    def _schema_cells(schema: str | None, count: int, overview: ConnectorOverview) -> list[QStandardItem]:
+        row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
+                   f"{count:,} table{'s' if count != 1 else ''}")
+        row[0].setData(schema, INFO)
+        row[0].setData(overview, CONNECTOR)
+        row[0].appendRow(_placeholder())
+        return row
+
+    def _table_cells(self, r: TableRow, overview: ConnectorOverview) -> list[QStandardItem]:
+        findings = self.findings.get(overview.id, DiscoveryFindings())
+        estimate = "" if r.row_estimate is None or r.row_estimate < 0 else f"{r.row_estimate:,}"
+        notes = f"{r.columns} columns"
+        if r.primary_key:
+            notes += f" · key {', '.join(r.primary_key)}"
+        cells = _row(r.name, "table", icons.table_icon(), "table", "", estimate, notes)
+        cells[0].setData(r, INFO)
+        cells[0].setData(overview, CONNECTOR)
+        cells[3].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if r.drift:
+            for c in cells:
+                c.setBackground(DRIFT_BRUSH)
+            cells[4].setIcon(icons.drift_icon())
+            cells[4].setText(f"changed: {r.drift.describe()}")
+            for c in cells:
+                c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
+        error = findings.error_of(r.qualified)
+        if error is not None:  # listed by the source but not readable: its columns are only _esg_*
+            cells[0].setIcon(icons.standard("SP_MessageBoxWarning"))
+            cells[4].setText(f"could not read: {error.splitlines()[0]}")
+            for c in cells:
+                c.setForeground(UNREADABLE_BRUSH)
+                c.setToolTip(f"Discovery could not read {r.qualified}:\n{error}")
+        elif findings.notes.get(r.qualified):
+            cells[0].setToolTip("Detected at discovery:\n" + "\n".join(findings.notes[r.qualified]))
+        cells[0].appendRow(_placeholder())
+        return cells
+
     def _fill_tables(self, item: QStandardItem, rows: list[TableRow]) -> None:
         if not self._alive(item):
             return
         overview = item.data(CONNECTOR)
         self._clear_children(item)
         drifted = [r for r in rows if r.drift]
-        findings = self.findings.get(overview.id, DiscoveryFindings())
         if not rows:
             item.appendRow(_placeholder("No tables."))
-
-        def make(r: TableRow) -> list[QStandardItem]:
-            estimate = "" if r.row_estimate is None or r.row_estimate < 0 else f"{r.row_estimate:,}"
-            notes = f"{r.columns} columns"
-            if r.primary_key:
-                notes += f" · key {', '.join(r.primary_key)}"
-            cells = _row(r.name, "table", icons.table_icon(), "table", "", estimate, notes)
-            cells[0].setData(r, INFO)
-            cells[0].setData(overview, CONNECTOR)
-            cells[3].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            if r.drift:
-                for c in cells:
-                    c.setBackground(DRIFT_BRUSH)
-                cells[4].setIcon(icons.drift_icon())
-                cells[4].setText(f"changed: {r.drift.describe()}")
-                for c in cells:
-                    c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
-            error = findings.error_of(r.qualified)
-            if error is not None:  # listed by the source but not readable: its columns are only _esg_*
-                cells[0].setIcon(icons.standard("SP_MessageBoxWarning"))
-                cells[4].setText(f"could not read: {error.splitlines()[0]}")
-                for c in cells:
-                    c.setForeground(UNREADABLE_BRUSH)
-                    c.setToolTip(f"Discovery could not read {r.qualified}:\n{error}")
-            elif findings.notes.get(r.qualified):
-                cells[0].setToolTip("Detected at discovery:\n" + "\n".join(findings.notes[r.qualified]))
-            cells[0].appendRow(_placeholder())
-            return cells
-
-        self._insert_batched(item, rows, make, "schema")
+        item.setData(rows, ROWS)
+        self._insert_batched(item, rows, lambda r: self._table_cells(r, overview), "schema")
         if drifted:
             self.status.setText(f"{len(drifted)} table(s) changed at the last discovery: "
                                 + "; ".join(f"{r.name} ({r.drift.describe()})" for r in drifted[:5]))
@@ -400,6 +423,7 @@ class SchemaBrowser(QWidget):
         if not self._alive(item):
             return
         self._clear_children(item)
+        item.setData(list(columns), ROWS)
         table: TableRow = item.data(INFO)
         drift = table.drift
         added = set(drift.added) if drift else set()
@@ -427,6 +451,151 @@ class SchemaBrowser(QWidget):
             item.appendRow(gone)
         item.setData("loaded", STATE)
         self.level_loaded.emit("table")
+
+    # --- changes made elsewhere -------------------------------------------------------------
+
+    def catalogs_seen(self, stamps: dict[str, tuple]) -> None:
+        """The window's watch read the workspace: merge a connector's catalog into the tree
+        again where another window or process discovered or edited it since it loaded."""
+        if self.workspace is None:
+            return
+        for i in range(self.model.rowCount()):
+            item = self.model.item(i)
+            cid = item.data(INFO).id
+            if item.data(STATE) != "loaded" or cid in self._merging or cid not in stamps:
+                continue
+            if self._stamps.get(cid) != stamps[cid]:
+                self.merge_refresh(item)
+
+    def _open(self, item: QStandardItem) -> bool:
+        return item.data(STATE) == "loaded" and self.tree.isExpanded(self.proxy.mapFromSource(item.index()))
+
+    def merge_refresh(self, item: QStandardItem) -> None:
+        """Read the open levels of a connector again and merge them into the tree in place:
+        expanded levels stay expanded, the selection stays, new tables appear, dropped ones go."""
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        open_schemas, open_tables = [], []
+        for i in range(item.rowCount()):
+            schema = item.child(i)
+            if schema.data(KIND) != "schema" or not self._open(schema):
+                continue
+            open_schemas.append(schema.data(INFO))
+            for j in range(schema.rowCount()):
+                table = schema.child(j)
+                if table.data(STATE) == "loaded" and table.data(KIND) == "table" and self._open(table):
+                    open_tables.append((schema.data(INFO), table.data(INFO).name))
+        self._merging.add(overview.id)
+
+        def failed(message: str) -> None:
+            self._merging.discard(overview.id)
+            self.status.setText(message)
+
+        self.pool.run(catalog.level_snapshot, self.workspace, overview.id, open_schemas, open_tables,
+                      on_done=lambda snap: self._merge(item, snap), on_error=failed, owner=self)
+
+    def _drop_placeholders(self, item: QStandardItem) -> None:
+        for r in reversed(range(item.rowCount())):
+            if item.child(r).data(KIND) == "placeholder":
+                item.removeRow(r)
+
+    def _unload(self, item: QStandardItem) -> None:
+        """Forget a loaded level that is not open: it loads afresh when next expanded."""
+        self._clear_children(item)
+        item.setData(None, STATE)
+        item.setData(None, ROWS)
+        item.appendRow(_placeholder())
+
+    @staticmethod
+    def _update_row(parent: QStandardItem, row: int, cells: list[QStandardItem]) -> None:
+        """Give the items of a row what the new cells show, keeping the items (and so their
+        children, expansion and selection)."""
+        roles = (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole,
+                 Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.TextAlignmentRole,
+                 INFO, CONNECTOR)
+        for column, new in enumerate(cells):
+            old = parent.child(row, column)
+            for role in roles:
+                value = new.data(role)
+                if old.data(role) != value:
+                    old.setData(value, role)
+
+    def _merge(self, item: QStandardItem, snap: catalog.LevelSnapshot) -> None:
+        overview: ConnectorOverview = item.data(CONNECTOR) if self._alive(item) else None
+        if overview is None:
+            return
+        self._merging.discard(overview.id)
+        if item.data(STATE) != "loaded":
+            return
+        self._stamps[overview.id] = snap.stamp
+        self._merge_notes = {"new": [], "gone": [], "changed": []}
+        self._drop_placeholders(item)
+        wanted = dict(snap.schemas)
+        for r in reversed(range(item.rowCount())):
+            if item.child(r).data(INFO) not in wanted:
+                item.removeRow(r)
+        for i, (schema, count) in enumerate(snap.schemas):
+            child = item.child(i) if i < item.rowCount() else None
+            if child is None or child.data(INFO) != schema:
+                item.insertRow(i, self._schema_cells(schema, count, overview))
+                continue
+            item.child(i, 4).setText(f"{count:,} table{'s' if count != 1 else ''}")
+            if child.data(STATE) == "loaded":
+                if schema in snap.tables:
+                    self._merge_tables(child, snap.tables[schema], snap.columns)
+                else:
+                    self._unload(child)
+        if not snap.schemas:
+            item.appendRow(_placeholder("No tables found in the source."))
+        notes = [f"{len(names)} {what}: {', '.join(names[:5])}{'…' if len(names) > 5 else ''}"
+                 for what, names in self._merge_notes.items() if names]
+        if notes:
+            text = f"{overview.name} was discovered again in another window or process: {'; '.join(notes)}."
+            self.status.setText(text)
+            self.message.emit(text)
+        self.level_loaded.emit("merged")
+
+    def _merge_tables(self, item: QStandardItem, rows: list[TableRow], columns: dict) -> None:
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        schema = item.data(INFO)
+        old: list[TableRow] = item.data(ROWS) or []
+        changed: set[str] = set()
+        if old != rows:
+            self._drop_placeholders(item)
+            names = {r.name for r in rows}
+            for i in reversed(range(len(old))):
+                if old[i].name not in names:
+                    item.removeRow(i)
+                    self._merge_notes["gone"].append(old[i].name)
+            kept = {r.name: r for r in old if r.name in names}
+            for i, r in enumerate(rows):  # (both lists come in the catalog's order)
+                if r.name not in kept:
+                    item.insertRow(i, self._table_cells(r, overview))
+                    self._merge_notes["new"].append(r.name)
+                elif kept[r.name] != r:
+                    changed.add(r.name)
+                    self._merge_notes["changed"].append(r.name)
+                    self._update_row(item, i, self._table_cells(r, overview))
+            if not rows:
+                item.appendRow(_placeholder("No tables."))
+            item.setData(rows, ROWS)
+        for i, r in enumerate(rows):
+            table = item.child(i)
+            if table is None or table.data(STATE) != "loaded":
+                continue
+            found = columns.get((schema, r.name))
+            if found is None:
+                self._unload(table)
+            elif r.name in changed or table.data(ROWS) != found:
+                self._refill_columns(table, found)
+
+    def _refill_columns(self, table: QStandardItem, columns) -> None:
+        """New columns of an open table; a selected column stays selected (by name)."""
+        current = self.model.itemFromIndex(self.proxy.mapToSource(self.tree.currentIndex()).siblingAtColumn(0))
+        selected = current.text() if current is not None and current.parent() is table else None
+        self._fill_columns(table, columns)
+        for r in range(table.rowCount()):
+            if selected is not None and table.child(r).text() == selected:
+                self.tree.setCurrentIndex(self.proxy.mapFromSource(table.child(r).index()))
 
     # --- refresh --------------------------------------------------------------------------
 
