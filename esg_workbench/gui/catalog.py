@@ -270,6 +270,82 @@ def rediscover(workspace: Workspace, name: str, connector_id: str):
     return result, added
 
 
+# --- what the window watches for changes made elsewhere -------------------------------------
+
+
+@dataclass
+class LevelSnapshot:
+    """A connector's catalog as far as the tree has it open: its schemas, the tables of the
+    open schemas, the columns of the open tables. Read in a worker; the schema browser
+    merges it into the tree in place, so open levels and the selection stay."""
+
+    stamp: tuple
+    schemas: list[tuple[str | None, int]]
+    tables: dict[str | None, list[TableRow]] = field(default_factory=dict)
+    columns: dict[tuple[str | None, str], list[ColumnInfo]] = field(default_factory=dict)
+
+
+def catalog_stamps(workspace: Workspace, conn: sa.Connection | None = None) -> dict[str, tuple]:
+    """Per connector id: what changes when its catalog does (a discovery anywhere, an edit
+    of its definition): (cached tables, newest discovery, definition's updated_at)."""
+    def read(c: sa.Connection) -> dict[str, tuple]:
+        cached = {r[0]: (int(r[1]), str(r[2])) for r in c.execute(
+            sa.select(cache.c.connector_id, sa.func.count(), sa.func.max(cache.c.discovered_at))
+            .where(_org(workspace, cache)).group_by(cache.c.connector_id))}
+        edited = c.execute(sa.select(connectors_table.c.id, connectors_table.c.updated_at)
+                           .where(_org(workspace, connectors_table))).all()
+        return {cid: (*cached.get(cid, (0, "None")), str(updated)) for cid, updated in edited}
+
+    if conn is not None:
+        return read(conn)
+    with workspace.read() as c:
+        return read(c)
+
+
+def catalog_stamp(workspace: Workspace, connector_id: str) -> tuple:
+    return catalog_stamps(workspace).get(connector_id, (0, "None", "None"))
+
+
+def level_snapshot(workspace: Workspace, connector_id: str, open_schemas: list[str | None],
+                   open_tables: list[tuple[str | None, str]]) -> LevelSnapshot:
+    """The levels the tree has open, read again (see LevelSnapshot)."""
+    stamp = catalog_stamp(workspace, connector_id)
+    return LevelSnapshot(stamp, schemas(workspace, connector_id),
+                         {s: tables(workspace, connector_id, s) for s in open_schemas},
+                         {(s, t): columns(workspace, connector_id, s, t) for s, t in open_tables})
+
+
+def mapping_versions(workspace: Workspace, conn: sa.Connection | None = None) -> dict[str, int]:
+    """The newest saved version of every mapping."""
+    from esg_workbench.workspace.schema import mappings
+
+    def read(c: sa.Connection) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in c.execute(
+            sa.select(mappings.c.name, sa.func.max(mappings.c.version))
+            .where(_org(workspace, mappings)).group_by(mappings.c.name))}
+
+    if conn is not None:
+        return read(conn)
+    with workspace.read() as c:
+        return read(c)
+
+
+@dataclass
+class WatchState:
+    """One look at the workspace (every WATCH_MS): what the connector views, the schema
+    tree and the mapping canvas show, each compared with what they last saw."""
+
+    connectors: tuple
+    catalogs: dict[str, tuple]
+    mappings: dict[str, int]
+
+
+def watch_state(workspace: Workspace) -> WatchState:
+    found = fingerprint(workspace)
+    with workspace.read() as conn:
+        return WatchState(found, catalog_stamps(workspace, conn), mapping_versions(workspace, conn))
+
+
 def fingerprint(workspace: Workspace) -> tuple:
     """What the connector views show, in a few small reads: it changes when a connector is
     added, edited, renamed, removed, validated, discovered or synced, in this window or

@@ -32,18 +32,23 @@ from esg_workbench.gui import catalog, icons
 from esg_workbench.gui.catalog import ConnectorOverview, DiscoveryFindings, TableRow
 from esg_workbench.gui.data_grid import DataGrid
 from esg_workbench.gui.sample_model import RecordsModel
+from esg_workbench.gui.slices import Slices
 
 KIND = Qt.ItemDataRole.UserRole + 1  # connector | schema | table | column | placeholder
 INFO = Qt.ItemDataRole.UserRole + 2  # what the item stands for (overview, schema name, TableRow, ColumnInfo)
 STATE = Qt.ItemDataRole.UserRole + 3  # children: None (not loaded), "loading", "loaded"
 CONNECTOR = Qt.ItemDataRole.UserRole + 4  # the connector overview of every item below it
+ROWS = Qt.ItemDataRole.UserRole + 5  # a loaded level's children as read (TableRow or ColumnInfo list)
 HEADERS = ["Name", "Type", "Nullable", "Rows (est.)", "Notes"]
-BATCH = 100  # rows inserted per event-loop turn (about 20 ms)
+FILL = Qt.ItemDataRole.UserRole + 6  # the Slices filling a level right now (cancelled when it is cleared)
+RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter  # (enum arithmetic is slow: once)
 SAMPLE_ROWS = 100
 OPEN_COLUMNS_OF = 20  # tables whose columns a filter search opens
 DRIFT_BRUSH = QBrush(QColor("#fff3cd"))
 PLACEHOLDER_BRUSH = QBrush(QColor("#888"))
 UNREADABLE_BRUSH = QBrush(QColor("#c62828"))
+NO_FINDINGS = DiscoveryFindings()
+FOLDED_FILL = 300  # a level with more rows than this fills folded (see _fill_tables)
 
 
 def _row(name: str, kind: str, icon=None, *cells: str) -> list[QStandardItem]:
@@ -96,6 +101,11 @@ class SchemaBrowser(QWidget):
         self._reveal: list[tuple[str, str | None, str, bool]] = []  # paths to open: (connector id, schema, table, columns)
         self._revealed = 0
         self.listed_connector: str | None = None  # the one chosen in the connector list
+        # connector id -> catalog_stamp of what the tree loaded: the window's watch compares
+        # it with the workspace and merges changes made elsewhere into the open levels
+        self._stamps: dict[str, tuple] = {}
+        self._merging: set[str] = set()
+        self._merge_notes: dict[str, list[str]] = {}  # what the merge under way added, dropped, changed
         # connector id -> what its discovery in this window detected and could not read
         self.findings: dict[str, DiscoveryFindings] = {}
 
@@ -206,6 +216,8 @@ class SchemaBrowser(QWidget):
         self.sample_title.setText("Select a table to see sample rows.")
         self.status.clear()
         self.findings = {}
+        self._stamps = {}
+        self._merging = set()
         self._show_detected("")
 
     def set_connectors(self, overviews: list[ConnectorOverview]) -> None:
@@ -229,7 +241,13 @@ class SchemaBrowser(QWidget):
             row[0].setData(o, CONNECTOR)
             row[0].appendRow(_placeholder())
             self.model.appendRow(row)
-        self.model.sort(0)
+        names = [self.model.item(i).text() for i in range(self.model.rowCount())]
+        if names != sorted(names):
+            # connectors only (model.sort would re-sort every loaded level too, thousands of
+            # tables, and lose their catalog order that merges rely on)
+            rows = [self.model.takeRow(0) for _ in range(self.model.rowCount())]
+            for row in sorted(rows, key=lambda r: r[0].text()):
+                self.model.appendRow(row)
 
     def connector_item(self, name: str) -> QStandardItem | None:
         for i in range(self.model.rowCount()):
@@ -244,6 +262,9 @@ class SchemaBrowser(QWidget):
         item = self.connector_item(name) if name else None
         if item is None:
             return
+        current = self.current_connector()
+        if current is not None and current.name == name:
+            return  # already inside it (the list re-selects it after every reload): stay where the user is
         index = self.proxy.mapFromSource(item.index())
         self.tree.setCurrentIndex(index)
         self.tree.scrollTo(index)
@@ -272,17 +293,25 @@ class SchemaBrowser(QWidget):
         ws = self.workspace
         if kind == "connector":
             def fetch():
+                stamp = catalog.catalog_stamp(ws, overview.id)  # first: a change meanwhile is seen later
                 found = catalog.schemas(ws, overview.id)
                 result = None
                 if not found:  # never discovered: describe the source first
                     from esg_workbench.sync import operations
 
                     result = operations.discover_connector(ws, overview.name)
+                    stamp = catalog.catalog_stamp(ws, overview.id)
                     found = catalog.schemas(ws, overview.id)
-                return found, result
+                return found, result, stamp
             if item.rowCount() and item.child(0).data(KIND) == "placeholder":
                 item.child(0).setText("Loading schemas (discovering the source if needed)…")
-            self.pool.run(fetch, on_done=lambda done: self._fill_schemas(item, *done),
+            def fill(done) -> None:
+                found, result, stamp = done
+                if self._alive(item):
+                    self._stamps[overview.id] = stamp
+                self._fill_schemas(item, found, result)
+
+            self.pool.run(fetch, on_done=fill,
                           on_error=lambda msg: self._level_failed(item, msg), owner=self)
         elif kind == "schema":
             self.pool.run(catalog.tables, ws, overview.id, item.data(INFO),
@@ -301,6 +330,10 @@ class SchemaBrowser(QWidget):
             return False
 
     def _clear_children(self, item: QStandardItem) -> None:
+        fill = item.data(FILL)
+        if fill is not None:  # a level still filling: stop it (it would add to the new children)
+            fill.cancel()
+            item.setData(None, FILL)
         if item.rowCount():
             item.removeRows(0, item.rowCount())
 
@@ -326,12 +359,7 @@ class SchemaBrowser(QWidget):
         if discovered is not None:  # the source was discovered just now: say what it found
             self._found(overview, discovered)
         for schema, count in found:
-            row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
-                       f"{count:,} table{'s' if count != 1 else ''}")
-            row[0].setData(schema, INFO)
-            row[0].setData(overview, CONNECTOR)
-            row[0].appendRow(_placeholder())
-            item.appendRow(row)
+            item.appendRow(self._schema_cells(schema, count, overview))
         if not found:
             item.appendRow(_placeholder("No tables found in the source."))
         item.setData("loaded", STATE)
@@ -339,67 +367,114 @@ class SchemaBrowser(QWidget):
         if len(found) == 1:  # one schema: open it right away
             self.tree.expand(self.proxy.mapFromSource(item.child(0).index()))
 
+    @staticmethod
+    def _schema_cells(schema: str | None, count: int, overview: ConnectorOverview) -> list[QStandardItem]:
+        row = _row(schema or "(no schema)", "schema", icons.schema_icon(), "", "", "",
+                   f"{count:,} table{'s' if count != 1 else ''}")
+        row[0].setData(schema, INFO)
+        row[0].setData(overview, CONNECTOR)
+        row[0].appendRow(_placeholder())
+        return row
+
+    def _table_cells(self, r: TableRow, overview: ConnectorOverview,
+                     findings: DiscoveryFindings | None = None) -> list[QStandardItem]:
+        # (called once per table, thousands of times: no enum arithmetic, no lookups that
+        # can be made once per level)
+        if findings is None:
+            findings = self.findings.get(overview.id) or NO_FINDINGS
+        estimate = "" if r.row_estimate is None or r.row_estimate < 0 else f"{r.row_estimate:,}"
+        notes = f"{r.columns} columns"
+        if r.primary_key:
+            notes += f" · key {', '.join(r.primary_key)}"
+        first = QStandardItem(r.name)
+        first.setData("table", KIND)
+        first.setIcon(icons.table_icon())
+        first.setData(r, INFO)
+        first.setData(overview, CONNECTOR)
+        rows_cell = QStandardItem(estimate)
+        rows_cell.setTextAlignment(RIGHT)
+        cells = [first, QStandardItem("table"), QStandardItem(), rows_cell, QStandardItem(notes)]
+        if r.drift:
+            for c in cells:
+                c.setBackground(DRIFT_BRUSH)
+            cells[4].setIcon(icons.drift_icon())
+            cells[4].setText(f"changed: {r.drift.describe()}")
+            for c in cells:
+                c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
+        error = findings.error_of(r.qualified) if findings.unreadable else None
+        if error is not None:  # listed by the source but not readable: its columns are only _esg_*
+            cells[0].setIcon(icons.standard("SP_MessageBoxWarning"))
+            cells[4].setText(f"could not read: {error.splitlines()[0]}")
+            for c in cells:
+                c.setForeground(UNREADABLE_BRUSH)
+                c.setToolTip(f"Discovery could not read {r.qualified}:\n{error}")
+        elif findings.notes and findings.notes.get(r.qualified):
+            cells[0].setToolTip("Detected at discovery:\n" + "\n".join(findings.notes[r.qualified]))
+        first.appendRow(_placeholder())
+        return cells
+
     def _fill_tables(self, item: QStandardItem, rows: list[TableRow]) -> None:
         if not self._alive(item):
             return
         overview = item.data(CONNECTOR)
         self._clear_children(item)
         drifted = [r for r in rows if r.drift]
-        findings = self.findings.get(overview.id, DiscoveryFindings())
         if not rows:
             item.appendRow(_placeholder("No tables."))
+        item.setData(rows, ROWS)
+        findings = self.findings.get(overview.id) or NO_FINDINGS
+        index = self.proxy.mapFromSource(item.index())
+        notes = item.parent().child(item.row(), 4) if item.parent() is not None else None
+        fold = len(rows) > FOLDED_FILL and self.tree.isExpanded(index) and notes is not None
+        if not fold:
+            self._insert_batched(item, rows, lambda r: self._table_cells(r, overview, findings), "schema")
+        else:
+            # a long level fills folded, its progress in the Notes column: the tree lays an
+            # open level out again after every slice (a cost that grows with its rows), a
+            # folded one not at all; it opens once, at the end
+            self.tree.collapse(index)
+            counted = notes.text()
+            added = [0]
 
-        def make(r: TableRow) -> list[QStandardItem]:
-            estimate = "" if r.row_estimate is None or r.row_estimate < 0 else f"{r.row_estimate:,}"
-            notes = f"{r.columns} columns"
-            if r.primary_key:
-                notes += f" · key {', '.join(r.primary_key)}"
-            cells = _row(r.name, "table", icons.table_icon(), "table", "", estimate, notes)
-            cells[0].setData(r, INFO)
-            cells[0].setData(overview, CONNECTOR)
-            cells[3].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            if r.drift:
-                for c in cells:
-                    c.setBackground(DRIFT_BRUSH)
-                cells[4].setIcon(icons.drift_icon())
-                cells[4].setText(f"changed: {r.drift.describe()}")
-                for c in cells:
-                    c.setToolTip(f"Schema drift at the last discovery: {r.drift.describe()}")
-            error = findings.error_of(r.qualified)
-            if error is not None:  # listed by the source but not readable: its columns are only _esg_*
-                cells[0].setIcon(icons.standard("SP_MessageBoxWarning"))
-                cells[4].setText(f"could not read: {error.splitlines()[0]}")
-                for c in cells:
-                    c.setForeground(UNREADABLE_BRUSH)
-                    c.setToolTip(f"Discovery could not read {r.qualified}:\n{error}")
-            elif findings.notes.get(r.qualified):
-                cells[0].setToolTip("Detected at discovery:\n" + "\n".join(findings.notes[r.qualified]))
-            cells[0].appendRow(_placeholder())
-            return cells
+            def make(r: TableRow) -> list[QStandardItem]:
+                added[0] += 1
+                if added[0] % 250 == 0:
+                    notes.setText(f"loading {added[0]:,} of {len(rows):,} tables…")
+                return self._table_cells(r, overview, findings)
 
-        self._insert_batched(item, rows, make, "schema")
+            def opened() -> None:
+                notes.setText(counted)
+                self.tree.expand(self.proxy.mapFromSource(item.index()))
+
+            notes.setText(f"loading {len(rows):,} tables…")
+            self._insert_batched(item, rows, make, "schema", finished=opened)
         if drifted:
             self.status.setText(f"{len(drifted)} table(s) changed at the last discovery: "
                                 + "; ".join(f"{r.name} ({r.drift.describe()})" for r in drifted[:5]))
 
     def _insert_batched(self, item: QStandardItem, rows: list, make: Callable[[Any], list], kind: str,
-                        start: int = 0) -> None:
-        """Insert `rows` under `item` a batch per event-loop turn."""
+                        finished: Callable[[], None] | None = None) -> None:
+        """Insert `rows` under `item` in time-boxed slices (see gui/slices.py): thousands of
+        tables never hold the event loop for more than a few milliseconds at a time."""
         if not self._alive(item):
             return
-        end = min(start + BATCH, len(rows))
-        for r in rows[start:end]:
-            item.appendRow(make(r))
-        if end < len(rows):
-            QTimer.singleShot(0, lambda: self._insert_batched(item, rows, make, kind, end))
-            return
-        item.setData("loaded", STATE)
-        self.level_loaded.emit(kind)
+
+        def done() -> None:
+            item.setData(None, FILL)
+            item.setData("loaded", STATE)
+            if finished is not None:
+                finished()
+            self.level_loaded.emit(kind)
+
+        fill = Slices(rows, lambda r: item.appendRow(make(r)), done, alive=lambda: self._alive(item))
+        if fill.running:
+            item.setData(fill, FILL)
 
     def _fill_columns(self, item: QStandardItem, columns) -> None:
         if not self._alive(item):
             return
         self._clear_children(item)
+        item.setData(list(columns), ROWS)
         table: TableRow = item.data(INFO)
         drift = table.drift
         added = set(drift.added) if drift else set()
@@ -427,6 +502,185 @@ class SchemaBrowser(QWidget):
             item.appendRow(gone)
         item.setData("loaded", STATE)
         self.level_loaded.emit("table")
+
+    # --- changes made elsewhere -------------------------------------------------------------
+
+    def catalogs_seen(self, stamps: dict[str, tuple]) -> None:
+        """The window's watch read the workspace: merge a connector's catalog into the tree
+        again where another window or process discovered or edited it since it loaded."""
+        if self.workspace is None:
+            return
+        for i in range(self.model.rowCount()):
+            item = self.model.item(i)
+            cid = item.data(INFO).id
+            if item.data(STATE) != "loaded" or cid in self._merging or cid not in stamps:
+                continue
+            if self._stamps.get(cid) != stamps[cid]:
+                self.merge_refresh(item)
+
+    def _open(self, item: QStandardItem) -> bool:
+        return item.data(STATE) == "loaded" and self.tree.isExpanded(self.proxy.mapFromSource(item.index()))
+
+    def merge_refresh(self, item: QStandardItem) -> None:
+        """Read the open levels of a connector again and merge them into the tree in place:
+        expanded levels stay expanded, the selection stays, new tables appear, dropped ones go."""
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        open_schemas, open_tables = [], []
+        for i in range(item.rowCount()):
+            schema = item.child(i)
+            if schema.data(KIND) != "schema" or not self._open(schema):
+                continue
+            open_schemas.append(schema.data(INFO))
+            for j in range(schema.rowCount()):
+                table = schema.child(j)
+                if table.data(STATE) == "loaded" and table.data(KIND) == "table" and self._open(table):
+                    open_tables.append((schema.data(INFO), table.data(INFO).name))
+        self._merging.add(overview.id)
+
+        def failed(message: str) -> None:
+            self._merging.discard(overview.id)
+            self.status.setText(message)
+
+        self.pool.run(catalog.level_snapshot, self.workspace, overview.id, open_schemas, open_tables,
+                      on_done=lambda snap: self._merge(item, snap), on_error=failed, owner=self)
+
+    def _drop_placeholders(self, item: QStandardItem) -> None:
+        for r in reversed(range(item.rowCount())):
+            if item.child(r).data(KIND) == "placeholder":
+                item.removeRow(r)
+
+    def _unload(self, item: QStandardItem) -> None:
+        """Forget a loaded level that is not open: it loads afresh when next expanded."""
+        self._clear_children(item)
+        item.setData(None, STATE)
+        item.setData(None, ROWS)
+        item.appendRow(_placeholder())
+
+    @staticmethod
+    def _update_row(parent: QStandardItem, row: int, cells: list[QStandardItem]) -> None:
+        """Give the items of a row what the new cells show, keeping the items (and so their
+        children, expansion and selection)."""
+        roles = (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole,
+                 Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.TextAlignmentRole,
+                 INFO, CONNECTOR)
+        for column, new in enumerate(cells):
+            old = parent.child(row, column)
+            for role in roles:
+                value = new.data(role)
+                if old.data(role) != value:
+                    old.setData(value, role)
+
+    def _merge(self, item: QStandardItem, snap: catalog.LevelSnapshot) -> None:
+        overview: ConnectorOverview = item.data(CONNECTOR) if self._alive(item) else None
+        if overview is None:
+            return
+        if item.data(STATE) != "loaded":
+            self._merging.discard(overview.id)
+            return
+        self._stamps[overview.id] = snap.stamp
+        self._merge_notes = {"new": [], "gone": [], "changed": []}
+        self._drop_placeholders(item)
+        wanted = dict(snap.schemas)
+        for r in reversed(range(item.rowCount())):
+            if item.child(r).data(INFO) not in wanted:
+                item.removeRow(r)
+        pending = [1]  # schema levels still merging (their rows go in time-boxed slices)
+
+        def one_done() -> None:
+            pending[0] -= 1
+            if pending[0]:
+                return
+            self._merging.discard(overview.id)
+            notes = [f"{len(names)} {what}: {', '.join(names[:5])}{'…' if len(names) > 5 else ''}"
+                     for what, names in self._merge_notes.items() if names]
+            if notes:
+                text = f"{overview.name} was discovered again in another window or process: {'; '.join(notes)}."
+                self.status.setText(text)
+                self.message.emit(text)
+            self.level_loaded.emit("merged")
+
+        for i, (schema, count) in enumerate(snap.schemas):
+            child = item.child(i) if i < item.rowCount() else None
+            if child is None or child.data(INFO) != schema:
+                item.insertRow(i, self._schema_cells(schema, count, overview))
+                continue
+            item.child(i, 4).setText(f"{count:,} table{'s' if count != 1 else ''}")
+            if child.data(STATE) == "loaded":
+                if schema in snap.tables:
+                    pending[0] += 1
+                    self._merge_tables(child, snap.tables[schema], snap.columns, one_done)
+                else:
+                    self._unload(child)
+        if not snap.schemas:
+            item.appendRow(_placeholder("No tables found in the source."))
+        one_done()
+
+    def _merge_tables(self, item: QStandardItem, rows: list[TableRow], columns: dict,
+                      then: Callable[[], None]) -> None:
+        """Merge a schema's tables in place: drop the gone, then insert the new and update
+        the changed in time-boxed slices (a discovery may change thousands of estimates)."""
+        overview: ConnectorOverview = item.data(CONNECTOR)
+        schema = item.data(INFO)
+        old: list[TableRow] = item.data(ROWS) or []
+        changed: set[str] = set()
+        ops: list[tuple[int, TableRow, bool]] = []  # (row, table, new?) in ascending rows
+        if old != rows:
+            self._drop_placeholders(item)
+            names = {r.name for r in rows}
+            for i in reversed(range(len(old))):
+                if old[i].name not in names:
+                    item.removeRow(i)
+                    self._merge_notes["gone"].append(old[i].name)
+            kept = {r.name: r for r in old if r.name in names}
+            for i, r in enumerate(rows):  # (both lists come in the catalog's order)
+                if r.name not in kept:
+                    ops.append((i, r, True))
+                    self._merge_notes["new"].append(r.name)
+                elif kept[r.name] != r:
+                    ops.append((i, r, False))
+                    changed.add(r.name)
+                    self._merge_notes["changed"].append(r.name)
+            item.setData(rows, ROWS)
+        findings = self.findings.get(overview.id) or NO_FINDINGS
+
+        def apply(op: tuple[int, TableRow, bool]) -> None:
+            i, r, new = op
+            cells = self._table_cells(r, overview, findings)
+            if new:
+                item.insertRow(i, cells)
+            else:
+                self._update_row(item, i, cells)
+
+        def done() -> None:
+            item.setData(None, FILL)
+            if not rows and not item.rowCount():
+                item.appendRow(_placeholder("No tables."))
+            # only tables that changed or are open can need new columns (not a walk over thousands)
+            position = {r.name: i for i, r in enumerate(rows)}
+            for name in changed | {t for s, t in columns if s == schema}:
+                table = item.child(position[name]) if name in position else None
+                if table is None or table.data(STATE) != "loaded":
+                    continue
+                found = columns.get((schema, name))
+                if found is None:
+                    self._unload(table)
+                elif name in changed or table.data(ROWS) != found:
+                    self._refill_columns(table, found)
+            then()
+
+        # (stopped: the level was cleared or went meanwhile; the merge of the others still ends)
+        fill = Slices(ops, apply, done, alive=lambda: self._alive(item), stopped=then)
+        if fill.running:
+            item.setData(fill, FILL)
+
+    def _refill_columns(self, table: QStandardItem, columns) -> None:
+        """New columns of an open table; a selected column stays selected (by name)."""
+        current = self.model.itemFromIndex(self.proxy.mapToSource(self.tree.currentIndex()).siblingAtColumn(0))
+        selected = current.text() if current is not None and current.parent() is table else None
+        self._fill_columns(table, columns)
+        for r in range(table.rowCount()):
+            if selected is not None and table.child(r).text() == selected:
+                self.tree.setCurrentIndex(self.proxy.mapFromSource(table.child(r).index()))
 
     # --- refresh --------------------------------------------------------------------------
 

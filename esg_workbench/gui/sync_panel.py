@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from shiboken6 import isValid
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from esg_workbench.core.specs import WINDOWS
 from esg_workbench.gui import catalog, icons
+from esg_workbench.gui.slices import Slices
 from esg_workbench.gui.sync_jobs import SyncJob, SyncJobs
 
 
@@ -74,6 +76,7 @@ class SyncPanel(QWidget):
         self.connector: str | None = None
         self.status: dict[str, Any] | None = None
         self._status_request = 0
+        self._filling: Slices | None = None  # the table list being filled
 
         self.title = QLabel("Choose a connector on the left.")
         self.title.setObjectName("syncTitle")
@@ -312,9 +315,9 @@ class SyncPanel(QWidget):
         when the connector's setting did not change)."""
         if previous is None or previous["tables"] != status["tables"]:
             unchecked = self._unchecked_tables() if previous is not None else set()
-            self._fill_tables(status["tables"])
-            if unchecked:
-                self.set_checked([name for name, _ in status["tables"] if name not in unchecked])
+            then = (lambda: self.set_checked([name for name, _ in status["tables"] if name not in unchecked])) \
+                if unchecked else None
+            self._fill_tables(status["tables"], then)
         config = status.get("config", {})
         if previous is None or previous.get("config", {}) != config:
             self._fill_settings(config)
@@ -324,22 +327,39 @@ class SyncPanel(QWidget):
                 if self.tables.item(i).flags() & Qt.ItemFlag.ItemIsUserCheckable
                 and self.tables.item(i).checkState() != Qt.CheckState.Checked}
 
-    def _fill_tables(self, tables: list[tuple[str, int | None]]) -> None:
-        self.tables.blockSignals(True)
+    def _fill_tables(self, tables: list[tuple[str, int | None]], then=None) -> None:
+        """List the tables in time-boxed slices (thousands of tables never freeze the
+        window); Sync waits until the list is complete, so that it never syncs a part."""
+        if self._filling is not None:
+            self._filling.cancel()
         self.tables.clear()
-        for name, estimate in tables:
-            label = name + (f"   (~{estimate:,} rows)" if estimate and estimate > 0 else "")
-            item = QListWidgetItem(label)
-            item.setData(Qt.ItemDataRole.UserRole, name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
-            self.tables.addItem(item)
-        if not tables:
-            item = QListWidgetItem("Not discovered yet: Sync reads every table of the source.")
-            item.setFlags(Qt.ItemFlag.NoItemFlags)
-            self.tables.addItem(item)
-        self.tables.blockSignals(False)
-        self._filter_tables(self.table_filter.text())
+        user_role, checked = Qt.ItemDataRole.UserRole, Qt.CheckState.Checked
+        flags = QListWidgetItem().flags() | Qt.ItemFlag.ItemIsUserCheckable
+        widget = self.tables
+
+        def add(table: tuple[str, int | None]) -> None:
+            name, estimate = table
+            item = QListWidgetItem(name + (f"   (~{estimate:,} rows)" if estimate and estimate > 0 else ""))
+            item.setData(user_role, name)
+            item.setFlags(flags)
+            item.setCheckState(checked)
+            widget.addItem(item)
+
+        def done() -> None:
+            self._filling = None
+            if not tables:
+                item = QListWidgetItem("Not discovered yet: Sync reads every table of the source.")
+                item.setFlags(Qt.ItemFlag.NoItemFlags)
+                self.tables.addItem(item)
+            if self.table_filter.text().strip():
+                self._filter_tables(self.table_filter.text())
+            if then is not None:
+                then()
+            self.update_buttons()
+
+        self._filling = None
+        filling = Slices(tables, add, done, alive=lambda: isValid(widget))
+        self._filling = filling if filling.running else None
 
     def _filter_tables(self, text: str) -> None:
         text = text.strip().lower()
@@ -365,6 +385,19 @@ class SyncPanel(QWidget):
                 names.append(item.data(Qt.ItemDataRole.UserRole))
         return None if len(names) == total else names
 
+    def _any_picked(self) -> bool:
+        """checked_tables() is None or not empty, without walking thousands of items when
+        the first one decides."""
+        plain = True
+        for i in range(self.tables.count()):
+            item = self.tables.item(i)
+            if not item.flags() & Qt.ItemFlag.ItemIsUserCheckable:
+                continue
+            plain = False
+            if item.checkState() == Qt.CheckState.Checked:
+                return True
+        return plain
+
     def set_checked(self, names: list[str]) -> None:
         for i in range(self.tables.count()):
             item = self.tables.item(i)
@@ -386,8 +419,7 @@ class SyncPanel(QWidget):
 
     def update_buttons(self) -> None:
         b = self.current_buttons()
-        picked = self.checked_tables()
-        self.sync_button.setEnabled(b.sync and (picked is None or bool(picked)))
+        self.sync_button.setEnabled(b.sync and self._filling is None and self._any_picked())
         self.resume_button.setEnabled(b.resume)
         self.cancel_button.setEnabled(b.cancel)
         self.retry_button.setEnabled(b.retry)

@@ -33,6 +33,7 @@ from esg_workbench.gui.mapping import items as it
 from esg_workbench.gui.mapping import swap, tasks
 from esg_workbench.gui.mapping.dialogs import AddTableDialog, AutoMapDialog, HistoryDialog, NewMappingDialog, SaveDialog
 from esg_workbench.gui.mapping.document import MappingDocument
+from esg_workbench.gui.mapping.freshness import Freshness
 from esg_workbench.gui.mapping.preview import PreviewPanel
 from esg_workbench.gui.mapping.scene import MappingScene
 from esg_workbench.gui.mapping.table_editor import TableEditor
@@ -70,6 +71,7 @@ class MappingPanel(QWidget):
         self.settings = None  # the window's QSettings (remembered folders), set by install_mapping_tabs
         self._selecting_problem = False
         self.document = MappingDocument(parent=self)
+        self.freshness = Freshness(self)  # newer versions saved in another window or process
         self.scene = MappingScene(self.document, self)
         self.view = MappingView(self.scene)
         self.editor = TransformEditor(self.document)
@@ -680,7 +682,13 @@ class MappingPanel(QWidget):
             self._update_actions()
             self._error(message)
 
-        self.pool.run(tasks.save, self.workspace, snapshot, comment, on_done=done, on_error=failed, owner=self)
+        self.freshness.before_save(
+            m, lambda: self.pool.run(tasks.save, self.workspace, snapshot, comment, on_done=done, on_error=failed,
+                                     owner=self), cancelled=self._update_actions)
+
+    def versions_seen(self, newest: dict[str, int]) -> None:
+        """The window's watch: the newest saved version of every mapping."""
+        self.freshness.seen(newest)
 
     def _refresh_list(self) -> None:
         def done(rows) -> None:
