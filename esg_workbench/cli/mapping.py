@@ -10,7 +10,7 @@ import sys
 from esg_workbench.cli.output import Output, json_default, plain, table
 
 #: decimals a KPI value is shown with, by unit (the JSON output keeps every digit)
-UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
+UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "t CO2": 2, "t CH4": 4, "t N2O": 4, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
                  "per 1,000,000 h": 2}
 
 
@@ -176,9 +176,16 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
         raise NotFound(f"No value of {args.kpi} for {args.period} at {args.site or 'the organization'}.",
                        hint="See what exists with: esg-workbench kpi report")
     found = aggregate.drill_down(ws, value["id"], limit=args.limit)
+    from esg_workbench.mapping import flags, gases
+
+    doubts = flags.doubts(value["quality"])
+    gwp = gases.sets_of(value["quality"])
     lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {_rounded(value['value'], value['unit'])} {value['unit']} "
-             f"({value['rule']}; flags: {', '.join(value['quality']) or 'none'}; hash {value['result_hash'][:16]})",
-             f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:"]
+             f"({value['rule']}; flags: {', '.join(doubts) or 'none'}; hash {value['result_hash'][:16]})"]
+    if gwp:
+        lines.append("GWP set: " + "; ".join(f"{g} ({flags.describe(gases.tag(g))})" for g in gwp))
+    lines.append(f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:")
+    found["gwp_sets"] = gwp
     from esg_workbench.mapping.factors import factor_details
 
     described: dict[tuple, dict | None] = {}
@@ -188,7 +195,7 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
             described[key] = factor_details(ws, *key)
         factor = described[key]
         where = (f": {factor['region'] or 'no region'} {factor['valid_from']}..{factor['valid_to']}, "
-                 f"{factor['basis'] or 'basis not stated'}, GWP {factor['gwp'] or 'not stated'}") if factor else ""
+                 f"{factor['basis'] or 'basis not stated'}, {factor['gwp_text']}") if factor else ""
         lines.append(f"  {r['source_table']}#{r['source_key']} {r['period']} {r['site']} {r['field']} "
                      f"{plain(r['value'])} {r['unit'] or ''} -> {_rounded(r['normalized_value'], r['normalized_unit'])} "
                      f"{r['normalized_unit']}"
@@ -204,7 +211,8 @@ def cmd_kpi_list(ws, args, out: Output) -> int:
 
     kpis = load_catalog().kpis_in_order()
     out.emit([{"id": k.id, "label": k.label, "unit": k.unit, "rule": k.rule, "topic": k.topic,
-               "standards": k.standards} for k in kpis],
+               "standards": k.standards, **({"of": k.of, "gas": k.gas} if k.rule == "gas_mass" else {})}
+              for k in kpis],
              table([[k.id, k.label, k.unit, k.standards.get("ESRS", ""), k.standards.get("GRI", "")] for k in kpis],
                    ["kpi", "label", "unit", "ESRS", "GRI"]))
     return 0

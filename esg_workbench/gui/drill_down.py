@@ -27,6 +27,8 @@ def format_value(value: float | None, unit: str = "") -> str:
         return "–"
     if unit in ("persons", "count"):
         return f"{value:,.0f}"
+    if 0 < abs(value) < 0.01:  # a gas mass in t (CH4, N2O): three significant digits, not 0.00
+        return f"{value:.3g}"
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 

@@ -46,7 +46,7 @@ import sqlalchemy as sa
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
-from esg_workbench.mapping import gaps, periods, units
+from esg_workbench.mapping import gaps, gases, periods, units
 from esg_workbench.mapping import incomplete as incomplete_source
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
@@ -280,6 +280,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             say(f"{estimated} missing site-month values estimated ({method})")
         # before totals and roll-ups, so that they carry it too
         incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, base_inputs, cells)
+        gases.tag_gwp_sets(conn, workspace, base_inputs, cells, catalog)  # gwp:<set> on emission values
         for kpi in base:
             kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
             _flag_outliers(cells, kpi)
@@ -287,7 +288,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             _rollups(cells, kpi, kpi_months, sites, fiscal_start)
         for kpi in catalog.kpis_in_order():
             if not kpi.is_base:
-                _derive(cells, kpi)
+                (gases.derive_mass if kpi.rule == gases.MASS_RULE else _derive)(cells, kpi)
         for cell in cells.values():
             if cell.value is not None and cell.value < 0:
                 cell.flag("negative")

@@ -68,6 +68,16 @@ UOM_UNITS = {
 }
 
 
+def gwp_text(gwp: str | None, basis: str | None) -> str:
+    """The GWP set of a factor as the app and the CLI state it: the set its source names,
+    or that the source names none (the shipped grid intensities), with the basis beside it
+    so a lifecycle proxy is never read as a direct-emission factor."""
+    named = (gwp or "").strip()
+    if named and named.lower() != "not stated":
+        return f"GWP {named}"
+    return f"GWP not stated by the source ({basis or 'basis not stated'} basis)"
+
+
 @dataclass(frozen=True)
 class Factor:
     id: str
@@ -103,7 +113,7 @@ class Factor:
 
     def describe(self) -> str:
         path = " / ".join(x for x in (self.level1, self.level2, self.level3, self.level4, self.column_text) if x)
-        where = f" [{self.region or 'no region'}, {self.valid_from or '…'}..{self.valid_to or '…'}, {self.basis or 'basis not stated'}, GWP {self.gwp or 'not stated'}]"
+        where = f" [{self.region or 'no region'}, {self.valid_from or '…'}..{self.valid_to or '…'}, {self.basis or 'basis not stated'}, {gwp_text(self.gwp, self.basis)}]"
         return f"{path}: {self.value:g} kg CO2e{'' if self.gas == 'CO2e' else ' of ' + self.gas} per {self.uom.strip()}{where}"
 
     def details(self) -> dict[str, Any]:
@@ -111,7 +121,8 @@ class Factor:
         return {"factor_set": self.set_label, "factor_id": self.id, "activity": self.describe().split(": ")[0],
                 "gas": self.gas, "value": self.value, "unit": f"kg CO2e per {self.uom.strip()}",
                 "region": self.region, "valid_from": self.valid_from, "valid_to": self.valid_to, "basis": self.basis,
-                "gwp": self.gwp, "source": self.source, "licence": self.licence}
+                "gwp": self.gwp, "gwp_text": gwp_text(self.gwp, self.basis), "source": self.source,
+                "licence": self.licence}
 
 
 @dataclass

@@ -167,7 +167,7 @@ def test_location_based_scope2_by_region_and_date(computed):
     assert [s["region"] for s in sites.locations(ws) if s["site"] != "(unassigned)"] == ["DE", "GB", "SE", "US-CA", None]
     v, q = value(ws, "ghg_scope2_location", "2023-01", "GB-LON")
     assert v == pytest.approx(10000 / 1000 * UK_ELECTRICITY)  # 10 MWh x 0.20707 t/MWh = 2.0707 t
-    assert q == []  # a UK site in 2023: DESNZ's own factor, nothing to flag
+    assert q == ["gwp:AR5"]  # a UK site in 2023: DESNZ's own factor, nothing to flag; its GWP set stated
     v, q = value(ws, "ghg_scope2_location", "2023-01", "DE-HAM")
     assert v == pytest.approx(20 * DE_GRID_2023)  # 20 MWh x 0.38095 t/MWh = 7.619 t, never the UK's 0.20707
     assert "lifecycle_factor" in q  # the lifecycle grid intensity is a proxy, and says so

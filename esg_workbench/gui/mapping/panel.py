@@ -212,6 +212,11 @@ class MappingPanel(QWidget):
                            "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
         self.act_sites = a("Sites…", self.show_sites, None, "SP_DirHomeIcon",
                            "Sites and their countries: the region emission factors are chosen by", "siteLocations")
+        self.act_instruments = a("Instruments…", self.show_instruments, None, None,
+                                 "Contractual instruments (GOs, RECs, PPAs): enter one, see what each covered",
+                                 "instruments")
+        self.act_settings = a("Mapping settings…", self.show_settings, None, None,
+                              "Business keys and duplicates, fallback region, estimation of gaps", "mappingSettings")
         self.zoom_label = QLabel("100 %")
         self.zoom_label.setMinimumWidth(44)
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -261,6 +266,20 @@ class MappingPanel(QWidget):
         # undo, redo and delete as icons (their names are in the tooltips and for screen readers)
         bar.addSeparator()
         bar.addAction(self.act_sites)
+        # the methodology's dialogs share one small menu button (the toolbar must fit 1280 px)
+        method = QToolButton()
+        method.setObjectName("methodologyMenu")
+        method.setText("Method")
+        method.setAccessibleName("Methodology")
+        method.setToolTip("Instruments, business keys, fallback region, estimation of gaps")
+        method.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        method.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        method.setAutoRaise(True)
+        method_menu = QMenu(method)
+        method_menu.addAction(self.act_instruments)
+        method_menu.addAction(self.act_settings)
+        method.setMenu(method_menu)
+        bar.addWidget(method)
         for act in (self.act_undo, self.act_redo, self.act_delete, self.act_new, self.act_sites):
             button = bar.widgetForAction(act)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
@@ -273,6 +292,8 @@ class MappingPanel(QWidget):
         has = mapping is not None
         self.act_new.setEnabled(has_ws)
         self.act_sites.setEnabled(has_ws)
+        self.act_instruments.setEnabled(has_ws)
+        self.act_settings.setEnabled(has_ws and has)
         self.act_add_table.setEnabled(has)
         self.act_automap.setEnabled(has and bool(mapping.tables))
         self.act_save.setEnabled(has and self.document.modified)
@@ -751,6 +772,32 @@ class MappingPanel(QWidget):
         dialog.reload()
         dialog.open()
         self.sites_dialog = dialog
+        return dialog
+
+    def show_instruments(self):
+        """Contractual instruments: entered by hand or mapped, with what each covered."""
+        from esg_workbench.gui.mapping.instruments_dialog import InstrumentsDialog
+
+        if self.workspace is None:
+            return None
+        dialog = InstrumentsDialog(self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.instruments_dialog = dialog
+        return dialog
+
+    def show_settings(self):
+        """The mapping's methodology settings (undoable edits) and the estimation of gaps."""
+        from esg_workbench.gui.mapping.settings_dialog import MappingSettingsDialog
+
+        if self.workspace is None or self.document.mapping is None:
+            return None
+        dialog = MappingSettingsDialog(self.document, self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.settings_dialog = dialog
         return dialog
 
     def show_history(self) -> HistoryDialog | None:
