@@ -271,10 +271,10 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
         base = [k for k in catalog.kpis_in_order() if k.is_base]
         gap_count = 0
+        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
         for kpi in base:
             _fill_missing(cells, kpi, months)
-            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi)
-        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
+            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi, estimate=method)
         estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
         if method:
             say(f"{estimated} missing site-month values estimated ({method})")

@@ -356,11 +356,20 @@ def test_gaps_with_and_without_estimation(computed):
     assert v == pytest.approx((6 + 8) / 2) and {"estimated", "estimate:neighbours"} <= set(q)
     v, q = value(ws, "energy_electricity", "2023", "SE-STO")
     assert v == pytest.approx(4 + 6 + 7 + 8 + (5 - 7)) and "estimated" in q  # 23 MWh, never looks measured
+    # the March total had gas only: the missing electricity input is estimated the same way,
+    # from the meter's own months, and added to the gas read: 1 MWh gas + (6 + 8) / 2 = 8 MWh
+    v, q = value(ws, "energy_total", "2023-03", "SE-STO")
+    assert v == pytest.approx(1.0 + (6 + 8) / 2) and {"gap", "estimated", "estimate:neighbours"} <= set(q)
+    # the year's total: 4 + 6 + (1 + 7) + 8 + (5 - 7) MWh, marked as estimated
+    v, q = value(ws, "energy_total", "2023", "SE-STO")
+    assert v == pytest.approx(4 + 6 + 1 + 7 + 8 + (5 - 7)) and "estimated" in q
     # the previous year's month does not exist: nothing is made up
     gaps.set_estimate_method(ws, "previous_year")
     ag.aggregate(ws)
     v, q = value(ws, "energy_electricity", "2023-03", "SE-STO")
     assert v is None and "estimated" not in q
+    v, q = value(ws, "energy_total", "2023-03", "SE-STO")
+    assert v == pytest.approx(1.0) and "estimated" not in q and "gap" in q  # the gas read alone, flagged
     with pytest.raises(Exception, match="not a way to estimate"):
         gaps.set_estimate_method(ws, "guess")
 
