@@ -236,8 +236,8 @@ def cmd_factors_list(ws, args, out: Output) -> int:
     from esg_workbench.mapping import factors
 
     sets = factors.list_factor_sets(ws)
-    out.emit(sets, table([[s["name"], s["version"], s["factors"], "shipped" if s["builtin"] else "imported"]
-                           for s in sets], ["name", "version", "factors", "origin"]))
+    out.emit(sets, table([[s["name"], s["version"], s["factors"], "shipped" if s["builtin"] else "imported", s["gwp"]]
+                           for s in sets], ["name", "version", "factors", "origin", "GWP set"]))
     return 0
 
 

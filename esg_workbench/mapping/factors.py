@@ -564,14 +564,31 @@ def import_factor_set(workspace, path: Path | str, *, name: str | None = None, v
 def list_factor_sets(workspace) -> list[dict[str, Any]]:
     from esg_workbench.workspace.schema import emission_factors as table
 
-    out = [{"name": s.name, "version": s.version, "factors": len(s.factors), "builtin": True}
-           for s in shipped_library().sets]
+    out = [{"name": s.name, "version": s.version, "factors": len(s.factors), "builtin": True,
+            "gwp": gwp_summary([(f.gwp, f.basis) for f in s.factors])} for s in shipped_library().sets]
     with workspace.read() as conn:
         rows = conn.execute(sa.select(table.c.factor_set, table.c.version, sa.func.count())
                             .where(table.c.organization_id == workspace.organization_id)
                             .group_by(table.c.factor_set, table.c.version).order_by(table.c.factor_set, table.c.version))
-        out += [{"name": r[0], "version": r[1], "factors": r[2], "builtin": False} for r in rows]
-    return out
+        found = [{"name": r[0], "version": r[1], "factors": r[2], "builtin": False} for r in rows]
+        for entry in found:
+            pairs = conn.execute(sa.select(table.c.gwp, table.c.basis).distinct().where(
+                table.c.organization_id == workspace.organization_id, table.c.factor_set == entry["name"],
+                table.c.version == entry["version"])).all()
+            entry["gwp"] = gwp_summary([(g, b) for g, b in pairs])
+    return out + found
+
+
+def gwp_summary(pairs: list[tuple[str | None, str | None]]) -> str:
+    """The GWP sets of a factor set's factors in one phrase (gwp_text of each distinct one)."""
+    texts: dict[str, None] = {}
+    for gwp, basis in sorted(pairs, key=lambda p: (p[0] or "", p[1] or "")):
+        named = (gwp or "").strip()
+        if named and named.lower() != "not stated":
+            texts[f"GWP {named}"] = None
+        else:  # the bases, shortened ('combustion: total output ...' -> 'combustion')
+            texts[gwp_text(None, (basis or "").split(":")[0] or None)] = None
+    return "; ".join(texts) or "no factors"
 
 
 def load_factor_set(workspace, name: str | None = None, version: str | None = None) -> FactorSet:

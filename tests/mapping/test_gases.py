@@ -93,3 +93,8 @@ def test_cli_states_the_gwp_set(computed, tmp_path):  # noqa: F811
     assert listed["ghg_scope2_location_n2o_mass"]["of"] == "ghg_scope2_location_n2o"
     report = run("kpi", "report", "--period", "2023-01", "--kpi", "ghg_scope1_ch4_mass")
     assert "GWP set of the emissions: AR5" in report.stdout
+    # the factor sets: DESNZ states AR5; the grid files state none, shown with their basis
+    sets = {s["name"]: s["gwp"] for s in json.loads(run("--json", "factors", "list").stdout)}
+    assert sets["DESNZ-2023"] == "GWP AR5"
+    assert "GWP not stated by the source (lifecycle basis)" in sets["GRID-2023"]
+    assert "GWP not stated by the source (combustion basis)" in sets["GRID-2023"]  # US EPA eGRID
