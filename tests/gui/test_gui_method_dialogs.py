@@ -1,4 +1,4 @@
-"""The methodology's dialogs on the mapping canvas (menu "Method"): contractual
+"""The methodology's dialogs on the mapping canvas (the Sites button's menu): contractual
 instruments entered by hand (checked, listed with the MWh allocated and unused, removed),
 and the mapping settings that were JSON or CLI only (business key and duplicates, fallback
 region: undoable edits; the estimation of gaps: stored for the organization). The toolbar
@@ -31,12 +31,11 @@ def _rows(dialog) -> dict[str, list[str]]:
 
 
 def test_method_menu_fits_the_toolbar_at_1280(qtbot, panel):
-    from PySide6.QtWidgets import QToolButton
-
     panel.resize(1280, 720)
-    button = panel.findChild(QToolButton, "methodologyMenu")
+    button = panel.toolbar.widgetForAction(panel.act_sites)  # Sites…, and the others on its arrow
     qtbot.waitUntil(button.isVisible, timeout=5000)
-    assert [a.objectName() for a in button.menu().actions()] == ["instruments", "mappingSettings"]
+    assert button.menu().objectName() == "methodologyMenu"
+    assert [a.objectName() for a in button.menu().actions()] == ["siteLocations", "instruments", "mappingSettings"]
     assert panel.toolbar.sizeHint().width() <= panel.toolbar.width() <= 1280
     assert panel.act_instruments.isEnabled() and panel.act_settings.isEnabled()
 

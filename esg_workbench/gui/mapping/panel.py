@@ -266,24 +266,19 @@ class MappingPanel(QWidget):
         # undo, redo and delete as icons (their names are in the tooltips and for screen readers)
         bar.addSeparator()
         bar.addAction(self.act_sites)
-        # the methodology's dialogs share one small menu button (the toolbar must fit 1280 px)
-        method = QToolButton()
-        method.setObjectName("methodologyMenu")
-        method.setText("Method")
-        method.setAccessibleName("Methodology")
-        method.setToolTip("Instruments, business keys, fallback region, estimation of gaps")
-        method.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        method.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        method.setAutoRaise(True)
-        method_menu = QMenu(method)
-        method_menu.addAction(self.act_instruments)
-        method_menu.addAction(self.act_settings)
-        method.setMenu(method_menu)
-        bar.addWidget(method)
         for act in (self.act_undo, self.act_redo, self.act_delete, self.act_new, self.act_sites):
             button = bar.widgetForAction(act)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
             button.setAccessibleName(act.text().rstrip("…"))
+        # the methodology's other dialogs are on the Sites button's arrow: a button of their
+        # own would push the toolbar past 1280 px
+        sites = bar.widgetForAction(self.act_sites)
+        method_menu = QMenu(sites)
+        method_menu.setObjectName("methodologyMenu")
+        for act in (self.act_sites, self.act_instruments, self.act_settings):
+            method_menu.addAction(act)
+        sites.setMenu(method_menu)
+        sites.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.toolbar = bar
 
     def _update_actions(self) -> None:
