@@ -111,3 +111,22 @@ def test_settings_dialog_sets_key_fallback_and_estimation(qtbot, panel, ws):
     # one undo takes the mapping's settings back (the estimation is the organization's, stored)
     panel.document.undo_stack.undo()
     assert mapping.factor_fallback_region == "GB" and table.duplicates == "flag"
+
+
+def test_kpis_tab_states_the_gwp_set_without_tinting(qtbot):
+    from PySide6.QtCore import Qt
+
+    from esg_workbench.gui.kpi_panel import KpiTableModel
+    from esg_workbench.mapping.catalog import load_catalog
+
+    model = KpiTableModel(load_catalog())
+    base = {"site": "GB-LON", "period": "2023-01", "rule": "sum", "input_rows": 2, "result_hash": "ab" * 32, "id": 1}
+    values = [dict(base, kpi="ghg_scope1_ch4_mass", value=0.0000213, unit="t CH4", quality=["gwp:AR5"]),
+              dict(base, kpi="ghg_scope1", value=2.6, unit="tCO2e", quality=["gwp:AR5", "factor_vintage"], id=2)]
+    model.set_values(values, ["ghg_scope1_ch4_mass", "ghg_scope1"], "__all__")
+    mass, total = model.index(0, 2), model.index(0, 3)
+    assert model.data(mass) == "2.13e-05"  # a small mass keeps its digits, and no '*': a GWP set is no doubt
+    assert model.data(mass, Qt.ItemDataRole.BackgroundRole) is None
+    tip = model.data(mass, Qt.ItemDataRole.ToolTipRole)
+    assert "GWP set AR5: CO2e by the 100-year GWPs of IPCC AR5 (CO2 1, CH4 28, N2O 265)" in tip and "⚠" not in tip
+    assert model.data(total).endswith(" *") and "⚠ factor_vintage" in model.data(total, Qt.ItemDataRole.ToolTipRole)
