@@ -186,6 +186,12 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
         lines.append("GWP set: " + "; ".join(f"{g} ({flags.describe(gases.tag(g))})" for g in gwp))
     lines.append(f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:")
     found["gwp_sets"] = gwp
+    if args.kpi in ("ghg_scope2_market", "energy_renewable"):  # what the contractual instruments covered
+        from esg_workbench.mapping import instruments
+
+        found["instruments"] = instruments.allocated_to(ws, args.site, args.period) or []
+        lines += [f"  instrument {i['tracking_id']} ({'entered by hand' if i['origin'] == 'entered' else 'mapped'}, "
+                  f"{i['type']}, {i['site']}): {i['allocated_mwh']:,.3f} MWh allocated" for i in found["instruments"]]
     from esg_workbench.mapping.factors import factor_details
 
     described: dict[tuple, dict | None] = {}

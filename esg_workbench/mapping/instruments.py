@@ -162,9 +162,8 @@ def entered(conn, workspace) -> list:
     return out
 
 
-def usage(workspace) -> list[dict[str, Any]]:
-    """Every instrument (mapped and entered) with the MWh allocated to its site's
-    electricity and the MWh left unused, by the stored KPIs' site-month consumption."""
+def _allocation(workspace):
+    """The instruments and their allocation on the stored KPIs' site-month electricity."""
     from esg_workbench.mapping import scope2
     from esg_workbench.mapping.sql import dialect_of
     from esg_workbench.workspace.schema import kpi_values as kv
@@ -175,7 +174,33 @@ def usage(workspace) -> list[dict[str, Any]]:
             sa.select(kv.c.site, kv.c.period, kv.c.value).where(
                 kv.c.organization_id == workspace.organization_id, kv.c.kpi == scope2.CONSUMPTION_KPI,
                 kv.c.period_type == "month", kv.c.site.is_not(None)))}
-    allocation = scope2.allocate(instruments, consumption)
+    return instruments, scope2.allocate(instruments, consumption)
+
+
+def allocated_to(workspace, site: str | None, period: str) -> list[dict[str, Any]] | None:
+    """The instruments behind a market-based or renewable value: per instrument the MWh
+    allocated to `site` (None: every site) in the months of `period` (a month, a calendar
+    quarter or year). None for a fiscal period (its months depend on the fiscal start)."""
+    from esg_workbench.mapping import periods
+
+    if period.upper().startswith("FY"):
+        return None
+    months = set(periods.parse_period(period).months())
+    instruments, allocation = _allocation(workspace)
+    totals: dict[tuple, float] = {}
+    for (s, month), parts in sorted(allocation.parts.items()):
+        if month in months and (site is None or s == site):
+            for inst, mwh in parts:
+                totals[inst.key] = totals.get(inst.key, 0.0) + mwh
+    return [{"tracking_id": i.tracking_id, "origin": i.origin, "site": i.site, "type": i.kind,
+             "allocated_mwh": totals[i.key], "kg_co2e_per_kwh": i.kg_per_kwh, "evidence": i.evidence}
+            for i in instruments if totals.get(i.key)]
+
+
+def usage(workspace) -> list[dict[str, Any]]:
+    """Every instrument (mapped and entered) with the MWh allocated to its site's
+    electricity and the MWh left unused, by the stored KPIs' site-month consumption."""
+    instruments, allocation = _allocation(workspace)
     out = []
     for i in instruments:
         allocated = allocation.used.get(i.key, 0.0)

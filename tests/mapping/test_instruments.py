@@ -105,6 +105,8 @@ def test_cli_instrument_add_list_remove(computed):  # noqa: F811
     listed = {r["tracking_id"]: r for r in json.loads(run("--json", "instrument", "list").stdout)}
     assert listed["UK-REGO-0001"]["allocated_mwh"] == pytest.approx(13.0)  # see the test above
     assert listed["UK-REGO-0001"]["unused_mwh"] == pytest.approx(7.0)
+    shown = run("kpi", "show", "ghg_scope2_market", "--period", "2023-Q1", "--site", "GB-LON").stdout
+    assert "instrument UK-REGO-0001 (entered by hand, guarantee_of_origin, GB-LON): 13.000 MWh allocated" in shown
     text = run("instrument", "list").stdout
     assert "UK-REGO-0001" in text and "not carried to other periods" in text
     assert json.loads(run("--json", "instruments", "list").stdout)  # the older spelling still lists
