@@ -124,6 +124,9 @@ def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
     for line in (["Exported by", "ESG Workbench"], ["Exported at (UTC)", dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
                  ["Workspace", table.get("workspace", "")], ["Catalog version", table.get("catalog_version", "")],
                  ["Periods", table.get("period_type", "")],
+                 ["GWP sets of the emissions", ", ".join(sorted({f[4:] for v in table["values"]
+                                                                 for f in (v.get("quality") or [])
+                                                                 if quality_flags.is_statement(f)})) or "–"],
                  ["Audit chain head", table.get(ANCHOR_COLUMN, "")],
                  ["Check later with", f"esg-workbench audit verify --anchor {table.get(ANCHOR_COLUMN, '')}"],
                  ["Note", "Every value traces to its staging rows and source keys (KPIs tab → Drill down); "
