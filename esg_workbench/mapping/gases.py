@@ -94,6 +94,15 @@ def tag_gwp_sets(conn, workspace, base_inputs: dict[str, str], cells: dict, cata
                 before = len(cell.quality)
                 cell.flag(tag(gwp_of(set_label, factor_id)))
                 tagged += len(cell.quality) > before
+        # an estimated month (gaps.py) has no rows: it is stated in the sets of the values
+        # it was estimated from
+        for cell in [c for c in cells.values() if c.kpi == kpi_id and c.parts and "estimated" in c.quality]:
+            for key in cell.parts:
+                part = cells.get(key)
+                for f in (part.quality if part is not None and part.kpi == kpi_id else []):
+                    if f.startswith(TAG) and f not in cell.quality:
+                        cell.flag(f)
+                        tagged += 1
     return tagged
 
 

@@ -98,3 +98,21 @@ def test_cli_states_the_gwp_set(computed, tmp_path):  # noqa: F811
     assert sets["DESNZ-2023"] == "GWP AR5"
     assert "GWP not stated by the source (lifecycle basis)" in sets["GRID-2023"]
     assert "GWP not stated by the source (combustion basis)" in sets["GRID-2023"]  # US EPA eGRID
+
+
+def test_an_estimated_month_keeps_the_gwp_set_and_its_mass(computed):  # noqa: F811
+    from esg_workbench.mapping import aggregate as ag
+    from esg_workbench.mapping import gaps
+
+    ws = computed
+    v, q = value(ws, "ghg_scope2_location_ch4_mass", "2023-02", "GB-LON")
+    assert v is None and "missing" in q  # GB-LON has no February 2023 reading
+    gaps.set_estimate_method(ws, "neighbours")
+    ag.aggregate(ws)
+    # the mean of January (10 MWh) and March (3 MWh, INV-7 counted once) in t CO2e of CH4:
+    # (10,000 + 3,000) / 2 kWh x 0.000896 kg/kWh = 5.824 kg = 0.005824 t; mass / 28
+    co2e = (10000 + 3000) / 2 * UK_KWH["CH4"] / 1000
+    v, q = value(ws, "ghg_scope2_location_ch4", "2023-02", "GB-LON")
+    assert v == pytest.approx(co2e) and {"estimated", "estimate:neighbours", "gwp:AR5"} <= set(q)
+    v, q = value(ws, "ghg_scope2_location_ch4_mass", "2023-02", "GB-LON")
+    assert v == pytest.approx(co2e / 28) and "estimated" in q and "gwp_unknown" not in q
