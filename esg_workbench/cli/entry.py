@@ -9,8 +9,8 @@ import json
 import os
 import sys
 
-from esg_workbench.cli import (audit, chunks, connector, demo, health, instruments, mapping, schedule, sites, sync, tables,
-                               workspace)
+from esg_workbench.cli import (audit, chunks, connector, demo, health, instruments, mapping, schedule, sites, sync,
+                               tables, workspace)
 from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, Output, UsageError
 
 # Each module adds its commands to the parser with add_commands(sub, common); the order

@@ -10,7 +10,8 @@ import sys
 from esg_workbench.cli.output import Output, json_default, plain, table
 
 #: decimals a KPI value is shown with, by unit (the JSON output keeps every digit)
-UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "t CO2": 2, "t CH4": 4, "t N2O": 4, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
+UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "t CO2": 2, "t CH4": 6, "t N2O": 6, "ML": 2, "%": 1, "h": 0,
+                 "count": 0, "persons": 0,
                  "per 1,000,000 h": 2}
 
 
