@@ -152,3 +152,31 @@ def test_version_3_workspace_gets_the_instruments_table(kind, tmp_path, request)
         assert [r["tracking_id"] for r in instruments.usage(ws)] == [added["tracking_id"]]
     finally:
         ws.close()
+
+
+def test_entered_instruments_stay_in_their_organization_on_a_shared_workspace():
+    from esg_workbench.workspace import open_workspace, organizations
+    from tests.pg_shared import shared_database
+
+    with shared_database() as shared:
+        alice, bob = shared.role("alice"), shared.role("bob")
+        organizations.init_postgres(shared.url(alice), shared.admin_url, organization="org-a")
+        organizations.add_organization(shared.admin_url, "org-b")
+        organizations.add_user(shared.admin_url, bob, ["org-b"])
+        ws_a, ws_b = open_workspace(shared.url(alice)), open_workspace(shared.url(bob))
+        try:
+            mine = instruments.add(ws_a, **REGO, actor=alice)
+            assert [r["tracking_id"] for r in instruments.usage(ws_a)] == ["UK-REGO-0001"]
+            assert instruments.usage(ws_b) == []  # row-level security: org-b sees none of org-a's
+            with pytest.raises(Exception, match="no instrument"):
+                instruments.remove(ws_b, mine["id"], actor=bob)
+            # the tracking id is unique per organization: org-b's own certificates may share it
+            theirs = instruments.add(ws_b, **{**REGO, "site": "NL-AMS"}, actor=bob)
+            assert theirs["id"] != mine["id"]
+            assert [r["site"] for r in instruments.usage(ws_a)] == ["GB-LON"]
+            with ws_a.read() as conn:
+                assert conn.exec_driver_sql("SELECT DISTINCT organization_id FROM entered_instruments").all() == \
+                    [("org-a",)]
+        finally:
+            ws_a.close()
+            ws_b.close()
