@@ -65,7 +65,7 @@ def test_instruments_dialog_enters_refuses_and_removes(qtbot, panel, ws):
     row = _rows(dialog)["DE-UBA-2024-0042"]
     assert row[:5] == ["DE-BER", "guarantee_of_origin", "12.5", "2024-01-01", "2024-06-30"]
     assert row[9] == "entered by hand"
-    # allocated + unused = MWh covered (the KPIs were computed before it was entered: 0 allocated)
+    # allocated (on the site's electricity of the KPIs computed) + unused = MWh covered
     assert float(row[5]) + float(row[6]) == pytest.approx(12.5)
     assert [r["tracking_id"] for r in instruments.usage(ws) if r["origin"] == "entered"] == ["DE-UBA-2024-0042"]
     dialog.tree.setCurrentItem(dialog.tree.topLevelItem(list(_rows(dialog)).index("DE-UBA-2024-0042")))
