@@ -9,12 +9,14 @@ import json
 import os
 import sys
 
-from esg_workbench.cli import audit, chunks, connector, demo, health, mapping, schedule, sites, sync, tables, workspace
+from esg_workbench.cli import (audit, chunks, connector, demo, health, instruments, mapping, schedule, sites, sync,
+                               tables, workspace)
 from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, Output, UsageError
 
 # Each module adds its commands to the parser with add_commands(sub, common); the order
 # is the order of `esg-workbench --help`.
-COMMAND_GROUPS = (demo, connector, tables, sync, chunks, audit, mapping, sites, schedule, health, workspace)
+COMMAND_GROUPS = (demo, connector, tables, sync, chunks, audit, mapping, sites, instruments, schedule, health,
+                  workspace)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,8 @@ import sys
 from esg_workbench.cli.output import EXIT_CANCELLED, Output, json_default, plain, table
 
 #: decimals a KPI value is shown with, by unit (the JSON output keeps every digit)
-UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "ML": 2, "%": 1, "h": 0, "count": 0, "persons": 0,
+UNIT_DECIMALS = {"MWh": 1, "tCO2e": 2, "t": 2, "t CO2": 2, "t CH4": 6, "t N2O": 6, "ML": 2, "%": 1, "h": 0,
+                 "count": 0, "persons": 0,
                  "per 1,000,000 h": 2}
 
 
@@ -193,9 +194,22 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
         raise NotFound(f"No value of {args.kpi} for {args.period} at {args.site or 'the organization'}.",
                        hint="See what exists with: esg-workbench kpi report")
     found = aggregate.drill_down(ws, value["id"], limit=args.limit)
+    from esg_workbench.mapping import flags, gases
+
+    doubts = flags.doubts(value["quality"])
+    gwp = gases.sets_of(value["quality"])
     lines = [f"{args.kpi} {args.period} {args.site or '(all sites)'}: {_rounded(value['value'], value['unit'])} {value['unit']} "
-             f"({value['rule']}; flags: {', '.join(value['quality']) or 'none'}; hash {value['result_hash'][:16]})",
-             f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:"]
+             f"({value['rule']}; flags: {', '.join(doubts) or 'none'}; hash {value['result_hash'][:16]})"]
+    if gwp:
+        lines.append("GWP set: " + "; ".join(f"{g} ({flags.describe(gases.tag(g))})" for g in gwp))
+    lines.append(f"computed from {len(found['parts'])} value(s) and {found['staging_row_count']:,} staging rows:")
+    found["gwp_sets"] = gwp
+    if args.kpi in ("ghg_scope2_market", "energy_renewable"):  # what the contractual instruments covered
+        from esg_workbench.mapping import instruments
+
+        found["instruments"] = instruments.allocated_to(ws, args.site, args.period) or []
+        lines += [f"  instrument {i['tracking_id']} ({'entered by hand' if i['origin'] == 'entered' else 'mapped'}, "
+                  f"{i['type']}, {i['site']}): {i['allocated_mwh']:,.3f} MWh allocated" for i in found["instruments"]]
     from esg_workbench.mapping.factors import factor_details
 
     described: dict[tuple, dict | None] = {}
@@ -205,7 +219,7 @@ def cmd_kpi_show(ws, args, out: Output) -> int:
             described[key] = factor_details(ws, *key)
         factor = described[key]
         where = (f": {factor['region'] or 'no region'} {factor['valid_from']}..{factor['valid_to']}, "
-                 f"{factor['basis'] or 'basis not stated'}, GWP {factor['gwp'] or 'not stated'}") if factor else ""
+                 f"{factor['basis'] or 'basis not stated'}, {factor['gwp_text']}") if factor else ""
         lines.append(f"  {r['source_table']}#{r['source_key']} {r['period']} {r['site']} {r['field']} "
                      f"{plain(r['value'])} {r['unit'] or ''} -> {_rounded(r['normalized_value'], r['normalized_unit'])} "
                      f"{r['normalized_unit']}"
@@ -221,7 +235,8 @@ def cmd_kpi_list(ws, args, out: Output) -> int:
 
     kpis = load_catalog().kpis_in_order()
     out.emit([{"id": k.id, "label": k.label, "unit": k.unit, "rule": k.rule, "topic": k.topic,
-               "standards": k.standards} for k in kpis],
+               "standards": k.standards, **({"of": k.of, "gas": k.gas} if k.rule == "gas_mass" else {})}
+              for k in kpis],
              table([[k.id, k.label, k.unit, k.standards.get("ESRS", ""), k.standards.get("GRI", "")] for k in kpis],
                    ["kpi", "label", "unit", "ESRS", "GRI"]))
     return 0
@@ -245,8 +260,8 @@ def cmd_factors_list(ws, args, out: Output) -> int:
     from esg_workbench.mapping import factors
 
     sets = factors.list_factor_sets(ws)
-    out.emit(sets, table([[s["name"], s["version"], s["factors"], "shipped" if s["builtin"] else "imported"]
-                           for s in sets], ["name", "version", "factors", "origin"]))
+    out.emit(sets, table([[s["name"], s["version"], s["factors"], "shipped" if s["builtin"] else "imported", s["gwp"]]
+                           for s in sets], ["name", "version", "factors", "origin", "GWP set"]))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""`esg-workbench site|instruments`: where each site is (the region its emission factors are
-chosen by) and the contractual instruments of market-based Scope 2 (esg_workbench/mapping)."""
+"""`esg-workbench site`: where each site is (the region its emission factors are chosen by;
+esg_workbench/mapping/sites.py). Contractual instruments: cli/instruments.py."""
 
 from __future__ import annotations
 
@@ -34,20 +34,6 @@ def cmd_site_clear(ws, args, out: Output) -> int:
     return 0
 
 
-def cmd_instruments_list(ws, args, out: Output) -> int:
-    from esg_workbench.mapping import scope2
-    from esg_workbench.mapping.sql import dialect_of
-
-    with ws.read() as conn:
-        found = scope2.load_instruments(conn, dialect_of(ws), ws)
-    rows = [{"site": i.site, "type": i.kind, "mwh": i.mwh, "from": i.start, "to": i.end,
-             "kg_co2e_per_kwh": i.kg_per_kwh, "source": f"{i.key[1]}#{i.key[2]}"} for i in found]
-    out.emit(rows, table([[r["site"], r["type"], r["mwh"], r["from"], r["to"], r["kg_co2e_per_kwh"], r["source"]]
-                          for r in rows], ["site", "type", "MWh", "from", "to", "kg CO2e/kWh", "source row"])
-             if rows else "No contractual instruments. Map a table of them (entity 'contractual_instrument').")
-    return 0
-
-
 def add_commands(sub, common) -> None:
     sp = sub.add_parser("site", help="where each site is: the region its emission factors are chosen by")
     ssub = sp.add_subparsers(dest="site_command", metavar="ACTION", required=True)
@@ -65,7 +51,3 @@ def add_commands(sub, common) -> None:
     p.add_argument("--actor", help="who clears it (recorded in the audit trail)")
     p.set_defaults(func=cmd_site_clear)
 
-    ip = sub.add_parser("instruments", help="contractual instruments (GOs, RECs, PPAs) of market-based Scope 2")
-    isub = ip.add_subparsers(dest="instruments_command", metavar="ACTION", required=True)
-    p = isub.add_parser("list", parents=[common], help="the instruments mapped into the workspace")
-    p.set_defaults(func=cmd_instruments_list)

@@ -27,6 +27,8 @@ def format_value(value: float | None, unit: str = "") -> str:
         return "–"
     if unit in ("persons", "count"):
         return f"{value:,.0f}"
+    if 0 < abs(value) < 0.01:  # a gas mass in t (CH4, N2O): three significant digits, not 0.00
+        return f"{value:.3g}"
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
@@ -44,6 +46,10 @@ def drill(workspace, value_id: int, limit: int = PAGE) -> dict[str, Any]:
     keys = sorted(found["source_keys"], key=lambda k: (names.get(k[0], k[0]), k[1], natural_key(str(k[2]))))
     found["source_keys"] = [{"connector": names.get(c, c), "source_table": t, "source_key": k, "connector_id": c}
                             for c, t, k in keys]
+    if found["value"]["kpi"] in ("ghg_scope2_market", "energy_renewable"):  # instruments are no staging rows
+        from esg_workbench.mapping import instruments
+
+        found["instruments"] = instruments.allocated_to(workspace, found["value"]["site"], found["value"]["period"])
     return found
 
 
@@ -189,6 +195,16 @@ class DrillDownDialog(QDialog):
                 + f"{found['staging_row_count']:,} staging rows and {len(found['source_keys']):,} source keys"
                 + (f" (first {shown:,} shown)" if found['staging_row_count'] > shown else "")
                 + f"<br>Result hash <code>{v['result_hash']}</code>")
+        from esg_workbench.mapping import flags as quality_flags
+
+        stated = [f for f in flags if quality_flags.is_statement(f)]  # the GWP set: stated, not a doubt
+        flags = quality_flags.doubts(flags)
+        if stated:
+            text += "<br>GWP set: " + "; ".join(f"{f[4:]} ({quality_flags.describe(f)})" for f in stated)
+        if found.get("instruments"):
+            text += "<br>Contractual instruments: " + "; ".join(
+                f"{i['tracking_id']} ({'entered by hand' if i['origin'] == 'entered' else 'mapped'}) "
+                f"{i['allocated_mwh']:,.3f} MWh" for i in found["instruments"])
         if flags:
             text += "<br><span style='color:#ef6c00'>⚠ " + "; ".join(f"{f}: {FLAG_TEXT.get(f, f)}" for f in flags) + "</span>"
         self.summary.setText(text)

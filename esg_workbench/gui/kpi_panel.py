@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from esg_workbench.gui import icons
 from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
 from esg_workbench.gui.drill_down import FLAG_TEXT, ORG, DrillDownDialog, drill, format_value
+from esg_workbench.mapping import flags as quality_flags
 from esg_workbench.mapping.catalog import Catalog, load_catalog
 from esg_workbench.mapping.report import ANCHOR_COLUMN, audit_anchor
 
@@ -123,6 +124,9 @@ def export_rows(path: str, kind: str, table: dict[str, Any]) -> str:
     for line in (["Exported by", "ESG Workbench"], ["Exported at (UTC)", dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
                  ["Workspace", table.get("workspace", "")], ["Catalog version", table.get("catalog_version", "")],
                  ["Periods", table.get("period_type", "")],
+                 ["GWP sets of the emissions", ", ".join(sorted({f[4:] for v in table["values"]
+                                                                 for f in (v.get("quality") or [])
+                                                                 if quality_flags.is_statement(f)})) or "–"],
                  ["Audit chain head", table.get(ANCHOR_COLUMN, "")],
                  ["Check later with", f"esg-workbench audit verify --anchor {table.get(ANCHOR_COLUMN, '')}"],
                  ["Note", "Every value traces to its staging rows and source keys (KPIs tab → Drill down); "
@@ -205,7 +209,7 @@ class KpiTableModel(QAbstractTableModel):
         v = self.cell(index)
         if v is None:
             return "" if role == Qt.ItemDataRole.DisplayRole else None
-        flags = v["quality"]
+        flags = quality_flags.doubts(v["quality"])  # a GWP set is stated in the tooltip, not tinted
         if role == Qt.ItemDataRole.DisplayRole:
             return format_value(v["value"], v["unit"]) + (" *" if flags else "")
         if role == Qt.ItemDataRole.TextAlignmentRole:
@@ -225,6 +229,7 @@ class KpiTableModel(QAbstractTableModel):
             lines = [f"{kpi.label}: {format_value(v['value'], v['unit'])} {v['unit']}",
                      f"{site}, {period} · rule {v['rule']} · {v['input_rows'] or 0:,} staging rows"]
             lines += [f"⚠ {f}: {FLAG_TEXT.get(f, f)}" for f in flags]
+            lines += [f"GWP set {f[4:]}: {quality_flags.describe(f)}" for f in v["quality"] if quality_flags.is_statement(f)]
             lines.append(f"result hash {v['result_hash'][:16]}…  (double-click to drill down)")
             return "\n".join(lines)
         if role == Qt.ItemDataRole.UserRole:
@@ -419,7 +424,7 @@ class KpiPanel(QWidget):
         if self.values:
             runs = {v["run_id"] for v in self.values}
             computed = max(v["computed_at"] for v in self.values)
-            flagged = sum(1 for v in self.values if v["quality"] and v["kpi"] in self.chosen_kpis)
+            flagged = sum(1 for v in self.values if quality_flags.doubts(v["quality"]) and v["kpi"] in self.chosen_kpis)
             self.status.setText(
                 f"{len(self.model.keys):,} rows × {len(self.chosen_kpis)} KPIs, computed {computed:%Y-%m-%d %H:%M} UTC "
                 f"(catalog {self.values[0]['catalog_version']}{', run ' + next(iter(runs)) if len(runs) == 1 else ''}). "

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
 from esg_workbench.core.specs import CancelToken
-from esg_workbench.mapping import gaps, periods, units
+from esg_workbench.mapping import gaps, gases, periods, units
 from esg_workbench.mapping.cancel import watching
 from esg_workbench.mapping import incomplete as incomplete_source
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
@@ -308,15 +308,16 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
         base = [k for k in catalog.kpis_in_order() if k.is_base]
         gap_count = 0
+        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
         for kpi in base:
             _fill_missing(cells, kpi, months)
-            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi)
-        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
+            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi, estimate=method)
         estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
         if method:
             say(f"{estimated} missing site-month values estimated ({method})")
         # before totals and roll-ups, so that they carry it too
         incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, base_inputs, cells)
+        gases.tag_gwp_sets(conn, workspace, base_inputs, cells, catalog)  # gwp:<set> on emission values
         for kpi in base:
             kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
             _flag_outliers(cells, kpi)
@@ -324,7 +325,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             _rollups(cells, kpi, kpi_months, sites, fiscal_start)
         for kpi in catalog.kpis_in_order():
             if not kpi.is_base:
-                _derive(cells, kpi)
+                (gases.derive_mass if kpi.rule == gases.MASS_RULE else _derive)(cells, kpi)
         for cell in cells.values():
             if cell.value is not None and cell.value < 0:
                 cell.flag("negative")

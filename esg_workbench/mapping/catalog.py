@@ -33,7 +33,7 @@ from esg_workbench.core.errors import ConfigError
 from esg_workbench.mapping.resources import resources_dir
 
 CATALOG_FILE = "catalog/esg_catalog.json"
-RULES = ("sum", "stock", "ratio", "linear")
+RULES = ("sum", "stock", "ratio", "linear", "gas_mass")
 ROLES = ("date", "period", "site", "measure", "unit", "category", "subcategory", "market_factor", "attribute", "country",
          "subdivision")
 #: what applying an entity writes: staging rows, or the workspace's site locations
@@ -121,6 +121,8 @@ class KpiDef:
     terms: dict[str, float] = field(default_factory=dict)
     standards: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    of: str | None = None  # gas_mass: the per-gas CO2e KPI it is the mass of (mapping/gases.py)
+    gas: str | None = None  # gas_mass: CO2 | CH4 | N2O
 
     @property
     def is_base(self) -> bool:
@@ -133,6 +135,8 @@ class KpiDef:
             return [self.numerator, self.denominator]
         if self.rule == "linear":
             return list(self.terms)
+        if self.rule == "gas_mass":
+            return [self.of]
         return []
 
     def standard_ids(self) -> str:
@@ -210,13 +214,16 @@ def parse_catalog(data: dict[str, Any], sha256: str = "") -> Catalog:
             id=k["id"], label=k.get("label", k["id"]), unit=k["unit"], rule=k["rule"], topic=k.get("topic", ""),
             select=dict(k.get("select", {})), numerator=k.get("numerator"), denominator=k.get("denominator"),
             multiplier=float(k.get("multiplier", 1)), terms={a: float(b) for a, b in k.get("terms", {}).items()},
-            standards=dict(k.get("standards", {})), description=k.get("description", ""))
+            standards=dict(k.get("standards", {})), description=k.get("description", ""),
+            of=k.get("of"), gas=k.get("gas"))
     catalog = Catalog(str(data["version"]), entities, kpis, data.get("vocabularies", {}),
                       data.get("description", ""), sha256)
     for k in kpis.values():
         for p in k.parts:
             if p not in kpis:
                 raise ConfigError(f"KPI {k.id} is computed from {p}, which the catalog does not define.")
+        if k.rule == "gas_mass" and k.gas not in ("CO2", "CH4", "N2O"):
+            raise ConfigError(f"KPI {k.id} is the mass of '{k.gas}': name a gas (CO2, CH4 or N2O).")
     catalog.kpis_in_order()
     return catalog
 

@@ -68,6 +68,16 @@ UOM_UNITS = {
 }
 
 
+def gwp_text(gwp: str | None, basis: str | None) -> str:
+    """The GWP set of a factor as the app and the CLI state it: the set its source names,
+    or that the source names none (the shipped grid intensities), with the basis beside it
+    so a lifecycle proxy is never read as a direct-emission factor."""
+    named = (gwp or "").strip()
+    if named and named.lower() != "not stated":
+        return f"GWP {named}"
+    return f"GWP not stated by the source ({basis or 'basis not stated'} basis)"
+
+
 @dataclass(frozen=True)
 class Factor:
     id: str
@@ -103,7 +113,7 @@ class Factor:
 
     def describe(self) -> str:
         path = " / ".join(x for x in (self.level1, self.level2, self.level3, self.level4, self.column_text) if x)
-        where = f" [{self.region or 'no region'}, {self.valid_from or '…'}..{self.valid_to or '…'}, {self.basis or 'basis not stated'}, GWP {self.gwp or 'not stated'}]"
+        where = f" [{self.region or 'no region'}, {self.valid_from or '…'}..{self.valid_to or '…'}, {self.basis or 'basis not stated'}, {gwp_text(self.gwp, self.basis)}]"
         return f"{path}: {self.value:g} kg CO2e{'' if self.gas == 'CO2e' else ' of ' + self.gas} per {self.uom.strip()}{where}"
 
     def details(self) -> dict[str, Any]:
@@ -111,7 +121,8 @@ class Factor:
         return {"factor_set": self.set_label, "factor_id": self.id, "activity": self.describe().split(": ")[0],
                 "gas": self.gas, "value": self.value, "unit": f"kg CO2e per {self.uom.strip()}",
                 "region": self.region, "valid_from": self.valid_from, "valid_to": self.valid_to, "basis": self.basis,
-                "gwp": self.gwp, "source": self.source, "licence": self.licence}
+                "gwp": self.gwp, "gwp_text": gwp_text(self.gwp, self.basis), "source": self.source,
+                "licence": self.licence}
 
 
 @dataclass
@@ -553,14 +564,31 @@ def import_factor_set(workspace, path: Path | str, *, name: str | None = None, v
 def list_factor_sets(workspace) -> list[dict[str, Any]]:
     from esg_workbench.workspace.schema import emission_factors as table
 
-    out = [{"name": s.name, "version": s.version, "factors": len(s.factors), "builtin": True}
-           for s in shipped_library().sets]
+    out = [{"name": s.name, "version": s.version, "factors": len(s.factors), "builtin": True,
+            "gwp": gwp_summary([(f.gwp, f.basis) for f in s.factors])} for s in shipped_library().sets]
     with workspace.read() as conn:
         rows = conn.execute(sa.select(table.c.factor_set, table.c.version, sa.func.count())
                             .where(table.c.organization_id == workspace.organization_id)
                             .group_by(table.c.factor_set, table.c.version).order_by(table.c.factor_set, table.c.version))
-        out += [{"name": r[0], "version": r[1], "factors": r[2], "builtin": False} for r in rows]
-    return out
+        found = [{"name": r[0], "version": r[1], "factors": r[2], "builtin": False} for r in rows]
+        for entry in found:
+            pairs = conn.execute(sa.select(table.c.gwp, table.c.basis).distinct().where(
+                table.c.organization_id == workspace.organization_id, table.c.factor_set == entry["name"],
+                table.c.version == entry["version"])).all()
+            entry["gwp"] = gwp_summary([(g, b) for g, b in pairs])
+    return out + found
+
+
+def gwp_summary(pairs: list[tuple[str | None, str | None]]) -> str:
+    """The GWP sets of a factor set's factors in one phrase (gwp_text of each distinct one)."""
+    texts: dict[str, None] = {}
+    for gwp, basis in sorted(pairs, key=lambda p: (p[0] or "", p[1] or "")):
+        named = (gwp or "").strip()
+        if named and named.lower() != "not stated":
+            texts[f"GWP {named}"] = None
+        else:  # the bases, shortened ('combustion: total output ...' -> 'combustion')
+            texts[gwp_text(None, (basis or "").split(":")[0] or None)] = None
+    return "; ".join(texts) or "no factors"
 
 
 def load_factor_set(workspace, name: str | None = None, version: str | None = None) -> FactorSet:

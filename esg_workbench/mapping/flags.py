@@ -37,8 +37,30 @@ DESCRIPTIONS = {
     "market_factor_negative": "a negative supplier rate was ignored",
     "instrument_surplus": "instruments hold more MWh than the site used in the month: the rest is not carried over",
     "clamped_at_zero": "corrections would have made the value negative: reported as 0",
+    # gases (mapping/gases.py)
+    "gwp_unknown": "the factors behind the value state no GWP set, or several: no gas mass is computed",
+    "gwp:AR4": "CO2e by the 100-year GWPs of IPCC AR4 (CO2 1, CH4 25, N2O 298)",
+    "gwp:AR5": "CO2e by the 100-year GWPs of IPCC AR5 (CO2 1, CH4 28, N2O 265)",
+    "gwp:AR6": "CO2e by the 100-year GWPs of IPCC AR6 (CO2 1, CH4 27.0 non-fossil / 29.8 fossil, N2O 273)",
+    "gwp:not stated": "GWP set not stated by the factors' source (e.g. the lifecycle grid intensities, or a "
+                      "supplier's rate)",
 }
+
+#: tags that state how a value was computed rather than doubt it (the app does not tint
+#: a value for them)
+STATEMENT_PREFIXES = ("gwp:",)
+
+
+def is_statement(flag: str) -> bool:
+    return flag.startswith(STATEMENT_PREFIXES)
+
+
+def doubts(flags) -> list[str]:
+    """The flags that are data-quality doubts (not statements such as the GWP set)."""
+    return [f for f in (flags or []) if not is_statement(f)]
 
 
 def describe(flag: str) -> str:
+    if flag.startswith("gwp:") and flag not in DESCRIPTIONS:
+        return f"CO2e by the GWP set the factors name: {flag[4:]}"
     return DESCRIPTIONS.get(flag, flag)

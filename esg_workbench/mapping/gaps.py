@@ -6,8 +6,11 @@
   the site's value of that month is flagged `gap`, even when another input (gas) has data
   for it. A sporadic input (fuel bought now and then) has no gaps.
 * Estimation, by the method the analyst chooses for the organization (stored in
-  `methodology_settings`, key `gap_estimate`; none by default): a site-month value that is
-  missing gets an estimate from the site's own measured values of the same KPI:
+  `methodology_settings`, key `gap_estimate`; none by default). A gap of one input in a
+  month that other inputs make (gas read, the electricity meter missing) gets that input
+  estimated from the input's own months and added to the value (flag_input_gaps). A
+  site-month value that is missing altogether gets an estimate from the site's own
+  measured values of the same KPI:
   - `previous_year`: the same month of the previous year;
   - `neighbours`: the mean of the months before and after;
   - `per_headcount`: the site's KPI per employee (sum over the months with both measured)
@@ -61,16 +64,21 @@ def estimate_method(workspace, conn=None) -> str | None:
         return c.execute(query).scalar()
 
 
-def flag_input_gaps(conn, inputs_sql: str, cells: dict, kpi) -> int:
+def flag_input_gaps(conn, inputs_sql: str, cells: dict, kpi, estimate: str | None = None) -> int:
     """Flag `gap` on the site-month values of `kpi` where a monthly input of the site has no
-    rows. Returns the number of (site, month, input) gaps."""
-    found: dict[tuple[str, str], set[str]] = {}
-    for site, table, period in conn.exec_driver_sql(
-            f"SELECT site, st, period FROM ({inputs_sql}) i GROUP BY site, st, period").all():
+    rows. With `estimate` (a method of METHODS), a value that other inputs of the month
+    make (gas read, electricity missing) gets the missing input estimated from that
+    input's own months and added, flagged `estimated` and `estimate:<method>`.
+    Returns the number of (site, month, input) gaps."""
+    found: dict[tuple[str, str], dict[str, float | None]] = {}
+    for site, table, period, total in conn.exec_driver_sql(
+            f"SELECT site, st, period, sum(v ORDER BY v) FROM ({inputs_sql}) i GROUP BY site, st, period "
+            f"ORDER BY site, st, period").all():
         if periods.is_month(period):
-            found.setdefault((site, table), set()).add(period)
+            found.setdefault((site, table), {})[period] = total
     gaps = 0
-    for (site, _table), months in sorted(found.items()):
+    for (site, table), series in sorted(found.items()):
+        months = set(series)
         span = periods.month_range(min(months), max(months))
         if len(span) < MIN_SPAN or len(months) < MONTHLY_SHARE * len(span):
             continue
@@ -79,9 +87,41 @@ def flag_input_gaps(conn, inputs_sql: str, cells: dict, kpi) -> int:
                 continue
             gaps += 1
             cell = cells.get((kpi.id, site, month))
-            if cell is not None:
-                cell.flag("gap")
+            if cell is None:
+                continue
+            cell.flag("gap")
+            if estimate in METHODS and kpi.rule == "sum" and cell.value is not None:
+                _add_input_estimate(cell, cells, series, table, month, estimate)
     return gaps
+
+
+def _add_input_estimate(cell, cells: dict, series: dict[str, float | None], table: str, month: str,
+                        method: str) -> None:
+    """The missing input's value of `month` by `method`, from its own measured months,
+    added to the value the other inputs make. The estimate enters the value's input hash
+    (the staging rows behind the value stay its lineage; the estimate is no row)."""
+    import hashlib
+
+    def known(m: str) -> float | None:
+        return series.get(m)
+
+    value = None
+    if method == "previous_year":
+        value = known(_shift(month, -12))
+    elif method == "neighbours":
+        before, after = known(_shift(month, -1)), known(_shift(month, 1))
+        value = (before + after) / 2.0 if before is not None and after is not None else None
+    else:  # per_headcount: the input's own intensity over months with both measured
+        people = cells.get((HEADCOUNT_KPI, cell.site, month))
+        pairs = [(v, cells.get((HEADCOUNT_KPI, cell.site, m))) for m, v in sorted(series.items()) if v is not None]
+        pairs = [(v, h.value) for v, h in pairs if _measured(h) and h.value]
+        if _measured(people) and pairs:
+            value = sum(v for v, _ in pairs) / sum(h for _, h in pairs) * people.value
+    if value is None:
+        return
+    cell.value += value
+    cell.flag("estimated", f"estimate:{method}")
+    cell.inputs = hashlib.sha256(f"{cell.inputs or ''}|estimate:{method}:{table}:{value!r}".encode()).hexdigest()
 
 
 def _shift(month: str, by: int) -> str:

@@ -12,6 +12,7 @@ import io
 import json
 from typing import Any
 
+from esg_workbench.mapping import flags
 from esg_workbench.mapping.aggregate import kpi_rows
 from esg_workbench.mapping.catalog import load_catalog
 
@@ -76,15 +77,20 @@ def format_table(rows: list[dict[str, Any]], kpis: list[str] | None = None) -> s
             text = _number(r.get(k), k)
             if "estimated" in r["flags"].get(k, ()):
                 text = "~" + text  # an estimate never looks like a measured value
-            if k in r["flags"]:
+            if flags.doubts(r["flags"].get(k)):
                 text += "*"
-                seen_flags.update(r["flags"][k])
+            seen_flags.update(r["flags"].get(k, ()))
             cells.append(text)
         body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)] if body else [len(h) for h in header]
     align = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
                                     for i, (c, w) in enumerate(zip(cells, widths)))
     lines = [align(header), align(["-" * w for w in widths])] + [align(c) for c in body]
+    gwp_sets = sorted(f[4:] for f in seen_flags if flags.is_statement(f))
+    seen_flags = {f for f in seen_flags if not flags.is_statement(f)}
+    if gwp_sets:
+        lines.append("")
+        lines.append("GWP set of the emissions: " + ", ".join(gwp_sets))
     if seen_flags:
         lines.append("")
         lines.append("* data-quality flags: " + ", ".join(sorted(seen_flags))

@@ -52,6 +52,10 @@ class Instrument:
     kind: str | None = None
     row_ids: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    tracking_id: str | None = None
+    evidence: str | None = None
+    origin: str = "mapped"  # mapped | entered (by hand: mapping/instruments.py)
+    entered_id: int | None = None
 
     def months(self) -> list[str]:
         """The reporting months the instrument's period overlaps."""
@@ -95,11 +99,15 @@ def load_instruments(conn, d, workspace) -> list[Instrument]:
         except ValueError:
             attrs = {}
         inst.end = _day(attrs.get("period_to"))
+        inst.tracking_id = attrs.get("tracking_id") or inst.tracking_id
+        inst.evidence = attrs.get("evidence") or inst.evidence
         if name == "covered_energy":
             inst.mwh = value
         elif name == "emission_factor" and value is not None:
             inst.kg_per_kwh = float(value)
-    return list(found.values())
+    from esg_workbench.mapping.instruments import entered
+
+    return list(found.values()) + entered(conn, workspace)
 
 
 def _market_electricity(conn, d, workspace) -> dict[tuple[str, str], tuple[float, int]]:
@@ -131,6 +139,43 @@ def allocate_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple
     return lineage
 
 
+@dataclass
+class Allocation:
+    """Instruments spread over a site's months: `parts[(site, month)]` is each instrument's
+    MWh that month after the cut to the month's consumption; `used[key]` the MWh of an
+    instrument allocated in all, `offered[(site, month)]` what the instruments held."""
+    parts: dict[tuple[str, str], list[tuple[Instrument, float]]] = field(default_factory=dict)
+    offered: dict[tuple[str, str], float] = field(default_factory=dict)
+    used: dict[tuple, float] = field(default_factory=dict)
+
+
+def allocate(instruments: list[Instrument], consumption: dict[tuple[str, str], float | None]) -> Allocation:
+    """The allocation rule (module docstring), apart from any database: each instrument's MWh
+    pro rata to the site's consumption in the months of its period; per month at most the
+    consumption, every instrument of the month cut by the same ratio. What is left over is
+    unused: never carried to other months or periods."""
+    out = Allocation()
+    offers: dict[tuple[str, str], list[tuple[Instrument, float]]] = {}
+    for inst in instruments:
+        out.used.setdefault(inst.key, 0.0)
+        if not inst.site or inst.mwh is None:
+            continue
+        months = [m for m in inst.months() if (consumption.get((inst.site, m)) or 0) > 0]
+        total = sum(consumption[(inst.site, m)] for m in months)
+        if total <= 0 or inst.mwh <= 0:
+            continue  # nothing to cover in its period: the instrument is not allocated
+        for m in months:
+            offers.setdefault((inst.site, m), []).append((inst, inst.mwh * consumption[(inst.site, m)] / total))
+    for key, parts in offers.items():
+        offered = sum(mwh for _, mwh in parts)
+        scale = min(consumption[key], offered) / offered if offered else 0.0
+        out.offered[key] = offered
+        out.parts[key] = [(inst, mwh * scale) for inst, mwh in parts]
+        for inst, mwh in out.parts[key]:
+            out.used[inst.key] += mwh
+    return out
+
+
 def _apply_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple[tuple, int]]:
     from esg_workbench.mapping.aggregate import Cell
 
@@ -140,24 +185,16 @@ def _apply_instruments(conn, d, workspace, cells: dict, catalog) -> list[tuple[t
     renewable_kinds = {k for k, v in catalog.vocabulary("instrument").items() if v.get("renewable")}
     consumption = {(c.site, c.period): c.value for c in cells.values()
                    if c.kpi == CONSUMPTION_KPI and c.site is not None and c.period_type == "month"}
-    shares: dict[tuple[str, str], list[tuple[Instrument, float]]] = {}
-    for inst in instruments:
-        months = [m for m in inst.months() if (consumption.get((inst.site, m)) or 0) > 0]
-        total = sum(consumption[(inst.site, m)] for m in months)
-        if total <= 0 or inst.mwh <= 0:
-            continue  # nothing to cover in its period: the instrument is not allocated
-        for m in months:
-            shares.setdefault((inst.site, m), []).append((inst, inst.mwh * consumption[(inst.site, m)] / total))
+    allocation = allocate(instruments, consumption)
     rates = _market_electricity(conn, d, workspace)
     lineage: list[tuple[tuple, int]] = []
-    for (site, month), parts in sorted(shares.items(), key=lambda kv: kv[0]):
+    for (site, month), parts in sorted(allocation.parts.items(), key=lambda kv: kv[0]):
         used = consumption[(site, month)]
-        offered = sum(mwh for _, mwh in parts)
+        offered = allocation.offered[(site, month)]
         covered = min(used, offered)
-        scale = covered / offered if offered else 0.0
         fraction = covered / used
-        inst_t = sum(mwh * scale * inst.kg_per_kwh for inst, mwh in parts)  # MWh x kg/kWh = t
-        renewable = sum(mwh * scale for inst, mwh in parts if inst.kind in renewable_kinds)
+        inst_t = sum(mwh * inst.kg_per_kwh for inst, mwh in parts)  # MWh x kg/kWh = t
+        renewable = sum(mwh for inst, mwh in parts if inst.kind in renewable_kinds)
         row_ids = sorted({r for inst, _ in parts for r in inst.row_ids})
         texts = sorted(t for inst, _ in parts for t in inst.texts)
         market = cells.get((MARKET_KPI, site, month))

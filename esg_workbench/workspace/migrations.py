@@ -141,8 +141,30 @@ def upgrade_2_to_3(conn: sa.Connection) -> None:
         step(conn)
 
 
+def add_entered_instruments(conn: sa.Connection) -> None:
+    """Methodology (issue 13): contractual instruments entered by hand (guarantees of
+    origin, RECs, PPAs), beside the mapped ones. Idempotent."""
+    from esg_workbench.workspace import schema
+
+    schema.entered_instruments.create(conn, checkfirst=True)
+
+
+#: The steps from version 3 to 4, one function per feature, in the order they run. Each
+#: feature of this round appends its own step here (a function above this list).
+STEPS_3_TO_4: list[Callable[[sa.Connection], None]] = [
+    add_entered_instruments,
+]
+
+
+def upgrade_3_to_4(conn: sa.Connection) -> None:
+    """Version 4: the steps of STEPS_3_TO_4, in order."""
+    for step in STEPS_3_TO_4:
+        step(conn)
+
+
 #: version -> function upgrading a workspace from that version to the next one
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: upgrade_1_to_2,
     2: upgrade_2_to_3,
+    3: upgrade_3_to_4,
 }

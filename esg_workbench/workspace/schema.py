@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: bump with a migration in migrations.py whenever the tables below change
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -325,6 +325,28 @@ methodology_settings = sa.Table(
     sa.Column("set_by", sa.String(200)),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("organization_id", "key", name="uq_methodology_settings_key"),
+)
+
+# Contractual instruments entered by hand (since v4): guarantees of origin, RECs, PPAs an
+# analyst types in from a cancellation statement or contract, allocated to consumption
+# exactly like mapped ones (mapping/scope2.py). A tracking id is entered once per
+# organization: the same certificates counted twice would double the covered MWh.
+entered_instruments = sa.Table(
+    "entered_instruments",
+    metadata,
+    _id("entered_instruments"),
+    _org(),
+    sa.Column("site", sa.String(200), nullable=False),
+    sa.Column("instrument_type", sa.String(64), nullable=False),  # vocabulary 'instrument' of the catalog
+    sa.Column("mwh", sa.Double, nullable=False),  # MWh covered
+    sa.Column("period_from", sa.String(10), nullable=False),  # YYYY-MM-DD, inclusive
+    sa.Column("period_to", sa.String(10), nullable=False),  # YYYY-MM-DD, inclusive
+    sa.Column("tracking_id", sa.String(300), nullable=False),
+    sa.Column("evidence", sa.String(500), nullable=False),
+    sa.Column("kg_co2e_per_kwh", sa.Double, nullable=False),  # 0 for renewables
+    sa.Column("entered_by", sa.String(200)),
+    sa.Column("entered_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("organization_id", "tracking_id", name="uq_entered_instruments_tracking"),
 )
 
 scheduled_jobs = sa.Table(

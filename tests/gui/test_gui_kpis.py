@@ -173,6 +173,9 @@ def test_export_csv_and_xlsx_and_read_them_back(qtbot, kpis, tmp_path):
     assert mine[header.index("site")] == "(all sites)"
     about = dict(book["About"].iter_rows(values_only=True))
     assert about["Audit chain head"] == anchor and about["Check later with"].endswith(f"--anchor {anchor}")
+    # the GWP set of the emissions is stated: in the About sheet, and per value among the flags
+    assert about["GWP sets of the emissions"] == "AR5, not stated"  # DESNZ fuels; the grid intensities
+    assert any("gwp:AR5" in json.loads(r[-1]).get("ghg_scope1", []) for r in flagged)
 
 
 def test_main_window_mapping_and_kpi_tabs_from_apply_to_the_table(qtbot, make_window, tmp_path_factory, tmp_path,

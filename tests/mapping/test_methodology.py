@@ -167,7 +167,7 @@ def test_location_based_scope2_by_region_and_date(computed):
     assert [s["region"] for s in sites.locations(ws) if s["site"] != "(unassigned)"] == ["DE", "GB", "SE", "US-CA", None]
     v, q = value(ws, "ghg_scope2_location", "2023-01", "GB-LON")
     assert v == pytest.approx(10000 / 1000 * UK_ELECTRICITY)  # 10 MWh x 0.20707 t/MWh = 2.0707 t
-    assert q == []  # a UK site in 2023: DESNZ's own factor, nothing to flag
+    assert q == ["gwp:AR5"]  # a UK site in 2023: DESNZ's own factor, nothing to flag; its GWP set stated
     v, q = value(ws, "ghg_scope2_location", "2023-01", "DE-HAM")
     assert v == pytest.approx(20 * DE_GRID_2023)  # 20 MWh x 0.38095 t/MWh = 7.619 t, never the UK's 0.20707
     assert "lifecycle_factor" in q  # the lifecycle grid intensity is a proxy, and says so
@@ -356,11 +356,20 @@ def test_gaps_with_and_without_estimation(computed):
     assert v == pytest.approx((6 + 8) / 2) and {"estimated", "estimate:neighbours"} <= set(q)
     v, q = value(ws, "energy_electricity", "2023", "SE-STO")
     assert v == pytest.approx(4 + 6 + 7 + 8 + (5 - 7)) and "estimated" in q  # 23 MWh, never looks measured
+    # the March total had gas only: the missing electricity input is estimated the same way,
+    # from the meter's own months, and added to the gas read: 1 MWh gas + (6 + 8) / 2 = 8 MWh
+    v, q = value(ws, "energy_total", "2023-03", "SE-STO")
+    assert v == pytest.approx(1.0 + (6 + 8) / 2) and {"gap", "estimated", "estimate:neighbours"} <= set(q)
+    # the year's total: 4 + 6 + (1 + 7) + 8 + (5 - 7) MWh, marked as estimated
+    v, q = value(ws, "energy_total", "2023", "SE-STO")
+    assert v == pytest.approx(4 + 6 + 1 + 7 + 8 + (5 - 7)) and "estimated" in q
     # the previous year's month does not exist: nothing is made up
     gaps.set_estimate_method(ws, "previous_year")
     ag.aggregate(ws)
     v, q = value(ws, "energy_electricity", "2023-03", "SE-STO")
     assert v is None and "estimated" not in q
+    v, q = value(ws, "energy_total", "2023-03", "SE-STO")
+    assert v == pytest.approx(1.0) and "estimated" not in q and "gap" in q  # the gas read alone, flagged
     with pytest.raises(Exception, match="not a way to estimate"):
         gaps.set_estimate_method(ws, "guess")
 

@@ -214,6 +214,11 @@ class MappingPanel(QWidget):
                            "Map the landed rows with the saved mapping and recompute the KPIs", "applyMapping")
         self.act_sites = a("Sites…", self.show_sites, None, "SP_DirHomeIcon",
                            "Sites and their countries: the region emission factors are chosen by", "siteLocations")
+        self.act_instruments = a("Instruments…", self.show_instruments, None, None,
+                                 "Contractual instruments (GOs, RECs, PPAs): enter one, see what each covered",
+                                 "instruments")
+        self.act_settings = a("Mapping settings…", self.show_settings, None, None,
+                              "Business keys and duplicates, fallback region, estimation of gaps", "mappingSettings")
         self.zoom_label = QLabel("100 %")
         self.zoom_label.setMinimumWidth(44)
         self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -267,6 +272,15 @@ class MappingPanel(QWidget):
             button = bar.widgetForAction(act)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
             button.setAccessibleName(act.text().rstrip("…"))
+        # the methodology's other dialogs are on the Sites button's arrow: a button of their
+        # own would push the toolbar past 1280 px
+        sites = bar.widgetForAction(self.act_sites)
+        method_menu = QMenu(sites)
+        method_menu.setObjectName("methodologyMenu")
+        for act in (self.act_sites, self.act_instruments, self.act_settings):
+            method_menu.addAction(act)
+        sites.setMenu(method_menu)
+        sites.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.toolbar = bar
 
     def _update_actions(self) -> None:
@@ -275,6 +289,8 @@ class MappingPanel(QWidget):
         has = mapping is not None
         self.act_new.setEnabled(has_ws)
         self.act_sites.setEnabled(has_ws)
+        self.act_instruments.setEnabled(has_ws)
+        self.act_settings.setEnabled(has_ws and has)
         self.act_add_table.setEnabled(has)
         self.act_automap.setEnabled(has and bool(mapping.tables))
         self.act_save.setEnabled(has and self.document.modified)
@@ -759,6 +775,32 @@ class MappingPanel(QWidget):
         dialog.reload()
         dialog.open()
         self.sites_dialog = dialog
+        return dialog
+
+    def show_instruments(self):
+        """Contractual instruments: entered by hand or mapped, with what each covered."""
+        from esg_workbench.gui.mapping.instruments_dialog import InstrumentsDialog
+
+        if self.workspace is None:
+            return None
+        dialog = InstrumentsDialog(self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.instruments_dialog = dialog
+        return dialog
+
+    def show_settings(self):
+        """The mapping's methodology settings (undoable edits) and the estimation of gaps."""
+        from esg_workbench.gui.mapping.settings_dialog import MappingSettingsDialog
+
+        if self.workspace is None or self.document.mapping is None:
+            return None
+        dialog = MappingSettingsDialog(self.document, self.workspace, self.pool, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.reload()
+        dialog.open()
+        self.settings_dialog = dialog
         return dialog
 
     def show_history(self) -> HistoryDialog | None:
