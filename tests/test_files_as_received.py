@@ -440,10 +440,14 @@ def test_new_deleted_and_emptied_files_are_reported_and_a_gone_table_does_not_fa
 
     place.tick()
     place.delete("fuel.csv")
-    for _ in range(2):  # every later sync: a note, not a partial success
+    said = []
+    for marked in (1, 0):  # every later sync: a note, not a partial success; its rows marked once
         gone = run(ws, place, name)
         assert gone.status is SyncStatus.SUCCESS, gone.error
         assert "all its files were deleted" in notes_of(gone, "fuel")
+        assert by_stream(gone)["fuel"].rows_deleted == marked
+        said.append(notes_of(gone, "fuel"))
+    assert f"1 file deleted from the source: the rows of {place.path('fuel.csv')} (1 row) were marked" in said[0]
 
 
 # --- the detectors, case by case -----------------------------------------------------------------

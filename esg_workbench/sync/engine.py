@@ -255,7 +255,7 @@ class SyncEngine:
                     except EsgError as exc:
                         result.error = exc.describe()
                 if watch is not None:  # new, deleted and left-out files; what the readers noticed
-                    watch.report(results)
+                    watch.report(results, run_id)
             except Cancelled:
                 status, error = SyncStatus.CANCELLED, "Cancelled by the user. Resume continues from the last landed chunk."
             except EsgError as exc:

@@ -1,7 +1,7 @@
 """What a file source (local folder, S3, Azure Blob) tells a sync besides its rows: files
 new or deleted since the last landing, tables it left out because they were never
 discovered, tables whose files are all gone (a note, not a failure: their landed rows
-stay), and what its readers noticed (an encoding guessed, a totals row skipped).
+are marked deleted), and what its readers noticed (an encoding guessed, a totals row skipped).
 
 The engine calls `watch()` before its tables are synced and `report()` after; a source
 without `current_files()` (a database) is left alone.
@@ -55,22 +55,24 @@ def _live(landed: dict[str, tuple[int, int]]) -> dict[str, int]:
 @dataclasses.dataclass
 class Watch:
     workspace: Workspace
+    record: Any  # connectors_store.ConnectorRecord
     connector: Any
     streams: list[StreamRef]
     asked_all: bool  # the sync was asked for every discovered table
     landed: dict[str, dict[str, int]]  # files with rows (not marked deleted) before the sync, per table
 
-    def report(self, results: list) -> None:
+    def report(self, results: list, run_id: int | None = None) -> None:
         """Add the source's notes to the streams' results (and a result for each table
-        left out); a table whose files are all gone gets a note instead of an error.
+        left out); a table whose files are all gone gets a note instead of an error, and
+        (given the run) its landed rows are marked deleted like those of any file gone.
         A courtesy: nothing here may fail the run whose rows have landed."""
         try:
-            self._report(results)
+            self._report(results, run_id)
         except Exception as exc:  # noqa: BLE001 (a report that cannot be made is a note itself)
             if results:
                 results[0].warnings.append(f"the source's changes could not be reported: {type(exc).__name__}: {exc}")
 
-    def _report(self, results: list) -> None:
+    def _report(self, results: list, run_id: int | None) -> None:
         current = self.connector.current_files()
         by_stream = {r.stream: r for r in results}
         for stream in self.streams:
@@ -84,8 +86,10 @@ class Watch:
             if files is None:
                 if result.error and not result.chunks_done:
                     result.error = None  # not a failure: nothing is there to read any more
-                    notes.append("all its files were deleted from the source (or moved): nothing to read; the "
-                                 "rows landed earlier stay. Discover the connector again to drop the table.")
+                    notes.append("all its files were deleted from the source (or moved): nothing to read. "
+                                 "Discover the connector again to drop the table.")
+                    if run_id is not None:
+                        self._mark_all_gone(stream, result, run_id)
             elif before is not None:
                 notes += self._changes(result, files, before)
             notes = [n for n in notes if n not in result.warnings]
@@ -102,6 +106,20 @@ class Watch:
                     results.append(StreamResult(name, warnings=[
                         f"not synced: a new table under the source ({_names(list(current[name]))}) that was not "
                         "discovered yet. Discover the connector to add it."]))
+
+    def _mark_all_gone(self, stream: StreamRef, result, run_id: int) -> None:
+        """The rows of a table whose files are all gone are marked like those of one file
+        gone (sync/deletes.py: by file, named with their rows; back when the files are)."""
+        from esg_workbench.core.specs import CancelToken
+        from esg_workbench.sync import deletes
+
+        with self.workspace.read() as conn:
+            state = sync_records.get_state(self.workspace, conn, self.record.id, stream.qualified)
+        if state is None:
+            return
+        result.raw_table = result.raw_table or state.raw_table
+        deletes.Pass(self.workspace, self.record, self.connector, stream, state, run_id, result,
+                     CancelToken()).files()
 
     def _changes(self, result, files: dict[str, int], before: dict[str, int]) -> list[str]:
         """Notes on files new, deleted or emptied since the last landing. A delta load's
@@ -142,4 +160,4 @@ def watch(workspace: Workspace, record, connector, streams: list[StreamRef], req
             if found is not None:
                 landed[stream.qualified] = _live(found)
     asked_all = not request.tables and not request.resume and not request.retry_failed
-    return Watch(workspace, connector, streams, asked_all, landed)
+    return Watch(workspace, record, connector, streams, asked_all, landed)
