@@ -68,6 +68,8 @@ class _Bytea(bytes):
 
 class PostgresConnector(SqlConnector):
     default_schema = "public"
+    #: what a read imports (the sync engine loads them early: engine._warm_up_reads)
+    read_modules = ("adbc_driver_manager", "adbc_driver_postgresql")
 
     def __init__(self, spec):
         super().__init__(spec)

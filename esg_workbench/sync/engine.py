@@ -235,6 +235,8 @@ class SyncEngine:
                 timeouts = Timeouts.from_options(record.config)
                 connector = GuardedConnector(lambda: self.open_connector(record), self.cancel, timeouts.read,
                                              max(timeouts.read, timeouts.statement))
+                if settings.load_type is LoadType.FULL or request.resume or request.retry_failed:
+                    _warm_up_reads(connector)  # these read: their libraries load while the source is described
                 streams = self._streams(record, connector, request, asked, resume)
                 if asked.get("streams") is None:
                     asked["streams"] = [s.qualified for s in streams]
@@ -891,6 +893,23 @@ class SyncEngine:
             elapsed_seconds=time.monotonic() - started,
             current_chunk=chunk.range.describe() if chunk else "", message=message,
         ))
+
+
+def _warm_up_reads(connector) -> None:
+    """Import what reads need (Arrow, the connector's `read_modules`, e.g. its ADBC driver)
+    on a thread of their own while the run describes and plans the tables, which mostly
+    waits on the source: the first chunk's read then starts without its 0.1-0.3 s of
+    imports. Only for runs that read (a delta with nothing new imports nothing it needs not)."""
+    import importlib
+
+    modules = ("pyarrow", *(getattr(connector, "read_modules", None) or ()))
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):  # the read itself reports what is missing
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="esg-warm-up", daemon=True).start()
 
 
 def _with_primary_key(info: TableInfo, primary_key: tuple[str, ...]) -> TableInfo:
