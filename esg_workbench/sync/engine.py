@@ -606,6 +606,9 @@ class SyncEngine:
                         self._fail_chunk(record, chunk, run_id, exc, outcome[1], result)
                     except Exception as exc:  # a workspace write failed: the chunk fails, nothing half-landed
                         self._fail_chunk(record, chunk, run_id, exc, outcome[1], result)
+                # the landed chunk goes now, not when the next read is done: otherwise three
+                # chunks' Arrow (this one, the next, the one after it starting) meet at the peak
+                outcome = None
                 self._progress(record, result, started, "", chunk)
                 self.cancel.raise_if_cancelled()
 
