@@ -902,7 +902,7 @@ def _warm_up_reads(connector) -> None:
     """Import what reads need (Arrow, the connector's `read_modules`, e.g. its ADBC driver)
     on a thread of their own while the run describes and plans the tables, which mostly
     waits on the source: the first chunk's read then starts without its 0.1-0.3 s of
-    imports. Only for runs that read (a delta with nothing new imports nothing it needs not)."""
+    imports. Only for runs that will read: a delta may find nothing new and need none of it."""
     import importlib
 
     modules = ("pyarrow", *(getattr(connector, "read_modules", None) or ()))
