@@ -274,3 +274,29 @@ def test_discovery_of_a_stalled_source_fails_after_the_read_timeout(ws, pg_sourc
     assert time.monotonic() - started < 30
     pg_proxy.unstall()
     assert [t.stream.table for t in operations.discover_connector(ws, "src").tables] == ["t"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds sockets in /proc (Linux)")
+def test_a_readers_socket_is_found_only_when_it_is_the_one_new_socket_to_the_server():
+    """PostgresConnector.abort() shuts down the socket its connection opened; it must never
+    pick another connection's socket (two opened at the same moment: it picks none)."""
+    import socket
+
+    from esg_workbench.connectors.postgres import _own_socket, _server_sockets
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = ("127.0.0.1", server.getsockname()[1])
+        before = _server_sockets(address)
+        first = socket.create_connection(address)
+        own = _own_socket(address, before)
+        try:
+            assert own is not None and own.getsockname() == first.getsockname()
+            before = _server_sockets(address)
+            second, third = socket.create_connection(address), socket.create_connection(address)
+            assert _own_socket(address, before) is None
+            second.close()
+            third.close()
+        finally:
+            if own is not None:
+                own.close()
+            first.close()

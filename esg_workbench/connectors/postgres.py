@@ -68,6 +68,8 @@ class _Bytea(bytes):
 
 class PostgresConnector(SqlConnector):
     default_schema = "public"
+    #: what a read imports (the sync engine loads them early: engine._warm_up_reads)
+    read_modules = ("adbc_driver_manager", "adbc_driver_postgresql")
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -458,9 +460,10 @@ def _server_sockets(address: tuple[str, int]) -> dict[int, tuple[int, int]]:
 
 
 def _own_socket(address: tuple[str, int], before: dict[int, tuple[int, int]]) -> "socket.socket | None":
-    """A duplicate of the socket the connection just made opened: the one socket to the
+    """A duplicate of the socket a connection just opened: the one socket to the
     server that is new since `before`. When another thread connected to the same server
-    at the same moment (two new sockets), none: better no abort than the wrong one's."""
+    at the same moment (two new sockets), none: better no abort than shutting down
+    another connection's socket."""
     new = [fd for fd, ident in _server_sockets(address).items() if before.get(fd) != ident]
     if len(new) != 1:
         return None
