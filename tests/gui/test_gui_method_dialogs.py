@@ -108,6 +108,7 @@ def test_settings_dialog_sets_key_fallback_and_estimation(qtbot, panel, ws):
     assert chosen in table.business_key and table.duplicates == "count_once"
     assert gaps.estimate_method(ws) == "neighbours"
     assert panel.document.modified
+    assert "save and apply the mapping" in panel.hint.text()
     # one undo takes the mapping's settings back (the estimation is the organization's, stored)
     panel.document.undo_stack.undo()
     assert mapping.factor_fallback_region == "GB" and table.duplicates == "flag"
