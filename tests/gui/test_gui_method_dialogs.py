@@ -90,6 +90,7 @@ def test_settings_dialog_sets_key_fallback_and_estimation(qtbot, panel, ws):
     with qtbot.waitSignal(dialog.loaded, timeout=30000):
         pass
     assert dialog.fallback.text() == "GB" and dialog.estimate.currentData() is None
+    assert dialog.height() <= 720 and len(dialog.keys) == len(mapping.tables)  # ten tables, scrolled
     keys = dialog.keys[table.id]
     columns = [keys.item(i).text() for i in range(keys.count())]
     assert columns, "the landed table's columns are offered as business key"
