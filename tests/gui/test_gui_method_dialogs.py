@@ -48,7 +48,8 @@ def test_instruments_dialog_enters_refuses_and_removes(qtbot, panel, ws):
         pass
     mapped = _rows(dialog)
     assert mapped and all(r[9] != "entered by hand" for r in mapped.values())  # the demo's mapped instruments
-    dialog.site.setText("DE-BER")
+    assert dialog.site.findText("DE-BER") >= 0  # the workspace's sites are offered
+    dialog.site.setEditText("DE-BER")
     dialog.kind.setCurrentIndex(dialog.kind.findData("guarantee_of_origin"))
     dialog.mwh.setValue(12.5)
     from PySide6.QtCore import QDate
