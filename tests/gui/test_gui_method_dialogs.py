@@ -48,7 +48,8 @@ def test_instruments_dialog_enters_refuses_and_removes(qtbot, panel, ws):
         pass
     mapped = _rows(dialog)
     assert mapped and all(r[9] != "entered by hand" for r in mapped.values())  # the demo's mapped instruments
-    dialog.site.setText("DE-BER")
+    assert dialog.site.findText("DE-BER") >= 0  # the workspace's sites are offered
+    dialog.site.setEditText("DE-BER")
     dialog.kind.setCurrentIndex(dialog.kind.findData("guarantee_of_origin"))
     dialog.mwh.setValue(12.5)
     from PySide6.QtCore import QDate
@@ -90,6 +91,7 @@ def test_settings_dialog_sets_key_fallback_and_estimation(qtbot, panel, ws):
     with qtbot.waitSignal(dialog.loaded, timeout=30000):
         pass
     assert dialog.fallback.text() == "GB" and dialog.estimate.currentData() is None
+    assert dialog.height() <= 720 and len(dialog.keys) == len(mapping.tables)  # ten tables, scrolled
     keys = dialog.keys[table.id]
     columns = [keys.item(i).text() for i in range(keys.count())]
     assert columns, "the landed table's columns are offered as business key"
@@ -108,6 +110,7 @@ def test_settings_dialog_sets_key_fallback_and_estimation(qtbot, panel, ws):
     assert chosen in table.business_key and table.duplicates == "count_once"
     assert gaps.estimate_method(ws) == "neighbours"
     assert panel.document.modified
+    assert "save and apply the mapping" in panel.hint.text()
     # one undo takes the mapping's settings back (the estimation is the organization's, stored)
     panel.document.undo_stack.undo()
     assert mapping.factor_fallback_region == "GB" and table.duplicates == "flag"

@@ -180,3 +180,26 @@ def test_entered_instruments_stay_in_their_organization_on_a_shared_workspace():
         finally:
             ws_a.close()
             ws_b.close()
+
+
+def test_result_hashes_with_entered_instruments_are_equal_on_duckdb_and_postgresql(tmp_path, pg_database):
+    from esg_workbench.mapping import apply, store
+    from esg_workbench.workspace import open_workspace
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+    from tests.mapping.test_methodology import _land_all, _mapping
+
+    hashes = []
+    for url in (str(tmp_path / "w.duckdb"), f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"):
+        ws = open_workspace(url)
+        try:
+            if not ws.is_duckdb:  # other ids than DuckDB's: hashes must not depend on them
+                instruments.remove(ws, instruments.add(ws, **{**REGO, "tracking_id": "X-0"})["id"])
+            _land_all(ws)
+            apply.apply_mapping(ws, store.save_mapping(ws, _mapping(), author="test"))
+            instruments.add(ws, **REGO)
+            ag.aggregate(ws)
+            hashes.append({(r["kpi"], r["site"], r["period"]): r["result_hash"] for r in ag.kpi_rows(ws)})
+        finally:
+            ws.close()
+    assert hashes[0] == hashes[1]
+    assert hashes[0][("ghg_scope2_market", "GB-LON", "2023-01")]

@@ -28,6 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+def _usage_and_sites(workspace) -> tuple[list[dict[str, Any]], list[str]]:
+    """The instruments with what they covered, and the sites to offer (worker thread)."""
+    from esg_workbench.mapping import instruments, sites
+
+    return instruments.usage(workspace), [s["site"] for s in sites.locations(workspace)]
+
+
 COLUMNS = ["Site", "Type", "MWh", "From", "To", "Allocated MWh", "Unused MWh", "Tracking id", "Evidence", "Source"]
 
 
@@ -55,9 +62,10 @@ class InstrumentsDialog(QDialog):
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.tree.currentItemChanged.connect(lambda *_: self._update_buttons())
         # the form, in the order of a cancellation statement
-        self.site = QLineEdit()
+        self.site = QComboBox()  # the sites the workspace knows, or one typed in
+        self.site.setEditable(True)
         self.site.setObjectName("instrumentSite")
-        self.site.setPlaceholderText("site code, as in the mapped data")
+        self.site.lineEdit().setPlaceholderText("site code, as in the mapped data")
         self.kind = QComboBox()
         self.kind.setObjectName("instrumentType")
         for key, entry in kinds().items():
@@ -126,11 +134,14 @@ class InstrumentsDialog(QDialog):
     # --- reading ------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        from esg_workbench.mapping import instruments
+        self.pool.run(_usage_and_sites, self.workspace, on_done=self._fill, on_error=self._failed, owner=self)
 
-        self.pool.run(instruments.usage, self.workspace, on_done=self._fill, on_error=self._failed, owner=self)
-
-    def _fill(self, rows: list[dict[str, Any]]) -> None:
+    def _fill(self, found: tuple[list[dict[str, Any]], list[str]]) -> None:
+        rows, sites = found
+        typed = self.site.currentText()
+        self.site.clear()
+        self.site.addItems(sites)
+        self.site.setEditText(typed)
         self.rows = rows
         self.tree.clear()
         for r in rows:
@@ -155,7 +166,7 @@ class InstrumentsDialog(QDialog):
         from esg_workbench.mapping import instruments
 
         self.message.setText("Saving …")
-        self.pool.run(instruments.add, self.workspace, site=self.site.text(), kind=self.kind.currentData(),
+        self.pool.run(instruments.add, self.workspace, site=self.site.currentText(), kind=self.kind.currentData(),
                       mwh=self.mwh.value(), start=self.start.date().toString("yyyy-MM-dd"),
                       end=self.end.date().toString("yyyy-MM-dd"), tracking_id=self.tracking.text(),
                       evidence=self.evidence.text(), kg_per_kwh=self.factor.value(), actor=self.actor,

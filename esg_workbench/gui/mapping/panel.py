@@ -785,6 +785,8 @@ class MappingPanel(QWidget):
             return None
         dialog = InstrumentsDialog(self.workspace, self.pool, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.changed.connect(lambda: self.hint.setText(
+            "Instruments changed: apply the mapping (or recompute the KPIs) for market-based Scope 2 to follow."))
         dialog.reload()
         dialog.open()
         self.instruments_dialog = dialog
@@ -798,6 +800,8 @@ class MappingPanel(QWidget):
             return None
         dialog = MappingSettingsDialog(self.document, self.workspace, self.pool, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.saved.connect(lambda: self.hint.setText(
+            "Mapping settings changed: save and apply the mapping for them to count."))
         dialog.reload()
         dialog.open()
         self.settings_dialog = dialog

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -50,9 +51,16 @@ class MappingSettingsDialog(QDialog):
         self.setWindowTitle(f"Settings of mapping '{mapping.name}'")
         self.setObjectName("mappingSettingsDialog")
         layout = QVBoxLayout(self)
-        # per table: business key and duplicates
+        # per table: business key and duplicates, scrolled (a mapping of ten tables is
+        # taller than a 720 px screen)
         self.keys: dict[str, QListWidget] = {}
         self.duplicates: dict[str, QComboBox] = {}
+        tables = QWidget()
+        tables_layout = QVBoxLayout(tables)
+        scroll = QScrollArea()
+        scroll.setObjectName("settingsTables")
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(tables)
         for table in mapping.tables:
             box = QGroupBox(f"{table.stream} → {table.entity}")
             form = QFormLayout(box)
@@ -75,7 +83,9 @@ class MappingSettingsDialog(QDialog):
             form.addRow("Business key (checked columns)", keys)
             form.addRow("Duplicates of the key", dup)
             self.keys[table.id], self.duplicates[table.id] = keys, dup
-            layout.addWidget(box)
+            tables_layout.addWidget(box)
+        tables_layout.addStretch(1)
+        layout.addWidget(scroll, 1)
         # the mapping: fallback region
         self.fallback = QLineEdit(mapping.factor_fallback_region or "")
         self.fallback.setObjectName("fallbackRegion")
@@ -101,6 +111,7 @@ class MappingSettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.stored_estimate: str | None = None
+        self.resize(640, 600)  # fits 1280 x 720 with the window's frame
 
     def reload(self) -> None:
         from esg_workbench.mapping import gaps
