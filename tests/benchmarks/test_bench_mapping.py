@@ -166,11 +166,13 @@ def _measure(path: str, rows: int) -> dict:
     for (site, period), (mwh, tco2e) in sums.items():
         assert kpis[("energy_total", site, period)] == pytest.approx(mwh, rel=1e-9)
         assert kpis[("ghg_scope2_location", site, period)] == pytest.approx(tco2e, rel=1e-9)
-    again = measure("re-apply", lambda: apply.apply_mapping(ws, mapping))
-    steps[-1]["extra"] = f"{rows / steps[-1]['wall']:,.0f} source rows/s"
-    agg2 = measure("re-aggregate", lambda: ag.aggregate(ws), lambda a: f"{a.values:,} KPI values")
-    limit()
-    assert again.staging_rows == result.staging_rows and agg2.lineage_rows == agg.lineage_rows
+    agg2 = agg
+    if rows <= 1_000_000:  # (10M: apply and aggregate only, to keep the run under an hour here)
+        again = measure("re-apply", lambda: apply.apply_mapping(ws, mapping))
+        steps[-1]["extra"] = f"{rows / steps[-1]['wall']:,.0f} source rows/s"
+        agg2 = measure("re-aggregate", lambda: ag.aggregate(ws), lambda a: f"{a.values:,} KPI values")
+        limit()
+        assert again.staging_rows == result.staging_rows and agg2.lineage_rows == agg.lineage_rows
     drills = []
     for kpi, period, site in [("ghg_scope2_location", "2023-06", "S07"), ("energy_total", "2024", None)]:
         value = ag.find_value(ws, kpi, period, site)
