@@ -13,6 +13,13 @@
 # esg_bench), ESG_BENCH_ROUNDS (default 5), ESG_BENCH_REBUILD=1 rebuilds the source tables,
 # ESG_BENCH_SYNC_ARGS / ESG_BENCH_COMPARE_ARGS (see tests/benchmarks/test_bench_sync.py).
 # Only the sync benchmark: scripts/bench.sh -k bench_sync
+#
+# test_bench_mapping.py lands 1,000,000 readings once and maps and aggregates them in fresh
+# processes, printing apply, aggregate, re-apply, re-aggregate, peak RSS, drill-downs and
+# the single-SQL limit interleaved. ESG_BENCH_BASELINE=/path/to/checkout interleaves that
+# version's runs with this one's (ESG_BENCH_ROUNDS rounds, default 2); ESG_BENCH_10M=1 adds
+# 10,000,000 rows (about 12 minutes on a loaded 2-core machine).
+# Only the mapping benchmark, before/after: ESG_BENCH_BASELINE=../main scripts/bench.sh -k bench_mapping
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

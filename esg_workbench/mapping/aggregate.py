@@ -4,9 +4,11 @@
   staging rows their selection picks (entity, field, category, subcategory, scope,
   method), converted to the KPI's unit. A `stock` (headcount) takes the rows of the
   latest date within the month: the value at the period's end, never a sum of months.
-* The staging rows behind each month-and-site value are recorded in `kpi_lineage`;
-  every other value (organization totals, quarters, years, ratios, sums of KPIs) names
-  the values it was computed from in `parts`, so every number leads back to source keys.
+* The staging rows behind each month-and-site value are those its KPI's selection picks
+  for its site and month (derived by drill_down, not stored link by link; `kpi_lineage`
+  holds only the contractual instruments allocated to a value); every other value
+  (organization totals, quarters, years, ratios, sums of KPIs) names the values it was
+  computed from in `parts`, so every number leads back to source keys.
 * Roll-ups: sums add up months and sites; stocks take the last month of the period
   (and add up sites); ratios are recomputed from the rolled-up numerator and
   denominator, never averaged; `linear` KPIs add up their terms.
@@ -49,8 +51,8 @@ from esg_workbench.audit import chain
 from esg_workbench.core.errors import NotFound
 from esg_workbench.core.specs import CancelToken
 from esg_workbench.mapping import gaps, gases, periods, units
-from esg_workbench.mapping.cancel import watching
 from esg_workbench.mapping import incomplete as incomplete_source
+from esg_workbench.mapping.cancel import watching
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
 from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
@@ -276,9 +278,10 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             # staging rows always give the same value to the last bit, hence the same hash.
             # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
             # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
-            # The rows' content digest is a multiset hash (sums of two 60-bit slices of each
-            # row's md5): it needs no sort of the rows' texts (string_agg ORDER BY was most
-            # of the aggregation's time) and is the same on DuckDB and PostgreSQL.
+            # The rows' content digest is a multiset hash (the count and the sums of two 60-bit
+            # slices of each row's md5): no sort of the rows' texts and no long string per
+            # group, and the same on DuckDB and PostgreSQL. Building each row's text is
+            # still the larger part of the aggregation's time.
             rows = conn.exec_driver_sql(
                 f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
                 f"count(*) FILTER (WHERE v < 0), sum({_hex60(d, 'h', 1)}), sum({_hex60(d, 'h', 16)}), "

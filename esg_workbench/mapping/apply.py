@@ -22,6 +22,9 @@ location factor; contractual instruments are allocated when the KPIs are compute
 incremental apply maps only rows landed since the last apply (and drops rows that left
 the raw table).
 
+An apply reports the staging rows written as it goes and can be cancelled at any
+statement (mapping/cancel.py): its transaction rolls back and nothing changes.
+
 On a shared workspace two applies of one mapping take turns (workspace/concurrency.py),
 an apply never maps the rows of a sync still landing (that sync maps them when it ends),
 and an apply rolled back by PostgreSQL to resolve a conflict is simply run again.

@@ -471,3 +471,15 @@ def test_unsaved_edits_survive_a_crash(qtbot, ws, tmp_path):
     assert not swap.swap_path(ws, "sample_erp").exists()  # a clean save drops the copy
     wait_idle(qtbot, pool2)
     pool2.shutdown()
+
+
+def test_cancelling_an_apply_leaves_the_staging_rows_and_kpis(qtbot, panel, ws):
+    from esg_workbench.mapping import aggregate
+
+    before = aggregate.find_value(ws, "energy_electricity", "2023-01", "DE-MUC")
+    panel.act_apply.trigger()
+    cancel = next(b for b in panel.info.buttons if b.text() == "Cancel")
+    with qtbot.waitSignal(panel.apply_failed, timeout=60000):
+        cancel.click()
+    assert not panel.applying and "was cancelled" in panel.info.label.text()
+    assert aggregate.find_value(ws, "energy_electricity", "2023-01", "DE-MUC") == before
