@@ -18,28 +18,17 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.schedule_helpers import FAST, add_source, set_job, ws  # noqa: F401  (ws: a fixture)
 from tests.pg_shared import shared_database
 from fault_proxy import FaultProxy
 
 from esg_workbench.core.errors import ConfigError, NotFound
-from esg_workbench.sync import operations, schedule_plan, scheduler
+from esg_workbench.sync import schedule_plan, scheduler
 from esg_workbench.workspace import open_workspace, organizations, schedule_slots
 from esg_workbench.workspace.database import utcnow
-from esg_workbench.workspace.schema import connector_sync_logs, scheduled_jobs
+from esg_workbench.workspace.schema import connector_sync_logs
 
-FAST = (0.01, 0.02, 0.04)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def ws(request, tmp_path, pg_database):
-    if request.param == "duckdb":
-        url = str(tmp_path / "ws.duckdb")
-    else:
-        url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
-    workspace = open_workspace(url)
-    yield workspace
-    workspace.close()
 
 
 @pytest.fixture
@@ -54,16 +43,6 @@ def source(pg_conn):
         FROM generate_series(1, 300) g;
     """)
     return pg_conn
-
-
-def add_source(ws, pg_database, name, port=PG_PORT, **options):
-    return operations.add_connector(ws, name, "postgres", {
-        "host": PG_HOST, "port": port, "database": pg_database, "username": PG_USER, "schema": "src", **options})
-
-
-def set_job(ws, name, **values):
-    with ws.transaction() as conn:
-        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == name).values(**values))
 
 
 def runs(ws) -> list:

@@ -8,11 +8,11 @@ import datetime as dt
 import json
 import threading
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.conftest import PG_HOST, PG_PORT, free_port
+from tests.schedule_helpers import FAST, add_source, set_job, ws  # noqa: F401  (ws: a fixture)
 from fault_proxy import FaultProxy
 from webhook_receiver import WebhookReceiver
 
@@ -20,25 +20,10 @@ from esg_workbench.audit import chain
 from esg_workbench.core.errors import ConfigError, NotFound
 from esg_workbench.sync import cron, operations, scheduler
 from esg_workbench.sync.engine import SyncEngine
-from esg_workbench.workspace import open_workspace, sync_records
+from esg_workbench.workspace import sync_records
 from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import utcnow
 from esg_workbench.workspace.schema import connector_sync_logs, scheduled_jobs
-
-FAST = (0.01, 0.02, 0.04)
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def ws(request, tmp_path, pg_database):
-    """A workspace of each kind. The PostgreSQL one lives in the test database's public
-    schema; the source tables are in its schema 'src'."""
-    if request.param == "duckdb":
-        url = str(tmp_path / "ws.duckdb")
-    else:
-        url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_database}"
-    workspace = open_workspace(url)
-    yield workspace
-    workspace.close()
 
 
 @pytest.fixture
@@ -53,11 +38,6 @@ def source(pg_conn):
     return pg_conn
 
 
-def add_erp(ws, pg_database, name="erp", port=PG_PORT, **options):
-    return operations.add_connector(ws, name, "postgres", {
-        "host": PG_HOST, "port": port, "database": pg_database, "username": PG_USER, "schema": "src", **options})
-
-
 def runs_of(ws) -> list:
     with ws.read() as conn:
         return conn.execute(sa.select(connector_sync_logs.c.id, connector_sync_logs.c.status, connector_sync_logs.c.mode)
@@ -65,8 +45,7 @@ def runs_of(ws) -> list:
 
 
 def set_next_run(ws, name, when):
-    with ws.transaction() as conn:
-        conn.execute(sa.update(scheduled_jobs).where(scheduled_jobs.c.name == name).values(next_run_at=when))
+    set_job(ws, name, next_run_at=when)
 
 
 def schedule_entries(ws) -> list[dict]:
@@ -78,8 +57,8 @@ def schedule_entries(ws) -> list[dict]:
 # --- the job store ------------------------------------------------------------------------
 
 def test_add_edit_enable_disable_remove(ws, pg_database):
-    add_erp(ws, pg_database)
-    add_erp(ws, pg_database, name="hr")
+    add_source(ws, pg_database)
+    add_source(ws, pg_database, name="hr")
     before = utcnow()
     # 04:30: a time Europe/Berlin's DST changes (02:00-03:00) never skip or repeat, whatever today is
     job = scheduler.add_job(ws, "nightly", "30 4 * * *", "erp", timezone="Europe/Berlin")
@@ -118,7 +97,7 @@ def test_add_edit_enable_disable_remove(ws, pg_database):
 
 
 def test_connector_renamed_the_job_follows(ws, pg_database):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
     operations.update_connector(ws, "erp", operations.get_connector(ws, "erp").config, new_name="erp-prod")
     assert scheduler.get_job(ws, "nightly").connector == "erp-prod"
@@ -140,7 +119,7 @@ BAD = [
 
 
 def test_bad_jobs_and_edits_are_refused_and_change_nothing(ws, pg_database):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
     scheduler.add_job(ws, "other", "0 3 * * *", "erp")
     before, entries = scheduler.list_jobs(ws), len(chain.entries(ws))
@@ -159,7 +138,7 @@ def test_bad_jobs_and_edits_are_refused_and_change_nothing(ws, pg_database):
 # --- due jobs, claiming and running ---------------------------------------------------------
 
 def test_due_jobs_are_the_enabled_ones_whose_slot_has_come(ws, pg_database):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     scheduler.add_job(ws, "daily", "0 2 * * *", "erp", timezone="UTC")
     scheduler.add_job(ws, "hourly", "@hourly", "erp", timezone="UTC")
     scheduler.add_job(ws, "off", "* * * * *", "erp", enabled=False)
@@ -176,7 +155,7 @@ def test_due_jobs_are_the_enabled_ones_whose_slot_has_come(ws, pg_database):
 
 
 def test_run_due_runs_a_real_sync_and_records_it(ws, pg_database, source):
-    add_erp(ws, pg_database, cursor_field="updated_at", chunk_size=100)
+    add_source(ws, pg_database, cursor_field="updated_at", chunk_size=100)
     job = scheduler.add_job(ws, "nightly", "30 4 * * *", "erp", timezone="Europe/Berlin")
     assert scheduler.run_due(ws, retry_delays=FAST) == []  # not due yet
     slot = job.next_run_at
@@ -205,7 +184,7 @@ def test_run_due_runs_a_real_sync_and_records_it(ws, pg_database, source):
 
 
 def test_missed_runs_run_once_and_the_next_slot_is_after_now(ws, pg_database, source):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     scheduler.add_job(ws, "quarter-hourly", "*/15 * * * *", "erp", timezone="UTC")
     ten_days_ago = utcnow() - dt.timedelta(days=10)
     set_next_run(ws, "quarter-hourly", ten_days_ago.replace(second=0, microsecond=0))  # the machine was off
@@ -220,7 +199,7 @@ def test_missed_runs_run_once_and_the_next_slot_is_after_now(ws, pg_database, so
 
 
 def test_two_threads_claiming_one_slot_only_one_wins(ws, pg_database):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     job = scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
     now = job.next_run_at + dt.timedelta(minutes=5)
     copies = [scheduler.due_jobs(ws, now)[0] for _ in range(4)]  # each read the job before anyone claimed
@@ -244,7 +223,7 @@ def test_two_threads_claiming_one_slot_only_one_wins(ws, pg_database):
 
 
 def test_a_busy_connector_is_skipped_and_says_so(ws, pg_database, source):
-    record = add_erp(ws, pg_database)
+    record = add_source(ws, pg_database)
     job = scheduler.add_job(ws, "nightly", "0 2 * * *", "erp")
     now = job.next_run_at + dt.timedelta(minutes=1)
     if ws.is_duckdb:  # a sync of this connector runs in this process (e.g. started in the app)
@@ -270,7 +249,7 @@ def test_a_busy_connector_is_skipped_and_says_so(ws, pg_database, source):
 
 
 def test_discover_job_fills_the_schema_cache(ws, pg_database, source):
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     job = scheduler.add_job(ws, "weekly-discovery", "@weekly", "erp", "discover", options={"sample_rows": 3})
     assert scheduler.request_for(ws, job) is None
     [outcome] = scheduler.run_due(ws, job.next_run_at, retry_delays=FAST)
@@ -284,8 +263,8 @@ def test_discover_job_fills_the_schema_cache(ws, pg_database, source):
 
 
 def test_failed_sync_is_an_outcome_not_an_exception(ws, pg_database):
-    add_erp(ws, pg_database, name="down", port=free_port())  # nothing listens there
-    add_erp(ws, pg_database, name="gone")
+    add_source(ws, pg_database, name="down", port=free_port())  # nothing listens there
+    add_source(ws, pg_database, name="gone")
     scheduler.add_job(ws, "a-down", "0 2 * * *", "down", timezone="UTC")
     job = scheduler.add_job(ws, "b-gone", "0 2 * * *", "gone", timezone="UTC")
     operations.remove_connector(ws, "gone")
@@ -303,7 +282,7 @@ def test_partial_scheduled_sync_alerts_then_a_retry_job_finishes_it(ws, pg_datab
 
     monkeypatch.setenv("ESG_WORKBENCH_ALERT_RETRY_DELAYS", "0.01,0.01")
     with FaultProxy((PG_HOST, PG_PORT)) as proxy, WebhookReceiver() as hook:
-        add_erp(ws, pg_database, port=proxy.port, cursor_field="updated_at", chunk_size=50, load_type="delta")
+        add_source(ws, pg_database, port=proxy.port, cursor_field="updated_at", chunk_size=50, load_type="delta")
         alerts.set_webhook_url(ws, hook.url)
         sync_job = scheduler.add_job(ws, "nightly", "0 2 * * *", "erp", timezone="UTC")
         retry_job = scheduler.add_job(ws, "retry", "0 3 * * *", "erp", "retry_failed", timezone="UTC")
@@ -337,7 +316,7 @@ def test_an_alert_that_cannot_be_delivered_is_named_in_the_outcome(ws, pg_databa
     from esg_workbench import alerts
 
     monkeypatch.setenv("ESG_WORKBENCH_ALERT_RETRY_DELAYS", "0.01")
-    add_erp(ws, pg_database, name="down", port=free_port())
+    add_source(ws, pg_database, name="down", port=free_port())
     job = scheduler.add_job(ws, "nightly", "0 2 * * *", "down", timezone="UTC")
     with WebhookReceiver(default=500) as hook:
         alerts.set_webhook_url(ws, hook.url)
@@ -351,7 +330,7 @@ def test_an_alert_that_cannot_be_delivered_is_named_in_the_outcome(ws, pg_databa
 
 def test_rows_written_outside_the_app_are_scheduled_or_explained(ws, pg_database, source):
     """A version-1 workspace's job has no time zone nor next slot; a hand-edited one may not parse."""
-    add_erp(ws, pg_database)
+    add_source(ws, pg_database)
     config = json.dumps({"connector": "erp", "action": "sync"})  # as version 1 knew it: no connector_id
     with ws.transaction() as conn:
         conn.execute(sa.insert(scheduled_jobs).values(organization_id=ws.organization_id, name="old", cron="0 4 * * *",

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from esg_workbench.cli.output import Output, table
+from esg_workbench.cli.output import Output, command_group, table
 from esg_workbench.cli.runs import cancel_on_ctrl_c, progress_printer, retry_delays, sync_exit
 
 
@@ -73,19 +73,14 @@ def cmd_chunks_reopen(ws, args, out: Output) -> int:
 
 
 def add_commands(sub, common) -> None:
-    sp = sub.add_parser("chunks", help="failed chunks: list, retry, ignore with a reason")
-    csub = sp.add_subparsers(dest="chunks_command", metavar="ACTION", required=True)
-    p = csub.add_parser("list", parents=[common], help="failed chunks with their range, error, attempts and review")
+    action = command_group(sub, "chunks", "failed chunks: list, retry, ignore with a reason", common)
+    p = action("list", cmd_chunks_list, "failed chunks with their range, error, attempts and review")
     p.add_argument("--connector", help="only this connector's")
     p.add_argument("--unreviewed", action="store_true", help="only those nobody ignored yet")
-    p.set_defaults(func=cmd_chunks_list)
-    p = csub.add_parser("retry", parents=[common], help="retry the given failed chunks now")
+    p = action("retry", cmd_chunks_retry, "retry the given failed chunks now")
     p.add_argument("ids", nargs="+", type=int, metavar="ID", help="ids of failed chunks to retry (see: esg-workbench chunks list)")
-    p.set_defaults(func=cmd_chunks_retry)
-    p = csub.add_parser("ignore", parents=[common], help="mark failed chunks ignored, with a reason (audited)")
+    p = action("ignore", cmd_chunks_ignore, "mark failed chunks ignored, with a reason (audited)")
     p.add_argument("ids", nargs="+", type=int, metavar="ID", help="ids of failed chunks to ignore (see: esg-workbench chunks list)")
     p.add_argument("--reason", required=True, help="why their rows may stay missing")
-    p.set_defaults(func=cmd_chunks_ignore)
-    p = csub.add_parser("reopen", parents=[common], help="take back an ignore")
+    p = action("reopen", cmd_chunks_reopen, "take back an ignore")
     p.add_argument("ids", nargs="+", type=int, metavar="ID", help="ids of ignored chunks to mark unreviewed again")
-    p.set_defaults(func=cmd_chunks_reopen)

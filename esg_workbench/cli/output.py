@@ -1,5 +1,6 @@
-"""What every command group shares: the exit codes, the Output (human text or --json) and
-plain-text tables. Command modules import from here, never from each other."""
+"""What every command group shares: the exit codes, the Output (human text or --json),
+plain-text tables and the way a group adds its actions. Command modules import from here,
+never from each other."""
 
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def command_group(sub, name: str, help: str, common):
+    """`esg-workbench NAME ACTION ...`: adds the command NAME and returns
+    `action(action_name, func, help) -> parser` that adds one action to it (taking the
+    common options, run by `func`); the caller adds the action's own arguments."""
+    group = sub.add_parser(name, help=help)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+    def action(action_name: str, func, action_help: str):
+        parser = actions.add_parser(action_name, parents=[common], help=action_help)
+        parser.set_defaults(func=func)
+        return parser
+
+    return action

@@ -3,7 +3,7 @@ esg_workbench/mapping/sites.py). Contractual instruments: cli/instruments.py."""
 
 from __future__ import annotations
 
-from esg_workbench.cli.output import Output, table
+from esg_workbench.cli.output import Output, command_group, table
 
 
 def cmd_site_list(ws, args, out: Output) -> int:
@@ -35,19 +35,15 @@ def cmd_site_clear(ws, args, out: Output) -> int:
 
 
 def add_commands(sub, common) -> None:
-    sp = sub.add_parser("site", help="where each site is: the region its emission factors are chosen by")
-    ssub = sp.add_subparsers(dest="site_command", metavar="ACTION", required=True)
-    p = ssub.add_parser("list", parents=[common], help="every site, its country and who set it")
-    p.set_defaults(func=cmd_site_list)
-    p = ssub.add_parser("set", parents=[common], help="set a site's country by hand (wins over any mapping)")
+    site = command_group(sub, "site", "where each site is: the region its emission factors are chosen by", common)
+    site("list", cmd_site_list, "every site, its country and who set it")
+    p = site("set", cmd_site_set, "set a site's country by hand (wins over any mapping)")
     p.add_argument("site", help="the site's id, as in the mapped data")
     p.add_argument("country", help="ISO 3166 code or English name: DE, SE, US, Germany")
     p.add_argument("--subdivision", help="a subdivision or grid region, e.g. CA (a US state)")
     p.add_argument("--name", help="the site's name")
     p.add_argument("--actor", help="who sets it (recorded in the audit trail)")
-    p.set_defaults(func=cmd_site_set)
-    p = ssub.add_parser("clear", parents=[common], help="forget a location set by hand")
+    p = site("clear", cmd_site_clear, "forget a location set by hand")
     p.add_argument("site", help="the site's id, as in the mapped data")
     p.add_argument("--actor", help="who clears it (recorded in the audit trail)")
-    p.set_defaults(func=cmd_site_clear)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from esg_workbench.cli.output import Output, table
+from esg_workbench.cli.output import Output, command_group, table
 
 _FLAGS = (  # (flag, setting, help)
     ("--load-type", "load_type", "full or delta"),
@@ -58,19 +58,16 @@ def cmd_table_clear(ws, args, out: Output) -> int:
 
 
 def add_commands(sub, common) -> None:
-    grp = sub.add_parser("table", help="per-table load settings: cursor field, primary key, load type, chunks, deletes")
-    tsub = grp.add_subparsers(dest="table_command", metavar="ACTION", required=True)
-    p = tsub.add_parser("show", parents=[common], help="tables with their settings and proposed cursor columns")
+    action = command_group(sub, "table", "per-table load settings: cursor field, primary key, load type, chunks, "
+                           "deletes", common)
+    p = action("show", cmd_table_show, "tables with their settings and proposed cursor columns")
     p.add_argument("connector", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("table", nargs="?", help="only this table, by its name or schema.name (default: every table)")
-    p.set_defaults(func=cmd_table_show)
-    p = tsub.add_parser("set", parents=[common], help="set a table's own settings (others stay)")
+    p = action("set", cmd_table_set, "set a table's own settings (others stay)")
     p.add_argument("connector", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("table", help="the table, by its name or schema.name")
     for flag, setting, text in _FLAGS:
         p.add_argument(flag, dest=setting, help=text)
-    p.set_defaults(func=cmd_table_set)
-    p = tsub.add_parser("clear", parents=[common], help="drop a table's own settings")
+    p = action("clear", cmd_table_clear, "drop a table's own settings")
     p.add_argument("connector", help="the connector's name (see: esg-workbench connector list)")
     p.add_argument("table", help="the table, by its name or schema.name")
-    p.set_defaults(func=cmd_table_clear)

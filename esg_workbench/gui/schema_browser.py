@@ -105,6 +105,7 @@ class SchemaBrowser(QWidget):
         # it with the workspace and merges changes made elsewhere into the open levels
         self._stamps: dict[str, tuple] = {}
         self._merging: set[str] = set()
+        self._merge_again: dict[str, tuple] = {}  # connector id -> a merge asked for while one ran
         self._merge_notes: dict[str, list[str]] = {}  # what the merge under way added, dropped, changed
         # connector id -> what its discovery in this window detected and could not read
         self.findings: dict[str, DiscoveryFindings] = {}
@@ -218,6 +219,7 @@ class SchemaBrowser(QWidget):
         self.findings = {}
         self._stamps = {}
         self._merging = set()
+        self._merge_again = {}
         self._show_detected("")
 
     def set_connectors(self, overviews: list[ConnectorOverview]) -> None:
@@ -521,10 +523,16 @@ class SchemaBrowser(QWidget):
     def _open(self, item: QStandardItem) -> bool:
         return item.data(STATE) == "loaded" and self.tree.isExpanded(self.proxy.mapFromSource(item.index()))
 
-    def merge_refresh(self, item: QStandardItem) -> None:
+    def merge_refresh(self, item: QStandardItem, restyle: set[str] | frozenset = frozenset(), quiet: bool = False,
+                      then: Callable[[], None] | None = None) -> None:
         """Read the open levels of a connector again and merge them into the tree in place:
-        expanded levels stay expanded, the selection stays, new tables appear, dropped ones go."""
+        expanded levels stay expanded, the selection stays, new tables appear, dropped ones go.
+        `restyle`: tables (qualified) to redraw even if unchanged (what discovery found in
+        them changed); `quiet`: the caller says what changed; `then`: after the merge."""
         overview: ConnectorOverview = item.data(CONNECTOR)
+        if overview.id in self._merging:  # one at a time per connector: again once this one ends
+            self._merge_again[overview.id] = (item, set(restyle), quiet, then)
+            return
         open_schemas, open_tables = [], []
         for i in range(item.rowCount()):
             schema = item.child(i)
@@ -542,7 +550,8 @@ class SchemaBrowser(QWidget):
             self.status.setText(message)
 
         self.pool.run(catalog.level_snapshot, self.workspace, overview.id, open_schemas, open_tables,
-                      on_done=lambda snap: self._merge(item, snap), on_error=failed, owner=self)
+                      on_done=lambda snap: self._merge(item, snap, set(restyle), quiet, then), on_error=failed,
+                      owner=self)
 
     def _drop_placeholders(self, item: QStandardItem) -> None:
         for r in reversed(range(item.rowCount())):
@@ -570,12 +579,17 @@ class SchemaBrowser(QWidget):
                 if old.data(role) != value:
                     old.setData(value, role)
 
-    def _merge(self, item: QStandardItem, snap: catalog.LevelSnapshot) -> None:
+    def _merge(self, item: QStandardItem, snap: catalog.LevelSnapshot, restyle: set[str] = frozenset(),
+               quiet: bool = False, then: Callable[[], None] | None = None) -> None:
         overview: ConnectorOverview = item.data(CONNECTOR) if self._alive(item) else None
         if overview is None:
+            if then is not None:
+                then()
             return
         if item.data(STATE) != "loaded":
             self._merging.discard(overview.id)
+            if then is not None:
+                then()
             return
         self._stamps[overview.id] = snap.stamp
         self._merge_notes = {"new": [], "gone": [], "changed": []}
@@ -593,11 +607,16 @@ class SchemaBrowser(QWidget):
             self._merging.discard(overview.id)
             notes = [f"{len(names)} {what}: {', '.join(names[:5])}{'…' if len(names) > 5 else ''}"
                      for what, names in self._merge_notes.items() if names]
-            if notes:
+            if notes and not quiet:
                 text = f"{overview.name} was discovered again in another window or process: {'; '.join(notes)}."
                 self.status.setText(text)
                 self.message.emit(text)
+            if then is not None:
+                then()
             self.level_loaded.emit("merged")
+            again = self._merge_again.pop(overview.id, None)
+            if again is not None and self._alive(again[0]):
+                self.merge_refresh(*again)
 
         for i, (schema, count) in enumerate(snap.schemas):
             child = item.child(i) if i < item.rowCount() else None
@@ -608,7 +627,7 @@ class SchemaBrowser(QWidget):
             if child.data(STATE) == "loaded":
                 if schema in snap.tables:
                     pending[0] += 1
-                    self._merge_tables(child, snap.tables[schema], snap.columns, one_done)
+                    self._merge_tables(child, snap.tables[schema], snap.columns, one_done, restyle)
                 else:
                     self._unload(child)
         if not snap.schemas:
@@ -616,7 +635,7 @@ class SchemaBrowser(QWidget):
         one_done()
 
     def _merge_tables(self, item: QStandardItem, rows: list[TableRow], columns: dict,
-                      then: Callable[[], None]) -> None:
+                      then: Callable[[], None], restyle: set[str] = frozenset()) -> None:
         """Merge a schema's tables in place: drop the gone, then insert the new and update
         the changed in time-boxed slices (a discovery may change thousands of estimates)."""
         overview: ConnectorOverview = item.data(CONNECTOR)
@@ -624,7 +643,7 @@ class SchemaBrowser(QWidget):
         old: list[TableRow] = item.data(ROWS) or []
         changed: set[str] = set()
         ops: list[tuple[int, TableRow, bool]] = []  # (row, table, new?) in ascending rows
-        if old != rows:
+        if old != rows or restyle:
             self._drop_placeholders(item)
             names = {r.name for r in rows}
             for i in reversed(range(len(old))):
@@ -640,6 +659,8 @@ class SchemaBrowser(QWidget):
                     ops.append((i, r, False))
                     changed.add(r.name)
                     self._merge_notes["changed"].append(r.name)
+                elif r.qualified in restyle:
+                    ops.append((i, r, False))
             item.setData(rows, ROWS)
         findings = self.findings.get(overview.id) or NO_FINDINGS
 
@@ -704,7 +725,10 @@ class SchemaBrowser(QWidget):
         def done(found) -> None:
             result, added = found
             self.refresh_button.setEnabled(True)
-            self.findings[connector_id] = DiscoveryFindings.of(result)
+            before = self.findings.get(connector_id) or NO_FINDINGS
+            self.findings[connector_id] = after = DiscoveryFindings.of(result)
+            restyle = {t for t in {*before.unreadable, *after.unreadable, *before.notes, *after.notes}
+                       if (before.unreadable.get(t), before.notes.get(t)) != (after.unreadable.get(t), after.notes.get(t))}
             drift = result.drift
             changes = []
             if added:
@@ -719,10 +743,15 @@ class SchemaBrowser(QWidget):
             details = self.findings[connector_id].details()
             if details:
                 text += f" {details[0].upper()}{details[1:]}."
-            self._reload(name)
             self.status.setText(text)
             self.message.emit(text)
-            self.refreshed.emit(name, drift)
+            item = self.connector_item(name)
+            if item is not None and item.data(STATE) == "loaded":
+                # merged in place, as a discovery made elsewhere is: what is open stays open
+                self.merge_refresh(item, restyle, quiet=True, then=lambda: self.refreshed.emit(name, drift))
+            else:
+                self._reload(name)
+                self.refreshed.emit(name, drift)
 
         def failed(message: str) -> None:
             self.refresh_button.setEnabled(True)

@@ -58,3 +58,19 @@ def show_loaded(qtbot, panel, workspace) -> None:
     qtbot.waitExposed(panel)
     with qtbot.waitSignal(panel.loaded, timeout=30000):
         panel.set_workspace(workspace)
+
+
+@pytest.fixture
+def panel(qtbot, ws):
+    """A Mapping tab on a copy of the demo workspace, shown and loaded (import it as a
+    fixture, with `ws`)."""
+    from esg_workbench.gui.mapping.panel import MappingPanel
+    from esg_workbench.gui.workers import WorkerPool
+
+    pool = WorkerPool()
+    panel = MappingPanel(pool)
+    show_loaded(qtbot, panel, ws)
+    yield panel
+    wait_idle(qtbot, pool)
+    assert pool.shutdown(10000)
+

@@ -83,6 +83,14 @@ def test_schema_tab_merges_a_discovery_made_in_another_window(qtbot, make_window
     qtbot.wait(300)  # a few more looks find nothing new: no merge runs again
     assert not browser._merging
 
+    # this window's own Refresh merges the same way: what is open stays open
+    pg_conn.execute("ALTER TABLE energy_use ADD COLUMN water_m3 numeric")
+    with qtbot.waitSignal(browser.refreshed, timeout=60000):
+        first.act_refresh_schema.trigger()
+    energy = _named(proxy, proxy.index(0, 0, proxy.index(0, 0)), "energy_use")
+    assert "water_m3" in _names(proxy, energy) and tree.isExpanded(energy)
+    assert tree.currentIndex().data() == "kwh"
+
 
 def test_mapping_tab_offers_a_version_saved_elsewhere_and_keeps_unsaved_edits(
         qtbot, make_window, tmp_path_factory, tmp_path, answers):

@@ -13,23 +13,10 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QDialogButtonBox
 
 from esg_workbench.gui.mapping import items as it
-from tests.gui.mapping_demo import show_loaded, wait_idle, ws  # noqa: F401  (ws: a fixture)
+from tests.gui.mapping_demo import panel, wait_idle, ws  # noqa: F401  (panel, ws: fixtures)
 
 LEFT = Qt.MouseButton.LeftButton
 NOMOD = Qt.KeyboardModifier.NoModifier
-
-
-@pytest.fixture
-def panel(qtbot, ws):
-    from esg_workbench.gui.mapping.panel import MappingPanel
-    from esg_workbench.gui.workers import WorkerPool
-
-    pool = WorkerPool()
-    panel = MappingPanel(pool)
-    show_loaded(qtbot, panel, ws)
-    yield panel
-    wait_idle(qtbot, pool)
-    assert pool.shutdown(10000)
 
 
 # --- helpers: real mouse events on the view's viewport ------------------------------------------------

@@ -4,22 +4,7 @@ message, and sets a country by hand in a worker thread."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.gui.mapping_demo import show_loaded, wait_idle, ws  # noqa: F401  (ws: a fixture)
-
-
-@pytest.fixture
-def panel(qtbot, ws):
-    from esg_workbench.gui.mapping.panel import MappingPanel
-    from esg_workbench.gui.workers import WorkerPool
-
-    pool = WorkerPool()
-    panel = MappingPanel(pool)
-    show_loaded(qtbot, panel, ws)
-    yield panel
-    wait_idle(qtbot, pool)
-    assert pool.shutdown(10000)
+from tests.gui.mapping_demo import panel, ws  # noqa: F401  (panel, ws: fixtures)
 
 
 def _shown(dialog) -> dict[str, tuple[str, str]]:
