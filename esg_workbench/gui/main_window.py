@@ -32,6 +32,24 @@ WATCH_MS = 10_000  # how often the window looks for changes made elsewhere
 TABS = ("schema", "sync", "history", "audit", "mapping", "kpis", "health", "schedules", "failed_chunks")
 
 
+#: what every sync imports on its worker thread at its start. An import holds the GIL for
+#: its whole length (pyarrow alone ~100 ms, more on a loaded machine), which froze the
+#: window at the start of the first sync; imported while the window is built, before it
+#: shows, it costs start-up time instead.
+SYNC_MODULES = ("pyarrow", "tenacity", "esg_workbench.sync.engine", "esg_workbench.mapping.apply",
+                "esg_workbench.mapping.aggregate", "esg_workbench.mapping.store")
+
+
+def preload_sync_modules() -> None:
+    import importlib
+
+    for name in SYNC_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # (a trimmed installation: the sync will say what is missing)
+            pass
+
+
 def settle_heap(collect: bool = False) -> None:
     """Move what lives for the whole session (modules, classes, Qt wrappers, SQLAlchemy
     metadata: hundreds of thousands of objects) out of the cyclic garbage collector's
@@ -127,6 +145,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._connect()
         self._restore_state()
+        preload_sync_modules()
         settle_heap(collect=True)  # (before the window shows: the one full collection is not seen)
         self.open_workspace(workspace_url)
 

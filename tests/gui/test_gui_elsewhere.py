@@ -33,6 +33,7 @@ def test_schema_tab_merges_a_discovery_made_in_another_window(qtbot, make_window
         "username": source["user"]})
     first.watch.setInterval(100)
     qtbot.waitUntil(lambda: first.connectors.names() == ["erp"], timeout=20000)
+    first.connectors.select("erp")
     browser = first.schema
     tree, proxy = browser.tree, browser.proxy
 
@@ -68,7 +69,8 @@ def test_schema_tab_merges_a_discovery_made_in_another_window(qtbot, make_window
     assert "changed" in energy.siblingAtColumn(4).data()  # the drift note
     added = _named(proxy, energy, "co2_kg")
     assert added.siblingAtColumn(4).data() == "new column"
-    assert "another window or process: 1 new: waste; 1 changed: energy_use" in browser.status.text()
+    qtbot.waitUntil(lambda: "another window or process: 1 new: waste; 1 changed: energy_use"
+                    in browser.status.text(), timeout=20000)
     waste = _named(proxy, public, "waste")
     assert waste.data(KIND) == "table" and not tree.isExpanded(waste)
 
@@ -81,10 +83,11 @@ def test_schema_tab_merges_a_discovery_made_in_another_window(qtbot, make_window
     assert tree.currentIndex().data() == "kwh"
     wait_idle(qtbot, first.pool)
     qtbot.wait(300)  # a few more looks find nothing new: no merge runs again
-    assert not browser._merging
+    qtbot.waitUntil(lambda: not browser._merging, timeout=20000)
 
     # this window's own Refresh merges the same way: what is open stays open
     pg_conn.execute("ALTER TABLE energy_use ADD COLUMN water_m3 numeric")
+    assert first.act_refresh_schema.isEnabled()
     with qtbot.waitSignal(browser.refreshed, timeout=60000):
         first.act_refresh_schema.trigger()
     energy = _named(proxy, proxy.index(0, 0, proxy.index(0, 0)), "energy_use")
