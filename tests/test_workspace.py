@@ -183,3 +183,53 @@ def test_version_1_workspace_upgrades_to_the_current_tables(kind, tmp_path, requ
             assert conn.exec_driver_sql("SELECT organization_id FROM kpi_lineage").scalar() == "default"
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_version_3_duckdb_workspace_loses_the_staging_primary_key(kind, tmp_path, request):
+    """DuckDB's staging_rows has no primary key (an ART index every apply maintained row by
+    row): a version-3 workspace's table is rebuilt without it, rows kept. PostgreSQL keeps it."""
+    from esg_workbench.workspace.migrations import STEPS_3_TO_4, drop_duckdb_staging_primary_key
+
+    assert drop_duckdb_staging_primary_key in STEPS_3_TO_4
+    if kind == "duckdb":
+        url = str(tmp_path / "v3.duckdb")
+    else:
+        from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+        url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}"
+    ws = open_workspace(url)
+    fresh = _columns(ws, "staging_rows")
+    row = ("'default', 'c1', 'readings', 'k1', 'energy', TIMESTAMP '2026-01-01 00:00:00'")
+    names = "organization_id, connector_id, source_table, source_key, field, arrived_at"
+
+    def keyed() -> int:
+        with ws.read() as conn:
+            if ws.is_duckdb:
+                return conn.exec_driver_sql("SELECT count(*) FROM duckdb_constraints() WHERE table_name = "
+                                            "'staging_rows' AND constraint_type = 'PRIMARY KEY'").scalar()
+            return conn.exec_driver_sql("SELECT count(*) FROM pg_constraint WHERE conrelid = "
+                                        "'staging_rows'::regclass AND contype = 'p'").scalar()
+
+    assert keyed() == (0 if kind == "duckdb" else 1)
+    with ws.transaction() as conn:  # what version 3 had: a keyed table, with rows
+        if ws.is_duckdb:
+            ddl = str(sa.schema.CreateTable(schema.staging_rows).compile(conn)).rstrip()
+            assert ddl.endswith(")") and "PRIMARY KEY" not in ddl
+            conn.exec_driver_sql("DROP TABLE staging_rows")
+            conn.exec_driver_sql(ddl[:-1].rstrip() + ", PRIMARY KEY (id))")
+        conn.exec_driver_sql(f"INSERT INTO staging_rows (id, {names}) VALUES (7, {row}), (8, {row})")
+        conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
+                     .values(value="3"))
+    assert keyed() == 1
+    ws.close()
+    ws = open_workspace(url)
+    try:
+        with ws.read() as conn:
+            assert ws.schema_version(conn) == schema.SCHEMA_VERSION
+            assert conn.exec_driver_sql("SELECT id, source_key FROM staging_rows ORDER BY id").all() == [
+                (7, "k1"), (8, "k1")]
+        assert _columns(ws, "staging_rows") == fresh
+        assert keyed() == (0 if kind == "duckdb" else 1)
+    finally:
+        ws.close()

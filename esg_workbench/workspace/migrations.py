@@ -149,10 +149,32 @@ def add_entered_instruments(conn: sa.Connection) -> None:
     schema.entered_instruments.create(conn, checkfirst=True)
 
 
+def drop_duckdb_staging_primary_key(conn: sa.Connection) -> None:
+    """DuckDB only: staging_rows loses its primary key (an ART index every apply's insert,
+    delete and commit maintained row by row: schema.py), as in a new workspace. DuckDB
+    cannot drop a primary key, so the table is rebuilt: renamed, made again from schema.py
+    and its rows copied. PostgreSQL keeps its key. Idempotent."""
+    if conn.dialect.name == "postgresql":
+        return
+    from esg_workbench.workspace import schema
+
+    keyed = conn.execute(sa.text(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'staging_rows' "
+        "AND schema_name = current_schema() AND constraint_type = 'PRIMARY KEY'")).scalar()
+    if not keyed:
+        return
+    columns = ", ".join(c.name for c in schema.staging_rows.columns)
+    conn.execute(sa.text("ALTER TABLE staging_rows RENAME TO _esg_staging_rows_keyed"))
+    schema.staging_rows.create(conn, checkfirst=True)  # (its sequence is there already)
+    conn.execute(sa.text(f"INSERT INTO staging_rows ({columns}) SELECT {columns} FROM _esg_staging_rows_keyed"))
+    conn.execute(sa.text("DROP TABLE _esg_staging_rows_keyed"))
+
+
 #: The steps from version 3 to 4, one function per feature, in the order they run. Each
 #: feature of this round appends its own step here (a function above this list).
 STEPS_3_TO_4: list[Callable[[sa.Connection], None]] = [
     add_entered_instruments,
+    drop_duckdb_staging_primary_key,
 ]
 
 

@@ -470,3 +470,18 @@ def test_cancelling_an_apply_leaves_the_staging_rows_and_kpis(qtbot, panel, ws):
         cancel.click()
     assert not panel.applying and "was cancelled" in panel.info.label.text()
     assert aggregate.find_value(ws, "energy_electricity", "2023-01", "DE-MUC") == before
+
+
+def test_the_unit_registry_is_built_in_the_canvas_workers(ws, monkeypatch):
+    """The canvas validates on the GUI thread, and validating converts units: the tasks it
+    runs first (list, open, the landed columns) build pint's registry in the worker, so
+    the first validation does not freeze the window for 0.7-1 s building it."""
+    from esg_workbench.gui.mapping import tasks
+    from esg_workbench.mapping import units
+
+    threads = []
+    real = units.registry
+    monkeypatch.setattr(units, "registry", lambda: threads.append(threading.get_ident()) or real())
+    tasks.list_mappings(ws)
+    tasks.source_context(ws, "erp")
+    assert len(threads) >= 2

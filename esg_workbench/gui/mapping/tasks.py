@@ -33,6 +33,16 @@ class Opened:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def warm_units() -> None:
+    """Build the unit registry (pint: 0.5-0.7 s of Python, once per process) here, in the
+    worker. The canvas validates its mapping on the GUI thread after these tasks, and
+    validating converts units: the first validation built the registry there and froze the
+    window for 0.7-1 s, at the start of an apply (tests/benchmarks/test_bench_gui_lag.py)."""
+    from esg_workbench.mapping import units
+
+    units.registry()
+
+
 def connector_names(workspace) -> list[str]:
     from esg_workbench.workspace import connectors_store
 
@@ -46,6 +56,7 @@ def source_context(workspace, connector: str) -> SourceContext:
     from esg_workbench.mapping.apply import resolve_connector_id, source_info
     from esg_workbench.workspace.schema import connector_sync_state as state
 
+    warm_units()
     context = SourceContext(connector, connectors=connector_names(workspace))
     with workspace.read() as conn:
         try:
@@ -66,6 +77,7 @@ def source_context(workspace, connector: str) -> SourceContext:
 def list_mappings(workspace) -> list[dict[str, Any]]:
     from esg_workbench.mapping import store
 
+    warm_units()  # (the first task of the canvas)
     return store.list_mappings(workspace)
 
 
