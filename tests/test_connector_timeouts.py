@@ -38,10 +38,9 @@ def test_postgres_sessions_carry_the_timeouts(pg_spec):
             shown = conn.execute(sa.text("SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
                                          "current_setting('TimeZone')")).one()
         assert tuple(shown) == ("2min", "7s", "UTC")
-        cursor = connector._connection().cursor()  # reads (ADBC)
-        cursor.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
-        assert cursor.fetchall() == [("2min", "7s")]
-        cursor.close()
+        with connector._connection().query(  # reads (ADBC)
+                "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l") as reader:
+            assert reader.read_all().to_pylist() == [{"s": "2min", "l": "7s"}]
         params = connector._session_parameters()
         assert params["connect_timeout"] == 3 and params["keepalives"] == 1 and params["keepalives_idle"] == 30
     finally:
