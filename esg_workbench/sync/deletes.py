@@ -20,15 +20,13 @@ not erased; mapping leaves them out; a row whose key comes back loses the mark).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import queue
-import threading
 from typing import Any, Callable
 
 from esg_workbench.audit import chain
 from esg_workbench.core.errors import Cancelled, EsgError
 from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
+from esg_workbench.sync.source_calls import streamed_batches
 from esg_workbench.workspace import raw_tables, sync_records
 from esg_workbench.workspace.database import Workspace
 from esg_workbench.workspace.sync_records import StreamState
@@ -101,8 +99,6 @@ class Pass:
         import pyarrow as pa
 
         scope = ReadScope(columns=tuple(key), key=tuple(key))
-        sink: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
         pending: list = []
         pending_rows = total = 0
 
@@ -113,29 +109,15 @@ class Pass:
             with session.transaction() as conn:
                 total += raw_tables.add_source_keys(self.workspace, conn, keys, table)
 
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-deletes") as reader:
-            done = reader.submit(self.connector.read_into, self.stream, scope, ChunkRange(), sink, stop)
-            try:
-                while True:
-                    try:
-                        batch = sink.get(timeout=0.2)
-                    except queue.Empty:
-                        if done.done():
-                            done.result()  # the read's error, if it failed
-                            raise RuntimeError("the keys' read ended without its last batch")
-                        self.cancel.raise_if_cancelled()
-                        continue
-                    if batch is None:
-                        break
-                    if batch.num_rows:
-                        pending.append(batch.select(key) if batch.schema.names != key else batch)
-                        pending_rows += batch.num_rows
-                    if pending_rows >= BATCH_KEYS:
-                        write()
-                    self.cancel.raise_if_cancelled()
-                done.result()
-            finally:
-                stop.set()  # the reader, if still reading, gives up
+        with streamed_batches(self.connector, self.stream, scope, ChunkRange(), self.cancel,
+                              what="the keys' read") as batches:
+            for batch in batches:
+                if batch.num_rows:
+                    pending.append(batch.select(key) if batch.schema.names != key else batch)
+                    pending_rows += batch.num_rows
+                if pending_rows >= BATCH_KEYS:
+                    write()
+                self.cancel.raise_if_cancelled()
         if pending:
             write()
         self.cancel.raise_if_cancelled()  # cancelled as the last keys arrived: still nothing marked

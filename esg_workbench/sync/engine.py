@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from esg_workbench.core.errors import Cancelled, ConfigError, EsgError, NothingT
 from esg_workbench.core.keys import decode_key, encode_key
 from esg_workbench.core.specs import (
     CancelToken,
-    ChunkRange,
     ChunkStatus,
     ChunkStrategy,
     ConnectorSpec,
@@ -45,7 +43,7 @@ from esg_workbench.core.specs import (
     table_settings_of,
 )
 from esg_workbench.sync import file_changes, planner
-from esg_workbench.sync.source_calls import GuardedConnector
+from esg_workbench.sync.source_calls import GuardedConnector, streamed_batches
 from esg_workbench.workspace import concurrency, connectors_store, raw_tables, schema_cache, sync_records
 from esg_workbench.workspace.database import Workspace
 from esg_workbench.workspace.sync_records import LedgerChunk, StreamState
@@ -748,8 +746,6 @@ class SyncEngine:
         with ws.transaction() as conn:  # nothing of an earlier, broken-off stream stays
             raw_tables.drop_table(ws, conn, target)
         batch_rows = int((st.plan or {}).get("chunk_size") or planner.auto_sizing(0).chunk_size)
-        sink: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
         digest = hashlib.sha256()
         pending: list = []
         pending_rows = landed = 0
@@ -776,32 +772,18 @@ class SyncEngine:
             landed += pending_rows
             pending, pending_rows = [], 0
 
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-stream") as reader:
-            done = reader.submit(connector.read_into, stream, scope, chunk.range, sink, stop)
-            try:
-                while True:
-                    try:
-                        batch = sink.get(timeout=0.2)
-                    except queue.Empty:
-                        if done.done():
-                            done.result()  # the read's error, if it failed
-                            raise RuntimeError("the streamed read ended without its last batch")
-                        self.cancel.raise_if_cancelled()
-                        continue
-                    if batch is None:
-                        break
-                    schema = batch.schema
-                    _hash_batch(digest, batch)
-                    pending.append(batch)
-                    pending_rows += batch.num_rows
-                    result.rows_read += batch.num_rows
-                    if pending_rows >= batch_rows:
-                        write(final=False)
-                        self._progress(record, result, started, f"{landed:,} rows landed", chunk)
-                        self.cancel.raise_if_cancelled()
-                done.result()
-            finally:
-                stop.set()  # the reader, if still reading, gives up
+        with streamed_batches(connector, stream, scope, chunk.range, self.cancel,
+                              what="the streamed read") as batches:
+            for batch in batches:
+                schema = batch.schema
+                _hash_batch(digest, batch)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                result.rows_read += batch.num_rows
+                if pending_rows >= batch_rows:
+                    write(final=False)
+                    self._progress(record, result, started, f"{landed:,} rows landed", chunk)
+                self.cancel.raise_if_cancelled()
         write(final=True)
         result.chunks_done += 1
         result.rows_written += landed

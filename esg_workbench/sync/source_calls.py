@@ -11,13 +11,15 @@ process from exiting.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from esg_workbench.core.errors import Cancelled, TransientSourceError
-from esg_workbench.core.specs import CancelToken
+from esg_workbench.core.specs import CancelToken, ChunkRange, ReadScope, StreamRef
 
 POLL_SECONDS = 0.1
 
@@ -175,3 +177,38 @@ def _close(connector: Any) -> None:
         connector.close()
     except Exception:  # closing a broken connection: closing is all we want
         pass
+
+
+@contextlib.contextmanager
+def streamed_batches(connector: Any, stream: StreamRef, scope: ReadScope, chunk_range: ChunkRange,
+                     cancel: CancelToken, *, what: str) -> Iterator[Iterator[Any]]:
+    """The record batches of `connector.read_into` as they arrive, read on a thread of its
+    own with at most two batches queued between reader and consumer, so memory holds only
+    what the consumer keeps. The read's error is raised where the batches are taken; a
+    cancel is noticed while waiting for a batch; leaving the block early (an error, a
+    cancel) tells the reader to give up and waits for it."""
+    sink: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="esg-stream") as reader:
+        done = reader.submit(connector.read_into, stream, scope, chunk_range, sink, stop)
+
+        def batches() -> Iterator[Any]:
+            while True:
+                try:
+                    batch = sink.get(timeout=0.2)
+                except queue.Empty:
+                    if done.done():
+                        done.result()  # the read's error, if it failed
+                        raise RuntimeError(f"{what} ended without its last batch")
+                    cancel.raise_if_cancelled()
+                    continue
+                if batch is None:
+                    done.result()
+                    return
+                yield batch
+
+        try:
+            yield batches()
+        finally:
+            stop.set()  # the reader, if still reading, gives up
