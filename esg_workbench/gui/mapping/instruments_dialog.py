@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QDate, Signal
+from PySide6.QtCore import QDate, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -144,11 +144,17 @@ class InstrumentsDialog(QDialog):
         self.site.setEditText(typed)
         self.rows = rows
         self.tree.clear()
+        labels = {self.kind.itemData(i): self.kind.itemText(i) for i in range(self.kind.count())}
         for r in rows:
-            self.tree.addTopLevelItem(QTreeWidgetItem([
+            item = QTreeWidgetItem([
                 r["site"] or "", r["type"] or "", f"{r['mwh']:g}" if r["mwh"] is not None else "", r["from"] or "",
                 r["to"] or "", f"{r['allocated_mwh']:,.3f}", f"{r['unused_mwh']:,.3f}", r["tracking_id"] or "",
-                r["evidence"] or "", r["source"]]))
+                r["evidence"] or "", r["source"]])
+            item.setToolTip(1, labels.get(r["type"], r["type"] or ""))  # the type's name, as the form offers it
+            item.setToolTip(8, r["evidence"] or "")  # evidence references run long
+            for column in (2, 5, 6):  # MWh figures line up
+                item.setTextAlignment(column, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.tree.addTopLevelItem(item)
         self._update_buttons()
         self.loaded.emit()
 
