@@ -92,7 +92,7 @@ def cmd_mapping_apply(ws, args, out: Output) -> int:
     mapping = _mapping_for(ws, args.name, args.version)
     # Ctrl+C stops the apply (or the recompute after it) and rolls its transaction back:
     # the staging rows and KPI values stay those of before
-    with cancel_on_ctrl_c(out) as cancel:
+    with cancel_on_ctrl_c(out, "Cancelling the apply: the step under way is rolled back...") as cancel:
         try:
             result = apply.apply_mapping(ws, mapping, incremental=args.incremental, progress=out.info, cancel=cancel)
         except MappingCancelled:

@@ -25,9 +25,9 @@ def sync_exit(result) -> int:
 
 
 @contextlib.contextmanager
-def cancel_on_ctrl_c(out: Output):
-    """A CancelToken that the first Ctrl+C sets (the sync stops after the current chunk);
-    a second Ctrl+C stops at once."""
+def cancel_on_ctrl_c(out: Output, cancelling: str = "Cancelling after the current chunk..."):
+    """A CancelToken that the first Ctrl+C sets (a sync stops after the current chunk, an
+    apply at its running statement), saying `cancelling`; a second Ctrl+C stops at once."""
     from esg_workbench.core.specs import CancelToken
 
     cancel = CancelToken()
@@ -35,7 +35,7 @@ def cancel_on_ctrl_c(out: Output):
     def on_sigint(signum, frame):
         if cancel.cancelled:
             raise KeyboardInterrupt
-        out.info("Cancelling after the current chunk... (Ctrl+C again to stop at once)")
+        out.info(f"{cancelling} (Ctrl+C again to stop at once)")
         cancel.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
