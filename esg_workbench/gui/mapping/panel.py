@@ -764,18 +764,15 @@ class MappingPanel(QWidget):
             self.imported.emit(saved.name)
 
         self.pool.run(exchange.import_mapping, self.workspace, path, on_done=done, on_error=self._error, owner=self)
+
     def show_sites(self):
         """The sites and their countries (set one by hand there)."""
         from esg_workbench.gui.mapping.sites_dialog import SitesDialog
 
         if self.workspace is None:
             return None
-        dialog = SitesDialog(self.workspace, self.pool, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.reload()
-        dialog.open()
-        self.sites_dialog = dialog
-        return dialog
+        self.sites_dialog = self._open(SitesDialog(self.workspace, self.pool, self))
+        return self.sites_dialog
 
     def show_instruments(self):
         """Contractual instruments: entered by hand or mapped, with what each covered."""
@@ -784,12 +781,9 @@ class MappingPanel(QWidget):
         if self.workspace is None:
             return None
         dialog = InstrumentsDialog(self.workspace, self.pool, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.changed.connect(lambda: self.hint.setText(
             "Instruments changed: apply the mapping (or recompute the KPIs) for market-based Scope 2 to follow."))
-        dialog.reload()
-        dialog.open()
-        self.instruments_dialog = dialog
+        self.instruments_dialog = self._open(dialog)
         return dialog
 
     def show_settings(self):
@@ -799,12 +793,17 @@ class MappingPanel(QWidget):
         if self.workspace is None or self.document.mapping is None:
             return None
         dialog = MappingSettingsDialog(self.document, self.workspace, self.pool, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.saved.connect(lambda: self.hint.setText(
             "Mapping settings changed: save and apply the mapping for them to count."))
+        self.settings_dialog = self._open(dialog)
+        return dialog
+
+    @staticmethod
+    def _open(dialog):
+        """A dialog of the canvas: window-modal, loading its data, deleted when closed."""
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.reload()
         dialog.open()
-        self.settings_dialog = dialog
         return dialog
 
     def show_history(self) -> HistoryDialog | None:
