@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from esg_workbench.gui import icons
+from esg_workbench.gui.column_fit import fit_columns
 from esg_workbench.gui.kpi_chart import BARS, LINES, ChartWidget, Series
 from esg_workbench.gui.drill_down import FLAG_TEXT, ORG, DrillDownDialog, drill, format_value
 from esg_workbench.mapping import flags as quality_flags
@@ -58,10 +59,41 @@ def short_label(catalog: Catalog, kpi: str) -> str:
 
 # --- background work (no Qt) -------------------------------------------------------------------
 
-def load_values(workspace, period_type: str) -> list[dict[str, Any]]:
+def load_values(workspace, period_type: str) -> LoadedValues:
     from esg_workbench.mapping.aggregate import kpi_rows
 
-    return kpi_rows(workspace, period_type=period_type)
+    return LoadedValues(kpi_rows(workspace, period_type=period_type))
+
+
+class LoadedValues:
+    """KPI values (kpi_rows) indexed in the worker that read them, so that showing them on
+    the GUI thread, for every site, one site or other KPIs, is lookups rather than passes
+    over every value: after an apply there are tens of thousands, and each pass on the GUI
+    thread froze the window (tests/benchmarks/test_bench_gui_lag.py)."""
+
+    def __init__(self, values: list[dict[str, Any]]):
+        self.values = values
+        self.cells: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kpi, site label, period) -> value row
+        self.by_site: dict[str, list[dict[str, Any]]] = {}  # site label -> its value rows
+        self.periods: dict[tuple[str, str], set[str]] = {}  # (site label, kpi) -> its periods
+        self.extremes: dict[tuple[str, str], tuple[dict, dict]] = {}  # (site label, kpi) -> least, greatest value
+        self.doubtful: dict[str, int] = {}  # kpi -> values with data-quality doubts
+        for v in values:
+            site, kpi = v["site"] or ORG, v["kpi"]
+            self.cells[(kpi, site, v["period"])] = v
+            self.by_site.setdefault(site, []).append(v)
+            self.periods.setdefault((site, kpi), set()).add(v["period"])
+            if v["value"] is not None:
+                low, high = self.extremes.get((site, kpi), (v, v))
+                self.extremes[(site, kpi)] = (v if v["value"] < low["value"] else low,
+                                              v if v["value"] > high["value"] else high)
+            if quality_flags.doubts(v["quality"]):
+                self.doubtful[kpi] = self.doubtful.get(kpi, 0) + 1
+        self.computed_at = max((v["computed_at"] for v in values if v.get("computed_at")), default=None)
+        self.runs = {v["run_id"] for v in values if v.get("run_id")}
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 def export_with_anchor(workspace, path: str, kind: str, table: dict[str, Any]) -> str:
@@ -149,23 +181,36 @@ class KpiTableModel(QAbstractTableModel):
         self.kpis: list[str] = list(HEADLINE)
         self.keys: list[tuple[str, str]] = []  # (period, site label)
         self.cells: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kpi, site label, period) -> value row
+        self.extremes: dict[str, list[dict]] = {}  # kpi -> its shown values of least and greatest value, by site
 
-    def set_values(self, values: list[dict[str, Any]], kpis: list[str], site_filter: str) -> None:
+    def set_values(self, values: LoadedValues | list[dict[str, Any]], kpis: list[str], site_filter: str) -> None:
+        loaded = values if isinstance(values, LoadedValues) else LoadedValues(values)
         self.beginResetModel()
         self.kpis = list(kpis)
-        self.cells = {}
-        keys = set()
-        for v in values:
-            site = v["site"] or ORG
-            if site_filter == TOTAL_ONLY and site != ORG:
-                continue
-            if site_filter not in (ALL, TOTAL_ONLY) and site != site_filter:
-                continue
-            self.cells[(v["kpi"], site, v["period"])] = v
-            if v["kpi"] in self.kpis:
-                keys.add((v["period"], site))
+        if site_filter == ALL:
+            sites = list(loaded.by_site)
+            self.cells = loaded.cells
+        else:
+            sites = [ORG if site_filter == TOTAL_ONLY else site_filter]
+            self.cells = {(v["kpi"], site, v["period"]): v for site in sites for v in loaded.by_site.get(site, ())}
+        keys: set[tuple[str, str]] = set()
+        self.extremes = {}
+        for site in sites:
+            for kpi in self.kpis:
+                keys.update((period, site) for period in loaded.periods.get((site, kpi), ()))
+                self.extremes.setdefault(kpi, []).extend(loaded.extremes.get((site, kpi), ()))
         self.keys = sorted(keys, key=lambda k: (k[0], k[1] == ORG, k[1]))
         self.endResetModel()
+
+    def widest(self) -> list[tuple[int, str]]:
+        """(column, text) of the texts that may be the widest of each column, wherever
+        their rows are: every period and site, each KPI's least and greatest value, flagged."""
+        texts = [(0, period) for period in {k[0] for k in self.keys}] + [(1, site) for site in {k[1] for k in self.keys}]
+        for i, kpi in enumerate(self.kpis):
+            shown = [v["value"] for v in self.extremes.get(kpi, ())]
+            unit = self.catalog.kpi(kpi).unit
+            texts += [(2 + i, format_value(value, unit) + " *") for value in {min(shown), max(shown)}] if shown else []
+        return texts
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.keys)
@@ -281,6 +326,7 @@ class KpiPanel(QWidget):
         self.settings = None  # the window's QSettings (remembered export folder), set by install_mapping_tabs
         self.catalog = load_catalog()
         self.values: list[dict[str, Any]] = []
+        self.indexed = LoadedValues([])  # the values as the worker indexed them
         self.chosen_kpis: list[str] = list(HEADLINE)
         self.drill_dialog: DrillDownDialog | None = None
 
@@ -389,8 +435,8 @@ class KpiPanel(QWidget):
 
     def set_workspace(self, workspace) -> None:
         self.workspace = workspace
-        self.values = []
-        self.model.set_values([], self.chosen_kpis, ALL)
+        self.indexed, self.values = LoadedValues([]), []
+        self.model.set_values(self.indexed, self.chosen_kpis, ALL)
         self.refresh()
 
     def refresh(self) -> None:
@@ -399,11 +445,11 @@ class KpiPanel(QWidget):
         period_type = self.period_type.currentData()
         self.status.setText("Loading KPI values…")
 
-        def done(values: list[dict[str, Any]]) -> None:
+        def done(indexed: LoadedValues) -> None:
             if period_type != self.period_type.currentData():
                 return
-            self.values = values
-            sites = sorted({v["site"] for v in values if v["site"]})
+            self.indexed, self.values = indexed, indexed.values
+            sites = sorted({v["site"] for rows in indexed.by_site.values() for v in rows[:1] if v["site"]})
             current = self.site.currentData()
             self.site.blockSignals(True)
             while self.site.count() > 2:
@@ -413,18 +459,17 @@ class KpiPanel(QWidget):
             self.site.setCurrentIndex(max(0, self.site.findData(current)))
             self.site.blockSignals(False)
             self._show()
-            self.loaded.emit(len(values))
+            self.loaded.emit(len(indexed))
 
         self.pool.run(load_values, self.workspace, period_type, on_done=done, on_error=self._error, owner=self)
 
     def _show(self) -> None:
-        self.model.set_values(self.values, self.chosen_kpis, self.site.currentData())
+        self.model.set_values(self.indexed, self.chosen_kpis, self.site.currentData())
         self.status.setStyleSheet("")
         self._fit_columns()
         if self.values:
-            runs = {v["run_id"] for v in self.values}
-            computed = max(v["computed_at"] for v in self.values)
-            flagged = sum(1 for v in self.values if quality_flags.doubts(v["quality"]) and v["kpi"] in self.chosen_kpis)
+            runs, computed = self.indexed.runs, self.indexed.computed_at
+            flagged = sum(self.indexed.doubtful.get(kpi, 0) for kpi in self.chosen_kpis)
             self.status.setText(
                 f"{len(self.model.keys):,} rows × {len(self.chosen_kpis)} KPIs, computed {computed:%Y-%m-%d %H:%M} UTC "
                 f"(catalog {self.values[0]['catalog_version']}{', run ' + next(iter(runs)) if len(runs) == 1 else ''}). "
@@ -436,7 +481,7 @@ class KpiPanel(QWidget):
         self._update_buttons()
 
     def _fit_columns(self) -> None:
-        self.table.resizeColumnsToContents()
+        fit_columns(self.table, self.model.widest(), bold=True)  # (the organization's rows are bold)
         widths = [max(self.table.columnWidth(i), 90 if i >= 2 else 0) for i in range(self.model.columnCount())]
         room = self.table.viewport().width() - sum(widths)
         for i, w in enumerate(widths):  # KPI columns share the spare room; many KPIs scroll instead
@@ -527,7 +572,7 @@ class KpiPanel(QWidget):
 
     def _chart_clicked(self, period: str, site: str) -> None:
         kpi = self.chart_kpi.currentData()
-        v = next((v for v in self.values if v["kpi"] == kpi and v["period"] == period and (v["site"] or ORG) == site), None)
+        v = self.indexed.cells.get((kpi, site or ORG, period))
         if v is not None:
             index = self.index_of(kpi, period, v["site"])
             if index.isValid():

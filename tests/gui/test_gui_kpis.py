@@ -57,6 +57,15 @@ def test_the_table_and_chart_show_the_kpis_by_period_and_site(qtbot, kpis, ws):
                    if kpis.model.cells.get(("ghg_scope2_market", s, p), {}).get("quality"))
     assert flagged.data().endswith(" *") and "⚠" in flagged.data(Qt.ItemDataRole.ToolTipRole)
     assert flagged.data(Qt.ItemDataRole.BackgroundRole) is not None
+    # every text fits its column, in the rows past the first screenful too (the widths come
+    # from each column's widest texts, not from measuring every cell)
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    bold = QFont(kpis.table.font())
+    bold.setBold(True)
+    for column in range(model.columnCount()):
+        texts = [model.index(row, column).data() or "" for row in range(model.rowCount())]
+        assert kpis.table.columnWidth(column) >= max(QFontMetrics(bold).horizontalAdvance(t) for t in texts), column
 
     chart = kpis.chart
     assert chart.title == "Total energy consumption" and chart.unit == "MWh" and chart.mode == "bars"
@@ -78,6 +87,9 @@ def test_the_table_and_chart_show_the_kpis_by_period_and_site(qtbot, kpis, ws):
     assert model.cell(shown(kpis, "headcount", "2024", "DE-MUC"))["value"] == year["value"]
     kpis.site.setCurrentIndex(kpis.site.findData("__total__"))
     assert {s for _, s in model.keys} == {"(all sites)"} and [s.name for s in chart.series] == ["(all sites)"]
+    kpis.site.setCurrentIndex(kpis.site.findData("DE-MUC"))
+    assert {s for _, s in model.keys} == {"DE-MUC"} and len(model.keys) == 2
+    assert model.cell(shown(kpis, "headcount", "2024", "DE-MUC"))["value"] == year["value"]
 
 
 def test_drill_down_from_a_value_to_its_staging_rows_and_source_keys(qtbot, kpis, ws):

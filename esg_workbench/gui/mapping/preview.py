@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QTableView, QVBoxLayout, QWidget
 
+from esg_workbench.gui.column_fit import fit_columns
 from esg_workbench.gui.mapping import tasks
 from esg_workbench.gui.mapping.document import MappingDocument
 from esg_workbench.gui.sample_model import RecordsModel
@@ -177,7 +178,7 @@ class PreviewPanel(QWidget):
         self.status.setText(text)
         self.status.setStyleSheet("color: #c62828;" if error else "color: #37474f;")
         if rows:
-            self.view.resizeColumnsToContents()
+            fit_columns(self.view)
             for i in range(len(COLUMNS)):
                 self.view.setColumnWidth(i, min(self.view.columnWidth(i), 180))
 
