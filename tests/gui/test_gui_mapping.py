@@ -151,6 +151,13 @@ def test_click_an_edge_delete_it_with_the_keyboard_and_undo(qtbot, panel):
 def test_edit_a_transform_and_the_preview_follows(qtbot, panel):
     scene, doc, preview = panel.scene, panel.document, panel.preview
     qtbot.waitUntil(lambda: preview.model.total_rows > 0 and not preview.busy, timeout=30000)
+    # each column holds its texts, up to the 180 px cap (measured from the texts, not by the delegate)
+    from PySide6.QtGui import QFontMetrics
+
+    metrics, model = QFontMetrics(preview.view.font()), preview.model
+    for column in range(model.columnCount()):
+        widest = max(metrics.horizontalAdvance(model.index(row, column).data() or "") for row in range(model.rowCount()))
+        assert preview.view.columnWidth(column) >= min(widest, 180), column
     edge = scene.edge_item("electricity-energy")
     click(qtbot, panel, edge, edge._label_rect().center())
     assert preview.table_id == "electricity" and panel.bottom.currentWidget() is preview
