@@ -59,13 +59,13 @@ def short_label(catalog: Catalog, kpi: str) -> str:
 
 # --- background work (no Qt) -------------------------------------------------------------------
 
-def load_values(workspace, period_type: str) -> LoadedValues:
+def load_values(workspace, period_type: str) -> IndexedValues:
     from esg_workbench.mapping.aggregate import kpi_rows
 
-    return LoadedValues(kpi_rows(workspace, period_type=period_type))
+    return IndexedValues(kpi_rows(workspace, period_type=period_type))
 
 
-class LoadedValues:
+class IndexedValues:
     """KPI values (kpi_rows) indexed in the worker that read them, so that showing them on
     the GUI thread, for every site, one site or other KPIs, is lookups rather than passes
     over every value: after an apply there are tens of thousands, and each pass on the GUI
@@ -183,33 +183,35 @@ class KpiTableModel(QAbstractTableModel):
         self.cells: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kpi, site label, period) -> value row
         self.extremes: dict[str, list[dict]] = {}  # kpi -> its shown values of least and greatest value, by site
 
-    def set_values(self, values: LoadedValues | list[dict[str, Any]], kpis: list[str], site_filter: str) -> None:
-        loaded = values if isinstance(values, LoadedValues) else LoadedValues(values)
+    def set_values(self, values: IndexedValues | list[dict[str, Any]], kpis: list[str], site_filter: str) -> None:
+        indexed = values if isinstance(values, IndexedValues) else IndexedValues(values)
         self.beginResetModel()
         self.kpis = list(kpis)
         if site_filter == ALL:
-            sites = list(loaded.by_site)
-            self.cells = loaded.cells
+            sites = list(indexed.by_site)
+            self.cells = indexed.cells
         else:
             sites = [ORG if site_filter == TOTAL_ONLY else site_filter]
-            self.cells = {(v["kpi"], site, v["period"]): v for site in sites for v in loaded.by_site.get(site, ())}
+            self.cells = {(v["kpi"], site, v["period"]): v for site in sites for v in indexed.by_site.get(site, ())}
         keys: set[tuple[str, str]] = set()
         self.extremes = {}
         for site in sites:
             for kpi in self.kpis:
-                keys.update((period, site) for period in loaded.periods.get((site, kpi), ()))
-                self.extremes.setdefault(kpi, []).extend(loaded.extremes.get((site, kpi), ()))
+                keys.update((period, site) for period in indexed.periods.get((site, kpi), ()))
+                self.extremes.setdefault(kpi, []).extend(indexed.extremes.get((site, kpi), ()))
         self.keys = sorted(keys, key=lambda k: (k[0], k[1] == ORG, k[1]))
         self.endResetModel()
 
     def widest(self) -> list[tuple[int, str]]:
         """(column, text) of the texts that may be the widest of each column, wherever
         their rows are: every period and site, each KPI's least and greatest value, flagged."""
-        texts = [(0, period) for period in {k[0] for k in self.keys}] + [(1, site) for site in {k[1] for k in self.keys}]
+        texts = [(0, period) for period in {period for period, _ in self.keys}]
+        texts += [(1, site) for site in {site for _, site in self.keys}]
         for i, kpi in enumerate(self.kpis):
             shown = [v["value"] for v in self.extremes.get(kpi, ())]
-            unit = self.catalog.kpi(kpi).unit
-            texts += [(2 + i, format_value(value, unit) + " *") for value in {min(shown), max(shown)}] if shown else []
+            if shown:
+                unit = self.catalog.kpi(kpi).unit
+                texts += [(2 + i, format_value(value, unit) + " *") for value in {min(shown), max(shown)}]
         return texts
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -326,7 +328,7 @@ class KpiPanel(QWidget):
         self.settings = None  # the window's QSettings (remembered export folder), set by install_mapping_tabs
         self.catalog = load_catalog()
         self.values: list[dict[str, Any]] = []
-        self.indexed = LoadedValues([])  # the values as the worker indexed them
+        self.indexed = IndexedValues([])  # the values as the worker indexed them
         self.chosen_kpis: list[str] = list(HEADLINE)
         self.drill_dialog: DrillDownDialog | None = None
 
@@ -435,7 +437,7 @@ class KpiPanel(QWidget):
 
     def set_workspace(self, workspace) -> None:
         self.workspace = workspace
-        self.indexed, self.values = LoadedValues([]), []
+        self.indexed, self.values = IndexedValues([]), []
         self.model.set_values(self.indexed, self.chosen_kpis, ALL)
         self.refresh()
 
@@ -445,11 +447,11 @@ class KpiPanel(QWidget):
         period_type = self.period_type.currentData()
         self.status.setText("Loading KPI values…")
 
-        def done(indexed: LoadedValues) -> None:
+        def done(indexed: IndexedValues) -> None:
             if period_type != self.period_type.currentData():
                 return
             self.indexed, self.values = indexed, indexed.values
-            sites = sorted({v["site"] for rows in indexed.by_site.values() for v in rows[:1] if v["site"]})
+            sites = sorted(site for site in indexed.by_site if site != ORG)  # (ORG: the totals)
             current = self.site.currentData()
             self.site.blockSignals(True)
             while self.site.count() > 2:
