@@ -660,6 +660,7 @@ class SyncEngine:
             self._record_chunk(conn, record, stream, load_type, chunk, run_id, st, rows,
                                last if not chunk.range.null_cursor else None, attempts, digest)
         landed[target] = columns  # committed: what the next chunk may take as known
+        raw_tables.release_written_blocks(ws)  # else the process's memory grows with the table
         result.chunks_done += 1
         result.rows_read += rows
         result.rows_written += rows
@@ -791,6 +792,7 @@ class SyncEngine:
                 columns[target] = known  # committed
 
             concurrency.retrying(attempt, what=f"Landing rows of {chunk.stream}")
+            raw_tables.release_written_blocks(ws)
             landed += pending_rows
             pending, pending_rows = [], 0
 
