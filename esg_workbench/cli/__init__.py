@@ -19,15 +19,9 @@ from __future__ import annotations
 import atexit
 import gc
 
-# Python's cyclic collector runs after every 700 new container objects: the imports of a
-# command alone (SQLAlchemy, the drivers, DuckDB, Arrow) made about 160 collections,
-# 0.05-0.1 s of a 0.6 s no-op sync. Every 10,000 is still often for a long run.
-_GC_THRESHOLD = (10_000, 20, 100)
-
 
 def main(argv: list[str] | None = None) -> int:
     """The console script `esg-workbench` (imports the command groups on first use)."""
-    gc.set_threshold(*_GC_THRESHOLD)
     _freeze_at_exit()
     from esg_workbench.cli.entry import main as run
 
