@@ -11,7 +11,9 @@
 # the `esg-workbench sync` process, a no-op delta and a 1% delta. Needs pgbench and psql
 # (postgresql-client). Environment: ESG_TEST_PG_HOST / _PORT / _USER, ESG_BENCH_DB (default
 # esg_bench), ESG_BENCH_ROUNDS (default 5), ESG_BENCH_REBUILD=1 rebuilds the source tables,
-# ESG_BENCH_SYNC_ARGS / ESG_BENCH_COMPARE_ARGS (see tests/benchmarks/test_bench_sync.py).
+# ESG_BENCH_SYNC_ARGS / ESG_BENCH_COMPARE_ARGS (see tests/benchmarks/test_bench_sync.py),
+# ESG_BENCH_BASELINE=/path/to/checkout measures that version in the same rounds, and
+# ESG_BENCH_10M=1 adds a full sync of 10,000,000 meter_readings rows (time, CPU, peak RSS).
 # Only the sync benchmark: scripts/bench.sh -k bench_sync
 #
 # test_bench_mapping.py lands 1,000,000 readings once and maps and aggregates them in fresh

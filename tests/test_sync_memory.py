@@ -41,3 +41,52 @@ def test_a_workspace_opens_and_works_with_the_cap(tmp_path, monkeypatch):
             assert database.schema.SCHEMA_VERSION == ws.schema_version(conn)
     finally:
         ws.close()
+
+
+def _cached_table_mb(conn) -> float:
+    raw = conn.connection.driver_connection
+    return raw.execute("SELECT coalesce(sum(memory_usage_bytes), 0) / 2^20 FROM duckdb_memory() "
+                       "WHERE tag = 'BASE_TABLE'").fetchone()[0]
+
+
+def test_landed_blocks_leave_duckdbs_memory_and_the_limit_stays(tmp_path, monkeypatch):
+    # DuckDB caches every block it writes up to its memory_limit: without the release a
+    # sync's memory grew with the table (about 36 MB per million wide rows). The release
+    # evicts down to raw_tables._EVICT_TO_MB, lowered here to what a small test table fills.
+    import pyarrow as pa
+
+    from esg_workbench.workspace import raw_tables
+
+    monkeypatch.setattr(raw_tables, "_EVICT_TO_MB", 0.5)
+    ws = database.open_workspace(str(tmp_path / "w.duckdb"))
+    try:
+        with ws.read() as conn:  # DuckDB's default: 80% of the machine's memory
+            limit = conn.exec_driver_sql("SELECT current_setting('memory_limit')").scalar()
+        n = 122_880  # a DuckDB row group: written to the file by the appending transaction
+        cached = []  # DuckDB's table memory before each release (MB)
+        for chunk in range(4):
+            ids = range(chunk * n, (chunk + 1) * n)
+            batch = pa.table({"id": pa.array(ids, pa.int64()),
+                              "text": [f"{i * 2654435761 % 2**32:08x} Zähler geprüft ✓" for i in ids]})
+            with ws.transaction() as conn:
+                if chunk == 0:
+                    raw_tables.create_table(ws, conn, "raw_t", batch.schema)
+                raw_tables.append(ws, conn, "raw_t", batch, 1, chunk)
+            with ws.read() as conn:
+                cached.append(_cached_table_mb(conn))
+            raw_tables.release_written_blocks(ws)
+            with ws.read() as conn:
+                assert _cached_table_mb(conn) < cached[-1] / 2, cached
+                assert conn.exec_driver_sql("SELECT current_setting('memory_limit')").scalar() == limit
+        assert cached[0] > 0.5 and cached[-1] < 2 * cached[0], cached  # it would hold all four chunks
+        with ws.read() as conn:  # evicted blocks are read back from the file
+            assert conn.exec_driver_sql("SELECT count(*), count(DISTINCT id), max(id) FROM raw_t").one() == (
+                4 * n, 4 * n, 4 * n - 1)
+        monkeypatch.setattr(raw_tables, "_EVICT_TO_MB", 0)
+        with ws.transaction() as conn:
+            conn.exec_driver_sql("SET memory_limit = '1GB'")
+        raw_tables.release_written_blocks(ws)
+        with ws.read() as conn:  # a limit someone set bounds the cache: left as it is
+            assert conn.exec_driver_sql("SELECT current_setting('memory_limit')").scalar() == "953.6 MiB"
+    finally:
+        ws.close()

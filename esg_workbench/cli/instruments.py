@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import math
 
 from esg_workbench.cli.output import Output, UsageError, table
@@ -77,12 +78,23 @@ def cmd_instrument_remove(ws, args, out: Output) -> int:
     return 0
 
 
-def _kinds() -> list[str]:
-    # the catalog's vocabulary, read without mapping/instruments.py: parsing the command
-    # line must not import SQLAlchemy (a light start-up)
-    from esg_workbench.mapping.catalog import load_catalog
+class _Kinds:
+    """The instrument types, the catalog's vocabulary, as argparse choices read only when
+    `instrument add` checks or shows them: every command builds the whole parser, and
+    loading the catalog there cost each of them (a sync too) 0.01-0.03 s. Read without
+    mapping/instruments.py: parsing the command line must not import SQLAlchemy."""
 
-    return [k for k in load_catalog().vocabulary("instrument") if k != "none"]
+    @functools.cached_property
+    def _names(self) -> list[str]:
+        from esg_workbench.mapping.catalog import load_catalog
+
+        return [k for k in load_catalog().vocabulary("instrument") if k != "none"]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
 
 
 def add_commands(sub, common) -> None:
@@ -94,7 +106,8 @@ def add_commands(sub, common) -> None:
     p.set_defaults(func=cmd_instrument_list)
     p = isub.add_parser("add", parents=[common], help="enter an instrument by hand (audited)")
     p.add_argument("--site", required=True, help="the site whose electricity it covers, as in the mapped data")
-    p.add_argument("--type", required=True, choices=_kinds(), help="the type of instrument")
+    # a metavar, so that add_argument does not list the choices (which loads them) at once
+    p.add_argument("--type", required=True, choices=_Kinds(), metavar="TYPE", help="the type of instrument: %(choices)s")
     p.add_argument("--mwh", required=True, type=_mwh, help="MWh of electricity covered (above 0)")
     p.add_argument("--from", dest="start", required=True, type=_day, metavar="YYYY-MM-DD",
                    help="first day of the period covered")

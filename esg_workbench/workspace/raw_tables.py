@@ -311,6 +311,52 @@ def append(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Tab
     return _copy_into(workspace, conn, table, batch, (sync_id, chunk_id))
 
 
+#: what DuckDB's cached table blocks are evicted down to by release_written_blocks (MiB)
+_EVICT_TO_MB = 16
+
+
+def release_written_blocks(workspace: Workspace) -> None:
+    """Let DuckDB drop the blocks appends wrote from its memory (after they committed).
+
+    DuckDB keeps every block it writes cached until its `memory_limit` is reached, 80% of
+    the machine's memory by default, so a sync's memory grew with the table it landed,
+    blocks it never reads again: about 36 MB per million rows of a 14-column table, a
+    667 MB peak for 10M rows. Lowering the limit for a moment evicts unpinned blocks
+    (committed, so already in the file: nothing is lost, and a later reader loads them
+    again); RESET gives the default back exactly (the setting reads back rounded, so it
+    cannot be set back to itself). A limit someone set is left alone: it bounds the cache
+    already. Outside any transaction: when more than the lower limit is pinned (a query
+    under way), DuckDB evicts what it can and refuses the setting, which would abort a
+    transaction it ran in. PostgreSQL: nothing to do."""
+    if not workspace.is_duckdb:
+        return
+    import duckdb
+
+    with workspace.read() as conn:
+        raw = conn.connection.driver_connection  # autocommit: no SQLAlchemy transaction begun
+        cached = raw.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                             "WHERE tag = 'BASE_TABLE'").fetchone()[0]
+        if cached <= _EVICT_TO_MB * 2**20:  # (a small sync never pays for _default_memory_limit)
+            return
+        if raw.execute("SELECT current_setting('memory_limit')").fetchone()[0] != _default_memory_limit():
+            return
+        try:
+            raw.execute(f"SET memory_limit = '{_EVICT_TO_MB}MiB'")
+        except duckdb.OutOfMemoryException:  # more than that is pinned: what could go went
+            pass
+        finally:
+            raw.execute("RESET memory_limit")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_memory_limit() -> str:
+    """DuckDB's own memory_limit on this machine, as current_setting() spells it."""
+    import duckdb
+
+    with duckdb.connect(":memory:") as con:
+        return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
 def _copy_into(workspace: Workspace, conn: sa.Connection, table: str, batch: "pa.Table",
                lineage: tuple[int, int] | None) -> int:
     """COPY an Arrow table into PostgreSQL as CSV (NULL is an unquoted empty field)."""

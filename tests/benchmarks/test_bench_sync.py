@@ -31,6 +31,17 @@ The source tables are built once and reused while they hold the right rows
 ESG_BENCH_SYNC_ARGS adds arguments to the measured full syncs; ESG_BENCH_COMPARE_ARGS adds
 a second full sync to every round with other arguments, to compare a setting with the
 default in the same rounds: ESG_BENCH_COMPARE_ARGS="--chunk-size 50000" scripts/bench.sh -k bench_sync
+
+ESG_BENCH_BASELINE=/path/to/another/checkout measures that version's code too, in the same
+rounds, right after this one's (full sync, no-op delta and 1% delta, each a whole process
+with PYTHONPATH at that checkout; its delta connector has a workspace of its own), for
+before/after figures taken under the same load: ESG_BENCH_BASELINE=../main scripts/bench.sh -k bench_sync
+
+ESG_BENCH_10M=1 adds test_ten_million_rows: a full sync of a 10,000,000-row meter_readings
+(the table `meter_readings_10m`, built once like the others, about 2.5 GB in PostgreSQL)
+into a fresh workspace, as a whole process (time, ratio to the COPY floor, CPU, peak RSS,
+chunks), then of the baseline's code when ESG_BENCH_BASELINE is set; ESG_BENCH_10M_ROUNDS
+rounds (default 1).
 """
 
 from __future__ import annotations
@@ -63,6 +74,9 @@ SYNC_ARGS = tuple(os.environ.get("ESG_BENCH_SYNC_ARGS", "").split())
 # a second full sync in every round with these arguments, side by side with the default
 COMPARE_ARGS = tuple(os.environ.get("ESG_BENCH_COMPARE_ARGS", "").split())
 ROWS = 1_000_000
+BASELINE = os.environ.get("ESG_BENCH_BASELINE")  # another checkout, measured in the same rounds
+BIG_ROWS = 10_000_000  # ESG_BENCH_10M=1
+BIG_TABLE = "meter_readings_10m"
 
 DELTA_ROWS = ROWS // 100  # the 1% delta
 
@@ -74,7 +88,7 @@ TARGET_NOOP_DELTA_S = 0.6
 # Bump when the definition below changes: a populated table of another version is rebuilt.
 METER_VERSION = "esg-bench meter_readings v2"
 METER_DDL = """
-CREATE TABLE meter_readings (
+CREATE TABLE {table} (
     reading_id     bigint PRIMARY KEY,
     meter_id       integer NOT NULL,
     site_code      text NOT NULL,
@@ -93,8 +107,8 @@ CREATE TABLE meter_readings (
 """
 # Deterministic, generated in SQL. updated_at spans about two years (about 42,000 rows a
 # month) with ties: rows 2k and 2k+1 share one updated_at.
-METER_FILL = f"""
-INSERT INTO meter_readings
+METER_FILL = """
+INSERT INTO {table}
 SELECT i,
        1 + i % 5000,
        'SITE-' || lpad((i % 250)::text, 4, '0'),
@@ -112,11 +126,11 @@ SELECT i,
        timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds' - interval '1 hour',
        timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds',
        timestamptz '2023-01-01 00:00:00+00' + (i / 2) * interval '126 seconds'
-FROM generate_series(1, {ROWS}) AS i
+FROM generate_series(1, {rows}) AS i
 """
 # An ERP table synced by delta has its change timestamp indexed (with the key, the order
 # delta pages in); without it every delta plans with full scans of the table.
-METER_INDEX = "CREATE INDEX meter_readings_updated_at ON meter_readings (updated_at, reading_id)"
+METER_INDEX = "CREATE INDEX {table}_updated_at ON {table} (updated_at, reading_id)"
 
 
 @dataclass
@@ -207,17 +221,20 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "esg_workbench"]
 
 
-def cli(workspace: Path, *args: str) -> Run:
-    run = run_measured([*_cli(), "--workspace", str(workspace), *args])
+def cli(workspace: Path, *args: str, tree: str | None = None) -> Run:
+    """`esg-workbench --workspace W ARGS` as a whole process, of this checkout's code or of
+    the checkout `tree` (the baseline)."""
+    run = run_measured([*_cli(), "--workspace", str(workspace), *args],
+                       env=child_env(PYTHONPATH=tree) if tree else None)
     if run.returncode != 0:
         pytest.fail(f"esg-workbench {' '.join(args)} exited {run.returncode}:\n{run.stdout}\n{run.stderr}")
     return run
 
 
-def add_connector(workspace: Path, *options: str) -> None:
+def add_connector(workspace: Path, *options: str, tree: str | None = None) -> None:
     base = [f"host={PG_HOST}", f"port={PG_PORT}", f"database={BENCH_DB}", f"username={PG_USER}", "schema=public"]
     cli(workspace, "connector", "add", "src", "--type", "postgres",
-        *[a for o in (*base, *options) for a in ("--option", o)])
+        *[a for o in (*base, *options) for a in ("--option", o)], tree=tree)
 
 
 def best(runs: list[Run]) -> Run:
@@ -238,11 +255,11 @@ def raw_copy_seconds(table: str) -> float:
     return time.perf_counter() - started
 
 
-def landed_rows(workspace: Path, table: str) -> tuple[int, int]:
+def landed_rows(workspace: Path, table: str, key: str | None = None) -> tuple[int, int]:
     """(rows, distinct keys) of the raw table of `table` in a workspace."""
     import duckdb
 
-    key = next(t.key for t in TABLES if t.name == table)
+    key = key or next(t.key for t in TABLES if t.name == table)
     con = duckdb.connect(str(workspace), read_only=True)
     try:
         names = [r[0] for r in con.execute(
@@ -254,9 +271,9 @@ def landed_rows(workspace: Path, table: str) -> tuple[int, int]:
         con.close()
 
 
-def sync(workspace: Path, table: str, *extra: str) -> tuple[Run, dict]:
+def sync(workspace: Path, table: str, *extra: str, tree: str | None = None) -> tuple[Run, dict]:
     """`esg-workbench sync` as a whole process; its run and its --json result."""
-    run = cli(workspace, "sync", "src", "--table", table, "--json", *extra)
+    run = cli(workspace, "sync", "src", "--table", table, "--json", *extra, tree=tree)
     result = json.loads(run.stdout)
     assert result["status"] == "success", result
     return run, result
@@ -315,18 +332,24 @@ def source():
             subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER,
                             BENCH_DB], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print(f"[bench] built in {time.perf_counter() - started:.1f} s", flush=True)
-        version = conn.execute("SELECT obj_description(to_regclass('public.meter_readings'), 'pg_class')").fetchone()[0]
-        if rebuild or version != METER_VERSION or _count(conn, "meter_readings") != ROWS:
-            print(f"\n[bench] building meter_readings ({ROWS:,} rows, generate_series) in {BENCH_DB} ...", flush=True)
-            started = time.perf_counter()
-            conn.execute("DROP TABLE IF EXISTS meter_readings")
-            conn.execute(METER_DDL)
-            conn.execute(METER_FILL)
-            conn.execute(METER_INDEX)
-            conn.execute(f"COMMENT ON TABLE meter_readings IS '{METER_VERSION}'")
-            conn.execute("VACUUM ANALYZE meter_readings")
-            print(f"[bench] built in {time.perf_counter() - started:.1f} s", flush=True)
+        build_meter_readings(conn, "meter_readings", ROWS, rebuild)
     return BENCH_DB
+
+
+def build_meter_readings(conn, table: str, rows: int, rebuild: bool) -> None:
+    """The wide ERP table `table` with `rows` rows, unless it holds them already."""
+    version = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (f"public.{table}",)).fetchone()[0]
+    if not rebuild and version == METER_VERSION and _count(conn, table) == rows:
+        return
+    print(f"\n[bench] building {table} ({rows:,} rows, generate_series) in {BENCH_DB} ...", flush=True)
+    started = time.perf_counter()
+    conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    conn.execute(METER_DDL.format(table=table))
+    conn.execute(METER_FILL.format(table=table, rows=rows))
+    conn.execute(METER_INDEX.format(table=table))
+    conn.execute(f"COMMENT ON TABLE \"{table}\" IS '{METER_VERSION}'")
+    conn.execute(f'VACUUM ANALYZE "{table}"')
+    print(f"[bench] built in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -335,11 +358,12 @@ def warm(source, tmp_path_factory):
     its bytecode cached (the app's own and its libraries')."""
     import esg_workbench
 
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(esg_workbench.__file__).parent)],
-                   env=child_env(), check=True)
-    ws = tmp_path_factory.mktemp("warm") / "warm.duckdb"
-    add_connector(ws)
-    cli(ws, "sync", "src", "--table", "pgbench_branches")
+    for tree in (Path(esg_workbench.__file__).parent, *([Path(BASELINE) / "esg_workbench"] if BASELINE else [])):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], env=child_env(), check=True)
+    for tree in (None, BASELINE) if BASELINE else (None,):
+        ws = tmp_path_factory.mktemp("warm") / "warm.duckdb"
+        add_connector(ws, tree=tree)
+        cli(ws, "sync", "src", "--table", "pgbench_branches", tree=tree)
     return source
 
 
@@ -365,6 +389,7 @@ def summary(tables: list[Table], startup: dict, load_before, load_after) -> str:
               + ("  (BUSY MACHINE: figures are inflated)"
                  if max(load_before[0], load_after[0]) > (os.cpu_count() or 1) / 2 else "")),
              *([f"full syncs with: {' '.join(SYNC_ARGS)}"] if SYNC_ARGS else []),
+             *([f"baseline: {BASELINE}, measured right after this checkout in every round"] if BASELINE else []),
              "=" * width]
     head = (f"{'table':<17} {'COPY s':>6} {'sync s':>7} {'ratio':>6} {'rows/s':>9} {'CPU s':>6} "
             f"{'peak RSS MB':>11} {'chunks':>6} {'engine s':>8} {'no-op delta s':>13} {'its RSS':>7} "
@@ -385,6 +410,18 @@ def summary(tables: list[Table], startup: dict, load_before, load_after) -> str:
                      f"{rounds[0]['chunks']:>6} {col('engine_s'):>8.2f} {col('noop_s'):>13.2f} "
                      f"{max(r.get('noop_rss_mb', 0) for r in rounds):>7.0f} {col('delta_s'):>10.2f} "
                      f"{min(loads):>4.1f}-{max(loads):<4.1f}")
+        if "base" in rounds[0]:
+            def bcol(name: str, rounds=rounds) -> float:
+                return median([r["base"][name] for r in rounds if name in r["base"]])
+
+            lines.append(f"{'  baseline':<17} {'':>6} {bcol('sync_s'):>7.2f} {bcol('ratio'):>5.2f}x "
+                         f"{ROWS / bcol('sync_s'):>9,.0f} {bcol('cpu_s'):>6.2f} "
+                         f"{max(r['base']['rss_mb'] for r in rounds):>11.0f} {rounds[0]['base']['chunks']:>6} "
+                         f"{bcol('engine_s'):>8.2f} {bcol('noop_s'):>13.2f} "
+                         f"{max(r['base'].get('noop_rss_mb', 0) for r in rounds):>7.0f} {bcol('delta_s'):>10.2f}")
+            lines.append(f"{'':<17} CPU s of the no-op delta {col('noop_cpu_s'):.2f} (baseline "
+                         f"{bcol('noop_cpu_s'):.2f}), of the 1% delta {col('delta_cpu_s'):.2f} (baseline "
+                         f"{bcol('delta_cpu_s'):.2f})")
         if "cmp_s" in rounds[0]:
             lines.append(f"{'':<17} full sync with {' '.join(COMPARE_ARGS)}: {col('cmp_s'):.2f} s = "
                          f"{col('cmp_ratio'):.2f}x, CPU {col('cmp_cpu_s'):.2f} s, peak RSS "
@@ -438,12 +475,16 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
     figures.append(table)
     rounds: list[dict] = table.figures.setdefault("rounds", [])
 
-    # the delta connector's first sync lands every row and leaves a checkpoint
-    delta_ws = tmp_path / "delta.duckdb"
-    add_connector(delta_ws, "load_type=delta", f"cursor_field={table.cursor_field}", *table.delta_options)
-    first, result = sync(delta_ws, table.name)
-    print(f"\n[bench] {table.name}: first delta {first.seconds:.2f} s, CPU {first.cpu_seconds:.2f} s, "
-          f"peak RSS {first.peak_rss_mb:.0f} MB, {result['streams'][0]['chunks_planned']} chunks", flush=True)
+    # the delta connector's first sync lands every row and leaves a checkpoint (the
+    # baseline's delta connector has a workspace of its own)
+    trees = {None: tmp_path / "delta.duckdb", **({BASELINE: tmp_path / "delta-baseline.duckdb"} if BASELINE else {})}
+    for tree, delta_ws in trees.items():
+        add_connector(delta_ws, "load_type=delta", f"cursor_field={table.cursor_field}", *table.delta_options,
+                      tree=tree)
+        first, result = sync(delta_ws, table.name, tree=tree)
+        print(f"\n[bench] {table.name}{' (baseline)' if tree else ''}: first delta {first.seconds:.2f} s, "
+              f"CPU {first.cpu_seconds:.2f} s, peak RSS {first.peak_rss_mb:.0f} MB, "
+              f"{result['streams'][0]['chunks_planned']} chunks", flush=True)
     landed = ROWS
     try:
         for i in range(ROUNDS):
@@ -451,13 +492,18 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
             rounds.append(r)
             r["copy_s"] = raw_copy_seconds(table.name)
 
-            ws = tmp_path / f"full{i}.duckdb"  # a full load into a fresh workspace, as a user runs it
-            add_connector(ws)
-            run, result = sync(ws, table.name, *SYNC_ARGS)
-            assert landed_rows(ws, table.name) == (ROWS, ROWS)
-            ws.unlink()
-            r.update(sync_s=run.seconds, ratio=run.seconds / r["copy_s"], cpu_s=run.cpu_seconds,
-                     rss_mb=run.peak_rss_mb, chunks=result["streams"][0]["chunks_planned"], engine_s=result["seconds"])
+            # this checkout and the baseline take turns at going first
+            order = list(trees) if i % 2 == 0 else list(trees)[::-1]
+            for tree in order:  # a full load into a fresh workspace, as a user runs it
+                fig = r if tree is None else r.setdefault("base", {})
+                ws = tmp_path / f"full{i}.duckdb"
+                add_connector(ws, tree=tree)
+                run, result = sync(ws, table.name, *SYNC_ARGS, tree=tree)
+                assert landed_rows(ws, table.name) == (ROWS, ROWS)
+                ws.unlink()
+                fig.update(sync_s=run.seconds, ratio=run.seconds / r["copy_s"], cpu_s=run.cpu_seconds,
+                           rss_mb=run.peak_rss_mb, chunks=result["streams"][0]["chunks_planned"],
+                           engine_s=result["seconds"])
 
             if COMPARE_ARGS:
                 ws = tmp_path / f"compare{i}.duckdb"
@@ -471,27 +517,67 @@ def test_sync_benchmark(warm, report, table: Table, tmp_path):
                       f"{run.seconds:.2f} s = {r['cmp_ratio']:.2f}x (CPU {run.cpu_seconds:.2f} s, "
                       f"peak RSS {run.peak_rss_mb:.0f} MB, {r['cmp_chunks']} chunks)", flush=True)
 
-            noop, result = sync(delta_ws, table.name)
-            # nothing is new at the source: at most the tie group at the checkpoint is re-read
-            # (and upserted by key, so it adds no duplicate)
-            assert result["rows_written"] <= 2, result
-            r.update(noop_s=noop.seconds, noop_rss_mb=noop.peak_rss_mb)
+            for tree in order:
+                delta_ws = trees[tree]
+                noop, result = sync(delta_ws, table.name, tree=tree)
+                # nothing is new at the source: at most the tie group at the checkpoint is re-read
+                # (and upserted by key, so it adds no duplicate)
+                assert result["rows_written"] <= 2, result
+                (r if tree is None else r["base"]).update(noop_s=noop.seconds, noop_rss_mb=noop.peak_rss_mb,
+                                                          noop_cpu_s=noop.cpu_seconds)
 
             append_delta_rows(table, i)
             landed += DELTA_ROWS
-            delta, result = sync(delta_ws, table.name)
-            assert DELTA_ROWS <= result["rows_written"] <= DELTA_ROWS + 2, result
-            assert landed_rows(delta_ws, table.name) == (landed, landed)
-            r.update(delta_s=delta.seconds, delta_rss_mb=delta.peak_rss_mb)
+            for tree in order:
+                delta_ws = trees[tree]
+                delta, result = sync(delta_ws, table.name, tree=tree)
+                assert DELTA_ROWS <= result["rows_written"] <= DELTA_ROWS + 2, result
+                assert landed_rows(delta_ws, table.name) == (landed, landed)
+                (r if tree is None else r["base"]).update(delta_s=delta.seconds, delta_rss_mb=delta.peak_rss_mb,
+                                                          delta_cpu_s=delta.cpu_seconds)
             with _connect(BENCH_DB) as conn:  # the source is back to ROWS rows for the next full sync
                 remove_appended_rows(conn)
             print(f"[bench] {table.name} round {i + 1}/{ROUNDS} (load {r['load']:.1f}): COPY {r['copy_s']:.2f} s, "
                   f"full sync {r['sync_s']:.2f} s = {r['ratio']:.2f}x (engine {r['engine_s']:.2f} s, "
                   f"CPU {r['cpu_s']:.2f} s, peak RSS {r['rss_mb']:.0f} MB, {r['chunks']} chunks), "
                   f"no-op delta {r['noop_s']:.2f} s, 1% delta {r['delta_s']:.2f} s", flush=True)
+            if BASELINE:
+                b = r["base"]
+                print(f"[bench] {table.name} round {i + 1}/{ROUNDS} baseline: full sync {b['sync_s']:.2f} s = "
+                      f"{b['ratio']:.2f}x (engine {b['engine_s']:.2f} s, CPU {b['cpu_s']:.2f} s, peak RSS "
+                      f"{b['rss_mb']:.0f} MB, {b['chunks']} chunks), no-op delta {b['noop_s']:.2f} s, "
+                      f"1% delta {b['delta_s']:.2f} s", flush=True)
     finally:
         with _connect(BENCH_DB) as conn:
             remove_appended_rows(conn)
+
+
+@pytest.mark.skipif(os.environ.get("ESG_BENCH_10M") != "1", reason="ESG_BENCH_10M=1 runs the 10M-row sync")
+def test_ten_million_rows(warm, tmp_path):
+    """A full sync of 10,000,000 rows of the wide table into a fresh workspace, whole process:
+    the memory bound at scale (peak RSS must not grow with the table) and the time."""
+    with _connect(BENCH_DB) as conn:
+        build_meter_readings(conn, BIG_TABLE, BIG_ROWS, os.environ.get("ESG_BENCH_REBUILD") == "1")
+    trees = [None, BASELINE] if BASELINE else [None]
+    lines = []
+    for i in range(max(1, int(os.environ.get("ESG_BENCH_10M_ROUNDS", "1")))):
+        copy_s = raw_copy_seconds(BIG_TABLE)
+        for tree in trees if i % 2 == 0 else trees[::-1]:
+            ws = tmp_path / "big.duckdb"
+            add_connector(ws, tree=tree)
+            load = os.getloadavg()[0]
+            run, result = sync(ws, BIG_TABLE, tree=tree)
+            assert landed_rows(ws, BIG_TABLE, "reading_id") == (BIG_ROWS, BIG_ROWS)
+            size_mb = ws.stat().st_size / 2**20
+            ws.unlink()
+            lines.append(f"  {'baseline' if tree else 'this':<8} round {i + 1}: COPY {copy_s:.2f} s, full sync "
+                         f"{run.seconds:.1f} s = {run.seconds / copy_s:.2f}x ({BIG_ROWS / run.seconds:,.0f} rows/s; "
+                         f"engine {result['seconds']:.1f} s), CPU {run.cpu_seconds:.1f} s, peak RSS "
+                         f"{run.peak_rss_mb:.0f} MB, {result['streams'][0]['chunks_planned']} chunks, workspace "
+                         f"{size_mb:,.0f} MB; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+            print("[bench]" + lines[-1], flush=True)
+    print(f"\n[bench] {BIG_TABLE}: {BIG_ROWS:,} rows, full sync into a fresh DuckDB workspace "
+          f"(whole process; target peak RSS <= {TARGET_RSS_MB} MB)\n" + "\n".join(lines), flush=True)
 
 
 # what a sync imports before it touches a database
