@@ -4,6 +4,9 @@
   staging rows their selection picks (entity, field, category, subcategory, scope,
   method), converted to the KPI's unit. A `stock` (headcount) takes the rows of the
   latest date within the month: the value at the period's end, never a sum of months.
+  That one pass per KPI also gives the rows' content digest, whether a value's rows come
+  from one source table and one factor (then gaps.py and gases.py need no pass of their
+  own), and the units of all KPIs are found by one statement.
 * The staging rows behind each month-and-site value are those its KPI's selection picks
   for its site and month (derived by drill_down, not stored link by link; `kpi_lineage`
   holds only the contractual instruments allocated to a value); every other value
