@@ -204,7 +204,8 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
              f"{text} AS rt, s.source_table AS st, s.connector_id AS ci, s.factor_set AS fs, s.factor_id AS fi "
              f"FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, nv, quality, rt, st, ci, fs, fi FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt, st, ci, fs, fi FROM "
+                f"(SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
@@ -244,7 +245,8 @@ def _unit_factors(conn, d: Dialect, workspace: Workspace, kpis: list[KpiDef]) ->
             if column in kpi.select:
                 where.append(_in(d, column, kpi.select[column]))
         where += _attribute_conditions(d, kpi)
-        branches.append(f"SELECT DISTINCT {k} AS k, s.normalized_unit AS u FROM staging_rows s WHERE {' AND '.join(where)}")
+        branches.append(f"SELECT DISTINCT {k} AS k, s.normalized_unit AS u FROM staging_rows s "
+                        f"WHERE {' AND '.join(where)}")
     out: dict[str, dict[str, float]] = {}
     for k, unit in conn.exec_driver_sql(" UNION ALL ".join(branches)).all():
         kpi = kpis[k]
@@ -271,7 +273,8 @@ class KpiInputs:
 
     def sql(self, columns: str, only: Callable[[KpiDef], bool] = lambda kpi: True) -> str | None:
         """`columns` of the input rows (names of _inputs_sql) with `k`, of the KPIs `only` takes."""
-        branches = [f"SELECT {k} AS k, {columns} FROM ({_inputs_sql(self.d, self.workspace, kpi, self.factors[kpi.id])}) i"
+        branches = [f"SELECT {k} AS k, {columns} FROM "
+                    f"({_inputs_sql(self.d, self.workspace, kpi, self.factors[kpi.id])}) i"
                     for k, kpi in enumerate(self.kpis) if only(kpi)]
         return " UNION ALL ".join(branches) if branches else None
 

@@ -71,7 +71,8 @@ def _value_and_hash(value: dict, kpi, catalog_version: str, rows: list[dict]) ->
     terms, n, h1, h2 = [], 0, 0, 0
     for r in rows:
         text = "|".join([r["source_table"], r["source_key"], r["field"], source_text(r["value"]), r["unit"] or "",
-                         r["factor_set"] or "", r["factor_id"] or "", number_text(r["normalized_value"]), r["quality"] or ""])
+                         r["factor_set"] or "", r["factor_id"] or "", number_text(r["normalized_value"]),
+                         r["quality"] or ""])
         digest = hashlib.md5(text.encode()).hexdigest()
         n, h1, h2 = n + 1, h1 + int(digest[0:15], 16), h2 + int(digest[15:30], 16)
         if r["normalized_value"] is not None and r["normalized_unit"] is not None:
