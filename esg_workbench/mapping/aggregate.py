@@ -228,8 +228,9 @@ def _with_digest(d: Dialect, rows_sql: str) -> str:
     # high half of byte 7 in reading order, h2 the low half of byte 7 and bytes 8-14
     h1 = " | ".join([f"({byte('lo', i)} << {52 - 8 * i})" for i in range(7)] + ["(lo >> 60)"])
     h2 = " | ".join(["(((lo >> 56) & 15) << 56)"] + [f"({byte('hi', i)} << {48 - 8 * i})" for i in range(7)])
+    low64 = 18446744073709551615  # masks both halves: an older DuckDB's md5_number is a signed HUGEINT
     return (f"SELECT x.*, CAST({h1} AS BIGINT) AS h1, CAST({h2} AS BIGINT) AS h2 FROM "
-            f"(SELECT y.*, CAST(y.h & 18446744073709551615 AS UBIGINT) AS lo, CAST(y.h >> 64 AS UBIGINT) AS hi "
+            f"(SELECT y.*, CAST(y.h & {low64} AS UBIGINT) AS lo, CAST((y.h >> 64) & {low64} AS UBIGINT) AS hi "
             f"FROM (SELECT r.*, md5_number(r.rt) AS h FROM ({rows_sql}) r) y) x")
 
 
