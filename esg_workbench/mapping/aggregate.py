@@ -4,6 +4,9 @@
   staging rows their selection picks (entity, field, category, subcategory, scope,
   method), converted to the KPI's unit. A `stock` (headcount) takes the rows of the
   latest date within the month: the value at the period's end, never a sum of months.
+  That one pass per KPI also gives the rows' content digest, whether a value's rows come
+  from one source table and one factor (then gaps.py and gases.py need no pass of their
+  own), and the units of all KPIs are found by one statement.
 * The staging rows behind each month-and-site value are those its KPI's selection picks
   for its site and month (derived by drill_down, not stored link by link; `kpi_lineage`
   holds only the contractual instruments allocated to a value); every other value
@@ -198,38 +201,158 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
             f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
             f"{_fast_number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
     inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
-             f"{text} AS rt, s.source_table AS st, s.connector_id AS ci FROM staging_rows s WHERE {' AND '.join(where)}")
+             f"{text} AS rt, s.source_table AS st, s.connector_id AS ci, s.factor_set AS fs, s.factor_id AS fi "
+             f"FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
-        return (f"SELECT id, site, period, v, nv, quality, rt, st, ci FROM (SELECT x.*, max(x.activity_date) OVER "
+        return (f"SELECT id, site, period, v, nv, quality, rt, st, ci, fs, fi FROM "
+                f"(SELECT x.*, max(x.activity_date) OVER "
                 f"(PARTITION BY x.site, x.period) AS last_date FROM ({inner}) x) y "
                 f"WHERE y.activity_date IS NOT DISTINCT FROM y.last_date")
     return inner
 
 
-def _hex60(d: Dialect, column: str, start: int) -> str:
-    """15 hex digits of an md5 text from `start` (1-based) as a BIGINT, alike on both backends."""
-    if d.is_duckdb:
-        return f"CAST('0x' || substr({column}, {start}, 15) AS BIGINT)"
-    return f"CAST(CAST('x' || substr({column}, {start}, 15) AS BIT(60)) AS BIGINT)"
+def _with_digest(d: Dialect, rows_sql: str) -> str:
+    """`rows_sql` (with each row's content text `rt`) and two 60-bit slices of the text's
+    md5 as BIGINTs, `h1` (hex digits 1-15) and `h2` (16-30), alike on both backends. DuckDB
+    reads them from md5_number (the digest's bytes as one little-endian 128-bit number):
+    a third cheaper than printing 32 hex digits and parsing two slices of them back."""
+    if not d.is_duckdb:
+        sliced = ", ".join(f"CAST(CAST('x' || substr(x.h, {start}, 15) AS BIT(60)) AS BIGINT) AS {name}"
+                           for name, start in (("h1", 1), ("h2", 16)))
+        return f"SELECT x.*, {sliced} FROM (SELECT r.*, md5(r.rt) AS h FROM ({rows_sql}) r) x"
+
+    def byte(half: str, i: int) -> str:  # byte i of a 64-bit half (0: its lowest)
+        return f"(({half} >> {8 * i}) & 255)"
+
+    # the digest's bytes 0-7 are `lo` (byte 0 lowest), 8-15 `hi`; h1 is bytes 0-6 and the
+    # high half of byte 7 in reading order, h2 the low half of byte 7 and bytes 8-14
+    h1 = " | ".join([f"({byte('lo', i)} << {52 - 8 * i})" for i in range(7)] + ["(lo >> 60)"])
+    h2 = " | ".join(["(((lo >> 56) & 15) << 56)"] + [f"({byte('hi', i)} << {48 - 8 * i})" for i in range(7)])
+    low64 = 18446744073709551615  # masks both halves: an older DuckDB's md5_number is a signed HUGEINT
+    return (f"SELECT x.*, CAST({h1} AS BIGINT) AS h1, CAST({h2} AS BIGINT) AS h2 FROM "
+            f"(SELECT y.*, CAST(y.h & {low64} AS UBIGINT) AS lo, CAST((y.h >> 64) & {low64} AS UBIGINT) AS hi "
+            f"FROM (SELECT r.*, md5_number(r.rt) AS h FROM ({rows_sql}) r) y) x")
 
 
-def _unit_factors(conn, d: Dialect, workspace: Workspace, kpi: KpiDef) -> dict[str, float]:
-    where = [f"s.organization_id = {d.literal(workspace.organization_id)}"]
-    for column in _SELECT_COLUMNS:
-        if column in kpi.select:
-            where.append(_in(d, column, kpi.select[column]))
-    where += _attribute_conditions(d, kpi)
-    found = [r[0] for r in conn.exec_driver_sql(
-        f"SELECT DISTINCT s.normalized_unit FROM staging_rows s WHERE {' AND '.join(where)}").all()]
-    out = {}
-    for unit in found:
+def _unit_factors(conn, d: Dialect, workspace: Workspace, kpis: list[KpiDef]) -> dict[str, dict[str, float]]:
+    """For each base KPI that has staging rows: the factor from each normalized unit of its
+    rows to the KPI's unit (one statement for all KPIs)."""
+    if not kpis:
+        return {}
+    branches = []
+    for k, kpi in enumerate(kpis):
+        where = [f"s.organization_id = {d.literal(workspace.organization_id)}"]
+        for column in _SELECT_COLUMNS:
+            if column in kpi.select:
+                where.append(_in(d, column, kpi.select[column]))
+        where += _attribute_conditions(d, kpi)
+        branches.append(f"SELECT DISTINCT {k} AS k, s.normalized_unit AS u FROM staging_rows s "
+                        f"WHERE {' AND '.join(where)}")
+    out: dict[str, dict[str, float]] = {}
+    for k, unit in conn.exec_driver_sql(" UNION ALL ".join(branches)).all():
+        kpi = kpis[k]
+        found = out.setdefault(kpi.id, {})
         if unit is None:
             continue
         try:
-            out[unit] = units.factor(unit, kpi.unit)
+            found[unit] = units.factor(unit, kpi.unit)
         except (UnknownUnit, Exception):
             continue  # unusable rows: counted as unit_mismatch
-    return out
+    # in the order of the KPIs (the CASE over units is then the same text every time)
+    return {kpi.id: dict(sorted(out[kpi.id].items())) for kpi in kpis if kpi.id in out}
+
+
+class KpiInputs:
+    """The staging rows of the base KPIs (`base`): for each KPI that has rows, its
+    _inputs_sql, tagged with the KPI's number `k` in `kpis`, so that one statement can read
+    those of several KPIs (a row that two KPIs select is in both)."""
+
+    def __init__(self, d: Dialect, workspace: Workspace, kpis: list[KpiDef], factors: dict[str, dict[str, float]]):
+        self.d, self.workspace, self.factors = d, workspace, factors
+        self.base = kpis
+        self.kpis = [kpi for kpi in kpis if kpi.id in factors]  # those with rows, numbered by `k`
+
+    def sql(self, columns: str, only: Callable[[KpiDef], bool] = lambda kpi: True) -> str | None:
+        """`columns` of the input rows (names of _inputs_sql) with `k`, of the KPIs `only` takes."""
+        branches = [f"SELECT {k} AS k, {columns} FROM "
+                    f"({_inputs_sql(self.d, self.workspace, kpi, self.factors[kpi.id])}) i"
+                    for k, kpi in enumerate(self.kpis) if only(kpi)]
+        return " UNION ALL ".join(branches) if branches else None
+
+    def kpi(self, k: int) -> KpiDef:
+        return self.kpis[k]
+
+
+@dataclass
+class BaseScan:
+    """What the pass over the base KPIs' rows found besides their site-month sums."""
+    #: per KPI: (site, source table, period, sum) of its rows (gaps.py: which inputs are monthly)
+    by_source: dict[str, list[tuple]] = field(default_factory=dict)
+    #: per site-month value: the (factor set, factor id) pairs of its rows (gases.py)
+    factors: dict[tuple, list[tuple]] = field(default_factory=dict)
+
+
+def _scan_kpi(conn, d: Dialect, inputs: KpiInputs, k: int, cells: dict[tuple, Cell], scan: BaseScan) -> None:
+    """One statement over a KPI's rows: its site-month cells, and what gaps.py and gases.py
+    need to know about the rows behind them (a further statement only where a value mixes
+    source tables or factors)."""
+    kpi = inputs.kpi(k)
+    rows_sql = inputs.sql("site, period, v, nv, quality, rt, st, fs, fi", only=lambda x: x is kpi)
+    # sum(v ORDER BY v) and ORDER BY site, period: floating-point addition depends on
+    # the order of the terms, and rows come in their physical order, which an
+    # incremental apply or a concurrent writer changes. In a fixed order the same
+    # staging rows always give the same value to the last bit, hence the same hash.
+    # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
+    # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
+    # The rows' content digest is a multiset hash (the count and the sums of two 60-bit
+    # slices of each row's md5): no sort of the rows' texts and no long string per
+    # group, and the same on DuckDB and PostgreSQL. Building each row's text and its md5
+    # are most of the aggregation's time. min = max of the source table (or factor) says
+    # that a value's rows come from one table (one factor): then the per-table sum is the
+    # value and its factor is known without another pass over the rows.
+    with_factor = "FILTER (WHERE fi IS NOT NULL)"
+    rows = conn.exec_driver_sql(
+        f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
+        f"count(*) FILTER (WHERE v < 0), sum(h1), sum(h2), string_agg(DISTINCT quality, ',' ORDER BY quality), "
+        f"min(st), max(st), count(fi), min(fi), max(fi), count(fs) {with_factor}, min(fs) {with_factor}, "
+        f"max(fs) {with_factor} FROM ({_with_digest(d, rows_sql)}) i GROUP BY site, period ORDER BY site, period").all()
+    one_table, one_factor = True, True
+    by_source = scan.by_source.setdefault(kpi.id, [])
+    for (site, period, total, n, unusable, negatives, h1, h2, row_flags, first_table, last_table,
+         factored, first_id, last_id, with_set, first_set, last_set) in rows:
+        if first_table == last_table:
+            by_source.append((site, first_table, period, total))
+        else:
+            one_table = False
+        if factored and first_id == last_id and (with_set == 0 or (with_set == factored and first_set == last_set)):
+            scan.factors[(kpi.id, site, period)] = [(first_set, first_id)]
+        elif factored:
+            one_factor = False
+        if not periods.is_month(period):
+            continue
+        digest = hashlib.sha256(f"{n}:{int(h1)}:{int(h2)}".encode()).hexdigest()
+        cell = Cell(kpi.id, site, period, "month", total, kpi.unit, kpi.rule, n, digest)
+        if unusable:
+            cell.flag("unit_mismatch")
+        if negatives:
+            cell.flag("negative")
+        for flag in sorted(set((row_flags or "").split(","))):
+            if flag in ROW_FLAGS:
+                cell.flag(ROW_FLAGS[flag])
+        if site == UNKNOWN_SITE:
+            cell.flag("unknown_site")
+        cells[cell.key] = cell
+    if not one_table:
+        scan.by_source[kpi.id] = conn.exec_driver_sql(
+            f"SELECT site, st, period, sum(v ORDER BY v) FROM ({rows_sql}) i GROUP BY site, st, period "
+            f"ORDER BY site, st, period").all()
+    if not one_factor and gases.states_gwp(kpi):
+        for key in [key for key in scan.factors if key[0] == kpi.id]:
+            del scan.factors[key]
+        for site, period, set_label, factor_id in conn.exec_driver_sql(
+                f"SELECT site, period, fs, fi FROM ({rows_sql}) i WHERE fi IS NOT NULL GROUP BY site, period, fs, fi "
+                f"ORDER BY site, period, fs, fi").all():
+            scan.factors.setdefault((kpi.id, site, period), []).append((set_label, factor_id))
 
 
 def aggregate(workspace: Workspace, *, catalog: Catalog | None = None, fiscal_start: int = 1,
@@ -254,7 +377,6 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
     run_id = uuid.uuid4().hex[:16]
     org = workspace.organization_id
     cells: dict[tuple, Cell] = {}
-    base_inputs: dict[str, str] = {}
     with workspace.transaction() as conn, watching(conn, cancel, say, "Recomputing the KPIs"):
         from esg_workbench.mapping.apply import drop_legacy_duckdb_indexes
 
@@ -265,43 +387,12 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         drop_legacy_duckdb_indexes(workspace, conn)
         conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
         conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))
-        # --- base cells: one GROUP BY per KPI ----------------------------------------------------
-        for kpi in catalog.kpis_in_order():
-            if not kpi.is_base:
-                continue
-            factors = _unit_factors(conn, d, workspace, kpi)
-            inputs = _inputs_sql(d, workspace, kpi, factors)
-            base_inputs[kpi.id] = inputs
-            # sum(v ORDER BY v) and ORDER BY site, period: floating-point addition depends on
-            # the order of the terms, and rows come in their physical order, which an
-            # incremental apply or a concurrent writer changes. In a fixed order the same
-            # staging rows always give the same value to the last bit, hence the same hash.
-            # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
-            # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
-            # The rows' content digest is a multiset hash (the count and the sums of two 60-bit
-            # slices of each row's md5): no sort of the rows' texts and no long string per
-            # group, and the same on DuckDB and PostgreSQL. Building each row's text is
-            # still the larger part of the aggregation's time.
-            rows = conn.exec_driver_sql(
-                f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
-                f"count(*) FILTER (WHERE v < 0), sum({_hex60(d, 'h', 1)}), sum({_hex60(d, 'h', 16)}), "
-                f"string_agg(DISTINCT quality, ',' ORDER BY quality) FROM (SELECT i.*, md5(i.rt) AS h FROM ({inputs}) i) i "
-                f"GROUP BY site, period ORDER BY site, period").all()
-            for site, period, total, n, unusable, negatives, h1, h2, row_flags in rows:
-                if not periods.is_month(period):
-                    continue
-                digest = hashlib.sha256(f"{n}:{int(h1)}:{int(h2)}".encode()).hexdigest()
-                cell = Cell(kpi.id, site, period, "month", total, kpi.unit, kpi.rule, n, digest)
-                if unusable:
-                    cell.flag("unit_mismatch")
-                if negatives:
-                    cell.flag("negative")
-                for flag in sorted(set((row_flags or "").split(","))):
-                    if flag in ROW_FLAGS:
-                        cell.flag(ROW_FLAGS[flag])
-                if site == UNKNOWN_SITE:
-                    cell.flag("unknown_site")
-                cells[cell.key] = cell
+        # --- base cells: one statement per KPI --------------------------------------------------------
+        base = [k for k in catalog.kpis_in_order() if k.is_base]
+        staged = KpiInputs(d, workspace, base, _unit_factors(conn, d, workspace, base))
+        scan = BaseScan()
+        for k in range(len(staged.kpis)):
+            _scan_kpi(conn, d, staged, k, cells, scan)
         from esg_workbench.mapping import scope2
 
         extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
@@ -309,22 +400,25 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
         sites = sorted({c.site for c in cells.values() if c.site is not None})
         say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
-        base = [k for k in catalog.kpis_in_order() if k.is_base]
         gap_count = 0
         method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
         for kpi in base:
             _fill_missing(cells, kpi, months)
-            gap_count += gaps.flag_input_gaps(conn, base_inputs[kpi.id], cells, kpi, estimate=method)
+            gap_count += gaps.flag_input_gaps(scan.by_source.get(kpi.id, []), cells, kpi, estimate=method)
         estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
         if method:
             say(f"{estimated} missing site-month values estimated ({method})")
         # before totals and roll-ups, so that they carry it too
-        incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, base_inputs, cells)
-        gases.tag_gwp_sets(conn, workspace, base_inputs, cells, catalog)  # gwp:<set> on emission values
+        incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, staged, cells)
+        gases.tag_gwp_sets(workspace, base, scan.factors, cells)  # gwp:<set> on emission values
+        by_kpi: dict[str, list[Cell]] = {}  # the site-month values of each KPI (one pass, not one per KPI)
+        for c in cells.values():
+            by_kpi.setdefault(c.kpi, []).append(c)
         for kpi in base:
-            kpi_months = sorted({c.period for c in cells.values() if c.kpi == kpi.id})
-            _flag_outliers(cells, kpi)
-            _site_totals(cells, kpi, kpi_months)
+            mine = by_kpi.get(kpi.id, [])
+            kpi_months = sorted({c.period for c in mine})
+            _flag_outliers(mine)
+            _site_totals(cells, mine, kpi, kpi_months)
             _rollups(cells, kpi, kpi_months, sites, fiscal_start)
         for kpi in catalog.kpis_in_order():
             if not kpi.is_base:
@@ -356,8 +450,9 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         # written: at a million readings those links were a third of the aggregation's time
         # and most of its memory. Only the contractual instruments scope2.py allocates are
         # linked in kpi_lineage.
+        base_ids = {kpi.id for kpi in base}
         lineage = sum(c.input_rows for c in ordered if c.period_type == "month" and c.site is not None
-                      and not c.parts and c.kpi in base_inputs) - len(extra_lineage or [])
+                      and not c.parts and c.kpi in base_ids) - len(extra_lineage or [])
         if extra_lineage:  # the contractual instruments behind market-based and renewable values
             value_ids = {c.key: c.id for c in ordered}
             conn.execute(sa.insert(kpi_lineage), [
@@ -447,10 +542,11 @@ def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> N
                 cells[cell.key] = cell
 
 
-def _flag_outliers(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
+def _flag_outliers(mine: list[Cell]) -> None:
+    """`mine`: a KPI's site-month values."""
     by_site: dict[str, list[Cell]] = {}
-    for c in cells.values():
-        if c.kpi == kpi.id and c.site is not None and c.period_type == "month" and c.value is not None:
+    for c in mine:
+        if c.site is not None and c.period_type == "month" and c.value is not None:
             by_site.setdefault(c.site, []).append(c)
     for series in by_site.values():
         if len(series) < OUTLIER_MIN_MONTHS:
@@ -465,11 +561,12 @@ def _flag_outliers(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
                 c.flag("outlier")
 
 
-def _site_totals(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> None:
-    """Organization total per month: the sum over sites (stocks too: each site's stock)."""
+def _site_totals(cells: dict[tuple, Cell], mine: list[Cell], kpi: KpiDef, months: list[str]) -> None:
+    """Organization total per month: the sum over sites (stocks too: each site's stock).
+    `mine`: the KPI's site-month values."""
     by_month: dict[str, list[Cell]] = {}
-    for c in cells.values():
-        if c.kpi == kpi.id and c.site is not None and c.period_type == "month":
+    for c in mine:
+        if c.site is not None and c.period_type == "month":
             by_month.setdefault(c.period, []).append(c)
     for month in months:
         parts = by_month.get(month)
@@ -523,7 +620,8 @@ def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: li
 
 
 def _derive(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
-    keys = {(c.site, c.period, c.period_type) for c in cells.values() if c.kpi in kpi.parts}
+    of = set(kpi.parts)  # (a property that builds a list)
+    keys = {(c.site, c.period, c.period_type) for c in cells.values() if c.kpi in of}
     for site, period, kind in keys:
         parts = {p: cells.get((p, site, period)) for p in kpi.parts}
         present = [c for c in parts.values() if c is not None]

@@ -64,16 +64,15 @@ def estimate_method(workspace, conn=None) -> str | None:
         return c.execute(query).scalar()
 
 
-def flag_input_gaps(conn, inputs_sql: str, cells: dict, kpi, estimate: str | None = None) -> int:
+def flag_input_gaps(sums: list[tuple], cells: dict, kpi, estimate: str | None = None) -> int:
     """Flag `gap` on the site-month values of `kpi` where a monthly input of the site has no
-    rows. With `estimate` (a method of METHODS), a value that other inputs of the month
-    make (gas read, electricity missing) gets the missing input estimated from that
-    input's own months and added, flagged `estimated` and `estimate:<method>`.
-    Returns the number of (site, month, input) gaps."""
+    rows. `sums`: (site, source table, month, sum of the rows in the KPI's unit) of the
+    KPI's input rows (aggregate._scan_kpi). With `estimate` (a method of METHODS), a
+    value that other inputs of the month make (gas read, electricity missing) gets the
+    missing input estimated from that input's own months and added, flagged `estimated`
+    and `estimate:<method>`. Returns the number of (site, month, input) gaps."""
     found: dict[tuple[str, str], dict[str, float | None]] = {}
-    for site, table, period, total in conn.exec_driver_sql(
-            f"SELECT site, st, period, sum(v ORDER BY v) FROM ({inputs_sql}) i GROUP BY site, st, period "
-            f"ORDER BY site, st, period").all():
+    for site, table, period, total in sums:
         if periods.is_month(period):
             found.setdefault((site, table), {})[period] = total
     gaps = 0

@@ -43,7 +43,8 @@ def sets_of(quality: list[str]) -> list[str]:
     return sorted(f[len(TAG):] for f in quality if f.startswith(TAG))
 
 
-def _is_emission(kpi) -> bool:
+def states_gwp(kpi) -> bool:
+    """Whether the values of `kpi` state their GWP sets: base KPIs of emissions."""
     fields = kpi.select.get("field")
     fields = fields if isinstance(fields, (list, tuple)) else [fields]
     return kpi.is_base and any(f in _GHG_FIELDS for f in fields)
@@ -73,33 +74,28 @@ class _GwpOf:
         return (found.gwp or NOT_STATED) if found else NOT_STATED
 
 
-def tag_gwp_sets(conn, workspace, base_inputs: dict[str, str], cells: dict, catalog) -> int:
-    """Tag every site-month value of an emission KPI with the GWP sets of the factors of
-    the staging rows behind it (before totals and roll-ups, which carry the tags up).
-    `base_inputs`: the KPI's input rows (aggregate._inputs_sql; id, site, period).
-    Returns how many values were tagged."""
+def tag_gwp_sets(workspace, kpis, factors: dict[tuple, list[tuple]], cells: dict) -> int:
+    """Tag every site-month value of an emission KPI of `kpis` with the GWP sets of the
+    factors of the staging rows behind it (before totals and roll-ups, which carry the tags
+    up). `factors`: per value's key, the (factor set, factor id) pairs of its rows, in
+    order (aggregate._scan_kpi). Returns how many values were tagged."""
     gwp_of = _GwpOf(workspace)
     tagged = 0
-    for kpi_id, inputs in base_inputs.items():
-        kpi = catalog.kpi(kpi_id)
-        if kpi is None or not _is_emission(kpi):
-            continue
-        rows = conn.exec_driver_sql(
-            f"SELECT i.site, i.period, s.factor_set, s.factor_id FROM ({inputs}) i JOIN staging_rows s ON s.id = i.id "
-            f"WHERE s.factor_id IS NOT NULL GROUP BY i.site, i.period, s.factor_set, s.factor_id "
-            f"ORDER BY i.site, i.period, s.factor_set, s.factor_id").all()
-        for site, period, set_label, factor_id in rows:
-            cell = cells.get((kpi_id, site, period))
-            if cell is not None:
-                before = len(cell.quality)
-                cell.flag(tag(gwp_of(set_label, factor_id)))
-                tagged += len(cell.quality) > before
+    emission = [kpi for kpi in kpis if states_gwp(kpi)]
+    ids = {kpi.id for kpi in emission}
+    for key, pairs in factors.items():
+        cell = cells.get(key) if key[0] in ids else None
+        for set_label, factor_id in pairs if cell is not None else []:
+            before = len(cell.quality)
+            cell.flag(tag(gwp_of(set_label, factor_id)))
+            tagged += len(cell.quality) > before
+    for kpi in emission:
         # an estimated month (gaps.py) has no rows: it is stated in the sets of the values
         # it was estimated from
-        for cell in [c for c in cells.values() if c.kpi == kpi_id and c.parts and "estimated" in c.quality]:
+        for cell in [c for c in cells.values() if c.kpi == kpi.id and c.parts and "estimated" in c.quality]:
             for key in cell.parts:
                 part = cells.get(key)
-                for f in (part.quality if part is not None and part.kpi == kpi_id else []):
+                for f in (part.quality if part is not None and part.kpi == kpi.id else []):
                     if f.startswith(TAG) and f not in cell.quality:
                         cell.flag(f)
                         tagged += 1

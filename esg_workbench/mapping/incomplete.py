@@ -69,12 +69,11 @@ def _months(w: Window | None) -> list[str]:
     return months if len(months) <= MAX_FILLED_MONTHS else []
 
 
-def flag_incomplete_sources(workspace: Workspace, conn, d: Dialect, base_inputs: dict[str, str],
-                            cells: dict) -> int:
+def flag_incomplete_sources(workspace: Workspace, conn, d: Dialect, inputs, cells: dict) -> int:
     """Flag the site-month values of base KPIs that rows of an incomplete (connector,
     source table) feed, in the months its ranges cover; returns how many were flagged.
-    `base_inputs`: each base KPI's staging-row query (aggregate._inputs_sql, with the
-    connector as `ci` and the source table as `st`)."""
+    `inputs`: the base KPIs' staging rows (aggregate.KpiInputs, with the connector as
+    `ci` and the source table as `st`)."""
     from esg_workbench.mapping.aggregate import Cell  # aggregate imports this module
 
     windows: dict[tuple[str, str], list[Window | None]] = {}
@@ -88,23 +87,25 @@ def flag_incomplete_sources(workspace: Workspace, conn, d: Dialect, base_inputs:
         if cell.site is not None and cell.period_type == "month":
             by_kpi_site.setdefault((cell.kpi, cell.site), []).append(cell)
     flagged = 0
-    for kpi_id, inputs in base_inputs.items():
-        for site, ci, st in conn.exec_driver_sql(
-                f"SELECT DISTINCT i.site, i.ci, i.st FROM ({inputs}) i WHERE {fed_by}").all():
-            mine = by_kpi_site.setdefault((kpi_id, site), [])
-            template = mine[0] if mine else None
-            have = {c.period for c in mine}
-            for month in sorted({m for w in windows[(ci, st)] for m in _months(w)} - have):
-                if template is None:
-                    break
-                # the range's rows never landed: an empty value says so (else the month
-                # would not exist and its quarter and year would look complete)
-                cell = Cell(kpi_id, site, month, "month", None, template.unit, template.rule)
-                cell.flag("missing")
-                cells[cell.key] = cell
-                mine.append(cell)
-            for cell in mine:
-                if FLAG not in cell.quality and any(covers(w, cell.period) for w in windows[(ci, st)]):
-                    cell.flag(FLAG)
-                    flagged += 1
+    rows_sql = inputs.sql("site, ci, st")
+    fed = conn.exec_driver_sql(f"SELECT DISTINCT i.k, i.site, i.ci, i.st FROM ({rows_sql}) i WHERE {fed_by} "
+                               f"ORDER BY i.k, i.site, i.ci, i.st").all() if rows_sql else []
+    for k, site, ci, st in fed:
+        kpi_id = inputs.kpi(k).id
+        mine = by_kpi_site.setdefault((kpi_id, site), [])
+        template = mine[0] if mine else None
+        have = {c.period for c in mine}
+        for month in sorted({m for w in windows[(ci, st)] for m in _months(w)} - have):
+            if template is None:
+                break
+            # the range's rows never landed: an empty value says so (else the month
+            # would not exist and its quarter and year would look complete)
+            cell = Cell(kpi_id, site, month, "month", None, template.unit, template.rule)
+            cell.flag("missing")
+            cells[cell.key] = cell
+            mine.append(cell)
+        for cell in mine:
+            if FLAG not in cell.quality and any(covers(w, cell.period) for w in windows[(ci, st)]):
+                cell.flag(FLAG)
+                flagged += 1
     return flagged
