@@ -327,25 +327,30 @@ def release_written_blocks(workspace: Workspace) -> None:
     cannot be set back to itself). A limit someone set is left alone: it bounds the cache
     already. Outside any transaction: when more than the lower limit is pinned (a query
     under way), DuckDB evicts what it can and refuses the setting, which would abort a
-    transaction it ran in. PostgreSQL: nothing to do."""
+    transaction it ran in. Never raises. PostgreSQL: nothing to do."""
     if not workspace.is_duckdb:
         return
     import duckdb
 
-    with workspace.read() as conn:
-        raw = conn.connection.driver_connection  # autocommit: no SQLAlchemy transaction begun
-        cached = raw.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
-                             "WHERE tag = 'BASE_TABLE'").fetchone()[0]
-        if cached <= _EVICT_TO_MB * 2**20:  # (a small sync never pays for _default_memory_limit)
-            return
-        if raw.execute("SELECT current_setting('memory_limit')").fetchone()[0] != _default_memory_limit():
-            return
-        try:
-            raw.execute(f"SET memory_limit = '{_EVICT_TO_MB}MiB'")
-        except duckdb.OutOfMemoryException:  # more than that is pinned: what could go went
-            pass
-        finally:
-            raw.execute("RESET memory_limit")
+    try:
+        with workspace.read() as conn:
+            raw = conn.connection.driver_connection  # autocommit: no SQLAlchemy transaction begun
+            cached = raw.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                                 "WHERE tag = 'BASE_TABLE'").fetchone()[0]
+            if cached <= _EVICT_TO_MB * 2**20:  # (a small sync never pays for _default_memory_limit)
+                return
+            if raw.execute("SELECT current_setting('memory_limit')").fetchone()[0] != _default_memory_limit():
+                return
+            try:
+                raw.execute(f"SET memory_limit = '{_EVICT_TO_MB}MiB'")
+            except duckdb.OutOfMemoryException:  # more than that is pinned: what could go went
+                pass
+            finally:
+                raw.execute("RESET memory_limit")
+    except (duckdb.Error, sa.exc.SQLAlchemyError):
+        # a cache left full costs memory, not data: the caller's rows are committed, and a
+        # chunk that landed must not be reported failed (its retry would land it twice)
+        return
 
 
 @functools.lru_cache(maxsize=1)
