@@ -1,4 +1,4 @@
-"""Applying a mapping: set-based SQL over the landed raw tables into staging_rows.
+"""Applying a mapping: set-based SQL over the landed raw tables into the staging rows.
 
 For each table mapping, one SELECT over the raw table (with LEFT JOINs for lookups)
 computes every field of the entity into a temporary table; then a few INSERT ... SELECT
@@ -6,6 +6,12 @@ statements write the staging rows: one per mapped measure (normalized to the fie
 unit), energy derived from fuel quantities, and emissions per gas joined with the factors
 the factor set gives for the categories and units found. Nothing is done per row in
 Python, so a million landed rows map in seconds, in DuckDB and PostgreSQL alike.
+
+The staging rows are written narrow (workspace/schema.py: the staging_rows view joins
+three tables): per landed row and measure one staging record (lineage, period, site,
+category, the source value); per distinct field, unit and factor found one staging kind,
+made here in Python with the factor choice; and per staging row one staging value: its
+record, its kind, the normalized value and the flags.
 
 Every staging row carries its lineage: connector, source table, source key, the sync run
 that landed the raw row, the mapping name and version, the source value in its source
