@@ -84,10 +84,13 @@ def tag_gwp_sets(conn, workspace, base_inputs: dict[str, str], cells: dict, cata
         kpi = catalog.kpi(kpi_id)
         if kpi is None or not _is_emission(kpi):
             continue
+        # a staging row's factor is its kind's (workspace/schema.py): read from the value and
+        # its kind, not the staging_rows view, which would join every value to its record too
         rows = conn.exec_driver_sql(
-            f"SELECT i.site, i.period, s.factor_set, s.factor_id FROM ({inputs}) i JOIN staging_rows s ON s.id = i.id "
-            f"WHERE s.factor_id IS NOT NULL GROUP BY i.site, i.period, s.factor_set, s.factor_id "
-            f"ORDER BY i.site, i.period, s.factor_set, s.factor_id").all()
+            f"SELECT i.site, i.period, k.factor_set, k.factor_id FROM ({inputs}) i "
+            f"JOIN staging_values v ON v.id = i.id JOIN staging_kinds k ON k.id = v.kind_id "
+            f"WHERE k.factor_id IS NOT NULL GROUP BY i.site, i.period, k.factor_set, k.factor_id "
+            f"ORDER BY i.site, i.period, k.factor_set, k.factor_id").all()
         for site, period, set_label, factor_id in rows:
             cell = cells.get((kpi_id, site, period))
             if cell is not None:
