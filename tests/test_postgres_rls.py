@@ -26,8 +26,9 @@ from esg_workbench.workspace.postgres_security import OrganizationChoiceNeeded
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.pg_shared import shared_database
 
+STAGING_TABLES = ("staging_records", "staging_kinds", "staging_values")  # (staging_rows: their view)
 ORG_TABLES = ("connectors", "source_schema_cache", "connector_sync_state", "connector_sync_logs",
-              "connector_sync_chunks", "mappings", "staging_rows", "kpi_values", "kpi_lineage",
+              "connector_sync_chunks", "mappings", *STAGING_TABLES, "kpi_values", "kpi_lineage",
               "esg_ingestion_audit")
 INSUFFICIENT_PRIVILEGE = "42501"  # also what a row-level security WITH CHECK violation raises
 
@@ -175,8 +176,12 @@ def test_plain_sql_on_org_a_connection_is_refused_for_org_b(two_orgs):
                          "now(), now())") == INSUFFICIENT_PRIVILEGE
     assert refused(ws_a, "INSERT INTO kpi_values (organization_id, period, period_type, kpi, value, computed_at) "
                          "VALUES ('org-b', '2024-01', 'month', 'energy_total', 1, now())") == INSUFFICIENT_PRIVILEGE
-    assert refused(ws_a, "INSERT INTO staging_rows (organization_id, connector_id, source_table, source_key, field, "
-                         "arrived_at) VALUES ('org-b', 'x', 't', '1', 'f', now())") == INSUFFICIENT_PRIVILEGE
+    assert refused(ws_a, "INSERT INTO staging_records (organization_id, connector_id, source_table, source_key, "
+                         "arrived_at) VALUES ('org-b', 'x', 't', '1', now())") == INSUFFICIENT_PRIVILEGE
+    assert refused(ws_a, "INSERT INTO staging_kinds (organization_id, field) VALUES ('org-b', 'f')") == \
+        INSUFFICIENT_PRIVILEGE
+    assert refused(ws_a, "INSERT INTO staging_values (organization_id, record_id, kind_id) VALUES ('org-b', 1, 1)") \
+        == INSUFFICIENT_PRIVILEGE
     # the audit chain is append-only for analysts, whoever's it is
     assert refused(ws_a, "UPDATE esg_ingestion_audit SET action = 'x'") == INSUFFICIENT_PRIVILEGE
     assert refused(ws_a, "DELETE FROM esg_ingestion_audit") == INSUFFICIENT_PRIVILEGE
@@ -218,6 +223,36 @@ def test_plain_sql_on_org_a_connection_is_refused_for_org_b(two_orgs):
     assert counts_by_org(shared) == before  # nothing of anyone's changed
     with ws_a.read() as conn:  # and A's own session is still A's
         assert conn.execute(sa.text("SELECT esg_session_org()")).scalar() == "org-a"
+
+
+def test_staging_rows_view_shows_each_analyst_their_own_rows_only(two_orgs):
+    """staging_rows is a view of three tables (workspace/schema.py) that reads them as the
+    caller: A sees A's staging rows through it, none of B's, even by joining A's own rows to
+    B's records and kinds by id; it cannot be written; it is not A's to change."""
+    shared, ws_a, ws_b, raw = two_orgs
+    with shared.admin() as conn:  # (the administrator bypasses the policies)
+        truth = dict(conn.execute("SELECT organization_id, count(*) FROM staging_rows GROUP BY 1").fetchall())
+        b_record, b_kind = conn.execute("SELECT record_id, kind_id FROM staging_values "
+                                        "WHERE organization_id = 'org-b' LIMIT 1").fetchone()
+    assert truth["org-a"] and truth["org-b"]
+    for ws, org in ((ws_a, "org-a"), (ws_b, "org-b")):
+        with ws.read() as conn:
+            assert conn.execute(sa.text("SELECT organization_id, count(*) FROM staging_rows GROUP BY 1")).all() == [
+                (org, truth[org])]
+    with ws_a.transaction() as conn:  # a value of A's pointing at B's record and kind shows nothing of B's
+        conn.execute(sa.text("INSERT INTO staging_values (organization_id, record_id, kind_id, normalized_value) "
+                             "VALUES ('org-a', :r, :k, 1)"), {"r": b_record, "k": b_kind})
+        assert conn.execute(sa.text("SELECT count(*) FROM staging_rows")).scalar() == truth["org-a"]
+        assert conn.execute(sa.text("SELECT count(*) FROM staging_records WHERE id = :r"), {"r": b_record}).scalar() == 0
+        conn.execute(sa.text("DELETE FROM staging_values WHERE record_id = :r"), {"r": b_record})
+    for sql in ("INSERT INTO staging_rows (organization_id, connector_id, source_table, source_key, field, arrived_at) "
+                "VALUES ('org-b', 'x', 't', '1', 'f', now())",
+                "UPDATE staging_rows SET quality = 'x'", "DELETE FROM staging_rows",
+                "CREATE OR REPLACE VIEW staging_rows AS SELECT 1 AS id", "DROP VIEW staging_rows",
+                "ALTER VIEW staging_rows SET (security_invoker = false)"):
+        assert refused(ws_a, sql) is not None, sql
+    with shared.admin() as conn:
+        assert dict(conn.execute("SELECT organization_id, count(*) FROM staging_rows GROUP BY 1").fetchall()) == truth
 
 
 def test_policies_compare_with_one_value_per_statement(two_orgs):

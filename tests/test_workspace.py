@@ -14,7 +14,9 @@ from esg_workbench.workspace import database, open_workspace, schema
 EXPECTED_TABLES = {
     "connectors", "source_schema_cache", "connector_sync_state", "connector_sync_logs", "connector_sync_chunks",
     "staging_rows", "mappings", "kpi_values", "scheduled_jobs", "esg_ingestion_audit", "workspace_meta",
+    "staging_records", "staging_kinds", "staging_values",
 }
+STAGING_TABLES = ("staging_records", "staging_kinds", "staging_values")
 
 
 def table_names(ws) -> set[str]:
@@ -33,6 +35,11 @@ def test_new_duckdb_workspace_has_every_table_and_index(tmp_path):
     assert "ix_source_schema_cache_connector_table" in indexes
     for table in schema.metadata.sorted_tables:
         assert "organization_id" in table.c or table.name == "workspace_meta"
+    with ws.read() as conn:  # staging_rows: a view of the three staging tables, with the table's old columns
+        assert list(conn.exec_driver_sql("SELECT * FROM staging_rows LIMIT 0").keys()) == [
+            c.name for c in schema.staging_rows.columns]
+        assert conn.exec_driver_sql("SELECT table_type FROM information_schema.tables "
+                                    "WHERE table_name = 'staging_rows'").scalar() == "VIEW"
 
 
 def test_postgres_workspace(pg_database):
@@ -186,12 +193,18 @@ def test_version_1_workspace_upgrades_to_the_current_tables(kind, tmp_path, requ
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
-def test_version_3_duckdb_workspace_loses_the_staging_primary_key(kind, tmp_path, request):
-    """DuckDB's staging_rows has no primary key (an ART index every apply maintained row by
-    row): a version-3 workspace's table is rebuilt without it, rows kept. PostgreSQL keeps it."""
-    from esg_workbench.workspace.migrations import STEPS_3_TO_4, drop_duckdb_staging_primary_key
+def test_version_3_staging_rows_table_becomes_records_kinds_and_values(kind, tmp_path, request):
+    """Until version 5 staging_rows was a table, and DuckDB's had a primary key until version
+    4 (an ART index every apply maintained row by row). A version-3 workspace's rows move
+    into staging_records, staging_kinds and staging_values, keeping their ids, and read back
+    unchanged through the staging_rows view; the specification's indexes are on
+    staging_records (PostgreSQL), and no primary key is left in DuckDB."""
+    import datetime as dt
 
-    assert drop_duckdb_staging_primary_key in STEPS_3_TO_4
+    from esg_workbench.workspace.migrations import (STEPS_3_TO_4, STEPS_4_TO_5, drop_duckdb_staging_primary_key,
+                                                    split_staging_rows)
+
+    assert drop_duckdb_staging_primary_key in STEPS_3_TO_4 and split_staging_rows in STEPS_4_TO_5
     if kind == "duckdb":
         url = str(tmp_path / "v3.duckdb")
     else:
@@ -199,37 +212,61 @@ def test_version_3_duckdb_workspace_loses_the_staging_primary_key(kind, tmp_path
 
         url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}"
     ws = open_workspace(url)
-    fresh = _columns(ws, "staging_rows")
-    row = ("'default', 'c1', 'readings', 'k1', 'energy', TIMESTAMP '2026-01-01 00:00:00'")
-    names = "organization_id, connector_id, source_table, source_key, field, arrived_at"
+    fresh = {name: _columns(ws, name) for name in ("staging_rows", *STAGING_TABLES)}
+    record = dict(organization_id="default", connector_id="c1", source_table="readings", sync_id=3, mapping_id=1,
+                  mapping_name="m", mapping_version=2, entity="electricity", period="2026-01",
+                  activity_date=dt.date(2026, 1, 5), site="S1", category="grid", subcategory=None, attributes=None,
+                  value="1000", unit="kWh", arrived_at=dt.datetime(2026, 2, 1, 12, 0))
+    nothing = dict(scope=None, method=None, factor_set=None, factor_id=None, factor_value=None, factor_unit=None)
+    energy = dict(nothing, field="energy", normalized_unit="MWh")
+    rows = [  # two source rows: one with its energy and CO2e rows, one without a value
+        dict(record, **energy, id=7, source_key="k1", normalized_value=1.0, quality=None),
+        dict(record, id=8, source_key="k1", field="ghg_co2e", scope="scope2", method="location",
+             normalized_value=0.2, normalized_unit="tCO2e", factor_set="desnz@2024", factor_id="F1", factor_value=0.2,
+             factor_unit="kg CO2e per kWh", quality="factor_vintage"),
+        dict(record, **energy, id=9, source_key="k2", value=None, normalized_value=None, quality="missing_value")]
+    rows = [{c.name: r[c.name] for c in schema.staging_rows.columns} for r in rows]
 
-    def keyed() -> int:
+    def keyed(table: str) -> int:
         with ws.read() as conn:
             if ws.is_duckdb:
                 return conn.exec_driver_sql("SELECT count(*) FROM duckdb_constraints() WHERE table_name = "
-                                            "'staging_rows' AND constraint_type = 'PRIMARY KEY'").scalar()
+                                            f"'{table}' AND constraint_type = 'PRIMARY KEY'").scalar()
             return conn.exec_driver_sql("SELECT count(*) FROM pg_constraint WHERE conrelid = "
-                                        "'staging_rows'::regclass AND contype = 'p'").scalar()
+                                        f"'{table}'::regclass AND contype = 'p'").scalar()
 
-    assert keyed() == (0 if kind == "duckdb" else 1)
-    with ws.transaction() as conn:  # what version 3 had: a keyed table, with rows
+    assert [keyed(t) for t in ("staging_records", "staging_values")] == ([0, 0] if kind == "duckdb" else [1, 1])
+    with ws.transaction() as conn:  # what version 3 had: a table (keyed; on PostgreSQL indexed too), with rows
+        conn.exec_driver_sql("DROP VIEW staging_rows")
+        for table in STAGING_TABLES:
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        ddl = str(sa.schema.CreateTable(schema.staging_rows).compile(conn)).rstrip()
         if ws.is_duckdb:
-            ddl = str(sa.schema.CreateTable(schema.staging_rows).compile(conn)).rstrip()
             assert ddl.endswith(")") and "PRIMARY KEY" not in ddl
-            conn.exec_driver_sql("DROP TABLE staging_rows")
-            conn.exec_driver_sql(ddl[:-1].rstrip() + ", PRIMARY KEY (id))")
-        conn.exec_driver_sql(f"INSERT INTO staging_rows (id, {names}) VALUES (7, {row}), (8, {row})")
+            ddl = ddl[:-1].rstrip() + ", PRIMARY KEY (id))"
+        conn.exec_driver_sql(ddl)
+        if not ws.is_duckdb:
+            conn.exec_driver_sql("CREATE INDEX ix_staging_rows_connector_arrived ON staging_rows (connector_id, arrived_at)")
+            conn.exec_driver_sql("CREATE INDEX ix_staging_rows_period ON staging_rows (period)")
+        conn.execute(sa.insert(schema.staging_rows), rows)
         conn.execute(sa.update(schema.workspace_meta).where(schema.workspace_meta.c.key == "schema_version")
                      .values(value="3"))
-    assert keyed() == 1
+    assert keyed("staging_rows") == 1
     ws.close()
     ws = open_workspace(url)
     try:
         with ws.read() as conn:
             assert ws.schema_version(conn) == schema.SCHEMA_VERSION
-            assert conn.exec_driver_sql("SELECT id, source_key FROM staging_rows ORDER BY id").all() == [
-                (7, "k1"), (8, "k1")]
-        assert _columns(ws, "staging_rows") == fresh
-        assert keyed() == (0 if kind == "duckdb" else 1)
+            assert [dict(r._mapping) for r in conn.execute(
+                sa.select(schema.staging_rows).order_by(schema.staging_rows.c.id))] == rows
+            # rows of one source row share their record; rows of one field, unit and factor their kind
+            assert [conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in STAGING_TABLES] == [2, 2, 3]
+            assert conn.exec_driver_sql("SELECT nextval('staging_records_id_seq')").scalar() > 2
+            if not ws.is_duckdb:
+                indexed = dict(conn.exec_driver_sql("SELECT indexname, tablename FROM pg_indexes").all())
+                assert indexed["ix_staging_rows_connector_arrived"] == indexed["ix_staging_rows_period"] == \
+                    "staging_records"
+        assert {name: _columns(ws, name) for name in ("staging_rows", *STAGING_TABLES)} == fresh
+        assert [keyed(t) for t in ("staging_records", "staging_values")] == ([0, 0] if kind == "duckdb" else [1, 1])
     finally:
         ws.close()

@@ -1,4 +1,4 @@
-"""Applying a mapping: set-based SQL over the landed raw tables into staging_rows.
+"""Applying a mapping: set-based SQL over the landed raw tables into the staging rows.
 
 For each table mapping, one SELECT over the raw table (with LEFT JOINs for lookups)
 computes every field of the entity into a temporary table; then a few INSERT ... SELECT
@@ -6,6 +6,12 @@ statements write the staging rows: one per mapped measure (normalized to the fie
 unit), energy derived from fuel quantities, and emissions per gas joined with the factors
 the factor set gives for the categories and units found. Nothing is done per row in
 Python, so a million landed rows map in seconds, in DuckDB and PostgreSQL alike.
+
+The staging rows are written narrow (workspace/schema.py: the staging_rows view joins
+three tables): per landed row and measure one staging record (lineage, period, site,
+category, the source value); per distinct field, unit and factor found one staging kind,
+made here in Python with the factor choice; and per staging row one staging value: its
+record, its kind, the normalized value and the flags.
 
 Every staging row carries its lineage: connector, source table, source key, the sync run
 that landed the raw row, the mapping name and version, the source value in its source
@@ -54,14 +60,9 @@ from esg_workbench.mapping.sql import (ANY, BOOLEAN, DUCKDB, NULL, NUMBER, Diale
 from esg_workbench.mapping.transforms import Context
 from esg_workbench.workspace import concurrency, raw_tables
 from esg_workbench.workspace.database import Workspace, utcnow
+from esg_workbench.workspace.schema import staging_rows_select
 
 UNASSIGNED_SITE = "(unassigned)"
-STAGING_COLUMNS = (
-    "id", "organization_id", "connector_id", "source_table", "source_key", "sync_id", "mapping_id", "mapping_name",
-    "mapping_version", "entity", "period", "activity_date", "site", "category", "subcategory", "scope", "method",
-    "field", "value", "unit", "normalized_value", "normalized_unit", "factor_set", "factor_id", "factor_value",
-    "factor_unit", "attributes", "quality", "arrived_at",
-)
 
 
 class MappingInvalid(EsgError):
@@ -417,10 +418,6 @@ def _vocab_entry(vocab: dict[str, dict], value: str | None) -> dict | None:
 
 # --- apply ---------------------------------------------------------------------------------------
 
-def _insert(target: str, select_sql: str, columns: list[str]) -> str:
-    return f"INSERT INTO {target} ({', '.join(columns)}) {select_sql}"
-
-
 def drop_legacy_duckdb_indexes(workspace: Workspace, conn) -> None:
     """A DuckDB workspace made before the bulk tables' indexes became PostgreSQL-only
     (workspace/schema.py) still has them as ART indexes, which every bulk insert and delete
@@ -477,11 +474,11 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
         mine = f"organization_id = {d.literal(org)} AND mapping_name = {d.literal(mapping.name)}"
         if incremental:
             stale = conn.exec_driver_sql(
-                f"SELECT count(*) FROM staging_rows WHERE {mine} AND mapping_version <> {int(mapping.version)}").scalar()
+                f"SELECT count(*) FROM staging_records WHERE {mine} AND mapping_version <> {int(mapping.version)}").scalar()
             if stale:
                 incremental = False  # another version produced rows: re-map everything
         if not incremental:
-            conn.exec_driver_sql(f"DELETE FROM staging_rows WHERE {mine}")
+            _delete_scope(conn, STAGING, mine)
         # site locations first: the emissions of the other tables are chosen by them
         ordered = sorted(mapping.tables, key=lambda t: catalog.entity(t.entity).kind != "site_registry")
         for table in ordered:
@@ -509,16 +506,20 @@ def _apply_once(workspace: Workspace, mapping: Mapping, incremental: bool, catal
             if incremental and table.business_key:
                 # duplicates of a business key are found among all the table's rows, not only
                 # the new ones: re-map the whole table
-                conn.exec_driver_sql(f"DELETE FROM staging_rows WHERE {scope}")
+                _delete_scope(conn, STAGING, scope)
                 table_incremental = False
             if table_incremental:
-                last = conn.exec_driver_sql(f"SELECT max(sync_id) FROM staging_rows WHERE {scope}").scalar()
+                last = conn.exec_driver_sql(f"SELECT max(sync_id) FROM staging_records WHERE {scope}").scalar()
                 if last is not None and "_esg_sync_id" in source.columns:
                     where.append(f"src.{d.quote('_esg_sync_id')} > {int(last)}")
             _run_table(conn, d, workspace, compiler, mapping, connector_id, where, result, table_incremental, scope)
             results.append(result)
+        if incremental:  # kinds whose values were all replaced
+            conn.exec_driver_sql(f"DELETE FROM staging_kinds WHERE {mine} AND NOT EXISTS "
+                                 f"(SELECT 1 FROM staging_values v WHERE v.kind_id = staging_kinds.id)")
         summary = conn.exec_driver_sql(
-            f"SELECT field, count(*), sum(normalized_value) FROM staging_rows WHERE {mine} GROUP BY field ORDER BY field").all()
+            f"SELECT k.field, count(*), sum(v.normalized_value) FROM staging_values v JOIN "
+            f"(SELECT id, field FROM staging_kinds WHERE {mine}) k ON k.id = v.kind_id GROUP BY k.field ORDER BY k.field").all()
         output_hash = chain.sha256_json([[r[0], r[1], None if r[2] is None else round(r[2], 6)] for r in summary])
         chain.append(workspace, conn, "mapping.apply", actor=actor, input_hash=mapping.definition_hash(),
                      output_hash=output_hash, metadata={
@@ -539,55 +540,103 @@ def _not_landing(d: Dialect) -> str:
             f"AND l.status = {d.literal(SyncStatus.RUNNING.value)})")
 
 
+@dataclass(frozen=True)
+class StagingTables:
+    """Where an apply writes its staging rows (workspace/schema.py: the staging_rows view is
+    over these three tables): the workspace's own, or a preview's temporary copies."""
+    records: str = "staging_records"
+    kinds: str = "staging_kinds"
+    values: str = "staging_values"
+
+    def names(self) -> tuple[str, str, str]:
+        return self.records, self.kinds, self.values
+
+
+STAGING = StagingTables()
+PREVIEW = StagingTables("_esg_preview_records", "_esg_preview_kinds", "_esg_preview_values")
+RECORD_COLUMNS = ("id", "organization_id", "connector_id", "source_table", "source_key", "sync_id", "mapping_id",
+                  "mapping_name", "mapping_version", "entity", "period", "activity_date", "site", "category",
+                  "subcategory", "attributes", "value", "unit", "arrived_at")
+KIND_COLUMNS = ("organization_id", "mapping_name", "source_table", "entity", "field", "scope", "method",
+                "normalized_unit", "factor_set", "factor_id", "factor_value", "factor_unit")
+
+
+def _delete_scope(conn, t: StagingTables, where: str) -> None:
+    """The staging rows of a mapping, or of one of its tables: `where` is on the columns
+    that kinds and records both have (organization, mapping, source table, entity)."""
+    conn.exec_driver_sql(f"DELETE FROM {t.values} WHERE kind_id IN (SELECT id FROM {t.kinds} WHERE {where})")
+    conn.exec_driver_sql(f"DELETE FROM {t.records} WHERE {where}")
+    conn.exec_driver_sql(f"DELETE FROM {t.kinds} WHERE {where}")
+
+
+def _delete_records(conn, t: StagingTables, where: str) -> None:
+    """The staging rows of the records `where` picks (by source key: an incremental apply)."""
+    conn.exec_driver_sql(f"DELETE FROM {t.values} WHERE record_id IN (SELECT id FROM {t.records} WHERE {where})")
+    conn.exec_driver_sql(f"DELETE FROM {t.records} WHERE {where}")
+
+
+def _insert_kinds(conn, d: Dialect, t: StagingTables, kinds: list[dict[str, Any]]) -> list[int]:
+    """New staging kinds (KIND_COLUMNS; missing ones NULL); their ids, in order."""
+    if not kinds:
+        return []
+    ids = [int(i) for i in conn.exec_driver_sql(
+        f"SELECT nextval('staging_kinds_id_seq') FROM generate_series(1, {len(kinds)})").scalars()]
+    rows = ", ".join("(" + ", ".join([str(i)] + [d.literal(k.get(col)) for col in KIND_COLUMNS]) + ")"
+                     for i, k in zip(ids, kinds))
+    conn.exec_driver_sql(f"INSERT INTO {t.kinds} (id, {', '.join(KIND_COLUMNS)}) VALUES {rows}")
+    return ids
+
+
 def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping: Mapping, connector_id: str,
                where: list[str], result: TableResult, incremental: bool, scope: str,
-               target: str = "staging_rows") -> None:
+               t: StagingTables = STAGING) -> None:
     entity = c.entity
+    measures = [m for m in entity.measures if c.table.edges_to(m.name)]
     src = "_esg_src"
     conn.exec_driver_sql(d.drop_temp(src))
-    # each row with the region of its site (workspace site locations): factors are chosen by it
-    located = (f"SELECT x.*, sl.region AS region FROM ({c.select_sql(where)}) x LEFT JOIN site_locations sl "
+    # each row with the region of its site (workspace site locations): factors are chosen by it;
+    # on PostgreSQL also the id of its staging record per measure (DuckDB: _Ids blocks)
+    record_ids = "" if d.is_duckdb else "".join(
+        f", nextval('staging_records_id_seq') AS {d.quote('r__' + m.name)}" for m in measures)
+    located = (f"SELECT x.*, sl.region AS region{record_ids} FROM ({c.select_sql(where)}) x LEFT JOIN site_locations sl "
                f"ON sl.organization_id = {d.literal(workspace.organization_id)} AND sl.site = x.site")
     conn.exec_driver_sql(d.temp_table(src, located))
+    ordinal = None
     if d.is_duckdb:
         # a new table's rowids are a dense range (offset while the transaction is open): checked, not assumed
         n, first, last = conn.exec_driver_sql(f"SELECT count(*), min(rowid), max(rowid) FROM {src}").one()
+        ordinal = f"rowid - {int(first)}" if n else "0"
+        if n and last - first != n - 1:
+            numbered = "_esg_src_numbered"
+            conn.exec_driver_sql(d.temp_table(numbered, f"SELECT *, row_number() OVER () - 1 AS _esg_ordinal FROM {src}"))
+            conn.exec_driver_sql(d.drop_temp(src))
+            src, ordinal = numbered, "_esg_ordinal"
         result.source_rows = n
-        ids = _Ids(conn, d, n, first if n and last - first == n - 1 else None)
     else:
         result.source_rows = conn.exec_driver_sql(f"SELECT count(*) FROM {src}").scalar()
-        ids = _Ids(conn, d, result.source_rows, None)
+    ids = _Ids(conn, d, "staging_rows_id_seq", result.source_rows)
     if incremental:
-        conn.exec_driver_sql(f"DELETE FROM {target} WHERE {scope} AND source_key IN (SELECT source_key FROM {src})")
+        _delete_records(conn, t, f"{scope} AND source_key IN (SELECT source_key FROM {src})")
         # rows that left the raw table (a full reload without them) leave staging too
         # (and so do rows marked deleted in the source)
         key = c.key_sql().replace("src.", "r.")
         alive = f" WHERE r.{d.quote(raw_tables.DELETED_COLUMN)} IS NULL" \
             if raw_tables.DELETED_COLUMN in c.source.columns else ""
-        conn.exec_driver_sql(
-            f"DELETE FROM {target} WHERE {scope} AND source_key NOT IN "
-            f"(SELECT {key} FROM {d.quote(c.source.raw_table)} r{alive})")
+        _delete_records(conn, t, f"{scope} AND source_key NOT IN (SELECT {key} FROM {d.quote(c.source.raw_table)} r{alive})")
     if result.source_rows == 0:
+        conn.exec_driver_sql(d.drop_temp(src))
         return
     now = d.literal(utcnow())
     lit = d.literal
-    common = {
-        "organization_id": lit(workspace.organization_id),
-        "connector_id": lit(connector_id), "source_table": lit(c.source.stream), "source_key": "source_key",
-        "sync_id": "sync_id", "mapping_id": str(int(mapping.mapping_id)), "mapping_name": lit(mapping.name),
-        "mapping_version": str(int(mapping.version)), "entity": lit(entity.name), "period": "period",
-        "activity_date": "activity_date", "site": "site", "category": "category", "subcategory": "subcategory",
-        "scope": "NULL", "method": "NULL", "attributes": "attributes", "arrived_at": now,
-        "factor_set": "NULL", "factor_id": "NULL", "factor_value": "NULL", "factor_unit": "NULL",
-    }
+    org = lit(workspace.organization_id)
+    whose = {"organization_id": workspace.organization_id, "mapping_name": mapping.name,
+             "source_table": c.source.stream, "entity": entity.name}
     # --- normalization of each mapped measure ----------------------------------------------------
-    norm_cols, measures = [], []
-    for m in entity.measures:
-        if not c.table.edges_to(m.name):
-            continue
+    norm_cols, normalizers = [], {}
+    for m in measures:
         u = d.quote("u__" + m.name)
         found = [r[0] for r in conn.exec_driver_sql(f"SELECT DISTINCT {u} FROM {src}").all()]
-        table = _normalizer(m, found)
+        table = normalizers[m.name] = _normalizer(m, found)
         value_branches = {k: f"{d.quote('m__' + m.name)} * {d.number_literal(v[0])}" for k, v in table.items() if isinstance(v, tuple)}
         unit_branches = {k: lit(v[1]) for k, v in table.items() if isinstance(v, tuple)}
         flag_branches = {k: lit(v) for k, v in table.items() if isinstance(v, str)}
@@ -597,35 +646,55 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                       f"{_case(d, u, unit_branches, f'CAST(NULL AS {d.text})')} AS {d.quote('nu__' + m.name)}",
                       f"CASE WHEN _dup_ignored THEN 'duplicate_ignored' ELSE "
                       f"{_case(d, u, flag_branches, f'CAST(NULL AS {d.text})')} END AS {d.quote('uf__' + m.name)}"]
-        measures.append(m)
-    rn = f", rowid - {int(ids.first_rowid)} AS _esg_rn" if ids.block else ""
+    rn = f", {ordinal} AS _esg_rn" if ordinal else ""
     norm = f"(SELECT *{rn}{''.join(', ' + col for col in norm_cols)} FROM {src}) n"
-    columns = list(STAGING_COLUMNS)
 
     def quality(*flags: str) -> str:
         """The row's flags, and 'duplicate' when it shares its business key with another row."""
         return f"NULLIF(concat_ws(',', {', '.join(flags + ('n._dup_flag',))}), '')"
 
+    def kinds(*made: dict[str, Any]) -> list[int]:
+        return _insert_kinds(conn, d, t, [{**whose, **k} for k in made])
+
+    def values(record: str, kind: str, normalized: str, flags: str, source: str, factor_value: str = "NULL",
+               condition: str = "") -> int:
+        """Staging values, one per row of `source` (`record`, `kind`: SQL of their ids)."""
+        sql = (f"INSERT INTO {t.values} (id, organization_id, record_id, kind_id, normalized_value, factor_value, "
+               f"quality) SELECT {ids.take()}, {org}, {record}, {kind}, {normalized}, {factor_value}, {flags} "
+               f"FROM {source}{' WHERE ' + condition if condition else ''}")
+        return conn.exec_driver_sql(sql).rowcount or 0
+
     written = 0
+    records: dict[str, str] = {}  # measure -> SQL of its record's id
     for m in measures:
-        q = lambda p: d.quote(p + m.name)  # noqa: E731
-        # a row without a value is kept (flagged missing_value), so every KPI it feeds shows the gap
-        values = {**common, "id": ids.take(), "field": lit(m.name), "value": q("v__"), "unit": q("su__"),
-                  "normalized_value": q("n__"),
-                  "normalized_unit": q("nu__"),
-                  "quality": quality(f"CASE WHEN {q('v__')} IS NULL THEN 'missing_value' ELSE {q('uf__')} END",
-                                     f"CASE WHEN {q('v__')} IS NOT NULL AND {q('m__')} IS NULL THEN 'not_a_number' END",
-                                     f"CASE WHEN {q('n__')} < 0 THEN 'negative' END")}
-        select = f"SELECT {', '.join(values[col] for col in columns)} FROM {norm}"
-        written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+        q = lambda p: f"n.{d.quote(p + m.name)}"  # noqa: E731
+        # the record: lineage and the source value, once for every staging row of the measure
+        record = records[m.name] = _Ids(conn, d, "staging_records_id_seq", result.source_rows).take() \
+            if d.is_duckdb else q("r__")
+        conn.exec_driver_sql(
+            f"INSERT INTO {t.records} ({', '.join(RECORD_COLUMNS)}) SELECT {record}, {org}, {lit(connector_id)}, "
+            f"{lit(c.source.stream)}, n.source_key, n.sync_id, {int(mapping.mapping_id)}, {lit(mapping.name)}, "
+            f"{int(mapping.version)}, {lit(entity.name)}, n.period, n.activity_date, n.site, n.category, n.subcategory, "
+            f"n.attributes, {q('v__')}, {q('su__')}, {now} FROM {norm}")
+        # the measure in its field's unit (a kind per unit it is normalized to); a row without
+        # a value is kept (flagged missing_value), so every KPI it feeds shows the gap
+        table = normalizers[m.name]
+        targets = sorted({v[1] for v in table.values() if isinstance(v, tuple)})
+        unit_kinds = kinds(*({"field": m.name, "normalized_unit": unit} for unit in [None, *targets]))
+        kind = _case(d, q("u__"), {k: str(unit_kinds[1 + targets.index(v[1])])
+                                   for k, v in table.items() if isinstance(v, tuple)}, str(unit_kinds[0]))
+        written += values(record, kind, q("n__"), quality(
+            f"CASE WHEN {q('v__')} IS NULL THEN 'missing_value' ELSE {q('uf__')} END",
+            f"CASE WHEN {q('v__')} IS NOT NULL AND {q('m__')} IS NULL THEN 'not_a_number' END",
+            f"CASE WHEN {q('n__')} < 0 THEN 'negative' END"), norm)
     # --- derived energy (fuel quantity -> MWh by energy content) ------------------------------------
     for spec in entity.derive:
         m = entity.field(spec["from"])
         if m not in measures:
             continue
-        q = lambda p: d.quote(p + m.name)  # noqa: E731
+        q = lambda p: f"n.{d.quote(p + m.name)}"  # noqa: E731
         pairs = conn.exec_driver_sql(f"SELECT DISTINCT category, {q('nu__')} FROM {norm} WHERE {q('n__')} IS NOT NULL").all()
-        rows = []
+        rows, found_kinds = [], []
         for category, unit in pairs:
             # energy content is physical, not regional: the first set (the mapping's own, then
             # the shipped ones) that gives the fuel's per-unit and per-kWh factors
@@ -635,42 +704,39 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
             if found is not None:
                 fs, (kwh, per_unit, per_kwh) = found
                 fid = None if per_unit is None else f"{per_unit.id}/{per_kwh.id}"
-                rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"]), fid,
-                             None if per_unit is None else kwh, None if per_unit is None else f"kWh per {unit}",
-                             fs.label))
-        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "factor_id", "factor_value", "factor_unit",
-                                              "factor_set"],
-                     [d.text, d.text, d.double, d.text, d.double, d.text, d.text], rows)
-        values = {**common, "id": ids.take(), "field": lit(spec["field"]), "value": q("v__"), "unit": q("su__"),
-                  "normalized_value": f"n.{q('n__')} * f.mult", "normalized_unit": lit(spec["unit"]),
-                  "factor_set": "CASE WHEN f.factor_id IS NULL THEN NULL ELSE f.factor_set END",
-                  "factor_id": "f.factor_id", "factor_value": "f.factor_value", "factor_unit": "f.factor_unit",
-                  "quality": quality(f"CASE WHEN n.{q('n__')} IS NULL THEN COALESCE(n.{q('uf__')}, CASE WHEN "
-                                     f"n.{q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END) END",
-                                     f"CASE WHEN n.{q('n__')} IS NOT NULL AND f.mult IS NULL THEN 'no_energy_content' END",
-                                     f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
+                rows.append((category, unit, units.convert(kwh, "kWh", spec["unit"])))
+                found_kinds.append({"field": spec["field"], "normalized_unit": spec["unit"], "factor_id": fid,
+                                    "factor_set": None if fid is None else fs.label,
+                                    "factor_value": None if per_unit is None else kwh,
+                                    "factor_unit": None if per_unit is None else f"kWh per {unit}"})
+        *factor_kinds, no_content = kinds(*found_kinds, {"field": spec["field"], "normalized_unit": spec["unit"]})
+        _factor_temp(conn, d, "_esg_energy", ["category", "unit", "mult", "kind_id"],
+                     [d.text, d.text, d.double, "BIGINT"], [(*r, k) for r, k in zip(rows, factor_kinds)])
         # rows without a usable quantity too (value NULL, flagged): the energy KPI shows the doubt
-        select = (f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} LEFT JOIN _esg_energy f "
-                  f"ON f.category IS NOT DISTINCT FROM n.category AND f.unit = n.{q('nu__')}")
-        written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+        written += values(records[m.name], f"COALESCE(f.kind_id, {no_content})", f"{q('n__')} * f.mult", quality(
+            f"CASE WHEN {q('n__')} IS NULL THEN COALESCE({q('uf__')}, CASE WHEN "
+            f"{q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END) END",
+            f"CASE WHEN {q('n__')} IS NOT NULL AND f.mult IS NULL THEN 'no_energy_content' END",
+            f"CASE WHEN {q('n__')} < 0 THEN 'negative' END"),
+            f"{norm} LEFT JOIN _esg_energy f ON f.category IS NOT DISTINCT FROM n.category AND f.unit = {q('nu__')}")
     # --- emissions per gas -------------------------------------------------------------------------
     # The factor of each activity is chosen per category, unit, site region and month
     # (factors.FactorLibrary.resolve): the temp tables hold one row per such combination
-    # found, with the flags the choice raised (factor_vintage, no_factor, ...).
+    # found, with its staging kinds (field and factor) and the flags the choice raised
+    # (factor_vintage, no_factor, ...).
     for spec in entity.emissions:
         m = entity.field(spec["from"])
         if m not in measures:
             continue
-        q = lambda p: d.quote(p + m.name)  # noqa: E731
+        q = lambda p: f"n.{d.quote(p + m.name)}"  # noqa: E731
         combos = conn.exec_driver_sql(
             f"SELECT DISTINCT category, subcategory, {q('nu__')}, region, period FROM {norm} "
             f"WHERE {q('n__')} IS NOT NULL").all()
         gases = spec.get("gases", ["CO2e"])
         on = (f"f.category IS NOT DISTINCT FROM n.category AND f.subcategory IS NOT DISTINCT FROM n.subcategory "
-              f"AND f.unit = n.{q('nu__')} AND f.region IS NOT DISTINCT FROM n.region "
+              f"AND f.unit = {q('nu__')} AND f.region IS NOT DISTINCT FROM n.region "
               f"AND f.period IS NOT DISTINCT FROM n.period")
-        base = {**common, "scope": lit(spec["scope"]), "method": lit(spec.get("method")), "value": q("v__"),
-                "unit": q("su__"), "normalized_unit": lit("tCO2e")}
+        emission = {"scope": spec["scope"], "method": spec.get("method"), "normalized_unit": "tCO2e"}
         keys = ["category", "subcategory", "unit", "region", "period"]
         key_types = [d.text] * 5
         if spec.get("market"):
@@ -682,7 +748,7 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                 f"WHERE {q('n__')} IS NOT NULL").all()
             keys, key_types = keys + ["supplier_name"], key_types + [d.text]
             on += " AND f.supplier_name IS NOT DISTINCT FROM n.supplier_name"
-            rows = []
+            rows, made = [], []
             for combo in combos:
                 category, subcategory, unit, region, period, supplier_name = combo
                 entry = _vocab_flags(c.catalog, entity, category)
@@ -697,40 +763,38 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                     found = c.library.resolve([entry["residual_mix"]], unit, region, period, regional=True)
                     res = found if found.co2e is not None else None
                 lf, rf = loc.co2e, res.co2e if res else None
-                rows.append((*combo,
-                             lf.per(unit) if lf else None, lf.set_label if lf else None, lf.id if lf else None,
-                             lf.value if lf else None, ",".join(loc.flags) or None,
-                             rf.per(unit) if rf else None, rf.set_label if rf else None, rf.id if rf else None,
-                             rf.value if rf else None, ",".join(res.flags) if res and res.flags else None,
-                             f"kg CO2e per {(lf or rf).uom.strip()}" if (lf or rf) else None))
-            _factor_temp(conn, d, "_esg_mk", keys + ["loc_t", "loc_set", "loc_id", "loc_value", "loc_flags", "res_t",
-                                                     "res_set", "res_id", "res_value", "res_flags", "factor_unit"],
-                         key_types + [d.double, d.text, d.text, d.double, d.text, d.double, d.text, d.text, d.double,
-                                      d.text, d.text], rows)
+                factor_unit = f"kg CO2e per {(lf or rf).uom.strip()}" if (lf or rf) else None
+                rows.append((*combo, lf.per(unit) if lf else None, ",".join(loc.flags) or None,
+                             rf.per(unit) if rf else None, ",".join(res.flags) if res and res.flags else None))
+                made += [{**emission, "field": "ghg_co2e", "factor_set": lf.set_label if lf else None,
+                          "factor_id": lf.id if lf else None, "factor_value": lf.value if lf else None,
+                          "factor_unit": factor_unit},
+                         {**emission, "field": "ghg_co2e", "factor_set": rf.set_label if rf else None,
+                          "factor_id": rf.id if rf else None, "factor_value": rf.value if rf else None,
+                          "factor_unit": factor_unit}]
+            *factor_kinds, supplier_kind = kinds(*made, {**emission, "field": "ghg_co2e", "factor_id": "supplier_specific",
+                                                         "factor_unit": "kg CO2e per kWh"})
+            _factor_temp(conn, d, "_esg_mk", keys + ["loc_t", "loc_flags", "res_t", "res_flags", "loc_kind", "res_kind"],
+                         key_types + [d.double, d.text, d.double, d.text, "BIGINT", "BIGINT"],
+                         [(*r, factor_kinds[2 * i], factor_kinds[2 * i + 1]) for i, r in enumerate(rows)])
             # the row's rate, after the GHG Protocol's hierarchy (instruments are allocated to
             # consumption when the KPIs are computed: scope2.py): the supplier's own rate, else
             # the residual mix of the site's region, else the location factor (flagged)
             per_kwh = units.factor(m.unit, "kWh")
             supplier = "n.market_factor IS NOT NULL AND n.market_factor >= 0"
-            values = {**base, "id": ids.take(), "field": lit("ghg_co2e"),
-                      "normalized_value": f"CASE WHEN {supplier} THEN n.{q('n__')} * {d.number_literal(per_kwh)} "
-                                          f"* n.market_factor / 1000.0 WHEN f.res_t IS NOT NULL THEN n.{q('n__')} * f.res_t "
-                                          f"ELSE n.{q('n__')} * f.loc_t END",
-                      "factor_set": f"CASE WHEN {supplier} THEN NULL WHEN f.res_t IS NOT NULL THEN f.res_set ELSE f.loc_set END",
-                      "factor_id": f"CASE WHEN {supplier} THEN 'supplier_specific' WHEN f.res_t IS NOT NULL THEN f.res_id "
-                                   f"ELSE f.loc_id END",
-                      "factor_value": f"CASE WHEN {supplier} THEN n.market_factor WHEN f.res_t IS NOT NULL THEN f.res_value "
-                                      f"ELSE f.loc_value END",
-                      "factor_unit": f"CASE WHEN {supplier} THEN 'kg CO2e per kWh' ELSE f.factor_unit END",
-                      "quality": quality("CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
-                                         f"CASE WHEN NOT ({supplier}) AND f.res_t IS NULL THEN "
-                                         f"concat_ws(',', 'market_uses_location_factor', f.loc_flags) END",
-                                         f"CASE WHEN NOT ({supplier}) AND f.res_t IS NOT NULL THEN f.res_flags END",
-                                         f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
-            select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} JOIN _esg_mk f ON {on}"
-            written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+            written += values(
+                records[m.name],
+                f"CASE WHEN {supplier} THEN {supplier_kind} WHEN f.res_t IS NOT NULL THEN f.res_kind ELSE f.loc_kind END",
+                f"CASE WHEN {supplier} THEN {q('n__')} * {d.number_literal(per_kwh)} * n.market_factor / 1000.0 "
+                f"WHEN f.res_t IS NOT NULL THEN {q('n__')} * f.res_t ELSE {q('n__')} * f.loc_t END",
+                quality("CASE WHEN n.market_factor < 0 THEN 'market_factor_negative' END",
+                        f"CASE WHEN NOT ({supplier}) AND f.res_t IS NULL THEN "
+                        f"concat_ws(',', 'market_uses_location_factor', f.loc_flags) END",
+                        f"CASE WHEN NOT ({supplier}) AND f.res_t IS NOT NULL THEN f.res_flags END",
+                        f"CASE WHEN {q('n__')} < 0 THEN 'negative' END"),
+                f"{norm} JOIN _esg_mk f ON {on}", factor_value=f"CASE WHEN {supplier} THEN n.market_factor END")
         else:
-            rows = []
+            rows, made = [], []
             for combo in combos:
                 category, subcategory, unit, region, period = combo
                 entry = _vocab_flags(c.catalog, entity, category)
@@ -742,42 +806,39 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
                 flags = ",".join(found.flags) or None
                 if found.factors.get(gases[0]) is None:
                     if not spec.get("optional"):  # a CO2e row without value, flagged: not lost silently
-                        rows.append((*combo, "ghg_co2e", None, None, None, None, None, 0, flags))
+                        rows.append((*combo, None, 0, flags))
+                        made.append({**emission, "field": "ghg_co2e"})
                     continue
                 for gas_ix, g in enumerate(gases):
                     f = found.factors.get(g)
                     if f is not None:
                         gwp = f" ({f.gwp})" if f.gwp and f.gwp != "not stated" else ""
-                        rows.append((*combo, EMISSION_FIELDS[g], f.per(unit), f.set_label, f.id, f.value,
-                                     f"kg CO2e{gwp}{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}", gas_ix, flags))
-            _factor_temp(conn, d, "_esg_ef", keys + ["field", "t_per_unit", "factor_set", "factor_id", "factor_value",
-                                                     "factor_unit", "gas_ix", "flags"],
-                         key_types + [d.text, d.double, d.text, d.text, d.double, d.text, "INTEGER", d.text], rows)
-            values = {**base, "field": "f.field", "normalized_value": f"n.{q('n__')} * f.t_per_unit",
-                      "factor_set": "f.factor_set", "factor_id": "f.factor_id", "factor_value": "f.factor_value",
-                      "factor_unit": "f.factor_unit",
-                      "quality": quality("f.flags", f"CASE WHEN n.{q('n__')} < 0 THEN 'negative' END")}
+                        rows.append((*combo, f.per(unit), gas_ix, flags))
+                        made.append({**emission, "field": EMISSION_FIELDS[g], "factor_set": f.set_label,
+                                     "factor_id": f.id, "factor_value": f.value,
+                                     "factor_unit": f"kg CO2e{gwp}{'' if g == 'CO2e' else ' of ' + g} per {f.uom.strip()}"})
+            _factor_temp(conn, d, "_esg_ef", keys + ["t_per_unit", "gas_ix", "flags", "kind_id"],
+                         key_types + [d.double, "INTEGER", d.text, "BIGINT"],
+                         [(*r, k) for r, k in zip(rows, kinds(*made))])
             # DuckDB: one INSERT per gas (a row per source row each), which keeps the memory
             # of a statement to that of the source; PostgreSQL: all gases in one
-            for gas_ix in range(len(gases)) if ids.block else [None]:
-                values["id"] = ids.take()
-                select = f"SELECT {', '.join(_prefixed(values, columns))} FROM {norm} JOIN _esg_ef f ON {on}"
-                if gas_ix is not None:
-                    select += f" WHERE f.gas_ix = {gas_ix}"
-                written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+            for gas_ix in range(len(gases)) if d.is_duckdb else [None]:
+                written += values(records[m.name], "f.kind_id", f"{q('n__')} * f.t_per_unit",
+                                  quality("f.flags", f"CASE WHEN {q('n__')} < 0 THEN 'negative' END"),
+                                  f"{norm} JOIN _esg_ef f ON {on}",
+                                  condition="" if gas_ix is None else f"f.gas_ix = {gas_ix}")
         if spec.get("optional"):
             continue
         # activity that could not be used (no value, an unknown or ambiguous unit): a CO2e row
         # without value carrying the measure's flag, so the emission KPI shows the doubt too
-        unusable = {**base, "id": ids.take(), "field": lit("ghg_co2e"), "normalized_value": "NULL",
-                    "factor_set": "NULL", "factor_id": "NULL", "factor_value": "NULL", "factor_unit": "NULL",
-                    "quality": quality(f"COALESCE(n.{q('uf__')}, CASE WHEN n.{q('v__')} IS NULL THEN 'missing_value' "
-                                       f"ELSE 'not_a_number' END)")}
-        select = f"SELECT {', '.join(_prefixed(unusable, columns))} FROM {norm} WHERE n.{q('n__')} IS NULL"
-        written += conn.exec_driver_sql(_insert(target, select, columns)).rowcount or 0
+        unusable, = kinds({**emission, "field": "ghg_co2e"})
+        written += values(records[m.name], str(unusable), "NULL", quality(
+            f"COALESCE({q('uf__')}, CASE WHEN {q('v__')} IS NULL THEN 'missing_value' ELSE 'not_a_number' END)"),
+            norm, condition=f"{q('n__')} IS NULL")
     result.staging_rows = written
     flags = conn.exec_driver_sql(
-        f"SELECT quality, count(*) FROM {target} WHERE {scope} AND quality IS NOT NULL GROUP BY quality").all()
+        f"SELECT quality, count(*) FROM {t.values} WHERE kind_id IN (SELECT id FROM {t.kinds} WHERE {scope}) "
+        f"AND quality IS NOT NULL GROUP BY quality").all()
     for text, count in flags:
         for flag in text.split(","):
             result.quality[flag] = result.quality.get(flag, 0) + count
@@ -785,41 +846,29 @@ def _run_table(conn, d: Dialect, workspace: Workspace, c: TableCompiler, mapping
 
 
 class _Ids:
-    """Staging row ids.
+    """Ids of staging values or records, from their sequence.
 
-    On PostgreSQL every row takes `nextval` of the sequence (safe with concurrent writers).
-    On DuckDB a per-row `nextval` serializes the insert on the sequence's lock and keeps the
-    second core idle, so each INSERT (at most one row per source row) takes a block of the
-    sequence instead, as large as the source: the id is the block's start + the source row's
-    ordinal in `_esg_src` (its rowid, a dense range: checked). The block is taken (nextval,
-    setval) before the statement runs; DuckDB writers are serialized by the workspace's
-    write lock, and no other process can open the file.
+    On PostgreSQL every row takes `nextval` of the sequence (safe with concurrent writers;
+    a record's id is drawn into `_esg_src`, where its values find it). On DuckDB a per-row
+    `nextval` serializes the insert on the sequence's lock and keeps the second core idle,
+    so each INSERT (at most one row per source row) takes a block of the sequence instead,
+    as large as the source: the id is the block's start + the source row's ordinal in
+    `_esg_src` (`_esg_rn`: its rowid, a dense range). The block is taken (nextval, setval)
+    before the statement runs; DuckDB writers are serialized by the workspace's write lock,
+    and no other process can open the file.
     """
 
-    def __init__(self, conn, d: Dialect, source_rows: int, first_rowid: int | None):
-        self.conn, self.source_rows, self.first_rowid = conn, source_rows, first_rowid
-        self.block = d.is_duckdb and first_rowid is not None
+    def __init__(self, conn, d: Dialect, sequence: str, source_rows: int):
+        self.conn, self.sequence, self.source_rows = conn, sequence, source_rows
+        self.block = d.is_duckdb
 
     def take(self) -> str:
         if not self.block:
-            return "nextval('staging_rows_id_seq')"
-        start = int(self.conn.exec_driver_sql("SELECT nextval('staging_rows_id_seq')").scalar())
+            return f"nextval('{self.sequence}')"
+        start = int(self.conn.exec_driver_sql(f"SELECT nextval('{self.sequence}')").scalar())
         if self.source_rows > 1:
-            self.conn.exec_driver_sql(f"SELECT setval('staging_rows_id_seq', {start + self.source_rows - 1})")
+            self.conn.exec_driver_sql(f"SELECT setval('{self.sequence}', {start + self.source_rows - 1})")
         return f"({start} + n._esg_rn)"
-
-
-_PLAIN = {"source_key", "sync_id", "period", "activity_date", "site", "category", "subcategory", "attributes"}
-
-
-def _prefixed(values: dict[str, str], columns: list[str]) -> list[str]:
-    """Column expressions for a SELECT over the aliased `n` (and `f`)."""
-    out = []
-    for col in columns:
-        v = values[col]
-        out.append(f"n.{v}" if v in _PLAIN else v.replace('"v__', 'n."v__').replace('"u__', 'n."u__')
-                   .replace('"su__', 'n."su__') if v.startswith('"') else v)
-    return out
 
 
 def _factor_temp(conn, d: Dialect, name: str, columns: list[str], types: list[str], rows: list[tuple]) -> None:
@@ -856,8 +905,9 @@ def preview(workspace: Workspace, mapping: Mapping, table_id: str, limit: int = 
             sample = "_esg_sample"
             conn.exec_driver_sql(d.drop_temp(sample))
             conn.exec_driver_sql(d.temp_table(sample, f"SELECT * FROM {d.quote(source.raw_table)} LIMIT {int(limit)}"))
-            conn.exec_driver_sql(d.drop_temp("_esg_preview"))
-            conn.exec_driver_sql(d.temp_table("_esg_preview", "SELECT * FROM staging_rows WHERE 1 = 0"))
+            for name, base in zip(PREVIEW.names(), STAGING.names()):
+                conn.exec_driver_sql(d.drop_temp(name))
+                conn.exec_driver_sql(d.temp_table(name, f"SELECT * FROM {base} WHERE 1 = 0"))
             shown = SourceInfo(source.stream, sample, source.columns, source.primary_key)
             compiler = TableCompiler(d, catalog, library, table, shown,
                                      lambda s: source_info(workspace, conn, connector_id, s),
@@ -865,22 +915,19 @@ def preview(workspace: Workspace, mapping: Mapping, table_id: str, limit: int = 
             probe = mapping.copy()
             probe.version, probe.mapping_id = probe.version or 0, probe.mapping_id or 0
             result = TableResult(table.id, table.stream, table.entity)
-            _run_table_into(conn, d, workspace, compiler, probe, connector_id, result, "_esg_preview")
+            _run_table(conn, d, workspace, compiler, probe, connector_id, [], result, False,
+                       f"mapping_name = {d.literal(probe.name)}", PREVIEW)
             rows = [dict(r._mapping) for r in conn.exec_driver_sql(
                 "SELECT source_key, period, site, category, subcategory, scope, method, field, value, unit, "
-                "normalized_value, normalized_unit, factor_id, quality FROM _esg_preview ORDER BY id")]
+                "normalized_value, normalized_unit, factor_id, quality FROM "
+                f"({staging_rows_select(PREVIEW.records, PREVIEW.values, PREVIEW.kinds)}) s ORDER BY id")]
         finally:
             if outer is not None:
                 outer.rollback()
         if workspace.is_duckdb:
-            conn.exec_driver_sql(d.drop_temp("_esg_preview"))
-            conn.exec_driver_sql(d.drop_temp("_esg_sample"))
+            for name in (*PREVIEW.names(), "_esg_sample"):
+                conn.exec_driver_sql(d.drop_temp(name))
     return rows
-
-
-def _run_table_into(conn, d, workspace, compiler, mapping, connector_id, result, target):
-    scope = f"mapping_name = {d.literal(mapping.name)}"
-    _run_table(conn, d, workspace, compiler, mapping, connector_id, [], result, False, scope, target=target)
 
 
 def output_digest(rows: list[tuple]) -> str:

@@ -34,7 +34,7 @@ def watching(conn: sa.Connection, cancel: CancelToken | None, say: Callable[[str
             raise MappingCancelled(f"{what} was cancelled.")
 
     def after(conn_, cursor, statement, parameters, context, executemany):
-        if statement.startswith("INSERT INTO staging_rows"):
+        if statement.startswith("INSERT INTO staging_values"):  # one row per staging row
             written[0] += max(cursor.rowcount or 0, 0)
             say(f"{written[0]:,} staging rows written…")
 

@@ -165,6 +165,7 @@ def drop_duckdb_staging_primary_key(conn: sa.Connection) -> None:
         return
     columns = ", ".join(c.name for c in schema.staging_rows.columns)
     conn.execute(sa.text("ALTER TABLE staging_rows RENAME TO _esg_staging_rows_keyed"))
+    # (schema.staging_rows describes that table's columns: since version 5, a view's)
     schema.staging_rows.create(conn, checkfirst=True)  # (its sequence is there already)
     conn.execute(sa.text(f"INSERT INTO staging_rows ({columns}) SELECT {columns} FROM _esg_staging_rows_keyed"))
     conn.execute(sa.text("DROP TABLE _esg_staging_rows_keyed"))
@@ -184,9 +185,106 @@ def upgrade_3_to_4(conn: sa.Connection) -> None:
         step(conn)
 
 
+def _relation_kind(conn: sa.Connection, name: str) -> str | None:
+    """'table', 'view' or None (absent) for a relation of the workspace's schema."""
+    if conn.dialect.name == "postgresql":
+        kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:n)"),
+                            {"n": conn.dialect.identifier_preparer.quote(name)}).scalar()
+        return {"r": "table", "v": "view"}.get(kind) if kind else None
+    kind = conn.execute(sa.text("SELECT table_type FROM information_schema.tables WHERE table_name = :n "
+                                "AND table_schema = current_schema()"), {"n": name}).scalar()
+    return None if kind is None else ("view" if kind == "VIEW" else "table")
+
+
+def _sequence_exists(conn: sa.Connection, name: str) -> bool:
+    if conn.dialect.name == "postgresql":
+        return bool(conn.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"),
+                                 {"n": conn.dialect.identifier_preparer.quote(name)}).scalar())
+    return bool(conn.execute(sa.text("SELECT count(*) FROM duckdb_sequences() WHERE sequence_name = :n "
+                                     "AND schema_name = current_schema()"), {"n": name}).scalar())
+
+
+def _create_table(conn: sa.Connection, table: sa.Table) -> None:
+    """`table` and its indexes as schema.py makes them, and its id sequence unless the
+    workspace has it: also under the name a shared workspace gives it once each
+    organization draws from its own (postgres_security.py: shared_sequence), which
+    Table.create() would not see, making a second one."""
+    from esg_workbench.workspace import schema
+    from esg_workbench.workspace.postgres_security import SHARED_SEQUENCE_SUFFIX
+
+    for column in table.columns:
+        sequence = column.default
+        if isinstance(sequence, sa.Sequence) and not _sequence_exists(conn, sequence.name) \
+                and not _sequence_exists(conn, sequence.name + SHARED_SEQUENCE_SUFFIX):
+            conn.execute(sa.schema.CreateSequence(sequence))
+    conn.execute(sa.schema.CreateTable(table))
+    for index in table.indexes:
+        if conn.dialect.name == "postgresql" or index.name not in schema.POSTGRES_ONLY_INDEXES:
+            conn.execute(sa.schema.CreateIndex(index))
+
+
+#: the columns of a staging record and of a staging kind, as the version-4 table had them
+_RECORD_COLUMNS = ("organization_id", "connector_id", "source_table", "source_key", "sync_id", "mapping_id",
+                   "mapping_name", "mapping_version", "entity", "period", "activity_date", "site", "category",
+                   "subcategory", "attributes", "value", "unit", "arrived_at")
+_KIND_COLUMNS = ("organization_id", "mapping_name", "source_table", "entity", "field", "scope", "method",
+                 "normalized_unit", "factor_set", "factor_id", "factor_value", "factor_unit")
+
+
+def split_staging_rows(conn: sa.Connection) -> None:
+    """Issue 14: the staging_rows table becomes three narrow tables (records, kinds, values:
+    schema.py) and a view of them with the same columns. Each existing staging row keeps its
+    id; rows with the same record columns share a record, rows with the same kind columns
+    a kind. The spec's indexes move to staging_records under their names. Idempotent."""
+    from esg_workbench.workspace import schema
+
+    if _relation_kind(conn, "staging_rows") != "table":
+        return
+    for name in ("ix_staging_rows_connector_arrived", "ix_staging_rows_period", "ix_staging_rows_mapping"):
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))  # (names the new table's indexes take)
+    conn.execute(sa.text("ALTER TABLE staging_rows RENAME TO _esg_staging_rows_v4"))
+    if conn.dialect.name == "postgresql":  # the owner upgrading a shared workspace copies every organization's rows
+        conn.execute(sa.text("ALTER TABLE _esg_staging_rows_v4 NO FORCE ROW LEVEL SECURITY"))
+    for table in (schema.staging_records, schema.staging_kinds, schema.staging_values):
+        _create_table(conn, table)
+    records, kinds = ", ".join(_RECORD_COLUMNS), ", ".join(_KIND_COLUMNS)
+    # one pass numbers the distinct records and kinds (NULLs rank alike, as GROUP BY groups them)
+    conn.execute(sa.text(
+        f"CREATE TEMP TABLE _esg_staging_v4 AS SELECT id, normalized_value, quality, {records}, "
+        f"{', '.join(c for c in _KIND_COLUMNS if c not in _RECORD_COLUMNS)}, "
+        f"dense_rank() OVER (ORDER BY {records}) AS record_id, dense_rank() OVER (ORDER BY {kinds}) AS kind_id "
+        f"FROM _esg_staging_rows_v4"))
+    conn.execute(sa.text(f"INSERT INTO staging_records (id, {records}) "
+                         f"SELECT DISTINCT record_id, {records} FROM _esg_staging_v4"))
+    conn.execute(sa.text(f"INSERT INTO staging_kinds (id, {kinds}) SELECT DISTINCT kind_id, {kinds} FROM _esg_staging_v4"))
+    conn.execute(sa.text("INSERT INTO staging_values (id, organization_id, record_id, kind_id, normalized_value, quality) "
+                         "SELECT id, organization_id, record_id, kind_id, normalized_value, quality FROM _esg_staging_v4"))
+    for table, sequence in (("staging_records", "staging_records_id_seq"), ("staging_kinds", "staging_kinds_id_seq")):
+        last = conn.execute(sa.text(f"SELECT max(id) FROM {table}")).scalar()
+        if last and _sequence_exists(conn, sequence):  # (new ids follow; an organization's own sequences start past it)
+            conn.execute(sa.text(f"SELECT setval('{sequence}', {int(last)})"))
+    conn.execute(sa.text("DROP TABLE _esg_staging_v4"))
+    conn.execute(sa.text("DROP TABLE _esg_staging_rows_v4"))
+    schema.create_staging_rows_view(conn)
+
+
+#: The steps from version 4 to 5, one function per feature, in the order they run. Each
+#: feature of this round appends its own step here (a function above this list).
+STEPS_4_TO_5: list[Callable[[sa.Connection], None]] = [
+    split_staging_rows,
+]
+
+
+def upgrade_4_to_5(conn: sa.Connection) -> None:
+    """Version 5: the steps of STEPS_4_TO_5, in order."""
+    for step in STEPS_4_TO_5:
+        step(conn)
+
+
 #: version -> function upgrading a workspace from that version to the next one
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: upgrade_1_to_2,
     2: upgrade_2_to_3,
     3: upgrade_3_to_4,
+    4: upgrade_4_to_5,
 }

@@ -591,6 +591,20 @@ def _fixed_tables(setup: _Setup) -> None:
             setup.shared_sequence(name, sequence)
 
 
+def _views(setup: _Setup) -> None:
+    """Analysts read the views of schema.py (staging_rows) and nothing else of them. A view
+    reads its tables as the caller (security_invoker), so the tables' row-level security,
+    not the view owner's rights, decides which rows a session sees."""
+    from esg_workbench.workspace import schema
+
+    for view in schema.views.sorted_tables:
+        options = setup.scalar("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:v)", v=setup.q(view.name))
+        if "security_invoker=true" not in (options or []):
+            setup.run(f"ALTER VIEW {setup.q(view.name)} SET (security_invoker = true)",
+                      f"{view.name} reads its tables with the reader's rights")
+        setup.table_grants(view.name, setup.roles.analysts, {"SELECT"})
+
+
 def _id_sequences(table: sa.Table) -> list[str]:
     return [c.default.name for c in table.columns if isinstance(c.default, sa.Sequence)]
 
@@ -602,6 +616,7 @@ SETUP_STEPS: list[Callable[[_Setup], None]] = [
     _workspace_roles,
     _functions,
     _fixed_tables,
+    _views,
     _Setup.audit_trigger,
     audit_trigger.install,  # the server links audit entries and keeps each chain's head
     _Setup.statistics,

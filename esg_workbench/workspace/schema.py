@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 #: bump with a migration in migrations.py whenever the tables below change
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -177,10 +177,23 @@ mappings = sa.Table(
     sa.UniqueConstraint("organization_id", "name", "version", name="uq_mappings_version"),
 )
 
-staging_rows = sa.Table(
-    "staging_rows",
+# Staging: the mapped ESG records with their lineage, in three tables (since schema version
+# 5) so that an apply writes narrow, typed rows: a million landed rows give seven million
+# staging rows, and seven INSERTs of 29 mostly-text columns each were most of an apply's time.
+#   staging_records  one row per landed row and mapped measure: its lineage (connector,
+#                    source table and key, sync, mapping version), period, date, site,
+#                    category, attributes, and the source value in its source unit
+#   staging_kinds    what a staging value is: field, scope, method, normalized unit and the
+#                    factor applied (one row per distinct combination an apply found)
+#   staging_values   one row per staging row: its id, record, kind, normalized value and
+#                    flags (and the row's own factor when it is the supplier's rate)
+# `staging_rows` is a view joining them, with the columns and ids of the table it replaced:
+# every reader (aggregation, drill-down, sites, exports) reads it unchanged, and every
+# value still names its source keys. Only mapping/apply.py writes the three tables.
+staging_records = sa.Table(
+    "staging_records",
     metadata,
-    _id("staging_rows"),
+    _id("staging_records"),
     _org(),
     sa.Column("connector_id", sa.String(32), nullable=False),
     sa.Column("source_table", sa.String(512), nullable=False),  # the stream
@@ -195,23 +208,47 @@ staging_rows = sa.Table(
     sa.Column("site", sa.String(200)),
     sa.Column("category", sa.String(100)),  # fuel type, waste material, energy carrier, travel mode
     sa.Column("subcategory", sa.String(100)),  # treatment route, instrument, water source
+    sa.Column("attributes", sa.Text),  # JSON: supplier, meter, contractor, ...
+    sa.Column("value", sa.Text),  # the measure's source value, as text
+    sa.Column("unit", sa.String(50)),  # its source unit
+    sa.Column("arrived_at", sa.DateTime, nullable=False),
+)
+
+staging_kinds = sa.Table(
+    "staging_kinds",
+    metadata,
+    _id("staging_kinds"),
+    _org(),
+    # whose: a re-apply deletes its kinds with its values
+    sa.Column("mapping_name", sa.String(200)),
+    sa.Column("source_table", sa.String(512)),
+    sa.Column("entity", sa.String(100)),
+    sa.Column("field", sa.String(100), nullable=False),
     sa.Column("scope", sa.String(16)),  # emission rows: scope1 | scope2 | scope3
     sa.Column("method", sa.String(16)),  # location | market (scope 2), cat5 | cat6 (scope 3)
-    sa.Column("field", sa.String(100), nullable=False),
-    sa.Column("value", sa.Text),  # the source value, as text
-    sa.Column("unit", sa.String(50)),  # the source unit
-    sa.Column("normalized_value", sa.Double),
     sa.Column("normalized_unit", sa.String(50)),
     sa.Column("factor_set", sa.String(100)),  # emission and energy rows: set@version
     sa.Column("factor_id", sa.String(100)),
     sa.Column("factor_value", sa.Double),
     sa.Column("factor_unit", sa.String(100)),
-    sa.Column("attributes", sa.Text),  # JSON: supplier, meter, contractor, ...
-    sa.Column("quality", sa.String(200)),  # comma-separated row flags: unit_unknown, negative, no_factor, ...
-    sa.Column("arrived_at", sa.DateTime, nullable=False),
 )
-# The specification's indexes on staging_rows, and the one on kpi_lineage below, are B-trees
-# on a PostgreSQL workspace only. In DuckDB an index is an ART that every bulk insert, delete
+
+staging_values = sa.Table(
+    "staging_values",
+    metadata,
+    # the staging row's id: staging_rows.id, from the sequence it always came from
+    sa.Column("id", sa.BigInteger, sa.Sequence("staging_rows_id_seq"), primary_key=True),
+    _org(),
+    sa.Column("record_id", sa.BigInteger, nullable=False),  # staging_records.id
+    sa.Column("kind_id", sa.BigInteger, nullable=False),  # staging_kinds.id
+    sa.Column("normalized_value", sa.Double),
+    sa.Column("factor_value", sa.Double),  # the row's own factor (a supplier's rate); NULL: the kind's
+    sa.Column("quality", sa.String(200)),  # comma-separated row flags: unit_unknown, negative, no_factor, ...
+)
+
+# The specification's indexes on staging_rows are on the table holding their columns
+# (staging_records), under their names, and, like the one on kpi_lineage below, B-trees on a
+# PostgreSQL workspace only. In DuckDB an index is an ART that every bulk insert, delete
 # and commit maintains entry by entry: for a 1,000,000-row mapping (7,000,000 staging rows,
 # 5,000,000 lineage links) they cost a fifth of apply's CPU, single-threaded at commit, made
 # a re-apply (deleting the old rows) 1.7 times as long and a re-aggregation 2-3 times.
@@ -219,23 +256,92 @@ staging_rows = sa.Table(
 # filters on a period or on a connector's arrivals never are. DuckDB prunes with the min/max
 # zonemap it keeps for every column of every row group instead: each apply writes its rows
 # together (one connector, mapping and arrived_at), and a full scan of one column of
-# 7,000,000 rows takes about 10 ms. The primary keys stay. Existing DuckDB workspaces lose
-# these ART indexes at their next apply or aggregation (mapping/apply.py:
-# drop_legacy_duckdb_indexes).
+# 7,000,000 rows takes about 10 ms. Existing DuckDB workspaces lose these ART indexes at
+# their next apply or aggregation (mapping/apply.py: drop_legacy_duckdb_indexes).
 POSTGRES_ONLY_INDEXES = ("ix_staging_rows_connector_arrived", "ix_staging_rows_period", "ix_staging_rows_mapping",
-                         "ix_kpi_lineage_value")
-# The primary key of staging_rows too is PostgreSQL's only: in DuckDB it is an ART index as
-# well, which cost 2 s of a 1,000,000-row apply's commit and made deleting 4,000,000 staging
-# rows take 6-7 s instead of 0.1 s (measured). The ids stay unique without it: an apply takes
-# them from the staging_rows_id_seq sequence (mapping/apply.py: _Ids), and DuckDB workspaces
-# have one writer. Existing DuckDB workspaces lose it in the upgrade to version 4
-# (migrations.py: drop_duckdb_staging_primary_key).
-staging_rows.primary_key.ddl_if(dialect="postgresql")
-sa.Index("ix_staging_rows_connector_arrived", staging_rows.c.connector_id, staging_rows.c.arrived_at).ddl_if(
+                         "ix_staging_values_record", "ix_kpi_lineage_value")
+# The primary keys of staging_records and staging_values too are PostgreSQL's only: in
+# DuckDB they are ART indexes as well, which cost 2 s of a 1,000,000-row apply's commit and
+# made deleting 4,000,000 staging rows take 6-7 s instead of 0.1 s (measured). The ids stay
+# unique without them: an apply takes them from the tables' sequences (mapping/apply.py:
+# _Ids), and DuckDB workspaces have one writer.
+staging_records.primary_key.ddl_if(dialect="postgresql")
+staging_values.primary_key.ddl_if(dialect="postgresql")
+sa.Index("ix_staging_rows_connector_arrived", staging_records.c.connector_id, staging_records.c.arrived_at).ddl_if(
     dialect="postgresql")
-sa.Index("ix_staging_rows_period", staging_rows.c.period).ddl_if(dialect="postgresql")
-sa.Index("ix_staging_rows_mapping", staging_rows.c.mapping_name, staging_rows.c.source_table).ddl_if(
+sa.Index("ix_staging_rows_period", staging_records.c.period).ddl_if(dialect="postgresql")
+sa.Index("ix_staging_rows_mapping", staging_records.c.mapping_name, staging_records.c.source_table).ddl_if(
     dialect="postgresql")
+sa.Index("ix_staging_values_record", staging_values.c.record_id).ddl_if(dialect="postgresql")
+
+#: Views of the workspace, described for SELECTs. They live in their own MetaData, so
+#: metadata.create_all never makes them tables (and the security set-up grants them apart).
+views = sa.MetaData()
+
+# The view over the three staging tables (STAGING_ROWS_COLUMNS, in this order). Until schema
+# version 5 it was a table of these columns: upgrades of older workspaces rebuild that table
+# from this description before converting it (migrations.py).
+staging_rows = sa.Table(
+    "staging_rows",
+    views,
+    _id("staging_rows"),
+    _org(),
+    sa.Column("connector_id", sa.String(32), nullable=False),
+    sa.Column("source_table", sa.String(512), nullable=False),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("sync_id", sa.BigInteger),
+    sa.Column("mapping_id", sa.BigInteger),
+    sa.Column("mapping_name", sa.String(200)),
+    sa.Column("mapping_version", sa.Integer),
+    sa.Column("entity", sa.String(100)),
+    sa.Column("period", sa.String(16)),
+    sa.Column("activity_date", sa.Date),
+    sa.Column("site", sa.String(200)),
+    sa.Column("category", sa.String(100)),
+    sa.Column("subcategory", sa.String(100)),
+    sa.Column("scope", sa.String(16)),
+    sa.Column("method", sa.String(16)),
+    sa.Column("field", sa.String(100), nullable=False),
+    sa.Column("value", sa.Text),
+    sa.Column("unit", sa.String(50)),
+    sa.Column("normalized_value", sa.Double),
+    sa.Column("normalized_unit", sa.String(50)),
+    sa.Column("factor_set", sa.String(100)),
+    sa.Column("factor_id", sa.String(100)),
+    sa.Column("factor_value", sa.Double),
+    sa.Column("factor_unit", sa.String(100)),
+    sa.Column("attributes", sa.Text),
+    sa.Column("quality", sa.String(200)),
+    sa.Column("arrived_at", sa.DateTime, nullable=False),
+)
+staging_rows.primary_key.ddl_if(dialect="postgresql")  # (the version-3 table of DuckDB had none either)
+
+#: each column of staging_rows: the table of the view it comes from
+_STAGING_SOURCES = {"id": "v", "scope": "k", "method": "k", "field": "k", "normalized_value": "v",
+                    "normalized_unit": "k", "factor_set": "k", "factor_id": "k", "factor_unit": "k", "quality": "v"}
+
+
+def staging_rows_select(records: str = "staging_records", values: str = "staging_values",
+                        kinds: str = "staging_kinds") -> str:
+    """The SELECT of the staging_rows view (also over an apply preview's temporary tables)."""
+    columns = []
+    for column in staging_rows.columns:
+        if column.name == "factor_value":  # a supplier's rate is the row's own
+            columns.append("COALESCE(v.factor_value, k.factor_value) AS factor_value")
+        else:
+            columns.append(f"{_STAGING_SOURCES.get(column.name, 'r')}.{column.name}")
+    return (f"SELECT {', '.join(columns)} FROM {values} v JOIN {records} r ON r.id = v.record_id "
+            f"JOIN {kinds} k ON k.id = v.kind_id")
+
+
+def create_staging_rows_view(conn: sa.Connection) -> None:
+    """The staging_rows view. On PostgreSQL it reads the tables as the caller
+    (security_invoker), so their row-level security applies to whoever reads it."""
+    options = " WITH (security_invoker = true)" if conn.dialect.name == "postgresql" else ""
+    conn.execute(sa.text(f"CREATE VIEW staging_rows{options} AS {staging_rows_select()}"))
+
+
+sa.event.listen(metadata, "after_create", lambda target, connection, **kw: create_staging_rows_view(connection))
 
 kpi_values = sa.Table(
     "kpi_values",

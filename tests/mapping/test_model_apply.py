@@ -233,6 +233,25 @@ def test_incremental_apply_maps_only_new_rows(ws):
     assert result.incremental and {t.stream: t.source_rows for t in result.tables}["readings"] == 1
     ag.aggregate(ws)
     assert ag.find_value(ws, "energy_total", "2024-02", "B")["value"] == pytest.approx(0.6)
+    assert _staging_unorphaned(ws)
+    # row 6 again, changed: its staging rows are replaced, and the kinds only they used go too
+    land(ws, "erp", "readings", pa.table({"id": [6], "site_code": ["B"], "reading_date": [dt.date(2024, 2, 29)],
+                                          "kwh": [700.0]}), sync_id=3)
+    assert apply.apply_mapping(ws, mapping, incremental=True).incremental
+    ag.aggregate(ws)
+    assert ag.find_value(ws, "energy_total", "2024-02", "B")["value"] == pytest.approx(0.7)
+    assert _staging_unorphaned(ws)
+
+
+def _staging_unorphaned(ws) -> bool:
+    """Every staging value has its record and kind, and every record and kind a value."""
+    with ws.read() as conn:
+        return conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM staging_values v WHERE NOT EXISTS (SELECT 1 FROM staging_records r "
+            "WHERE r.id = v.record_id) OR NOT EXISTS (SELECT 1 FROM staging_kinds k WHERE k.id = v.kind_id)) "
+            "+ (SELECT count(*) FROM staging_records r WHERE NOT EXISTS (SELECT 1 FROM staging_values v "
+            "WHERE v.record_id = r.id)) + (SELECT count(*) FROM staging_kinds k WHERE NOT EXISTS "
+            "(SELECT 1 FROM staging_values v WHERE v.kind_id = k.id))")).scalar() == 0
 
 
 def test_preview_and_invalid_mapping_refused(ws):
