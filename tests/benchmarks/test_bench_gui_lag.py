@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -431,11 +430,9 @@ def test_gui_event_loop_lag_during_a_mapping_apply(tmp_path):
 
 
 def _apply_child(tree: Path, args: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "QT_QPA_PLATFORM": "offscreen"}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=1700)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from tests.benchmarks.test_bench_mapping import run_child
+
+    return run_child(tree, args, script=__file__, timeout=1700)
 
 
 def _land_for_apply(path: str, rows: int) -> dict:

@@ -57,13 +57,13 @@ def _compare(tmp_path: Path, rows: int, rounds: int | None = None) -> None:
     # code, and upgrading a copy would time the upgrade with the apply
     landed = {name: tmp_path / f"landed-{name}.duckdb" for name, _ in trees}
     for name, tree in trees:
-        _run_child(tree, ["land", str(landed[name]), str(rows)])
+        run_child(tree, ["land", str(landed[name]), str(rows)])
     results: dict[str, list[dict]] = {name: [] for name, _ in trees}
     for _ in range(rounds):
         for name, tree in trees:
             copy = tmp_path / f"{name}.duckdb"
             shutil.copyfile(landed[name], copy)
-            results[name].append(_run_child(tree, ["measure", str(copy), str(rows)]))
+            results[name].append(run_child(tree, ["measure", str(copy), str(rows)]))
             copy.unlink()
     print(f"\n[bench mapping] {rows:,} landed rows; load average at the end {_load()}")
     for name, runs in results.items():
@@ -80,10 +80,12 @@ def _compare(tmp_path: Path, rows: int, rounds: int | None = None) -> None:
             print("    drill-down: " + "; ".join(r["drills"]))
 
 
-def _run_child(tree: Path, args: list[str]) -> dict:
+def run_child(tree: Path, args: list[str], script: str = __file__, timeout: int = 7000) -> dict:
+    """Run `script` (this module by default) with `args` as a fresh process on the code of
+    `tree`; the JSON its last line prints."""
     env = {**os.environ, "PYTHONPATH": str(tree), "QT_QPA_PLATFORM": "offscreen"}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=7000)
+    done = subprocess.run([sys.executable, str(Path(script).resolve()), *args], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
