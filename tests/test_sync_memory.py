@@ -90,3 +90,33 @@ def test_landed_blocks_leave_duckdbs_memory_and_the_limit_stays(tmp_path, monkey
             assert conn.exec_driver_sql("SELECT current_setting('memory_limit')").scalar() == "953.6 MiB"
     finally:
         ws.close()
+
+
+def test_the_release_waits_for_a_write_transaction_under_way(tmp_path):
+    # Lowering DuckDB's limit while another thread's apply is in its transaction would evict
+    # that transaction's uncommitted blocks (where DuckDB 2.0.1 was seen to corrupt strings):
+    # the release waits until no write transaction is open. The writer below waits up to 2 s
+    # for the release to finish first; it must not.
+    import threading
+
+    from esg_workbench.workspace import raw_tables
+
+    ws = database.open_workspace(str(tmp_path / "w.duckdb"))
+    order, released = [], threading.Event()
+
+    def release() -> None:
+        raw_tables.release_written_blocks(ws)
+        order.append("released")
+        released.set()
+
+    try:
+        with ws.transaction() as conn:
+            conn.exec_driver_sql("CREATE TABLE t AS SELECT range AS i FROM range(10)")
+            releasing = threading.Thread(target=release)
+            releasing.start()
+            released.wait(2)
+            order.append("committed")
+        releasing.join(30)
+        assert order == ["committed", "released"]
+    finally:
+        ws.close()

@@ -136,6 +136,16 @@ class Workspace:
                 yield conn
 
     @contextlib.contextmanager
+    def between_writes(self) -> Iterator[None]:
+        """While the block runs, no write transaction of this process is open on a DuckDB
+        workspace (its writers take the lock this holds); on PostgreSQL, nothing to wait for."""
+        if self.is_duckdb:
+            with self._write_lock:
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn:
             yield conn

@@ -327,13 +327,16 @@ def release_written_blocks(workspace: Workspace) -> None:
     cannot be set back to itself). A limit someone set is left alone: it bounds the cache
     already. Outside any transaction: when more than the lower limit is pinned (a query
     under way), DuckDB evicts what it can and refuses the setting, which would abort a
-    transaction it ran in. Never raises. PostgreSQL: nothing to do."""
+    transaction it ran in. Between write transactions too: the lower limit would also make
+    DuckDB evict the uncommitted blocks and temporary tables of an apply another thread has
+    under way, the state in which DuckDB 2.0.1 was seen to corrupt the strings of a large
+    transaction (README, Benchmarks). Never raises. PostgreSQL: nothing to do."""
     if not workspace.is_duckdb:
         return
     import duckdb
 
     try:
-        with workspace.read() as conn:
+        with workspace.between_writes(), workspace.read() as conn:
             raw = conn.connection.driver_connection  # autocommit: no SQLAlchemy transaction begun
             cached = raw.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
                                  "WHERE tag = 'BASE_TABLE'").fetchone()[0]
