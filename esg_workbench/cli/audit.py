@@ -30,6 +30,10 @@ def cmd_audit_anchor(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("audit",)
+
+
 def add_commands(sub, common) -> None:
     aud = sub.add_parser("audit", help="the audit chain")
     asub = aud.add_subparsers(dest="audit_command", metavar="ACTION", required=True)

@@ -72,6 +72,10 @@ def cmd_chunks_reopen(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("chunks",)
+
+
 def add_commands(sub, common) -> None:
     action = command_group(sub, "chunks", "failed chunks: list, retry, ignore with a reason", common)
     p = action("list", cmd_chunks_list, "failed chunks with their range, error, attempts and review")

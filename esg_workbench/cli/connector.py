@@ -132,6 +132,10 @@ def _options_by_type() -> str:
     return "\n".join(lines)
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("connector",)
+
+
 def add_commands(sub, common) -> None:
     import argparse
 

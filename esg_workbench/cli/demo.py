@@ -25,6 +25,10 @@ def _headlines(say):
     return show
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("demo",)
+
+
 def add_commands(sub, common) -> None:
     p = sub.add_parser("demo", parents=[common], help="load the bundled sample ERP data into the workspace")
     p.set_defaults(func=cmd_demo)

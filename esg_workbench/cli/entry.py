@@ -10,30 +10,44 @@ import json
 import os
 import sys
 
-from esg_workbench.cli import (audit, chunks, connector, demo, health, instruments, mapping, schedule, sites, sync,
-                               tables, workspace)
+from esg_workbench.cli import (COMMAND_GC_THRESHOLD, INTERPRETER_GC_THRESHOLD, audit, chunks, connector, demo, health,
+                               instruments, mapping, schedule, sites, sync, tables, workspace)
 from esg_workbench.cli.output import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, Output, UsageError
 
-# Python's cyclic collector runs after every 700 new container objects: the imports of a
-# command alone (SQLAlchemy, the drivers, DuckDB, Arrow) made about 160 collections,
-# 0.05-0.1 s of a 0.6 s no-op sync. Every 10,000 is still often for a long command. (The
-# desktop app keeps its own tuning: gui/.)
-COMMAND_GC_THRESHOLD = (10_000, 20, 100)
-
-# Each module adds its commands to the parser with add_commands(sub, common); the order
-# is the order of `esg-workbench --help`.
+# Each module adds its commands (its COMMANDS) to the parser with add_commands(sub,
+# common); the order is the order of `esg-workbench --help`.
 COMMAND_GROUPS = (demo, connector, tables, sync, chunks, audit, mapping, sites, instruments, schedule, health,
                   workspace)
 
+# the top-level options that take a value (build_parser)
+_VALUE_OPTIONS = ("--workspace", "--organization")
 
-def build_parser() -> argparse.ArgumentParser:
+
+class _NotThisParser(Exception):
+    """A parser of one command group met arguments it cannot parse: the whole parser
+    parses them again, and reports what is wrong as it always has."""
+
+
+class _GroupParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise _NotThisParser(message)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `command`, of that command's group only, if it
+    names a command (building the whole parser, about 70 parsers, costs a command
+    0.02-0.04 s, a no-op sync about 5% of its CPU). Such a parser raises _NotThisParser
+    where the whole one would exit with a usage error."""
     from esg_workbench import __version__
+
+    groups = [g for g in COMMAND_GROUPS if command in g.COMMANDS] if command else []
+    parser_class = _GroupParser if groups else argparse.ArgumentParser
 
     # --json works before the command (esg-workbench --json sync erp) and after it; the
     # command's copy has no default, so it cannot reset a --json given before the command.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
-    parser = argparse.ArgumentParser(
+    parser = parser_class(
         prog="esg-workbench",
         description="ESG Workbench: pull ESG activity data out of company systems into auditable KPIs. "
                     "Without a command, the desktop app opens.")
@@ -49,14 +63,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="make a new DuckDB workspace (and its folder) if --workspace names none yet; "
                              "without it, a --workspace in a folder that does not exist is refused")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in COMMAND_GROUPS:
+    for group in groups or COMMAND_GROUPS:
         group.add_commands(sub, common)
     return parser
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The word in `argv` that names the command, when argv is well formed (None when
+    help is asked for first or there is no command). A wrong guess costs only time:
+    build_parser builds the whole parser for a word that names no command, and main()
+    parses again with it what the group's parser could not."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            return None  # the top-level help lists every command
+        if word in _VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line as the whole parser does, building only the command's group."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_word(argv))
+    if isinstance(parser, _GroupParser):
+        try:
+            return parser.parse_args(argv)
+        except _NotThisParser:
+            parser = build_parser()
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
     from esg_workbench.workspace.database import ENV_WORKSPACE
 
     try:
@@ -71,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         from esg_workbench.gui.app import run_app  # the desktop app
 
+        gc.set_threshold(*INTERPRETER_GC_THRESHOLD)  # it keeps its own tuning (gui/)
         return run_app(args.workspace)
-    gc.set_threshold(*COMMAND_GC_THRESHOLD)
+    gc.set_threshold(*COMMAND_GC_THRESHOLD)  # (main() of the package set it already)
     out = Output(args.json)
     from esg_workbench.core.errors import EsgError
     from esg_workbench.workspace import open_workspace

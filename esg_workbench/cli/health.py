@@ -117,6 +117,10 @@ def cmd_alerts_test(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("health", "alerts")
+
+
 def add_commands(sub, common) -> None:
     p = sub.add_parser("health", parents=[common],
                        help="every connector: last success, data lag, failure streak, failed chunks, rows per sync")

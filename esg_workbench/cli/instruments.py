@@ -97,6 +97,10 @@ class _Kinds:
         return iter(self._names)
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("instrument", "instruments")
+
+
 def add_commands(sub, common) -> None:
     ip = sub.add_parser("instrument", aliases=["instruments"],
                         help="contractual instruments (GOs, RECs, PPAs) of market-based Scope 2")

@@ -265,6 +265,10 @@ def cmd_factors_list(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("mapping", "kpi", "factors")
+
+
 def add_commands(sub, common) -> None:
     mp = sub.add_parser("mapping", help="list, show and apply mappings (landed data -> ESG records)")
     msub = mp.add_subparsers(dest="mapping_command", metavar="ACTION", required=True)

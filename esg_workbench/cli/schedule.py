@@ -226,6 +226,10 @@ def _run_due(ws, args, out: Output) -> int:
     return _run_due_exit(outcomes)
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("schedule",)
+
+
 def add_commands(sub, common) -> None:
     from esg_workbench.sync.schedule_plan import ACTIONS  # not scheduler: --help stays free of SQLAlchemy
 

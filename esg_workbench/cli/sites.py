@@ -34,6 +34,10 @@ def cmd_site_clear(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("site",)
+
+
 def add_commands(sub, common) -> None:
     site = command_group(sub, "site", "where each site is: the region its emission factors are chosen by", common)
     site("list", cmd_site_list, "every site, its country and who set it")

@@ -57,6 +57,10 @@ def cmd_table_clear(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("table",)
+
+
 def add_commands(sub, common) -> None:
     action = command_group(sub, "table", "per-table load settings: cursor field, primary key, load type, chunks, "
                            "deletes", common)

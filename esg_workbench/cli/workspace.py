@@ -119,6 +119,10 @@ def cmd_user_remove(ws, args, out: Output) -> int:
     return 0
 
 
+#: the commands add_commands adds (a command's parser is built with its group only)
+COMMANDS = ("workspace", "org", "user")
+
+
 def add_commands(sub, common) -> None:
     admin_help = "an administrator's postgresql:// URL (a superuser, or a role with CREATEROLE owning the database)"
 

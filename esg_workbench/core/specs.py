@@ -46,6 +46,11 @@ class SyncStatus(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    @property
+    def alerted(self) -> bool:
+        """Whether a sync that ended so sends the configured alert (alerts.py)."""
+        return self in (SyncStatus.FAILED, SyncStatus.PARTIAL_SUCCESS)
+
 
 class ChunkStatus(str, enum.Enum):
     PENDING = "pending"

@@ -180,7 +180,7 @@ def execute(ws: Workspace, job: ScheduledJob, engine: SyncEngine, *, retry: bool
 def alert_for_result(ws: Workspace, connector: str, result: SyncResult | None) -> str | None:
     """Send the configured alert for a failed or partial sync (from any path: a schedule,
     ``sync`` on the command line); the delivery error, if any. Never raises."""
-    if result is None or result.status.value not in ("failed", "partial_success"):
+    if result is None or not result.status.alerted:
         return None
     try:
         from esg_workbench import alerts

@@ -90,6 +90,24 @@ def _engine_url(url: str | None) -> tuple[str, str]:
     return "duckdb", f"duckdb:///{path}"
 
 
+def _duckdb_connect(engine_url: str):
+    """What the pool opens a DuckDB workspace's connections with: the connection
+    duckdb_engine's Dialect.connect makes for a URL without options, without its lookup of
+    DuckDB's setting names on the first connect (to tell settings from extension options
+    in the URL), which opens a throwaway in-memory database: 0.02-0.05 s of every process
+    that opens a workspace. The user agent is the one duckdb_engine gives DuckDB."""
+    import duckdb
+    import duckdb_engine
+
+    path = sa.engine.make_url(engine_url).database
+    config = {"custom_user_agent": f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sa.__version__})"}
+
+    def connect() -> duckdb_engine.ConnectionWrapper:
+        return duckdb_engine.ConnectionWrapper(duckdb.connect(path, config=config))
+
+    return connect
+
+
 class Workspace:
     """An open workspace. Thread-safe: each thread takes its own connections.
 
@@ -307,7 +325,8 @@ def open_workspace(url: str | None = None, *, organization_id: str | None = None
             hint="Share a PostgreSQL workspace to keep several organizations apart (see the README).")
     try:
         if kind == "duckdb":
-            engine = sa.create_engine(engine_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=8)
+            engine = sa.create_engine(engine_url, poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=8,
+                                      creator=_duckdb_connect(engine_url))
             workspace = Workspace(kind, engine_url, engine)
         else:
             engine = sa.create_engine(engine_url, pool_pre_ping=True, connect_args={"options": "-c TimeZone=UTC"})
