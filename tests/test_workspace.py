@@ -42,6 +42,29 @@ def test_new_duckdb_workspace_has_every_table_and_index(tmp_path):
                                     "WHERE table_name = 'staging_rows'").scalar() == "VIEW"
 
 
+
+def test_duckdb_connections_are_made_as_duckdb_engine_makes_them(tmp_path, monkeypatch):
+    # the pool opens them itself (no in-memory database to list DuckDB's settings), with
+    # the user agent duckdb_engine gives; relative and absolute paths alike
+    import duckdb_engine
+    from duckdb_engine.config import get_core_config
+
+    get_core_config.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    for path in (tmp_path / "w.duckdb", "w2.duckdb"):
+        ws = open_workspace(str(path))
+        try:
+            with ws.read() as conn:
+                assert isinstance(conn.connection.dbapi_connection, duckdb_engine.ConnectionWrapper)
+                agent, = conn.execute(sa.text("SELECT current_setting('custom_user_agent')")).one()
+                assert agent == f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sa.__version__})"
+                database_file = conn.execute(sa.text(
+                    "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")).scalar()
+        finally:
+            ws.close()
+        assert database_file == str(tmp_path / path)
+    assert get_core_config.cache_info().misses == 0
+
 def test_postgres_workspace(pg_database):
     from tests.conftest import PG_HOST, PG_PORT, PG_USER
 
