@@ -8,7 +8,8 @@ exits non-zero on failure (1: failed, 2: bad usage, 3: a sync ended partial_succ
     runs.py       running syncs in a terminal: progress lines, Ctrl+C, retry backoff
     entry.py      the parser that joins the groups, main() and its error handling
     connector.py, sync.py, audit.py, mapping.py, schedule.py, health.py, workspace.py:
-                  one command group each, with add_commands(sub, common)
+                  one command group each, with add_commands(sub, common) and the names
+                  of the commands it adds (COMMANDS: a command builds its group's parser only)
 
 A command module imports only output.py and runs.py from this package, never another
 command module.
