@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import statistics
 import time
@@ -425,8 +426,10 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             for kpi in base:
                 _fill_missing(cells, kpi, months, site_cells.get(kpi.id, []))
                 gap_count += gaps.flag_input_gaps(scan.by_source.get(kpi.id, []), cells, kpi, estimate=method)
-            estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
+            estimated = 0
             if method:
+                site_cells = _site_cells_by_kpi(cells)  # (now with the empty values)
+                estimated = sum(gaps.estimate(cells, kpi, method, site_cells.get(kpi.id, [])) for kpi in base)
                 say(f"{estimated} missing site-month values estimated ({method})")
             # before totals and roll-ups, so that they carry it too
             incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, staged, cells)
@@ -455,8 +458,9 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             ids = _allocate_ids(conn, d, len(ordered))
             for cell, new_id in zip(ordered, ids):
                 cell.id = new_id
-            columns = _kpi_columns(ordered, cells, org, catalog.version, run_id, utcnow())
-        _bulk_insert(conn, d, columns)
+            columns = _kpi_columns(ordered, cells)
+        _bulk_insert(conn, d, columns, {"organization_id": org, "catalog_version": catalog.version, "run_id": run_id,
+                                        "computed_at": utcnow()})
         # --- lineage of the base cells: derived, not stored ---------------------------------------------
         # A month-and-site value's staging rows are those its KPI's selection picks for that
         # site and month (drill_down runs _inputs_sql for them), so no link per row is
@@ -490,10 +494,8 @@ _KPI_COLUMNS = ("id", "organization_id", "site", "period", "period_type", "kpi",
                 "parts", "quality", "result_hash", "catalog_version", "run_id", "computed_at")
 
 
-def _kpi_columns(ordered: list[Cell], cells: dict[tuple, Cell], org: str, catalog_version: str, run_id: str,
-                 now: Any) -> dict[str, list]:
-    """The kpi_values rows of `ordered` (ids allocated), column by column."""
-    n = len(ordered)
+def _kpi_columns(ordered: list[Cell], cells: dict[tuple, Cell]) -> dict[str, list]:
+    """The kpi_values columns of `ordered` (ids allocated) that differ from value to value."""
     # json.dumps of a list of ids is '[3, 7]': written out, it costs a tenth. A list of
     # flags is one of a few dozen: each is dumped once.
     quality_texts: dict[tuple[str, ...], str] = {}
@@ -508,28 +510,31 @@ def _kpi_columns(ordered: list[Cell], cells: dict[tuple, Cell], org: str, catalo
         return text
 
     return {
-        "id": [c.id for c in ordered], "organization_id": [org] * n, "site": [c.site for c in ordered],
-        "period": [c.period for c in ordered], "period_type": [c.period_type for c in ordered],
-        "kpi": [c.kpi for c in ordered], "value": [c.value for c in ordered], "unit": [c.unit for c in ordered],
-        "rule": [c.rule for c in ordered], "input_rows": [c.input_rows for c in ordered],
+        "id": [c.id for c in ordered], "site": [c.site for c in ordered], "period": [c.period for c in ordered],
+        "period_type": [c.period_type for c in ordered], "kpi": [c.kpi for c in ordered],
+        "value": [c.value for c in ordered], "unit": [c.unit for c in ordered], "rule": [c.rule for c in ordered],
+        "input_rows": [c.input_rows for c in ordered],
         "parts": ["[" + ", ".join(map(str, sorted([cells[p].id for p in c.parts]))) + "]" if c.parts else None
                   for c in ordered],
         "quality": [quality_text(c.quality) for c in ordered], "result_hash": [c.result_hash for c in ordered],
-        "catalog_version": [catalog_version] * n, "run_id": [run_id] * n, "computed_at": [now] * n,
     }
 
 
-def _bulk_insert(conn, d: Dialect, columns: dict[str, list]) -> None:
-    """kpi_values rows (`columns`: _KPI_COLUMNS, each a list) in one columnar insert (Arrow
-    into DuckDB, executemany into PostgreSQL)."""
-    if not columns["id"]:
+def _bulk_insert(conn, d: Dialect, columns: dict[str, list], same: dict[str, Any]) -> None:
+    """kpi_values rows in one columnar insert (Arrow into DuckDB, executemany into
+    PostgreSQL): `columns` (each a list) and the columns the same on every row (`same`:
+    organization, catalog version, run, time)."""
+    n = len(columns["id"])
+    if not n:
         return
     names = ", ".join(_KPI_COLUMNS)
     if d.is_duckdb:
         import pyarrow as pa
 
         types = {"id": pa.int64(), "value": pa.float64(), "input_rows": pa.int64(), "computed_at": pa.timestamp("us")}
-        table = pa.table({c: pa.array(columns[c], types.get(c, pa.string())) for c in _KPI_COLUMNS})
+        # (a column the same on every row repeats one scalar: converting 25,000 datetimes took 20 ms)
+        table = pa.table({c: pa.array(columns[c], types.get(c, pa.string())) if c in columns
+                          else pa.repeat(pa.scalar(same[c], types.get(c, pa.string())), n) for c in _KPI_COLUMNS})
         raw = conn.connection.driver_connection
         raw.register("_esg_kpi_batch", table)
         try:
@@ -540,7 +545,7 @@ def _bulk_insert(conn, d: Dialect, columns: dict[str, list]) -> None:
     cursor = conn.connection.driver_connection.cursor()
     marks = ", ".join(["%s"] * len(_KPI_COLUMNS))
     cursor.executemany(f"INSERT INTO kpi_values ({names}) VALUES ({marks})",
-                       list(zip(*(columns[c] for c in _KPI_COLUMNS))))
+                       list(zip(*(columns[c] if c in columns else itertools.repeat(same[c], n) for c in _KPI_COLUMNS))))
 
 
 def _sort_key(key: tuple) -> tuple:

@@ -35,7 +35,7 @@ def test_kpi_columns_are_the_json_dumps_of_parts_and_flags():
     cells = {c.key: c for c in (a, b, total)}
     for c, new_id in zip(cells.values(), (12, 3, 100)):
         c.id = new_id
-    columns = ag._kpi_columns(list(cells.values()), cells, "org", "2026.1", "run", None)
+    columns = ag._kpi_columns(list(cells.values()), cells)
     assert columns["parts"] == [None, None, json.dumps([3, 12])]
     assert columns["quality"] == [json.dumps(c.quality) if c.quality else None for c in cells.values()]
 
