@@ -130,7 +130,8 @@ def _collector_paused():
     """Python's cyclic garbage collector off for a while. The KPI values hold no reference
     cycles (reference counting frees them), but making 25,000 of them (a million readings)
     sets off collections, and each full one walks every object the process holds, holding
-    the GIL: a third of the recompute's Python time, and a stall of the app's window."""
+    the GIL (three of them were a fifth of the recompute's Python time at a million
+    readings, and each a stall of the app's window)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -413,7 +414,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             _scan_kpi(conn, d, staged, k, cells, scan)
         from esg_workbench.mapping import scope2
 
-        # the Python part: its objects hold no cycles, and collections of them cost a third of it
+        # the Python part: its objects hold no cycles, and collecting them cost a fifth of it
         with _collector_paused():
             extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
             months_seen = sorted({c.period for c in cells.values()})
@@ -496,8 +497,8 @@ _KPI_COLUMNS = ("id", "organization_id", "site", "period", "period_type", "kpi",
 
 def _kpi_columns(ordered: list[Cell], cells: dict[tuple, Cell]) -> dict[str, list]:
     """The kpi_values columns of `ordered` (ids allocated) that differ from value to value."""
-    # json.dumps of a list of ids is '[3, 7]': written out, it costs a tenth. A list of
-    # flags is one of a few dozen: each is dumped once.
+    # parts: json.dumps of a list of ids, '[3, 7]', written out; a list of flags is one of a
+    # few dozen, each dumped once
     quality_texts: dict[tuple[str, ...], str] = {}
 
     def quality_text(quality: list[str]) -> str | None:
@@ -599,8 +600,8 @@ _json_text = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii
 
 def _result_text(cell: Cell, inputs: str | list[str] | None, catalog_json: str) -> str:
     """chain.canonical({"kpi", "site", "period", "value", "unit", "rule", "catalog", "inputs"})
-    of a value, written out with its keys in their sorted order: json.dumps per value was
-    a third of the recompute's Python (tests/mapping/test_aggregate_hash.py holds them equal)."""
+    of a value, written out with its keys in their sorted order: json.dumps per value took
+    four times as long (tests/mapping/test_aggregate_hash.py holds the two equal)."""
     if inputs is None:
         inputs_json = "null"
     elif isinstance(inputs, str):
