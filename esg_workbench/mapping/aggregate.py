@@ -40,7 +40,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import itertools
 import json
 import statistics
 import time
@@ -83,7 +86,7 @@ NOT_PASSED_UP = {"missing"}
 UNKNOWN_SITE = "(unassigned)"
 
 
-@dataclass
+@dataclass(slots=True)
 class Cell:
     kpi: str
     site: str | None  # None: the organization
@@ -120,6 +123,22 @@ class AggregateResult:
     seconds: float
     flags: dict[str, int]
     output_hash: str
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for a while. The KPI values hold no reference
+    cycles (reference counting frees them), but making 25,000 of them (a million readings)
+    sets off collections, and each full one walks every object the process holds, holding
+    the GIL (three of them were a fifth of the recompute's Python time at a million
+    readings, and each a stall of the app's window)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fmt(value: float | None) -> str | None:
@@ -395,55 +414,54 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
             _scan_kpi(conn, d, staged, k, cells, scan)
         from esg_workbench.mapping import scope2
 
-        extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
-        months_seen = sorted({c.period for c in cells.values()})
-        months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
-        sites = sorted({c.site for c in cells.values() if c.site is not None})
-        say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
-        gap_count = 0
-        method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
-        for kpi in base:
-            _fill_missing(cells, kpi, months)
-            gap_count += gaps.flag_input_gaps(scan.by_source.get(kpi.id, []), cells, kpi, estimate=method)
-        estimated = sum(gaps.estimate(cells, kpi, method) for kpi in base) if method else 0
-        if method:
-            say(f"{estimated} missing site-month values estimated ({method})")
-        # before totals and roll-ups, so that they carry it too
-        incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, staged, cells)
-        gases.tag_gwp_sets(workspace, base, scan.factors, cells)  # gwp:<set> on emission values
-        by_kpi: dict[str, list[Cell]] = {}  # the site-month values of each KPI (one pass, not one per KPI)
-        for c in cells.values():
-            by_kpi.setdefault(c.kpi, []).append(c)
-        for kpi in base:
-            mine = by_kpi.get(kpi.id, [])
-            kpi_months = sorted({c.period for c in mine})
-            _flag_outliers(mine)
-            _site_totals(cells, mine, kpi, kpi_months)
-            _rollups(cells, kpi, kpi_months, sites, fiscal_start)
-        for kpi in catalog.kpis_in_order():
-            if not kpi.is_base:
-                (gases.derive_mass if kpi.rule == gases.MASS_RULE else _derive)(cells, kpi)
-        for cell in cells.values():
-            if cell.value is not None and cell.value < 0:
-                cell.flag("negative")
-        # --- hashes (parts before wholes), ids, rows ----------------------------------------------------
-        ordered = _dependency_order(cells)
-        for cell in ordered:
-            inputs = cell.inputs if not cell.parts else [cells[p].result_hash for p in sorted(cell.parts, key=_sort_key)]
-            cell.result_hash = chain.sha256_json({
-                "kpi": cell.kpi, "site": cell.site, "period": cell.period, "value": _fmt(cell.value),
-                "unit": cell.unit, "rule": cell.rule, "catalog": catalog.version, "inputs": inputs})
-        ids = _allocate_ids(conn, d, len(ordered))
-        for cell, new_id in zip(ordered, ids):
-            cell.id = new_id
-        now = utcnow()
-        records = [dict(
-            id=c.id, organization_id=org, site=c.site, period=c.period, period_type=c.period_type, kpi=c.kpi,
-            value=c.value, unit=c.unit, rule=c.rule, input_rows=c.input_rows,
-            parts=json.dumps(sorted(cells[p].id for p in c.parts)) if c.parts else None,
-            quality=json.dumps(c.quality) if c.quality else None, result_hash=c.result_hash,
-            catalog_version=catalog.version, run_id=run_id, computed_at=now) for c in ordered]
-        _bulk_insert(conn, d, records)
+        # the Python part: its objects hold no cycles, and collecting them cost a fifth of it
+        with _collector_paused():
+            extra_lineage = scope2.allocate_instruments(conn, d, workspace, cells, catalog)
+            months_seen = sorted({c.period for c in cells.values()})
+            months = periods.month_range(months_seen[0], months_seen[-1]) if months_seen else []
+            sites = sorted({c.site for c in cells.values() if c.site is not None})
+            say(f"{len(cells)} site-month values from staging rows; {len(months)} months, {len(sites)} sites")
+            gap_count = 0
+            method = gaps.estimate_method(workspace, conn) if estimate is True else (estimate or None)
+            site_cells = _site_cells_by_kpi(cells)  # (the empty values made below are of their own KPI)
+            for kpi in base:
+                _fill_missing(cells, kpi, months, site_cells.get(kpi.id, []))
+                gap_count += gaps.flag_input_gaps(scan.by_source.get(kpi.id, []), cells, kpi, estimate=method)
+            estimated = 0
+            if method:
+                site_cells = _site_cells_by_kpi(cells)  # (now with the empty values)
+                estimated = sum(gaps.estimate(cells, kpi, method, site_cells.get(kpi.id, [])) for kpi in base)
+                say(f"{estimated} missing site-month values estimated ({method})")
+            # before totals and roll-ups, so that they carry it too
+            incomplete = incomplete_source.flag_incomplete_sources(workspace, conn, d, staged, cells)
+            gases.tag_gwp_sets(workspace, base, scan.factors, cells)  # gwp:<set> on emission values
+            by_kpi: dict[str, list[Cell]] = {}  # the site-month values of each KPI (one pass, not one per KPI)
+            for c in cells.values():
+                by_kpi.setdefault(c.kpi, []).append(c)
+            calendar = _Calendar(fiscal_start)
+            for kpi in base:
+                mine = by_kpi.get(kpi.id, [])
+                kpi_months = sorted({c.period for c in mine})
+                _flag_outliers(mine)
+                _site_totals(cells, mine, kpi, kpi_months)
+                _rollups(cells, kpi, kpi_months, sites, fiscal_start, calendar)
+            keys_of = _keys_by_kpi(cells)  # derived KPIs find their parts' values here, not by a pass over all
+            for kpi in catalog.kpis_in_order():
+                if not kpi.is_base:
+                    (gases.derive_mass if kpi.rule == gases.MASS_RULE else _derive)(cells, kpi, keys_of)
+            for cell in cells.values():
+                if cell.value is not None and cell.value < 0:
+                    cell.flag("negative")
+            # --- hashes (parts before wholes), ids, rows ----------------------------------------------------
+            places = _places(cells)
+            ordered = _dependency_order(cells, places)
+            _hash_results(ordered, cells, places, catalog.version)
+            ids = _allocate_ids(conn, d, len(ordered))
+            for cell, new_id in zip(ordered, ids):
+                cell.id = new_id
+            columns = _kpi_columns(ordered, cells)
+        _bulk_insert(conn, d, columns, {"organization_id": org, "catalog_version": catalog.version, "run_id": run_id,
+                                        "computed_at": utcnow()})
         # --- lineage of the base cells: derived, not stored ---------------------------------------------
         # A month-and-site value's staging rows are those its KPI's selection picks for that
         # site and month (drill_down runs _inputs_sql for them), so no link per row is
@@ -477,16 +495,47 @@ _KPI_COLUMNS = ("id", "organization_id", "site", "period", "period_type", "kpi",
                 "parts", "quality", "result_hash", "catalog_version", "run_id", "computed_at")
 
 
-def _bulk_insert(conn, d: Dialect, records: list[dict[str, Any]]) -> None:
-    """kpi_values rows in one columnar insert (Arrow into DuckDB, executemany into PostgreSQL)."""
-    if not records:
+def _kpi_columns(ordered: list[Cell], cells: dict[tuple, Cell]) -> dict[str, list]:
+    """The kpi_values columns of `ordered` (ids allocated) that differ from value to value."""
+    # parts: json.dumps of a list of ids, '[3, 7]', written out; a list of flags is one of a
+    # few dozen, each dumped once
+    quality_texts: dict[tuple[str, ...], str] = {}
+
+    def quality_text(quality: list[str]) -> str | None:
+        if not quality:
+            return None
+        key = tuple(quality)
+        text = quality_texts.get(key)
+        if text is None:
+            text = quality_texts[key] = json.dumps(quality)
+        return text
+
+    return {
+        "id": [c.id for c in ordered], "site": [c.site for c in ordered], "period": [c.period for c in ordered],
+        "period_type": [c.period_type for c in ordered], "kpi": [c.kpi for c in ordered],
+        "value": [c.value for c in ordered], "unit": [c.unit for c in ordered], "rule": [c.rule for c in ordered],
+        "input_rows": [c.input_rows for c in ordered],
+        "parts": ["[" + ", ".join(map(str, sorted([cells[p].id for p in c.parts]))) + "]" if c.parts else None
+                  for c in ordered],
+        "quality": [quality_text(c.quality) for c in ordered], "result_hash": [c.result_hash for c in ordered],
+    }
+
+
+def _bulk_insert(conn, d: Dialect, columns: dict[str, list], same: dict[str, Any]) -> None:
+    """kpi_values rows in one columnar insert (Arrow into DuckDB, executemany into
+    PostgreSQL): `columns` (each a list) and the columns the same on every row (`same`:
+    organization, catalog version, run, time)."""
+    n = len(columns["id"])
+    if not n:
         return
     names = ", ".join(_KPI_COLUMNS)
     if d.is_duckdb:
         import pyarrow as pa
 
         types = {"id": pa.int64(), "value": pa.float64(), "input_rows": pa.int64(), "computed_at": pa.timestamp("us")}
-        table = pa.table({c: pa.array([r[c] for r in records], types.get(c, pa.string())) for c in _KPI_COLUMNS})
+        # (a column the same on every row repeats one scalar: converting 25,000 datetimes took 20 ms)
+        table = pa.table({c: pa.array(columns[c], types.get(c, pa.string())) if c in columns
+                          else pa.repeat(pa.scalar(same[c], types.get(c, pa.string())), n) for c in _KPI_COLUMNS})
         raw = conn.connection.driver_connection
         raw.register("_esg_kpi_batch", table)
         try:
@@ -497,26 +546,74 @@ def _bulk_insert(conn, d: Dialect, records: list[dict[str, Any]]) -> None:
     cursor = conn.connection.driver_connection.cursor()
     marks = ", ".join(["%s"] * len(_KPI_COLUMNS))
     cursor.executemany(f"INSERT INTO kpi_values ({names}) VALUES ({marks})",
-                       [tuple(r[c] for c in _KPI_COLUMNS) for r in records])
+                       list(zip(*(columns[c] if c in columns else itertools.repeat(same[c], n) for c in _KPI_COLUMNS))))
 
 
 def _sort_key(key: tuple) -> tuple:
     return (key[0], key[1] or "", key[2])
 
 
-def _dependency_order(cells: dict[tuple, Cell]) -> list[Cell]:
+def _places(cells: dict[tuple, Cell]) -> dict[tuple, int]:
+    """Each key's place in the order of _sort_key (keys that order alike share a place),
+    so that sorting the parts of 25,000 values is a dictionary lookup per part, not a
+    Python call."""
+    decorated = sorted((k[0], k[1] or "", k[2], i, k) for i, k in enumerate(cells))
+    places: dict[tuple, int] = {}
+    place, last = -1, None
+    for kpi, site, period, _, key in decorated:
+        if (kpi, site, period) != last:
+            place, last = place + 1, (kpi, site, period)
+        places[key] = place
+    return places
+
+
+def _dependency_order(cells: dict[tuple, Cell], places: dict[tuple, int]) -> list[Cell]:
+    """Every value after its parts: depth first from the keys in their sorted order
+    (`places`: _places), each value's parts in their order (the ids follow this order)."""
     done: dict[tuple, Cell] = {}
 
-    def visit(cell: Cell) -> None:
-        if cell.key in done:
-            return
+    def visit(key: tuple) -> None:
+        cell = cells[key]
         for p in cell.parts:
-            visit(cells[p])
-        done[cell.key] = cell
+            if p not in done:
+                visit(p)
+        done[key] = cell
 
-    for key in sorted(cells, key=_sort_key):
-        visit(cells[key])
+    for key in places:  # (in their sorted order already)
+        if key not in done:
+            visit(key)
     return list(done.values())
+
+
+def _hash_results(ordered: list[Cell], cells: dict[tuple, Cell], places: dict[tuple, int], catalog_version: str) -> None:
+    """Each value's result_hash (`ordered`: parts before wholes): over its inputs' hash (a
+    base value) or its parts' result hashes in the order of their keys."""
+    catalog_json = chain.canonical(catalog_version)
+    place = places.__getitem__
+    for cell in ordered:
+        inputs = [cells[p].result_hash for p in sorted(cell.parts, key=place)] if cell.parts else cell.inputs
+        cell.result_hash = hashlib.sha256(_result_text(cell, inputs, catalog_json).encode()).hexdigest()
+
+
+_json_text = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii=False) writes for a str
+
+
+def _result_text(cell: Cell, inputs: str | list[str] | None, catalog_json: str) -> str:
+    """chain.canonical({"kpi", "site", "period", "value", "unit", "rule", "catalog", "inputs"})
+    of a value, written out with its keys in their sorted order: json.dumps per value took
+    four times as long (tests/mapping/test_aggregate_hash.py holds the two equal)."""
+    if inputs is None:
+        inputs_json = "null"
+    elif isinstance(inputs, str):
+        inputs_json = _json_text(inputs)
+    else:
+        inputs_json = "[" + ",".join(map(_json_text, inputs)) + "]"
+    value = _fmt(cell.value)
+    return (f'{{"catalog":{catalog_json},"inputs":{inputs_json},"kpi":{_json_text(cell.kpi)},'
+            f'"period":{_json_text(cell.period)},"rule":{_json_text(cell.rule)},'
+            f'"site":{"null" if cell.site is None else _json_text(cell.site)},'
+            f'"unit":{"null" if cell.unit is None else _json_text(cell.unit)},'
+            f'"value":{"null" if value is None else _json_text(value)}}}')
 
 
 def _allocate_ids(conn, d: Dialect, n: int) -> list[int]:
@@ -526,20 +623,32 @@ def _allocate_ids(conn, d: Dialect, n: int) -> list[int]:
     return [r[0] for r in conn.exec_driver_sql(f"SELECT nextval('kpi_values_id_seq') FROM {source}").all()]
 
 
-def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str]) -> None:
+def _site_cells_by_kpi(cells: dict[tuple, Cell]) -> dict[str, list[Cell]]:
+    """The values of each KPI that have a site, in the order of `cells`."""
+    out: dict[str, list[Cell]] = {}
+    for c in cells.values():
+        if c.site is not None:
+            out.setdefault(c.kpi, []).append(c)
+    return out
+
+
+def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], mine: list[Cell] | None = None) -> None:
     """A site that reports a KPI gets an empty, flagged value for every month it lacks
-    within the months the KPI has data for."""
-    mine = [c for c in cells.values() if c.kpi == kpi.id and c.site is not None]
+    within the months the KPI has data for. `mine`: the KPI's values with a site, in the
+    order of `cells` (_site_cells_by_kpi), found here when not given."""
+    if mine is None:
+        mine = [c for c in cells.values() if c.kpi == kpi.id and c.site is not None]
     if not mine:
         return
     seen = sorted({c.period for c in mine})
     months = [m for m in months if seen[0] <= m <= seen[-1]]
+    # (the sites in a set's order, as before: the order of the values made, hence of their
+    # ids, must not change with a change that only makes it faster)
     for site in {c.site for c in mine}:
         for month in months:
             if (kpi.id, site, month) not in cells:
-                cell = Cell(kpi.id, site, month, "month", None, kpi.unit, kpi.rule)
-                cell.flag("missing")
-                cells[cell.key] = cell
+                cells[(kpi.id, site, month)] = Cell(kpi.id, site, month, "month", None, kpi.unit, kpi.rule,
+                                                    quality=["missing"])
 
 
 def _flag_outliers(mine: list[Cell]) -> None:
@@ -561,6 +670,24 @@ def _flag_outliers(mine: list[Cell]) -> None:
                 c.flag("outlier")
 
 
+def _pass_up(cell: Cell, parts: list[Cell], keep: Callable[[str], bool]) -> None:
+    """The flags of `parts` that `keep` takes join the cell's, in their order, each once
+    (what cell.flag() for each of them does, without a scan of the list per flag)."""
+    cell.quality = list(dict.fromkeys([*cell.quality, *(f for c in parts for f in c.quality if keep(f))]))
+
+
+def _passed_up(flag: str) -> bool:
+    return flag not in NOT_PASSED_UP
+
+
+def _not_missing(flag: str) -> bool:
+    return flag != "missing"
+
+
+def _passed_to_rollups(flag: str) -> bool:
+    return flag not in NOT_PASSED_UP and flag != "partial" and flag != "not_period_end"
+
+
 def _site_totals(cells: dict[tuple, Cell], mine: list[Cell], kpi: KpiDef, months: list[str]) -> None:
     """Organization total per month: the sum over sites (stocks too: each site's stock).
     `mine`: the KPI's site-month values."""
@@ -577,17 +704,38 @@ def _site_totals(cells: dict[tuple, Cell], mine: list[Cell], kpi: KpiDef, months
                      sum(c.input_rows for c in parts), parts=[c.key for c in parts])
         if len(known) < len(parts):
             total.flag("partial")
-        for c in parts:
-            for f in c.quality:
-                if f not in NOT_PASSED_UP:
-                    total.flag(f)
+        _pass_up(total, parts, _passed_up)
         cells[total.key] = total
 
 
-def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: list[str], fiscal_start: int) -> None:
+class _Calendar:
+    """The quarter and year of each month and the months of each quarter and year, for
+    one fiscal year start: worked out once per recompute, not once per KPI and site."""
+
+    def __init__(self, fiscal_start: int):
+        self.fiscal_start = fiscal_start
+        self._rollups: dict[str, tuple[str, str]] = {}
+        self._months: dict[str, list[str]] = {}
+
+    def rollups(self, month: str) -> tuple[str, str]:
+        found = self._rollups.get(month)
+        if found is None:
+            found = self._rollups[month] = periods.rollups(month, self.fiscal_start)
+        return found
+
+    def months(self, label: str) -> list[str]:
+        found = self._months.get(label)
+        if found is None:
+            found = self._months[label] = periods.parse_period(label, self.fiscal_start).months()
+        return found
+
+
+def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: list[str], fiscal_start: int,
+             calendar: _Calendar | None = None) -> None:
+    calendar = calendar or _Calendar(fiscal_start)
     groups: dict[tuple[str | None, str, str], list[Cell]] = {}
     for month in months:
-        quarter, year = periods.rollups(month, fiscal_start)
+        quarter, year = calendar.rollups(month)
         for site in [*sites, None]:
             cell = cells.get((kpi.id, site, month))
             if cell is None:
@@ -595,16 +743,16 @@ def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: li
             groups.setdefault((site, quarter, "quarter"), []).append(cell)
             groups.setdefault((site, year, "year"), []).append(cell)
     for (site, label, kind), parts in groups.items():
-        period = periods.parse_period(label, fiscal_start)
-        expected = [m for m in period.months() if months and months[0] <= m <= months[-1]]
-        by_month = {c.period: c for c in parts}
+        period_months = calendar.months(label)
+        expected = [m for m in period_months if months and months[0] <= m <= months[-1]]
         if kpi.rule == "stock":
+            by_month = {c.period: c for c in parts}
             last = next((by_month[m] for m in reversed(expected) if m in by_month and by_month[m].value is not None), None)
             cell = Cell(kpi.id, site, label, kind, last.value if last else None, kpi.unit, kpi.rule,
                         last.input_rows if last else 0, parts=[last.key] if last else [])
             if last is None:
                 cell.flag("missing")
-            elif last.period != period.months()[-1]:
+            elif last.period != period_months[-1]:
                 cell.flag("not_period_end")
         else:
             known = [c for c in parts if c.value is not None]
@@ -612,18 +760,29 @@ def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: li
                         sum(c.input_rows for c in parts), parts=[c.key for c in parts])
             if len(known) < len(expected) or any("partial" in c.quality for c in parts):
                 cell.flag("partial" if known else "missing")
-        for c in parts:
-            for f in c.quality:
-                if f not in NOT_PASSED_UP and f not in ("partial", "not_period_end"):
-                    cell.flag(f)
+        _pass_up(cell, parts, _passed_to_rollups)
         cells[cell.key] = cell
 
 
-def _derive(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
-    of = set(kpi.parts)  # (a property that builds a list)
-    keys = {(c.site, c.period, c.period_type) for c in cells.values() if c.kpi in of}
+def _keys_by_kpi(cells: dict[tuple, Cell]) -> dict[str, dict[tuple, None]]:
+    """The keys of each KPI's values, in the order of `cells` (a dict as an ordered set:
+    _derive and gases.derive_mass add the keys of the values they make)."""
+    out: dict[str, dict[tuple, None]] = {}
+    for key in cells:
+        out.setdefault(key[0], {})[key] = None
+    return out
+
+
+def _derive(cells: dict[tuple, Cell], kpi: KpiDef, keys_of: dict[str, dict[tuple, None]] | None = None) -> None:
+    """The values of a `ratio` or `linear` KPI, for every site and period one of its parts
+    has (`keys_of`: _keys_by_kpi, which it updates)."""
+    keys_of = _keys_by_kpi(cells) if keys_of is None else keys_of
+    of = kpi.parts  # (a property that builds a list)
+    keys = dict.fromkeys((cells[key].site, cells[key].period, cells[key].period_type)
+                         for part in dict.fromkeys(of) for key in keys_of.get(part, ()))
+    mine = keys_of.setdefault(kpi.id, {})
     for site, period, kind in keys:
-        parts = {p: cells.get((p, site, period)) for p in kpi.parts}
+        parts = {p: cells.get((p, site, period)) for p in of}
         present = [c for c in parts.values() if c is not None]
         if kpi.rule == "ratio":
             num, den = parts[kpi.numerator], parts[kpi.denominator]
@@ -639,11 +798,9 @@ def _derive(cells: dict[tuple, Cell], kpi: KpiDef) -> None:
             cell = Cell(kpi.id, site, period, kind, value, kpi.unit, kpi.rule, parts=[c.key for c in present])
             if len(known) < len(parts):
                 cell.flag("partial" if known else "missing")
-        for c in present:
-            for f in c.quality:
-                if f != "missing":
-                    cell.flag(f)
+        _pass_up(cell, present, _not_missing)
         cells[cell.key] = cell
+        mine[cell.key] = None
 
 
 # --- reading KPIs ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,7 +79,7 @@ def flag_input_gaps(sums: list[tuple], cells: dict, kpi, estimate: str | None = 
     gaps = 0
     for (site, table), series in sorted(found.items()):
         months = set(series)
-        span = periods.month_range(min(months), max(months))
+        span = _month_range(min(months), max(months))
         if len(span) < MIN_SPAN or len(months) < MONTHLY_SHARE * len(span):
             continue
         for month in span:
@@ -92,6 +93,12 @@ def flag_input_gaps(sums: list[tuple], cells: dict, kpi, estimate: str | None = 
             if estimate in METHODS and kpi.rule == "sum" and cell.value is not None:
                 _add_input_estimate(cell, cells, series, table, month, estimate)
     return gaps
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_range(first: str, last: str) -> tuple[str, ...]:
+    """periods.month_range, worked out once for the many sites and inputs that span the same months."""
+    return tuple(periods.month_range(first, last))
 
 
 def _add_input_estimate(cell, cells: dict, series: dict[str, float | None], table: str, month: str,
@@ -133,15 +140,24 @@ def _measured(cell) -> bool:
     return cell is not None and cell.value is not None and "estimated" not in cell.quality
 
 
-def estimate(cells: dict, kpi, method: str) -> int:
-    """Fill the missing site-month values of a `sum` KPI by `method`. Returns how many."""
+def estimate(cells: dict, kpi, method: str, mine: list | None = None) -> int:
+    """Fill the missing site-month values of a `sum` KPI by `method`. Returns how many.
+    `mine`: the KPI's values with a site, in the order of `cells` (found here when not given)."""
     if kpi.rule != "sum" or method not in METHODS:
         return 0
+    if mine is None:
+        mine = [c for c in cells.values() if c.kpi == kpi.id and c.site is not None]
+    months = [c for c in mine if c.site is not None and c.period_type == "month"]
+    # the measured months of each site, taken before any is estimated: an estimate is not
+    # measured, and neither was the empty value it fills
+    measured: dict[str, list] = {}
+    for c in months:
+        if _measured(c):
+            measured.setdefault(c.site, []).append(c)
     done = 0
-    targets = sorted((c for c in cells.values() if c.kpi == kpi.id and c.site is not None
-                      and c.period_type == "month" and c.value is None), key=lambda c: (c.site, c.period))
+    targets = sorted((c for c in months if c.value is None), key=lambda c: (c.site, c.period))
     for cell in targets:
-        parts = _sources(cells, kpi.id, cell.site, cell.period, method)
+        parts = _sources(cells, kpi.id, cell.site, cell.period, method, measured.get(cell.site, []))
         if not parts:
             continue
         value, keys = parts
@@ -153,7 +169,9 @@ def estimate(cells: dict, kpi, method: str) -> int:
     return done
 
 
-def _sources(cells: dict, kpi_id: str, site: str, month: str, method: str) -> tuple[float, list] | None:
+def _sources(cells: dict, kpi_id: str, site: str, month: str, method: str,
+             measured: list) -> tuple[float, list] | None:
+    """`measured`: the site's measured month values of the KPI, in the order of `cells`."""
     get = lambda k, m: cells.get((k, site, m))  # noqa: E731
     if method == "previous_year":
         before = get(kpi_id, _shift(month, -12))
@@ -167,8 +185,7 @@ def _sources(cells: dict, kpi_id: str, site: str, month: str, method: str) -> tu
     people = get(HEADCOUNT_KPI, month)
     if not _measured(people):
         return None
-    pairs = [(c, get(HEADCOUNT_KPI, c.period)) for c in cells.values()
-             if c.kpi == kpi_id and c.site == site and c.period_type == "month" and _measured(c)]
+    pairs = [(c, get(HEADCOUNT_KPI, c.period)) for c in measured]
     pairs = [(c, h) for c, h in pairs if _measured(h) and h.value]
     if not pairs:
         return None

@@ -80,19 +80,27 @@ def tag_gwp_sets(workspace, kpis, factors: dict[tuple, list[tuple]], cells: dict
     up). `factors`: per value's key, the (factor set, factor id) pairs of its rows, in
     order (aggregate._scan_kpi). Returns how many values were tagged."""
     gwp_of = _GwpOf(workspace)
+    tags: dict[tuple, str] = {}  # per (factor set, factor id): thousands of values share a few factors
     tagged = 0
     emission = [kpi for kpi in kpis if states_gwp(kpi)]
     ids = {kpi.id for kpi in emission}
     for key, pairs in factors.items():
         cell = cells.get(key) if key[0] in ids else None
-        for set_label, factor_id in pairs if cell is not None else []:
+        for pair in pairs if cell is not None else []:
+            found = tags.get(pair)
+            if found is None:
+                found = tags[pair] = tag(gwp_of(*pair))
             before = len(cell.quality)
-            cell.flag(tag(gwp_of(set_label, factor_id)))
+            cell.flag(found)
             tagged += len(cell.quality) > before
+    # an estimated month (gaps.py) has no rows: it is stated in the sets of the values it
+    # was estimated from (found in one pass over the values, not one per KPI)
+    estimated: dict[str, list] = {}
+    for c in cells.values():
+        if c.kpi in ids and c.parts and "estimated" in c.quality:
+            estimated.setdefault(c.kpi, []).append(c)
     for kpi in emission:
-        # an estimated month (gaps.py) has no rows: it is stated in the sets of the values
-        # it was estimated from
-        for cell in [c for c in cells.values() if c.kpi == kpi.id and c.parts and "estimated" in c.quality]:
+        for cell in estimated.get(kpi.id, []):
             for key in cell.parts:
                 part = cells.get(key)
                 for f in (part.quality if part is not None and part.kpi == kpi.id else []):
@@ -102,12 +110,18 @@ def tag_gwp_sets(workspace, kpis, factors: dict[tuple, list[tuple]], cells: dict
     return tagged
 
 
-def derive_mass(cells: dict, kpi) -> None:
+def derive_mass(cells: dict, kpi, keys_of: dict[str, dict] | None = None) -> None:
     """The `gas_mass` KPI's value for every value of its per-gas CO2e KPI (`of`): t of the
-    gas = t CO2e / GWP of the gas in the value's one GWP set."""
+    gas = t CO2e / GWP of the gas in the value's one GWP set. `keys_of`: the keys of each
+    KPI's values in the order of `cells` (aggregate._keys_by_kpi, which it updates)."""
     from esg_workbench.mapping.aggregate import Cell
 
-    for source in [c for c in cells.values() if c.kpi == kpi.of]:
+    if keys_of is None:
+        sources = [c for c in cells.values() if c.kpi == kpi.of]
+    else:
+        sources = [cells[key] for key in keys_of.get(kpi.of, ())]
+    made = keys_of.setdefault(kpi.id, {}) if keys_of is not None else {}
+    for source in sources:
         sets = sets_of(source.quality)
         cell = Cell(kpi.id, source.site, source.period, source.period_type, None, kpi.unit, kpi.rule,
                     parts=[source.key])
@@ -115,7 +129,8 @@ def derive_mass(cells: dict, kpi) -> None:
         if source.value is not None and len(sets) == 1 and known:
             cell.value = source.value / GWP[known[0]][kpi.gas]
         elif source.value is not None:
-            cell.flag("gwp_unknown")  # no GWP stated, or several: a mass is never guessed
-        for f in source.quality:
-            cell.flag(f)
+            cell.quality.append("gwp_unknown")  # no GWP stated, or several: a mass is never guessed
+        # the source's flags, each once, after gwp_unknown (what cell.flag() for each does)
+        cell.quality = list(dict.fromkeys([*cell.quality, *source.quality]))
         cells[cell.key] = cell
+        made[cell.key] = None
