@@ -47,8 +47,9 @@ import json
 import statistics
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 
@@ -320,47 +321,56 @@ class KpiInputs:
     def kpi(self, k: int) -> KpiDef:
         return self.kpis[k]
 
-    def read_once(self, ks: list[int]) -> str:
+    def kind_ids(self, ks: list[int]) -> list[int]:
+        """The staging kinds the KPIs `ks` take."""
+        return sorted({kind_id for k in ks for kind_id, _ in self.kinds[self.kpis[k].id]})
+
+    def pairs(self, ks: list[int]) -> list[tuple]:
+        """(kind, k, factor) for each kind each of the KPIs `ks` takes: the factor from the
+        kind's unit to the KPI's (None: not convertible)."""
+        return [(kind_id, k, self.factors[self.kpis[k].id].get(unit))
+                for k in ks for kind_id, unit in self.kinds[self.kpis[k].id]]
+
+    @staticmethod
+    def kind_parts(kinds: list[tuple]) -> list[tuple]:
+        """(id, field, source table, factor set, factor id, factor text) of `kinds` (id,
+        field, source table, factor set, factor id): the row text's parts a kind gives."""
+        return [(*kind, f"{kind[3] or ''}|{kind[4] or ''}") for kind in kinds]
+
+    def read_once(self, ks: list[int], kinds: str, pairs: str) -> str:
         """The input rows of the KPIs `ks` (no stocks) as _scan_sql wants them, reading each
-        staging row once however many of them select it: the rows of their kinds, each with
-        its content digest, then joined to the (kind, KPI) pairs, each pair with the factor
-        to the KPI's unit; the conditions on the records' columns are the KPI's."""
+        staging row once however many of them select it: the rows of their kinds (the table
+        `kinds` of kind_parts), each with its content digest, then joined to the table
+        `pairs` (of pairs: which KPI takes which kind, and the factor to the KPI's unit);
+        the conditions on the records' columns are the KPI's.
+
+        The row text's parts that come from a record (its source table and key, value and
+        unit) are made once per record, and those of a kind once per kind: left to the
+        planner, they would be made again for each of the record's rows (up to eight here),
+        which made the text and its md5 take 1.5 times the CPU. The records kept are narrow:
+        their source table is their kinds' (one apply of one table wrote both), and the
+        columns only some KPIs' conditions read are kept only when one does. The kinds are a
+        table of known size, not a query of staging_kinds: with a filter on that table
+        DuckDB guessed the values of the kinds fewer than the records after a re-apply in the
+        same process, and built its hash table on the 7,000,000 values (1.2 GB more)."""
         d = self.d
-        pairs, whens = [], []
-        for k in ks:
-            kpi = self.kpis[k]
-            for kind_id, unit in self.kinds[kpi.id]:
-                f = self.factors[kpi.id].get(unit)
-                pairs.append(f"({kind_id}, {k}, {d.number_literal(f) if f is not None else f'CAST(NULL AS {d.double})'})")
-            if on_records := _record_conditions(d, kpi):
-                whens.append(f"WHEN {k} THEN {' AND '.join(on_records)}")
-        kind_ids = sorted({kind_id for k in ks for kind_id, _ in self.kinds[self.kpis[k].id]})
-        # The row text's parts that come from a record (its source table and key, value and
-        # unit) are made once per record, and those of a kind once per kind: left to the
-        # planner, they would be made again for each of the record's rows (up to eight
-        # here), which made the text and its md5 take 1.5 times the CPU. The records kept are
-        # narrow: their source table is their kinds' (one apply of one table wrote both), and
-        # the columns only some KPIs' conditions read are kept only when one does.
+        whens = [f"WHEN {k} THEN {' AND '.join(conditions)}"
+                 for k in ks if (conditions := _record_conditions(d, self.kpis[k]))]
         selected = ", category, subcategory, attributes" if whens else ""
-        records = (f"SELECT id, site, period{selected}, "
-                   f"source_table || '|' || source_key AS lineage, "
+        records = (f"SELECT id, site, period{selected}, source_table || '|' || source_key AS lineage, "
                    f"{_fast_source_text(d, 'value')} || '|' || coalesce(unit, '') AS measured "
                    f"FROM staging_records WHERE organization_id = {d.literal(self.workspace.organization_id)} "
                    f"AND period IS NOT NULL")
-        kinds = ("SELECT id, field, source_table, factor_set, factor_id, "
-                 "coalesce(factor_set, '') || '|' || coalesce(factor_id, '') AS factor FROM staging_kinds "
-                 f"WHERE id IN ({', '.join(map(str, kind_ids))})")
         # the same text as _row_text (whose parts are never NULL, so concat_ws drops none)
         text = (f"concat_ws('|', r.lineage, k.field, r.measured, k.factor, "
                 f"{_fast_number_text(d, 'v.normalized_value')}, coalesce(v.quality, ''))")
-        rows = (f"WITH r AS MATERIALIZED ({records}), k AS MATERIALIZED ({kinds}) "
-                f"SELECT v.kind_id, r.site, r.period{selected.replace(', ', ', r.')}, v.normalized_value AS nv, "
-                f"v.quality, {text} AS rt, k.source_table AS st, k.factor_set AS fs, k.factor_id AS fi "
-                f"FROM staging_values v JOIN r ON r.id = v.record_id JOIN k ON k.id = v.kind_id")
+        rows = (f"WITH r AS MATERIALIZED ({records}) SELECT v.kind_id, r.site, r.period"
+                f"{selected.replace(', ', ', r.')}, v.normalized_value AS nv, v.quality, {text} AS rt, "
+                f"k.source_table AS st, k.factor_set AS fs, k.factor_id AS fi "
+                f"FROM staging_values v JOIN r ON r.id = v.record_id JOIN {kinds} k ON k.id = v.kind_id")
         where = f" WHERE CASE m.k {' '.join(whens)} ELSE TRUE END" if whens else ""
         return (f"SELECT m.k, s.site, s.period, s.nv * m.f AS v, s.nv, s.quality, s.h1, s.h2, s.st, s.fs, s.fi "
-                f"FROM ({_with_digest(d, rows)}) s JOIN (VALUES {', '.join(pairs)}) m(kind_id, k, f) "
-                f"ON m.kind_id = s.kind_id{where}")
+                f"FROM ({_with_digest(d, rows)}) s JOIN {pairs} m ON m.kind_id = s.kind_id{where}")
 
 
 @dataclass
@@ -376,9 +386,33 @@ class BaseScan:
 _SCANNED = "site, period, v, nv, quality, rt, st, fs, fi"
 
 
-def _scan_sql(rows_sql: str) -> str:
+class FlagBits:
+    """The ROW_FLAGS of the staging rows as bits, so that the flags of a value's rows are
+    one bit_or: a DISTINCT aggregate (string_agg of the distinct qualities) makes DuckDB
+    split the grouping in two and buffer all its input rows for them (1.1 GB more for
+    8,000,000 rows). A row's `quality` (its flags, comma-separated) takes its bits from a
+    small table of the organization's distinct qualities."""
+
+    #: the bit of each row flag, in the order of their names (the order values take them in)
+    BITS = {name: 1 << i for i, name in enumerate(sorted(ROW_FLAGS))}
+
+    def __init__(self, conn, d: Dialect, workspace: Workspace):
+        qualities = conn.exec_driver_sql(
+            f"SELECT DISTINCT quality FROM staging_values WHERE organization_id = {d.literal(workspace.organization_id)} "
+            f"AND quality IS NOT NULL ORDER BY quality").scalars().all()
+        masks = {q: sum(self.BITS[f] for f in set(q.split(",")) if f in self.BITS) for q in qualities}
+        #: (quality, bits) of the qualities that hold a row flag
+        self.rows = [(q, m) for q, m in masks.items() if m]
+
+    def flags(self, bits: int | None) -> list[str]:
+        """The KPI flags of a value whose rows have these bits."""
+        return [ROW_FLAGS[name] for name, bit in self.BITS.items() if (bits or 0) & bit]
+
+
+def _scan_sql(rows_sql: str, flag_bits: str | None) -> str:
     """The site-month sums of input rows (k, site, period, v, nv, quality, h1, h2, st, fs,
     fi), and what gaps.py and gases.py need to know about the rows behind them.
+    `flag_bits`: the table of FlagBits.rows (quality, bits), None if there are none.
 
     sum(v ORDER BY v) and ORDER BY: floating-point addition depends on the order of the
     terms, and rows come in their physical order, which an incremental apply or a
@@ -392,10 +426,12 @@ def _scan_sql(rows_sql: str) -> str:
     factor): then the per-table sum is the value and its factor is known without another
     pass over the rows."""
     with_factor = "FILTER (WHERE fi IS NOT NULL)"
+    bits, flagged = ("bit_or(q.bits)", f" LEFT JOIN {flag_bits} q ON q.quality = i.quality") \
+        if flag_bits else ("CAST(NULL AS BIGINT)", "")
     return (f"SELECT k, site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
-            f"count(*) FILTER (WHERE v < 0), sum(h1), sum(h2), string_agg(DISTINCT quality, ',' ORDER BY quality), "
+            f"count(*) FILTER (WHERE v < 0), sum(h1), sum(h2), {bits}, "
             f"min(st), max(st), count(fi), min(fi), max(fi), count(fs) {with_factor}, min(fs) {with_factor}, "
-            f"max(fs) {with_factor} FROM ({rows_sql}) i GROUP BY k, site, period ORDER BY k, site, period")
+            f"max(fs) {with_factor} FROM ({rows_sql}) i{flagged} GROUP BY k, site, period ORDER BY k, site, period")
 
 
 def _scan(conn, d: Dialect, inputs: KpiInputs, cells: dict[tuple, Cell], scan: BaseScan) -> None:
@@ -404,25 +440,68 @@ def _scan(conn, d: Dialect, inputs: KpiInputs, cells: dict[tuple, Cell], scan: B
     the aggregation's time); a stock, which takes the rows of each month's last date, in a
     statement of its own."""
     sums = [k for k, kpi in enumerate(inputs.kpis) if kpi.rule != "stock"]
-    statements = [inputs.read_once(sums)] if sums else []
-    for k, kpi in enumerate(inputs.kpis):
-        if kpi.rule == "stock":
-            statements.append(_with_digest(d, inputs.sql(_SCANNED, only=lambda x, kpi=kpi: x is kpi)))
+    wanted = set(inputs.kind_ids(sums))
+    kinds = [row for row in conn.exec_driver_sql(
+        f"SELECT id, field, source_table, factor_set, factor_id FROM staging_kinds "
+        f"WHERE organization_id = {d.literal(inputs.workspace.organization_id)} ORDER BY id").all() if row[0] in wanted]
     grouped: dict[int, list] = {k: [] for k in range(len(inputs.kpis))}
-    for rows_sql in statements:
-        for k, *row in conn.exec_driver_sql(_scan_sql(rows_sql)).all():
-            grouped[k].append(row)
+    flag_bits = FlagBits(conn, d, inputs.workspace)
+    with _listed(conn, d, "_esg_scan_flags", {"quality": "text", "bits": "bigint"}, flag_bits.rows) as flags, \
+            _listed(conn, d, "_esg_scan_kinds", _KIND_PARTS, inputs.kind_parts(kinds)) as kind_table, \
+            _listed(conn, d, "_esg_scan_pairs", _PAIRS, inputs.pairs(sums)) as pair_table:
+        statements = [inputs.read_once(sums, kind_table, pair_table)] if sums else []
+        statements += [_with_digest(d, inputs.sql(_SCANNED, only=lambda x, kpi=kpi: x is kpi))
+                       for kpi in inputs.kpis if kpi.rule == "stock"]
+        for rows_sql in statements:
+            for k, *row in conn.exec_driver_sql(_scan_sql(rows_sql, flags if flag_bits.rows else None)).all():
+                grouped[k].append(row)
     for k in range(len(inputs.kpis)):  # in the KPIs' order, as the cells always were
-        _cells_of(conn, d, inputs, k, grouped[k], cells, scan)
+        _cells_of(conn, inputs, k, grouped[k], flag_bits, cells, scan)
 
 
-def _cells_of(conn, d: Dialect, inputs: KpiInputs, k: int, rows: list, cells: dict[tuple, Cell], scan: BaseScan) -> None:
+#: the columns of the tables KpiInputs.read_once reads: the parts of the row text each kind
+#: gives, and the (kind, KPI) pairs with the factor to the KPI's unit
+_KIND_PARTS = {"id": "bigint", "field": "text", "source_table": "text", "factor_set": "text", "factor_id": "text",
+               "factor": "text"}
+_PAIRS = {"kind_id": "bigint", "k": "bigint", "f": "double"}
+
+
+@contextmanager
+def _listed(conn, d: Dialect, name: str, columns: dict[str, str], rows: list[tuple]) -> Iterator[str]:
+    """`rows` (of `columns`: name -> bigint | double | text) as a table `name` for the
+    statements run inside. Not a list of literals in the statement: DuckDB took longer to
+    plan one with the 2,500 staging kinds of the demo data (0.6 s) than to run it."""
+    if d.is_duckdb:
+        import pyarrow as pa
+
+        types = {"bigint": pa.int64(), "double": pa.float64(), "text": pa.string()}
+        raw = conn.connection.driver_connection
+        raw.register(name, pa.table({c: pa.array([r[i] for r in rows], types[t])
+                                     for i, (c, t) in enumerate(columns.items())}))
+        try:
+            yield name
+        finally:
+            raw.unregister(name)
+        return
+    types = {"bigint": "BIGINT", "double": d.double, "text": d.text}
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({', '.join(f'{c} {types[t]}' for c, t in columns.items())}) "
+                         f"ON COMMIT DROP")
+    if rows:
+        conn.connection.driver_connection.cursor().executemany(
+            f"INSERT INTO {name} VALUES ({', '.join(['%s'] * len(columns))})", rows)
+    yield name
+    # (after an error the transaction is rolled back, and the table made in it with it)
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def _cells_of(conn, inputs: KpiInputs, k: int, rows: list, flag_bits: FlagBits, cells: dict[tuple, Cell],
+              scan: BaseScan) -> None:
     """A KPI's site-month cells from its rows of _scan_sql; a further statement only where a
     value mixes source tables or factors."""
     kpi = inputs.kpi(k)
     one_table, one_factor = True, True
     by_source = scan.by_source.setdefault(kpi.id, [])
-    for (site, period, total, n, unusable, negatives, h1, h2, row_flags, first_table, last_table,
+    for (site, period, total, n, unusable, negatives, h1, h2, bits, first_table, last_table,
          factored, first_id, last_id, with_set, first_set, last_set) in rows:
         if first_table == last_table:
             by_source.append((site, first_table, period, total))
@@ -440,9 +519,7 @@ def _cells_of(conn, d: Dialect, inputs: KpiInputs, k: int, rows: list, cells: di
             cell.flag("unit_mismatch")
         if negatives:
             cell.flag("negative")
-        for flag in sorted(set((row_flags or "").split(","))):
-            if flag in ROW_FLAGS:
-                cell.flag(ROW_FLAGS[flag])
+        cell.flag(*flag_bits.flags(bits))
         if site == UNKNOWN_SITE:
             cell.flag("unknown_site")
         cells[cell.key] = cell
@@ -848,8 +925,6 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
     # one row per link: an instrument allocated to twelve months counts in each of them, as
     # in input_rows; rows a value stored before lineage was derived still links to, once
     parts = [links]
-    bases = [kpi for kpi_id in sorted(by_kpi) if (kpi := catalog.kpi(kpi_id)) is not None and kpi.is_base]
-    kinds = _kinds_of(conn, d, workspace, [kpi for kpi in bases if kpi.rule != "stock"])
     for kpi_id, pairs in sorted(by_kpi.items()):
         kpi = catalog.kpi(kpi_id)
         if kpi is None or not kpi.is_base:
@@ -866,15 +941,9 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
         if kpi.rule == "stock":  # the rows of the month's last date: the query that computed the value
             parts.append(f"SELECT i.id FROM ({_inputs_sql(d, workspace, kpi, {}, extra)}) i WHERE {wanted('i')} "
                          f"AND {unlinked('i.id')}")
-        elif kpi.id in kinds:
-            # the values of the KPI's kinds (the selection's columns a kind holds: _kinds_of)
-            # whose records the rest of the selection takes: the view's join to the kinds
-            # would be made for every value first
-            on_records = [f"s.organization_id = {d.literal(workspace.organization_id)}", "s.period IS NOT NULL",
-                          *extra, *_record_conditions(d, kpi)]
-            parts.append(f"SELECT v.id FROM staging_values v JOIN staging_records s ON s.id = v.record_id "
-                         f"WHERE v.kind_id IN ({', '.join(str(i) for i, _ in kinds[kpi.id])}) "
-                         f"AND {' AND '.join(on_records)} AND {wanted('s')} AND {unlinked('v.id')}")
+        else:
+            parts.append(f"SELECT s.id FROM staging_rows s WHERE {' AND '.join(_selection(d, workspace, kpi, extra))} "
+                         f"AND {wanted('s')} AND {unlinked('s.id')}")
     return " UNION ALL ".join(parts)
 
 
