@@ -4,9 +4,11 @@
   staging rows their selection picks (entity, field, category, subcategory, scope,
   method), converted to the KPI's unit. A `stock` (headcount) takes the rows of the
   latest date within the month: the value at the period's end, never a sum of months.
-  That one pass per KPI also gives the rows' content digest, whether a value's rows come
-  from one source table and one factor (then gaps.py and gases.py need no pass of their
-  own), and the units of all KPIs are found by one statement.
+  The KPIs that sum are computed by one statement, which reads each staging row once
+  however many KPIs select it (which KPIs take which staging kinds is decided in Python:
+  kinds are few); each stock by one of its own. That pass also gives the rows' content
+  digest, whether a value's rows come from one source table and one factor (then gaps.py
+  and gases.py need no pass of their own).
 * The staging rows behind each month-and-site value are those its KPI's selection picks
   for its site and month (derived by drill_down, not stored link by link; `kpi_lineage`
   holds only the contractual instruments allocated to a value); every other value
@@ -48,8 +50,9 @@ import json
 import statistics
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 
@@ -60,7 +63,6 @@ from esg_workbench.mapping import gaps, gases, periods, units
 from esg_workbench.mapping import incomplete as incomplete_source
 from esg_workbench.mapping.cancel import watching
 from esg_workbench.mapping.catalog import Catalog, KpiDef, load_catalog
-from esg_workbench.mapping.errors import UnknownUnit
 from esg_workbench.mapping.sql import Dialect, dialect_of
 from esg_workbench.workspace import concurrency
 from esg_workbench.workspace.database import Workspace, utcnow
@@ -206,6 +208,16 @@ def _selection(d: Dialect, workspace: Workspace, kpi: KpiDef, extra: Iterable[st
     return where + _attribute_conditions(d, kpi)
 
 
+def _row_text(d: Dialect, column: Callable[[str], str]) -> str:
+    """The content of a staging row, for the result hash (`column`: the SQL of a column of
+    staging_rows): no ids (the connector's id is random), and numbers as the same text on
+    every backend."""
+    return (f"concat_ws('|', {column('source_table')}, {column('source_key')}, {column('field')}, "
+            f"{_fast_source_text(d, column('value'))}, coalesce({column('unit')}, ''), "
+            f"coalesce({column('factor_set')}, ''), coalesce({column('factor_id')}, ''), "
+            f"{_fast_number_text(d, column('normalized_value'))}, coalesce({column('quality')}, ''))")
+
+
 def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dict[str, float],
                 extra: Iterable[str] = ()) -> str:
     """The staging rows of a base KPI, with their value in the KPI's unit (`extra`: more
@@ -214,13 +226,9 @@ def _inputs_sql(d: Dialect, workspace: Workspace, kpi: KpiDef, unit_factors: dic
     whens = " ".join(f"WHEN s.normalized_unit = {d.literal(u)} THEN s.normalized_value * {d.number_literal(f)}"
                      for u, f in unit_factors.items())
     value = f"(CASE {whens} END)" if whens else f"CAST(NULL AS {d.double})"
-    # the content of a row, for the result hash: no ids (the connector's id is random), and
-    # numbers as the same text on every backend
-    text = (f"concat_ws('|', s.source_table, s.source_key, s.field, {_fast_source_text(d, 's.value')}, "
-            f"coalesce(s.unit, ''), coalesce(s.factor_set, ''), coalesce(s.factor_id, ''), "
-            f"{_fast_number_text(d, 's.normalized_value')}, coalesce(s.quality, ''))")
     inner = (f"SELECT s.id, s.site, s.period, s.activity_date, {value} AS v, s.normalized_value AS nv, s.quality, "
-             f"{text} AS rt, s.source_table AS st, s.connector_id AS ci, s.factor_set AS fs, s.factor_id AS fi "
+             f"{_row_text(d, lambda column: 's.' + column)} AS rt, s.source_table AS st, s.connector_id AS ci, "
+             f"s.factor_set AS fs, s.factor_id AS fi "
              f"FROM staging_rows s WHERE {' AND '.join(where)}")
     if kpi.rule == "stock":
         return (f"SELECT id, site, period, v, nv, quality, rt, st, ci, fs, fi FROM "
@@ -240,56 +248,87 @@ def _with_digest(d: Dialect, rows_sql: str) -> str:
                            for name, start in (("h1", 1), ("h2", 16)))
         return f"SELECT x.*, {sliced} FROM (SELECT r.*, md5(r.rt) AS h FROM ({rows_sql}) r) x"
 
-    def byte(half: str, i: int) -> str:  # byte i of a 64-bit half (0: its lowest)
-        return f"(({half} >> {8 * i}) & 255)"
-
-    # the digest's bytes 0-7 are `lo` (byte 0 lowest), 8-15 `hi`; h1 is bytes 0-6 and the
-    # high half of byte 7 in reading order, h2 the low half of byte 7 and bytes 8-14
-    h1 = " | ".join([f"({byte('lo', i)} << {52 - 8 * i})" for i in range(7)] + ["(lo >> 60)"])
-    h2 = " | ".join(["(((lo >> 56) & 15) << 56)"] + [f"({byte('hi', i)} << {48 - 8 * i})" for i in range(7)])
+    # The digest's bytes 0-7 are `lo` (byte 0 lowest), 8-15 `hi`. With their bytes swapped
+    # (`bl`, `bh`: byte 0 highest) h1 is bl's top 60 bits, and h2 bl's low 4 bits followed
+    # by bh's top 56. A swap is three steps of masks and shifts: half the operations of
+    # moving the 15 bytes one by one.
     low64 = 18446744073709551615  # masks both halves: an older DuckDB's md5_number is a signed HUGEINT
-    return (f"SELECT x.*, CAST({h1} AS BIGINT) AS h1, CAST({h2} AS BIGINT) AS h2 FROM "
+
+    def swapped(x: str) -> str:
+        for width, mask in ((8, 0x00FF00FF00FF00FF), (16, 0x0000FFFF0000FFFF), (32, 0x00000000FFFFFFFF)):
+            x = f"((({x} & {mask}) << {width}) | (({x} >> {width}) & {mask}))"
+        return x
+
+    return (f"SELECT x.*, CAST(bl >> 4 AS BIGINT) AS h1, CAST(((bl & 15) << 56) | (bh >> 8) AS BIGINT) AS h2 FROM "
+            f"(SELECT z.*, {swapped('z.lo')} AS bl, {swapped('z.hi')} AS bh FROM "
             f"(SELECT y.*, CAST(y.h & {low64} AS UBIGINT) AS lo, CAST((y.h >> 64) & {low64} AS UBIGINT) AS hi "
-            f"FROM (SELECT r.*, md5_number(r.rt) AS h FROM ({rows_sql}) r) y) x")
+            f"FROM (SELECT r.*, md5_number(r.rt) AS h FROM ({rows_sql}) r) y) z) x")
 
 
-def _unit_factors(conn, d: Dialect, workspace: Workspace, kpis: list[KpiDef]) -> dict[str, dict[str, float]]:
-    """For each base KPI that has staging rows: the factor from each normalized unit of its
-    rows to the KPI's unit (one statement for all KPIs)."""
-    if not kpis:
-        return {}
-    branches = []
-    for k, kpi in enumerate(kpis):
-        where = [f"s.organization_id = {d.literal(workspace.organization_id)}"]
-        for column in _SELECT_COLUMNS:
-            if column in kpi.select:
-                where.append(_in(d, column, kpi.select[column]))
-        where += _attribute_conditions(d, kpi)
-        branches.append(f"SELECT DISTINCT {k} AS k, s.normalized_unit AS u FROM staging_rows s "
-                        f"WHERE {' AND '.join(where)}")
-    out: dict[str, dict[str, float]] = {}
-    for k, unit in conn.exec_driver_sql(" UNION ALL ".join(branches)).all():
-        kpi = kpis[k]
-        found = out.setdefault(kpi.id, {})
-        if unit is None:
-            continue
-        try:
-            found[unit] = units.factor(unit, kpi.unit)
-        except (UnknownUnit, Exception):
-            continue  # unusable rows: counted as unit_mismatch
-    # in the order of the KPIs (the CASE over units is then the same text every time)
-    return {kpi.id: dict(sorted(out[kpi.id].items())) for kpi in kpis if kpi.id in out}
+#: the columns of a KPI's selection that a staging kind holds (a kind and the records of its
+#: values come from one table mapping: they share the entity)
+_KIND_SELECT_COLUMNS = ("entity", "field", "scope", "method")
+
+
+def _selects(kpi: KpiDef, column: str, value: Any) -> bool:
+    """Whether a KPI's selection takes `value` in `column` (as _in's SQL would)."""
+    if column not in kpi.select:
+        return True
+    wanted = kpi.select[column]
+    values = wanted if isinstance(wanted, (list, tuple)) else [wanted]
+    if len(values) == 1:
+        return value == values[0]  # None: IS NULL
+    return value is not None and value in values  # (IN never takes a NULL)
+
+
+def _kinds_of(conn, d: Dialect, workspace: Workspace, kpis: list[KpiDef]) -> dict[str, list[tuple[int, str | None]]]:
+    """For each base KPI, the staging kinds its selection takes on the kinds' columns
+    (`_KIND_SELECT_COLUMNS`), with their normalized unit; KPIs that take none are left out.
+    The kinds are few (one per field, unit and factor an apply found), so this is decided
+    here, not row by row."""
+    kinds = conn.exec_driver_sql(
+        f"SELECT id, entity, field, scope, method, normalized_unit FROM staging_kinds "
+        f"WHERE organization_id = {d.literal(workspace.organization_id)} ORDER BY id").all()
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for kpi in kpis:
+        mine = [(kind_id, unit) for kind_id, *values, unit in kinds
+                if all(_selects(kpi, column, value) for column, value in zip(_KIND_SELECT_COLUMNS, values))]
+        if mine:
+            out[kpi.id] = mine
+    return out
+
+
+def _record_conditions(d: Dialect, kpi: KpiDef) -> list[str]:
+    """The conditions of a KPI's selection on the columns of the records `s` (those its
+    kinds do not decide: category, subcategory, attributes)."""
+    return [_in(d, c, kpi.select[c]) for c in ("category", "subcategory") if c in kpi.select] + \
+        _attribute_conditions(d, kpi)
+
+
+def _unit_factor(unit: str | None, kpi: KpiDef) -> float | None:
+    """The factor from a normalized unit to the KPI's; None: not convertible (the rows count
+    as unit_mismatch)."""
+    if unit is None:
+        return None
+    try:
+        return units.factor(unit, kpi.unit)
+    except Exception:  # UnknownUnit, or units of different dimensions
+        return None
 
 
 class KpiInputs:
-    """The staging rows of the base KPIs (`base`): for each KPI that has rows, its
+    """The staging rows of the base KPIs (`base`): for each KPI that has staging kinds, its
     _inputs_sql, tagged with the KPI's number `k` in `kpis`, so that one statement can read
     those of several KPIs (a row that two KPIs select is in both)."""
 
-    def __init__(self, d: Dialect, workspace: Workspace, kpis: list[KpiDef], factors: dict[str, dict[str, float]]):
-        self.d, self.workspace, self.factors = d, workspace, factors
+    def __init__(self, d: Dialect, workspace: Workspace, kpis: list[KpiDef], kinds: dict[str, list[tuple[int, str | None]]]):
+        self.d, self.workspace, self.kinds = d, workspace, kinds
         self.base = kpis
-        self.kpis = [kpi for kpi in kpis if kpi.id in factors]  # those with rows, numbered by `k`
+        self.kpis = [kpi for kpi in kpis if kpi.id in kinds]  # those that may have rows, numbered by `k`
+        # per KPI the factor from each unit of its rows to the KPI's, in the order of the units
+        # (the CASE over them is then the same text every time)
+        self.factors = {kpi.id: {unit: f for unit in sorted({u for _, u in kinds[kpi.id] if u is not None})
+                                 if (f := _unit_factor(unit, kpi)) is not None} for kpi in self.kpis}
 
     def sql(self, columns: str, only: Callable[[KpiDef], bool] = lambda kpi: True) -> str | None:
         """`columns` of the input rows (names of _inputs_sql) with `k`, of the KPIs `only` takes."""
@@ -301,6 +340,57 @@ class KpiInputs:
     def kpi(self, k: int) -> KpiDef:
         return self.kpis[k]
 
+    def kind_ids(self, ks: list[int]) -> list[int]:
+        """The staging kinds the KPIs `ks` take."""
+        return sorted({kind_id for k in ks for kind_id, _ in self.kinds[self.kpis[k].id]})
+
+    def pairs(self, ks: list[int]) -> list[tuple]:
+        """(kind, k, factor) for each kind each of the KPIs `ks` takes: the factor from the
+        kind's unit to the KPI's (None: not convertible)."""
+        return [(kind_id, k, self.factors[self.kpis[k].id].get(unit))
+                for k in ks for kind_id, unit in self.kinds[self.kpis[k].id]]
+
+    @staticmethod
+    def kind_parts(kinds: list[tuple]) -> list[tuple]:
+        """(id, field, source table, factor set, factor id, factor text) of `kinds` (id,
+        field, source table, factor set, factor id): the row text's parts a kind gives."""
+        return [(*kind, f"{kind[3] or ''}|{kind[4] or ''}") for kind in kinds]
+
+    def read_once(self, ks: list[int], kinds: str, pairs: str) -> str:
+        """The input rows of the KPIs `ks` (no stocks) as _scan_sql wants them, reading each
+        staging row once however many of them select it: the rows of their kinds (the table
+        `kinds` of kind_parts), each with its content digest, then joined to the table
+        `pairs` (of pairs: which KPI takes which kind, and the factor to the KPI's unit);
+        the conditions on the records' columns are the KPI's.
+
+        The row text's parts that come from a record (its source table and key, value and
+        unit) are made once per record, and those of a kind once per kind: left to the
+        planner, they would be made again for each of the record's rows (up to eight here),
+        which made the text and its md5 take 1.5 times the CPU. The records kept are narrow:
+        their source table is their kinds' (one apply of one table wrote both), and the
+        columns only some KPIs' conditions read are kept only when one does. The kinds are a
+        table of known size, not a query of staging_kinds: with a filter on that table
+        DuckDB guessed the values of the kinds fewer than the records after a re-apply in the
+        same process, and built its hash table on the 7,000,000 values (1.2 GB more)."""
+        d = self.d
+        whens = [f"WHEN {k} THEN {' AND '.join(conditions)}"
+                 for k in ks if (conditions := _record_conditions(d, self.kpis[k]))]
+        selected = ", category, subcategory, attributes" if whens else ""
+        records = (f"SELECT id, site, period{selected}, source_table || '|' || source_key AS lineage, "
+                   f"{_fast_source_text(d, 'value')} || '|' || coalesce(unit, '') AS measured "
+                   f"FROM staging_records WHERE organization_id = {d.literal(self.workspace.organization_id)} "
+                   f"AND period IS NOT NULL")
+        # the same text as _row_text (whose parts are never NULL, so concat_ws drops none)
+        text = (f"concat_ws('|', r.lineage, k.field, r.measured, k.factor, "
+                f"{_fast_number_text(d, 'v.normalized_value')}, coalesce(v.quality, ''))")
+        rows = (f"WITH r AS MATERIALIZED ({records}) SELECT v.kind_id, r.site, r.period"
+                f"{selected.replace(', ', ', r.')}, v.normalized_value AS nv, v.quality, {text} AS rt, "
+                f"k.source_table AS st, k.factor_set AS fs, k.factor_id AS fi "
+                f"FROM staging_values v JOIN r ON r.id = v.record_id JOIN {kinds} k ON k.id = v.kind_id")
+        where = f" WHERE CASE m.k {' '.join(whens)} ELSE TRUE END" if whens else ""
+        return (f"SELECT m.k, s.site, s.period, s.nv * m.f AS v, s.nv, s.quality, s.h1, s.h2, s.st, s.fs, s.fi "
+                f"FROM ({_with_digest(d, rows)}) s JOIN {pairs} m ON m.kind_id = s.kind_id{where}")
+
 
 @dataclass
 class BaseScan:
@@ -311,33 +401,126 @@ class BaseScan:
     factors: dict[tuple, list[tuple]] = field(default_factory=dict)
 
 
-def _scan_kpi(conn, d: Dialect, inputs: KpiInputs, k: int, cells: dict[tuple, Cell], scan: BaseScan) -> None:
-    """One statement over a KPI's rows: its site-month cells, and what gaps.py and gases.py
-    need to know about the rows behind them (a further statement only where a value mixes
-    source tables or factors)."""
-    kpi = inputs.kpi(k)
-    rows_sql = inputs.sql("site, period, v, nv, quality, rt, st, fs, fi", only=lambda x: x is kpi)
-    # sum(v ORDER BY v) and ORDER BY site, period: floating-point addition depends on
-    # the order of the terms, and rows come in their physical order, which an
-    # incremental apply or a concurrent writer changes. In a fixed order the same
-    # staging rows always give the same value to the last bit, hence the same hash.
-    # a row with a value in a unit that cannot be converted to the KPI's: unit_mismatch;
-    # a row without a value says why itself (missing_value, no_factor, unit_unknown, ...)
-    # The rows' content digest is a multiset hash (the count and the sums of two 60-bit
-    # slices of each row's md5): no sort of the rows' texts and no long string per
-    # group, and the same on DuckDB and PostgreSQL. Building each row's text and its md5
-    # are most of the aggregation's time. min = max of the source table (or factor) says
-    # that a value's rows come from one table (one factor): then the per-table sum is the
-    # value and its factor is known without another pass over the rows.
+#: the columns of KpiInputs.sql that _scan_sql reads (with the digest of `rt`)
+_SCANNED = "site, period, v, nv, quality, rt, st, fs, fi"
+
+
+class FlagBits:
+    """The ROW_FLAGS of the staging rows as bits, so that the flags of a value's rows are
+    one bit_or: a DISTINCT aggregate (string_agg of the distinct qualities) makes DuckDB
+    split the grouping in two and buffer all its input rows for them (1.1 GB more for
+    8,000,000 rows). A row's `quality` (its flags, comma-separated) takes its bits from a
+    small table of the organization's distinct qualities."""
+
+    #: the bit of each row flag, in the order of their names (the order values take them in)
+    BITS = {name: 1 << i for i, name in enumerate(sorted(ROW_FLAGS))}
+
+    def __init__(self, conn, d: Dialect, workspace: Workspace):
+        qualities = conn.exec_driver_sql(
+            f"SELECT DISTINCT quality FROM staging_values WHERE organization_id = {d.literal(workspace.organization_id)} "
+            f"AND quality IS NOT NULL ORDER BY quality").scalars().all()
+        masks = {q: sum(self.BITS[f] for f in set(q.split(",")) if f in self.BITS) for q in qualities}
+        #: (quality, bits) of the qualities that hold a row flag
+        self.rows = [(q, m) for q, m in masks.items() if m]
+
+    def flags(self, bits: int | None) -> list[str]:
+        """The KPI flags of a value whose rows have these bits."""
+        return [ROW_FLAGS[name] for name, bit in self.BITS.items() if (bits or 0) & bit]
+
+
+def _scan_sql(rows_sql: str, flag_bits: str | None) -> str:
+    """The site-month sums of input rows (k, site, period, v, nv, quality, h1, h2, st, fs,
+    fi), and what gaps.py and gases.py need to know about the rows behind them.
+    `flag_bits`: the table of FlagBits.rows (quality, bits), None if there are none.
+
+    sum(v ORDER BY v) and ORDER BY: floating-point addition depends on the order of the
+    terms, and rows come in their physical order, which an incremental apply or a
+    concurrent writer changes. In a fixed order the same staging rows always give the same
+    value to the last bit, hence the same hash. A row with a value in a unit that cannot be
+    converted to the KPI's: unit_mismatch; a row without a value says why itself
+    (missing_value, no_factor, unit_unknown, ...). The rows' content digest is a multiset
+    hash (the count and the sums of two 60-bit slices of each row's md5): no sort of the
+    rows' texts and no long string per group, and the same on DuckDB and PostgreSQL. min =
+    max of the source table (or factor) says that a value's rows come from one table (one
+    factor): then the per-table sum is the value and its factor is known without another
+    pass over the rows."""
     with_factor = "FILTER (WHERE fi IS NOT NULL)"
-    rows = conn.exec_driver_sql(
-        f"SELECT site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
-        f"count(*) FILTER (WHERE v < 0), sum(h1), sum(h2), string_agg(DISTINCT quality, ',' ORDER BY quality), "
-        f"min(st), max(st), count(fi), min(fi), max(fi), count(fs) {with_factor}, min(fs) {with_factor}, "
-        f"max(fs) {with_factor} FROM ({_with_digest(d, rows_sql)}) i GROUP BY site, period ORDER BY site, period").all()
+    bits, flagged = ("bit_or(q.bits)", f" LEFT JOIN {flag_bits} q ON q.quality = i.quality") \
+        if flag_bits else ("CAST(NULL AS BIGINT)", "")
+    return (f"SELECT k, site, period, sum(v ORDER BY v), count(*), count(*) FILTER (WHERE v IS NULL AND nv IS NOT NULL), "
+            f"count(*) FILTER (WHERE v < 0), sum(h1), sum(h2), {bits}, "
+            f"min(st), max(st), count(fi), min(fi), max(fi), count(fs) {with_factor}, min(fs) {with_factor}, "
+            f"max(fs) {with_factor} FROM ({rows_sql}) i{flagged} GROUP BY k, site, period ORDER BY k, site, period")
+
+
+def _scan(conn, d: Dialect, inputs: KpiInputs, cells: dict[tuple, Cell], scan: BaseScan) -> None:
+    """The site-month cells of every base KPI that has rows. The KPIs that sum are read in
+    one statement, which hashes each staging row once (the row text and its md5 are most of
+    the aggregation's time); a stock, which takes the rows of each month's last date, in a
+    statement of its own."""
+    sums = [k for k, kpi in enumerate(inputs.kpis) if kpi.rule != "stock"]
+    wanted = set(inputs.kind_ids(sums))
+    kinds = [row for row in conn.exec_driver_sql(
+        f"SELECT id, field, source_table, factor_set, factor_id FROM staging_kinds "
+        f"WHERE organization_id = {d.literal(inputs.workspace.organization_id)} ORDER BY id").all() if row[0] in wanted]
+    grouped: dict[int, list] = {k: [] for k in range(len(inputs.kpis))}
+    flag_bits = FlagBits(conn, d, inputs.workspace)
+    with _listed(conn, d, "_esg_scan_flags", {"quality": "text", "bits": "bigint"}, flag_bits.rows) as flags, \
+            _listed(conn, d, "_esg_scan_kinds", _KIND_PARTS, inputs.kind_parts(kinds)) as kind_table, \
+            _listed(conn, d, "_esg_scan_pairs", _PAIRS, inputs.pairs(sums)) as pair_table:
+        statements = [inputs.read_once(sums, kind_table, pair_table)] if sums else []
+        statements += [_with_digest(d, inputs.sql(_SCANNED, only=lambda x, kpi=kpi: x is kpi))
+                       for kpi in inputs.kpis if kpi.rule == "stock"]
+        for rows_sql in statements:
+            for k, *row in conn.exec_driver_sql(_scan_sql(rows_sql, flags if flag_bits.rows else None)).all():
+                grouped[k].append(row)
+    for k in range(len(inputs.kpis)):  # in the KPIs' order, as the cells always were
+        _cells_of(conn, inputs, k, grouped[k], flag_bits, cells, scan)
+
+
+#: the columns of the tables KpiInputs.read_once reads: the parts of the row text each kind
+#: gives, and the (kind, KPI) pairs with the factor to the KPI's unit
+_KIND_PARTS = {"id": "bigint", "field": "text", "source_table": "text", "factor_set": "text", "factor_id": "text",
+               "factor": "text"}
+_PAIRS = {"kind_id": "bigint", "k": "bigint", "f": "double"}
+
+
+@contextmanager
+def _listed(conn, d: Dialect, name: str, columns: dict[str, str], rows: list[tuple]) -> Iterator[str]:
+    """`rows` (of `columns`: name -> bigint | double | text) as a table `name` for the
+    statements run inside. Not a list of literals in the statement: DuckDB took longer to
+    plan one with the 2,500 staging kinds of the demo data (0.6 s) than to run it."""
+    if d.is_duckdb:
+        import pyarrow as pa
+
+        types = {"bigint": pa.int64(), "double": pa.float64(), "text": pa.string()}
+        raw = conn.connection.driver_connection
+        raw.register(name, pa.table({c: pa.array([r[i] for r in rows], types[t])
+                                     for i, (c, t) in enumerate(columns.items())}))
+        try:
+            yield name
+        finally:
+            raw.unregister(name)
+        return
+    types = {"bigint": "BIGINT", "double": d.double, "text": d.text}
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({', '.join(f'{c} {types[t]}' for c, t in columns.items())}) "
+                         f"ON COMMIT DROP")
+    if rows:
+        conn.connection.driver_connection.cursor().executemany(
+            f"INSERT INTO {name} VALUES ({', '.join(['%s'] * len(columns))})", rows)
+    yield name
+    # (after an error the transaction is rolled back, and the table made in it with it)
+    conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def _cells_of(conn, inputs: KpiInputs, k: int, rows: list, flag_bits: FlagBits, cells: dict[tuple, Cell],
+              scan: BaseScan) -> None:
+    """A KPI's site-month cells from its rows of _scan_sql; a further statement only where a
+    value mixes source tables or factors."""
+    kpi = inputs.kpi(k)
     one_table, one_factor = True, True
     by_source = scan.by_source.setdefault(kpi.id, [])
-    for (site, period, total, n, unusable, negatives, h1, h2, row_flags, first_table, last_table,
+    for (site, period, total, n, unusable, negatives, h1, h2, bits, first_table, last_table,
          factored, first_id, last_id, with_set, first_set, last_set) in rows:
         if first_table == last_table:
             by_source.append((site, first_table, period, total))
@@ -355,12 +538,11 @@ def _scan_kpi(conn, d: Dialect, inputs: KpiInputs, k: int, cells: dict[tuple, Ce
             cell.flag("unit_mismatch")
         if negatives:
             cell.flag("negative")
-        for flag in sorted(set((row_flags or "").split(","))):
-            if flag in ROW_FLAGS:
-                cell.flag(ROW_FLAGS[flag])
+        cell.flag(*flag_bits.flags(bits))
         if site == UNKNOWN_SITE:
             cell.flag("unknown_site")
         cells[cell.key] = cell
+    rows_sql = inputs.sql(_SCANNED, only=lambda x: x is kpi)
     if not one_table:
         scan.by_source[kpi.id] = conn.exec_driver_sql(
             f"SELECT site, st, period, sum(v ORDER BY v) FROM ({rows_sql}) i GROUP BY site, st, period "
@@ -406,12 +588,11 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
         drop_legacy_duckdb_indexes(workspace, conn)
         conn.execute(sa.delete(kpi_lineage).where(kpi_lineage.c.organization_id == org))
         conn.execute(sa.delete(kpi_values).where(kpi_values.c.organization_id == org))
-        # --- base cells: one statement per KPI --------------------------------------------------------
+        # --- base cells: one statement for the KPIs that sum, one per stock ---------------------------
         base = [k for k in catalog.kpis_in_order() if k.is_base]
-        staged = KpiInputs(d, workspace, base, _unit_factors(conn, d, workspace, base))
+        staged = KpiInputs(d, workspace, base, _kinds_of(conn, d, workspace, base))
         scan = BaseScan()
-        for k in range(len(staged.kpis)):
-            _scan_kpi(conn, d, staged, k, cells, scan)
+        _scan(conn, d, staged, cells, scan)
         from esg_workbench.mapping import scope2
 
         # the Python part: its objects hold no cycles, and collecting them cost a fifth of it
@@ -861,11 +1042,15 @@ def drill_down(workspace: Workspace, kpi_value_id: int, *, limit: int = 1000) ->
         ids_sql = _lineage_ids_sql(workspace, conn, base_ids)
         count, staging = 0, []
         if ids_sql is not None:
-            # the ids are counted, and only the first `limit` rows are read whole
-            count = conn.exec_driver_sql(f"SELECT count(*) FROM ({ids_sql}) x").scalar()
+            # the ids are found and counted once, and only the first `limit` rows are read whole
+            # (their id range lets the scan skip the row groups outside it)
+            first = conn.exec_driver_sql(
+                f"SELECT id, count(*) OVER () FROM ({ids_sql}) x ORDER BY id LIMIT {int(limit)}").all()
+            count = first[0][1] if first else 0
+            ids = ", ".join(str(int(i)) for i, _ in first)
             staging = [dict(r._mapping) for r in conn.exec_driver_sql(
-                f"SELECT s.* FROM staging_rows s WHERE s.id IN (SELECT id FROM ({ids_sql}) x ORDER BY id "
-                f"LIMIT {int(limit)}) ORDER BY s.id")]
+                f"SELECT s.* FROM staging_rows s WHERE s.id BETWEEN {first[0][0]} AND {first[-1][0]} "
+                f"AND s.id IN ({ids}) ORDER BY s.id")] if first else []
     staging_rows = staging
     return {
         "value": dict(row._mapping), "parts": parts_rows, "staging_row_count": count, "staging_rows": staging_rows,
@@ -887,8 +1072,13 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
     by_kpi: dict[str, list[tuple[str, str]]] = {}
     for kpi_id, site, period in rows:
         by_kpi.setdefault(kpi_id, []).append((site, period))
-    links = (f"SELECT staging_row_id AS id FROM kpi_lineage WHERE organization_id = {d.literal(workspace.organization_id)} "
-             f"AND kpi_value_id IN ({', '.join(str(int(i)) for i in value_ids)})")
+    linked = (f"FROM kpi_lineage l WHERE l.organization_id = {d.literal(workspace.organization_id)} "
+              f"AND l.kpi_value_id IN ({', '.join(str(int(i)) for i in value_ids)})")
+    links = f"SELECT l.staging_row_id AS id {linked}"
+
+    def unlinked(row_id: str) -> str:  # (an anti-join: NOT IN would be a mark join, slower)
+        return f"NOT EXISTS (SELECT 1 {linked} AND l.staging_row_id = {row_id})"
+
     # one row per link: an instrument allocated to twelve months counts in each of them, as
     # in input_rows; rows a value stored before lineage was derived still links to, once
     parts = [links]
@@ -907,10 +1097,10 @@ def _lineage_ids_sql(workspace: Workspace, conn, value_ids: list[int]) -> str | 
             if len(pairs) < len(sites) * len(months) else (lambda t: "TRUE")
         if kpi.rule == "stock":  # the rows of the month's last date: the query that computed the value
             parts.append(f"SELECT i.id FROM ({_inputs_sql(d, workspace, kpi, {}, extra)}) i WHERE {wanted('i')} "
-                         f"AND i.id NOT IN ({links})")
+                         f"AND {unlinked('i.id')}")
         else:
             parts.append(f"SELECT s.id FROM staging_rows s WHERE {' AND '.join(_selection(d, workspace, kpi, extra))} "
-                         f"AND {wanted('s')} AND s.id NOT IN ({links})")
+                         f"AND {wanted('s')} AND {unlinked('s.id')}")
     return " UNION ALL ".join(parts)
 
 

@@ -68,7 +68,7 @@ def estimate_method(workspace, conn=None) -> str | None:
 def flag_input_gaps(sums: list[tuple], cells: dict, kpi, estimate: str | None = None) -> int:
     """Flag `gap` on the site-month values of `kpi` where a monthly input of the site has no
     rows. `sums`: (site, source table, month, sum of the rows in the KPI's unit) of the
-    KPI's input rows (aggregate._scan_kpi). With `estimate` (a method of METHODS), a
+    KPI's input rows (aggregate._cells_of). With `estimate` (a method of METHODS), a
     value that other inputs of the month make (gas read, electricity missing) gets the
     missing input estimated from that input's own months and added, flagged `estimated`
     and `estimate:<method>`. Returns the number of (site, month, input) gaps."""

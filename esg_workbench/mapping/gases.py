@@ -78,7 +78,7 @@ def tag_gwp_sets(workspace, kpis, factors: dict[tuple, list[tuple]], cells: dict
     """Tag every site-month value of an emission KPI of `kpis` with the GWP sets of the
     factors of the staging rows behind it (before totals and roll-ups, which carry the tags
     up). `factors`: per value's key, the (factor set, factor id) pairs of its rows, in
-    order (aggregate._scan_kpi). Returns how many values were tagged."""
+    order (aggregate._cells_of). Returns how many values were tagged."""
     gwp_of = _GwpOf(workspace)
     tags: dict[tuple, str] = {}  # per (factor set, factor id): thousands of values share a few factors
     tagged = 0
