@@ -19,11 +19,13 @@ result hashes), the kpi_lineage rows, the audit entry's output hash and metadata
 the recompute's result. Only the run id and the times may differ. Exit status 1 when
 anything else does.
 
-Both processes run with the same PYTHONHASHSEED (`--seed N`, default 0): the order in
-which aggregate.py has made the empty values of missing months (and so their ids, the
-order of ids in `parts`, of flags passed up to totals, and of the terms of a total with
-estimated months) followed the iteration order of a set of site names, which differs
-from one process to the next.
+Both processes run with the same PYTHONHASHSEED (`--seed N`, default 0): until the
+sites were sorted (aggregate._fill_missing), the order in which aggregate.py made the
+empty values of missing months (and so their ids, the order of ids in `parts`, of flags
+passed up to totals, and of the terms of a total with estimated months) followed the
+iteration order of a set of site names, which differs from one process to the next; a
+baseline from before then needs the same seed to be comparable at all (and gives rows in
+another order than the code after it, with the same output hash).
 """
 
 from __future__ import annotations

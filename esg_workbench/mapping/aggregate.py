@@ -50,7 +50,6 @@ import json
 import statistics
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -284,8 +283,8 @@ def _selects(kpi: KpiDef, column: str, value: Any) -> bool:
 def _kinds_of(conn, d: Dialect, workspace: Workspace, kpis: list[KpiDef]) -> dict[str, list[tuple[int, str | None]]]:
     """For each base KPI, the staging kinds its selection takes on the kinds' columns
     (`_KIND_SELECT_COLUMNS`), with their normalized unit; KPIs that take none are left out.
-    The kinds are few (one per field, unit and factor an apply found), so this is decided
-    here, not row by row."""
+    The kinds are few (one per field, unit and factor an apply found: thousands at most,
+    against millions of rows), so this is decided here, not row by row."""
     kinds = conn.exec_driver_sql(
         f"SELECT id, entity, field, scope, method, normalized_unit FROM staging_kinds "
         f"WHERE organization_id = {d.literal(workspace.organization_id)} ORDER BY id").all()
@@ -485,7 +484,7 @@ _KIND_PARTS = {"id": "bigint", "field": "text", "source_table": "text", "factor_
 _PAIRS = {"kind_id": "bigint", "k": "bigint", "f": "double"}
 
 
-@contextmanager
+@contextlib.contextmanager
 def _listed(conn, d: Dialect, name: str, columns: dict[str, str], rows: list[tuple]) -> Iterator[str]:
     """`rows` (of `columns`: name -> bigint | double | text) as a table `name` for the
     statements run inside. Not a list of literals in the statement: DuckDB took longer to
@@ -823,9 +822,10 @@ def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], mine
         return
     seen = sorted({c.period for c in mine})
     months = [m for m in months if seen[0] <= m <= seen[-1]]
-    # (the sites in a set's order, as before: the order of the values made, hence of their
-    # ids, must not change with a change that only makes it faster)
-    for site in {c.site for c in mine}:
+    # in the sites' order: in a set's, which changes from one process to the next (with the
+    # hash seed), so did the values' ids, the order of parts and of the flags a total takes
+    # up, and the order of the terms of a total with estimated months
+    for site in sorted({c.site for c in mine}):
         for month in months:
             if (kpi.id, site, month) not in cells:
                 cells[(kpi.id, site, month)] = Cell(kpi.id, site, month, "month", None, kpi.unit, kpi.rule,

@@ -79,3 +79,22 @@ def test_flags_passed_up_keep_their_first_order():
     cell = Cell("k", None, "m", "month", 2.0, "u", "sum", quality=["partial"])
     ag._pass_up(cell, parts, ag._passed_up)
     assert cell.quality == ["partial", "gap", "outlier", "negative"]
+
+
+def test_missing_months_are_made_in_the_order_of_the_sites():
+    """The empty values of missing months were made in the order of a set of site names,
+    which changes from one process to the next (the hash seed): so did their ids, the order
+    of ids in `parts` and of the terms of a total. Twenty sites: a set's order is then
+    never the sorted one by chance."""
+    from esg_workbench.mapping.catalog import load_catalog
+
+    kpi = load_catalog().kpi("energy_total")
+    sites = [f"site-{i:02d}" for i in random.Random(7).sample(range(20), 20)]
+    cells = {}
+    for site in sites:  # every site reports January and March, none February
+        for month in ("2023-01", "2023-03"):
+            cell = Cell(kpi.id, site, month, "month", 1.0, kpi.unit, kpi.rule)
+            cells[cell.key] = cell
+    ag._fill_missing(cells, kpi, ["2023-01", "2023-02", "2023-03"])
+    made = [key[1] for key, cell in cells.items() if cell.quality == ["missing"]]
+    assert made == sorted(sites)
