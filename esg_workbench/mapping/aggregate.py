@@ -355,12 +355,13 @@ class KpiInputs:
         field, source table, factor set, factor id): the row text's parts a kind gives."""
         return [(*kind, f"{kind[3] or ''}|{kind[4] or ''}") for kind in kinds]
 
-    def read_once(self, ks: list[int], kinds: str, pairs: str) -> str:
+    def read_once(self, ks: list[int], kinds: str, pairs: str, sites: str | None = None) -> str:
         """The input rows of the KPIs `ks` (no stocks) as _scan_sql wants them, reading each
         staging row once however many of them select it: the rows of their kinds (the table
         `kinds` of kind_parts), each with its content digest, then joined to the table
         `pairs` (of pairs: which KPI takes which kind, and the factor to the KPI's unit);
-        the conditions on the records' columns are the KPI's.
+        the conditions on the records' columns are the KPI's. `sites`: a condition on the
+        records' `site` (site_batches), or None for all.
 
         The row text's parts that come from a record (its source table and key, value and
         unit) are made once per record, and those of a kind once per kind: left to the
@@ -378,7 +379,7 @@ class KpiInputs:
         records = (f"SELECT id, site, period{selected}, source_table || '|' || source_key AS lineage, "
                    f"{_fast_source_text(d, 'value')} || '|' || coalesce(unit, '') AS measured "
                    f"FROM staging_records WHERE organization_id = {d.literal(self.workspace.organization_id)} "
-                   f"AND period IS NOT NULL")
+                   f"AND period IS NOT NULL{f' AND ({sites})' if sites else ''}")
         # the same text as _row_text (whose parts are never NULL, so concat_ws drops none)
         text = (f"concat_ws('|', r.lineage, k.field, r.measured, k.factor, "
                 f"{_fast_number_text(d, 'v.normalized_value')}, coalesce(v.quality, ''))")
@@ -454,20 +455,26 @@ def _scan_sql(rows_sql: str, flag_bits: str | None) -> str:
 
 def _scan(conn, d: Dialect, inputs: KpiInputs, cells: dict[tuple, Cell], scan: BaseScan) -> None:
     """The site-month cells of every base KPI that has rows. The KPIs that sum are read in
-    one statement, which hashes each staging row once (the row text and its md5 are most of
-    the aggregation's time); a stock, which takes the rows of each month's last date, in a
-    statement of its own."""
+    one statement (per batch of sites, when there are many records: _site_batches), which
+    hashes each staging row once (the row text and its md5 are most of the aggregation's
+    time); a stock, which takes the rows of each month's last date, in a statement of its
+    own."""
     sums = [k for k, kpi in enumerate(inputs.kpis) if kpi.rule != "stock"]
     wanted = set(inputs.kind_ids(sums))
     kinds = [row for row in conn.exec_driver_sql(
         f"SELECT id, field, source_table, factor_set, factor_id FROM staging_kinds "
         f"WHERE organization_id = {d.literal(inputs.workspace.organization_id)} ORDER BY id").all() if row[0] in wanted]
+    batches = _site_batches(conn, d, inputs.workspace) if sums else []
     grouped: dict[int, list] = {k: [] for k in range(len(inputs.kpis))}
     flag_bits = FlagBits(conn, d, inputs.workspace)
     with _listed(conn, d, "_esg_scan_flags", {"quality": "text", "bits": "bigint"}, flag_bits.rows) as flags, \
             _listed(conn, d, "_esg_scan_kinds", _KIND_PARTS, inputs.kind_parts(kinds)) as kind_table, \
-            _listed(conn, d, "_esg_scan_pairs", _PAIRS, inputs.pairs(sums)) as pair_table:
-        statements = [inputs.read_once(sums, kind_table, pair_table)] if sums else []
+            _listed(conn, d, "_esg_scan_pairs", _PAIRS, inputs.pairs(sums)) as pair_table, \
+            _listed(conn, d, "_esg_scan_sites", {"site": "text", "batch": "bigint"},
+                    [(site, b) for b, batch in enumerate(batches) for site in batch if site is not None]) as sites:
+        # (the batches in the order of their sites: a KPI's rows come in the order of one statement's)
+        statements = [inputs.read_once(sums, kind_table, pair_table, _in_batch(sites, b, batch)
+                                       if len(batches) > 1 else None) for b, batch in enumerate(batches)]
         statements += [_with_digest(d, inputs.sql(_SCANNED, only=lambda x, kpi=kpi: x is kpi))
                        for kpi in inputs.kpis if kpi.rule == "stock"]
         for rows_sql in statements:
@@ -482,6 +489,36 @@ def _scan(conn, d: Dialect, inputs: KpiInputs, cells: dict[tuple, Cell], scan: B
 _KIND_PARTS = {"id": "bigint", "field": "text", "source_table": "text", "factor_set": "text", "factor_id": "text",
                "factor": "text"}
 _PAIRS = {"kind_id": "bigint", "k": "bigint", "f": "double"}
+#: at most this many staging records (and so, here, about 14,000,000 fanned-out values) in
+#: one statement of _scan: its ordered sums hold all their values at once, and its records'
+#: text parts are materialized (10,000,000 readings in one statement peaked at 4.3 GB, 1.4 GB
+#: more than one statement per KPI)
+SCAN_BATCH_RECORDS = 4_000_000
+
+
+def _site_batches(conn, d: Dialect, workspace: Workspace) -> list[list[str | None]]:
+    """The sites of the staging records in batches of at most SCAN_BATCH_RECORDS records
+    (a site's records are never split: a value is a site's), in the order the statements'
+    rows come in (sites ascending, no site last); one batch for all when they fit."""
+    counts = conn.exec_driver_sql(
+        f"SELECT site, count(*) FROM staging_records WHERE organization_id = {d.literal(workspace.organization_id)} "
+        f"AND period IS NOT NULL GROUP BY site ORDER BY site NULLS LAST").all()
+    batches: list[list[str | None]] = [[]]
+    size = 0
+    for site, n in counts:
+        if size + n > SCAN_BATCH_RECORDS and batches[-1]:
+            batches.append([])
+            size = 0
+        batches[-1].append(site)
+        size += n
+    return batches
+
+
+def _in_batch(sites: str, b: int, batch: list[str | None]) -> str:
+    """The condition on a record's site that picks batch `b` of the table `sites` (site,
+    batch) of _site_batches."""
+    picked = f"site IN (SELECT site FROM {sites} WHERE batch = {b})"
+    return f"{picked} OR site IS NULL" if None in batch else picked
 
 
 @contextlib.contextmanager

@@ -98,3 +98,39 @@ def test_missing_months_are_made_in_the_order_of_the_sites():
     ag._fill_missing(cells, kpi, ["2023-01", "2023-02", "2023-03"])
     made = [key[1] for key, cell in cells.items() if cell.quality == ["missing"]]
     assert made == sorted(sites)
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
+def test_a_recompute_in_batches_of_sites_gives_the_same_values(backend, tmp_path, monkeypatch, request):
+    """Many staging records are read in batches of sites (_site_batches), so that the
+    statement's memory is bounded: every value, id, part, flag and hash is what one
+    statement gives."""
+    from esg_workbench import demo
+    from esg_workbench.mapping.sql import dialect_of
+    from esg_workbench.workspace import open_workspace
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    ws = open_workspace(str(tmp_path / "ws.duckdb") if backend == "duckdb" else
+                        f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{request.getfixturevalue('pg_database')}")
+    demo.run_demo(ws)
+    columns = "id, kpi, site, period, period_type, value, unit, input_rows, parts, quality, result_hash"
+
+    def recompute() -> tuple:
+        """The output hash and the rows, their ids (and those in parts) counted from the first."""
+        result = ag.aggregate(ws)
+        with ws.read() as conn:
+            rows = conn.exec_driver_sql(f"SELECT {columns} FROM kpi_values ORDER BY id").all()
+        first = rows[0][0]
+        return result.output_hash, [(row[0] - first, *row[1:8], json.dumps([i - first for i in json.loads(row[8])])
+                                     if row[8] else None, *row[9:]) for row in rows]
+
+    whole = recompute()
+    monkeypatch.setattr(ag, "SCAN_BATCH_RECORDS", 500)
+    with ws.read() as conn:
+        batches = ag._site_batches(conn, dialect_of(ws), ws)
+    sites = [site for batch in batches for site in batch]
+    assert len(batches) > 3 and sites == sorted(sites, key=lambda site: (site is None, site or ""))
+    try:
+        assert recompute() == whole
+    finally:
+        ws.close()
