@@ -662,7 +662,7 @@ def _aggregate_once(workspace: Workspace, catalog: Catalog, fiscal_start: int, a
                 kpi_months = sorted({c.period for c in mine})
                 _flag_outliers(mine)
                 _site_totals(cells, mine, kpi, kpi_months)
-                _rollups(cells, kpi, kpi_months, sites, fiscal_start, calendar)
+                _rollups(cells, kpi, kpi_months, sites, calendar)
             keys_of = _keys_by_kpi(cells)  # derived KPIs find their parts' values here, not by a pass over all
             for kpi in catalog.kpis_in_order():
                 if not kpi.is_base:
@@ -850,12 +850,10 @@ def _site_cells_by_kpi(cells: dict[tuple, Cell]) -> dict[str, list[Cell]]:
     return out
 
 
-def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], mine: list[Cell] | None = None) -> None:
+def _fill_missing(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], mine: list[Cell]) -> None:
     """A site that reports a KPI gets an empty, flagged value for every month it lacks
     within the months the KPI has data for. `mine`: the KPI's values with a site, in the
-    order of `cells` (_site_cells_by_kpi), found here when not given."""
-    if mine is None:
-        mine = [c for c in cells.values() if c.kpi == kpi.id and c.site is not None]
+    order of `cells` (_site_cells_by_kpi)."""
     if not mine:
         return
     seen = sorted({c.period for c in mine})
@@ -949,9 +947,7 @@ class _Calendar:
         return found
 
 
-def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: list[str], fiscal_start: int,
-             calendar: _Calendar | None = None) -> None:
-    calendar = calendar or _Calendar(fiscal_start)
+def _rollups(cells: dict[tuple, Cell], kpi: KpiDef, months: list[str], sites: list[str], calendar: _Calendar) -> None:
     groups: dict[tuple[str | None, str, str], list[Cell]] = {}
     for month in months:
         quarter, year = calendar.rollups(month)

@@ -95,7 +95,7 @@ def test_missing_months_are_made_in_the_order_of_the_sites():
         for month in ("2023-01", "2023-03"):
             cell = Cell(kpi.id, site, month, "month", 1.0, kpi.unit, kpi.rule)
             cells[cell.key] = cell
-    ag._fill_missing(cells, kpi, ["2023-01", "2023-02", "2023-03"])
+    ag._fill_missing(cells, kpi, ["2023-01", "2023-02", "2023-03"], ag._site_cells_by_kpi(cells)[kpi.id])
     made = [key[1] for key, cell in cells.items() if cell.quality == ["missing"]]
     assert made == sorted(sites)
 
